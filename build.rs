@@ -1,0 +1,156 @@
+//! Builds the device crate `kernel/` to PTX with rustc's NVPTX backend, then assembles a
+//! sm_90a cubin with `ptxas` when it is available. Both are embedded by `host/kernels.rs`.
+//!
+//! Needs the nightly's `rust-src` component (for `-Zbuild-std=core`); ptxas is looked up
+//! in `$ETAP_PTXAS`, then `.tools/ptxas/...` (installed by `scripts/setup.sh`), then `PATH`.
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Registers per thread that ptxas may use: 384-thread CTAs (3 warpgroups) get 65536/384,
+/// rounded down to a multiple of 8; consumers raise their own limit with setmaxnreg.
+const MAX_REGS: u32 = 168;
+
+fn main() {
+    println!("cargo:rerun-if-changed=kernel/src");
+    println!("cargo:rerun-if-changed=kernel/build.rs");
+    println!("cargo:rerun-if-changed=kernel/Cargo.toml");
+    println!("cargo:rerun-if-env-changed=ETAP_PTXAS");
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+
+    check_rust_src();
+    let ptx = build_ptx(&root, &out_dir);
+    let ptx_out = out_dir.join("etap_kernel.ptx");
+    std::fs::copy(&ptx, &ptx_out).expect("copy PTX");
+
+    let cubin_out = out_dir.join("etap_kernel.cubin");
+    let _ = std::fs::remove_file(&cubin_out);
+    match find_ptxas(&root) {
+        Some(ptxas) => {
+            let status = Command::new(&ptxas)
+                .args(["-arch=sm_90a", "-O3"])
+                .arg(format!("--maxrregcount={MAX_REGS}"))
+                .arg(&ptx_out)
+                .arg("-o")
+                .arg(&cubin_out)
+                .status()
+                .unwrap_or_else(|e| panic!("running {}: {e}", ptxas.display()));
+            if !status.success() {
+                panic!(
+                    "ptxas -arch=sm_90a rejected the generated PTX ({})",
+                    ptx_out.display()
+                );
+            }
+            println!("cargo:rustc-cfg=etap_cubin");
+        }
+        None => println!(
+            "cargo:warning=ptxas not found: no cubin embedded, the PTX will be JIT-compiled. \
+             Install it with `scripts/setup.sh` (PyPI wheel nvidia-cuda-nvcc-cu12==12.9.86)."
+        ),
+    }
+    println!("cargo:rustc-check-cfg=cfg(etap_cubin)");
+    println!("cargo:rustc-env=ETAP_MAX_REGS={MAX_REGS}");
+}
+
+fn check_rust_src() {
+    let sysroot = Command::new(env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("rustc --print sysroot");
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    let core = Path::new(&sysroot).join("lib/rustlib/src/rust/library/core");
+    if !core.exists() {
+        panic!(
+            "\n\nThe nightly's rust-src component is missing (needed to build `core` for \
+             nvptx64-nvidia-cuda).\nInstall it with:  rustup component add rust-src --toolchain nightly\n\
+             (or run scripts/setup.sh, which installs everything the build needs)\n\n"
+        );
+    }
+}
+
+fn build_ptx(root: &Path, out_dir: &Path) -> PathBuf {
+    let target_dir = out_dir.join("nvptx-target");
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root.join("kernel"))
+        .args([
+            "rustc",
+            "--release",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+            "--target",
+            "nvptx64-nvidia-cuda",
+            "-Zbuild-std=core",
+            "--config",
+            "profile.release.lto=\"fat\"",
+            "--config",
+            "profile.release.panic=\"abort\"",
+            "--config",
+            "profile.release.codegen-units=1",
+            "--config",
+            "profile.release.opt-level=3",
+            "--config",
+            "profile.release.debug=false",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args([
+            "--",
+            "-C",
+            "target-cpu=sm_90a",
+            "-C",
+            "target-feature=+ptx85",
+            "-Zno-link",
+            "--emit=asm",
+        ]);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_LLVM_COV",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (key, _) in env::vars() {
+        if key.starts_with("CARGO_FEATURE_")
+            || key.starts_with("CARGO_CFG_")
+            || key.starts_with("DEP_")
+        {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd
+        .status()
+        .expect("running cargo for the nvptx64 device crate");
+    if !status.success() {
+        panic!("building the device crate kernel/ for nvptx64-nvidia-cuda failed (see above)");
+    }
+    let ptx = target_dir.join("nvptx64-nvidia-cuda/release/deps/etap_kernel.s");
+    assert!(ptx.exists(), "expected PTX at {}", ptx.display());
+    ptx
+}
+
+fn find_ptxas(root: &Path) -> Option<PathBuf> {
+    if let Ok(p) = env::var("ETAP_PTXAS") {
+        return Some(PathBuf::from(p));
+    }
+    let local = root.join(".tools/nvcc/nvidia/cuda_nvcc/bin/ptxas");
+    if local.exists() {
+        return Some(local);
+    }
+    env::var_os("PATH").and_then(|paths| {
+        env::split_paths(&paths)
+            .map(|d| d.join("ptxas"))
+            .find(|p| p.is_file())
+    })
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", flashmla_etap::PTX.len());
+}
