@@ -1,0 +1,128 @@
+//! Compile-time configuration of the kernels: problem dimensions, tile sizes, warpgroup
+//! roles, pipeline depth, named-barrier ids and the shared-memory map. Shared with the
+//! host, which sizes launches from the same numbers.
+
+/// Dimensions of one cached token (K row): 512 latent + 64 RoPE.
+pub const D_QK: u32 = 576;
+/// Dimensions of V (the first 512 of the K row).
+pub const D_V: u32 = 512;
+/// Tokens per page of the paged cache (the only page size supported so far).
+pub const PAGE_SIZE: u32 = 64;
+/// Tokens per KV tile: one page, the wgmma M of Sᵀ = K·Qᵀ.
+pub const TILE_TOKENS: u32 = 64;
+/// Elements per swizzled column block (128 bytes of a 16-bit type): one TMA box width.
+pub const COL_BLOCK: u32 = 64;
+/// Column blocks of a K row (576 / 64).
+pub const K_BLOCKS: u32 = D_QK / COL_BLOCK;
+/// Column blocks of a V row (512 / 64): the m64 blocks of Oᵀ.
+pub const V_BLOCKS: u32 = D_V / COL_BLOCK;
+/// Bytes of one column block of a tile (64 tokens × 128 bytes).
+pub const BLOCK_BYTES: u32 = TILE_TOKENS * 128;
+/// Bytes of one KV tile in shared memory (and TMA transaction bytes per stage).
+pub const TILE_BYTES: u32 = K_BLOCKS * BLOCK_BYTES;
+/// wgmma k16 steps of Sᵀ = K·Qᵀ (576 / 16).
+pub const QK_STEPS: u32 = D_QK / 16;
+/// wgmma k16 steps of Oᵀ += Vᵀ·Pᵀ per V block (64 tokens / 16).
+pub const PV_STEPS: u32 = TILE_TOKENS / 16;
+
+/// Warpgroup roles of the decode kernel: warpgroup 0 produces (TMA), 1 and 2 consume.
+pub const PRODUCER_WARPGROUP: u32 = 0;
+/// Consumer warpgroups: each owns half of the CTA's query rows and all 512 V dims.
+pub const CONSUMER_WARPGROUPS: u32 = 2;
+/// Threads of a decode CTA.
+pub const DECODE_THREADS: u32 = 128 * (1 + CONSUMER_WARPGROUPS);
+/// Consumer warps: the arrival count of an "empty" stage barrier.
+pub const CONSUMER_WARPS: u32 = 4 * CONSUMER_WARPGROUPS;
+/// KV pipeline depth (72 KB stages).
+pub const STAGES: u32 = 2;
+/// Most query rows (s_q·h_q/h_kv) one CTA handles: two consumer warpgroups of N = 32.
+pub const MAX_ROWS_PER_CTA: u32 = 64;
+/// Query-row tiles (rows per CTA) that decode kernels are built for.
+pub const ROW_TILES: [u32; 3] = [16, 32, 64];
+
+/// Named barriers (barrier 0 is `bar.sync 0`, the whole CTA).
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum NamedBarrier {
+    /// Both consumer warpgroups (256 threads): a tile's masked rows were zeroed.
+    Consumers = 1,
+    /// The 128 threads of consumer warpgroup 0; warpgroup 1 uses the next id.
+    ConsumerGroup0 = 2,
+}
+
+/// Bits of the decode kernel's `flags` argument.
+pub const FLAG_CAUSAL: u32 = 1;
+/// Write `out` as f32 instead of the input dtype.
+pub const FLAG_OUT_F32: u32 = 2;
+
+/// Byte offsets of the decode kernel's dynamic shared memory for `rows_cta` query rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeSmem {
+    /// `STAGES` KV tiles, each `K_BLOCKS` swizzled blocks of 64 tokens × 64 dims.
+    pub kv: u32,
+    /// Q: `K_BLOCKS` swizzled blocks of `rows_cta` rows × 64 dims.
+    pub q: u32,
+    /// Pᵀ per consumer warpgroup: rows_cta/2 rows × 64 tokens, swizzled.
+    pub p: u32,
+    /// Cross-warp reduction scratch: per consumer warpgroup, 4 warps × rows/2 f32.
+    pub red: u32,
+    /// mbarriers: `STAGES` "full" then `STAGES` "empty".
+    pub bars: u32,
+    /// Total bytes to request.
+    pub bytes: u32,
+}
+
+impl DecodeSmem {
+    pub const fn new(rows_cta: u32) -> Self {
+        let kv = 0;
+        let q = kv + STAGES * TILE_BYTES;
+        let p = q + K_BLOCKS * rows_cta * 128;
+        let red = p + rows_cta * 128;
+        let bars = red + CONSUMER_WARPGROUPS * 4 * (rows_cta / 2) * 4;
+        let bytes = bars + 2 * STAGES * 8;
+        DecodeSmem { kv, q, p, red, bars, bytes }
+    }
+}
+
+/// Rows per CTA chosen for `rows` query rows per KV head: the smallest tile that holds
+/// them, capped at `MAX_ROWS_PER_CTA` (more rows become more CTAs over the same KV).
+pub const fn row_tile_for(rows: u32) -> u32 {
+    let mut i = 0;
+    while i < ROW_TILES.len() {
+        if rows <= ROW_TILES[i] {
+            return ROW_TILES[i];
+        }
+        i += 1;
+    }
+    MAX_ROWS_PER_CTA
+}
+
+/// Threads of a combine CTA: one (request, query row), 4 of the 512 V dims a thread.
+pub const COMBINE_THREADS: u32 = 128;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_memory_fits_and_is_aligned() {
+        for rows in ROW_TILES {
+            let s = DecodeSmem::new(rows);
+            assert!(s.bytes <= 227 * 1024, "rows {rows}: {} bytes", s.bytes);
+            for off in [s.kv, s.q, s.p] {
+                assert_eq!(off % 1024, 0, "swizzled regions need 1024-byte alignment");
+            }
+            assert_eq!((s.p + (rows / 2) * 128) % 1024, 0, "second Pᵀ buffer aligned");
+            assert_eq!(s.bars % 8, 0);
+        }
+    }
+
+    #[test]
+    fn row_tiles() {
+        assert_eq!(row_tile_for(1), 16);
+        assert_eq!(row_tile_for(16), 16);
+        assert_eq!(row_tile_for(17), 32);
+        assert_eq!(row_tile_for(63), 64);
+        assert_eq!(row_tile_for(500), 64);
+    }
+}

@@ -1,0 +1,452 @@
+//! The ETAP decode mainloop: per 64-token KV tile of a request,
+//!   load (TMA) → Sᵀ = K·Qᵀ → online softmax down the columns (over tokens)
+//!   → Pᵀ to shared memory → Oᵀ += Vᵀ·Pᵀ,
+//! with the KV length as the wgmma M dimension and the CTA's query rows as N.
+//!
+//! Warpgroup 0 is the producer (one thread issues the TMA loads of each page); warpgroups
+//! 1 and 2 each own half of the CTA's query rows (N = rows/2) and all 512 dims of Oᵀ.
+//! A CTA works on one partition of the plan (`crate::plan::PartWork`) for one chunk of
+//! query rows of one KV head; requests split over several partitions write partial
+//! (O, lse) pairs that `crate::combine` merges.
+use crate::config::*;
+use crate::element::Element;
+use crate::layout::{acc_coord, desc_add, smem_desc, swizzled_offset, Major};
+use crate::plan::PartWork;
+use crate::ptx::wgmma::{self, MmaShape};
+use crate::ptx::{barrier, fence, ids, math, mbarrier, opaque, regs, smem, tma, warp};
+use crate::tile::load_swizzled;
+
+/// log2(e): softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
+const LOG2_E: f32 = core::f32::consts::LOG2_E;
+
+/// Arguments of one decode launch (the kernel parameters, gathered).
+#[derive(Clone, Copy)]
+pub struct DecodeArgs {
+    /// Tensor map of the cache: dims (576, h_kv, num_blocks·64), box (64, 1, 64), 128B swizzle.
+    pub kv_map: *const u8,
+    /// q [batch, s_q, h_q, 576].
+    pub q: *const u16,
+    /// block_table [batch, max_pages].
+    pub block_table: *const i32,
+    /// cache_seqlens [batch].
+    pub seqlens: *const i32,
+    /// The plan: one `PartWork` per grid column.
+    pub parts: *const PartWork,
+    /// Exclusive prefix sum of pieces per request [batch + 1].
+    pub split_offsets: *const i32,
+    /// out [batch, s_q, h_q, 512] in the input dtype, or f32 with `FLAG_OUT_F32`.
+    pub out: *mut u8,
+    /// lse [batch, h_q, s_q] (natural log).
+    pub lse: *mut f32,
+    /// Partial outputs [slots, s_q·h_q, 512] (normalised per piece).
+    pub o_accum: *mut f32,
+    /// Partial lse [slots, s_q·h_q].
+    pub lse_accum: *mut f32,
+    pub s_q: u32,
+    pub h_q: u32,
+    pub h_kv: u32,
+    pub max_pages: u32,
+    /// Row chunks per KV head (grid y = chunks · h_kv).
+    pub row_chunks: u32,
+    pub softmax_scale: f32,
+    /// `FLAG_CAUSAL` | `FLAG_OUT_F32`.
+    pub flags: u32,
+}
+
+/// Pages [begin, end) of request `r` that partition `part` covers.
+#[inline(always)]
+fn piece(part: &PartWork, r: i32, seqlen: i32) -> (u32, u32) {
+    let begin = if r == part.begin_req { part.begin_page } else { 0 };
+    let end = if r == part.end_req {
+        part.end_page
+    } else {
+        (seqlen + PAGE_SIZE as i32 - 1) / PAGE_SIZE as i32
+    };
+    (begin as u32, end as u32)
+}
+
+/// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
+const MAX_COLS_PER_THREAD: usize = (MAX_ROWS_PER_CTA / CONSUMER_WARPGROUPS / 4) as usize;
+
+/// Stage and phase parity of the `it`-th tile a CTA streams.
+#[inline(always)]
+fn stage_of(it: u32) -> (u32, u32) {
+    (it % STAGES, (it / STAGES) & 1)
+}
+
+/// The decode kernel body for element type `T` and N = `S::N` query rows per consumer
+/// warpgroup (the CTA handles 2·N rows).
+#[inline(always)]
+pub unsafe fn decode<T: Element, S: MmaShape>(a: &DecodeArgs) {
+    let rows_cta = 2 * S::N as u32;
+    let lay = DecodeSmem::new(rows_cta);
+    let part = *a.parts.add(ids::block_x() as usize);
+    if part.begin_req > part.end_req {
+        return;
+    }
+    let base = smem::base();
+    let full = |s: u32| base + lay.bars + 8 * s;
+    let empty = |s: u32| base + lay.bars + 8 * (STAGES + s);
+    if ids::thread() == 0 {
+        for s in 0..STAGES {
+            mbarrier::init(full(s), 1);
+            mbarrier::init(empty(s), CONSUMER_WARPS);
+        }
+        fence::mbarrier_init();
+    }
+    barrier::sync_cta();
+
+    let chunk = ids::block_y() % a.row_chunks;
+    let head = ids::block_y() / a.row_chunks;
+    if ids::warpgroup() == PRODUCER_WARPGROUP {
+        regs::release_to_40();
+        if ids::thread() == 0 {
+            produce(a, &part, head, base + lay.kv, full, empty);
+        }
+    } else {
+        regs::claim_232();
+        consume::<T, S>(a, &part, chunk, head, &lay, base, full, empty);
+    }
+}
+
+/// Producer: streams every page of the partition through the stages, in order.
+#[inline(always)]
+unsafe fn produce(
+    a: &DecodeArgs,
+    part: &PartWork,
+    head: u32,
+    kv: u32,
+    full: impl Fn(u32) -> u32,
+    empty: impl Fn(u32) -> u32,
+) {
+    tma::prefetch_map(a.kv_map);
+    let mut it = 0;
+    for r in part.begin_req..=part.end_req {
+        let (first, last) = piece(part, r, *a.seqlens.add(r as usize));
+        let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
+        for page in first..last {
+            let (s, phase) = stage_of(it);
+            mbarrier::wait(empty(s), phase ^ 1);
+            let token0 = *pages.add(page as usize) * PAGE_SIZE as i32;
+            mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
+            for c in 0..K_BLOCKS {
+                let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES;
+                tma::load_3d(dst, a.kv_map, full(s), (c * COL_BLOCK) as i32, head as i32, token0);
+            }
+            it += 1;
+        }
+    }
+}
+
+/// Consumer warpgroup: for each request piece of the partition, the online-softmax
+/// attention of its N query rows over the piece's pages, then the (partial) output.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn consume<T: Element, S: MmaShape>(
+    a: &DecodeArgs,
+    part: &PartWork,
+    chunk: u32,
+    head: u32,
+    lay: &DecodeSmem,
+    base: u32,
+    full: impl Fn(u32) -> u32,
+    empty: impl Fn(u32) -> u32,
+) {
+    let n = S::N as u32;
+    let cols = (n / 4) as usize;
+    let wg = ids::warpgroup() - 1;
+    let t = ids::thread() % 128;
+    let (warp_id, lane) = (t / 32, t % 32);
+    let group_bar = NamedBarrier::ConsumerGroup0 as u32 + wg;
+    let heads_per_kv = a.h_q / a.h_kv;
+    let rows_total = a.s_q * heads_per_kv;
+    let row0 = chunk * 2 * n + wg * n;
+    let q_smem = base + lay.q + wg * n * 128;
+    let q_block_stride = 2 * n * 128;
+    let p_smem = base + lay.p + wg * n * 128;
+    let red = base + lay.red + wg * 4 * n * 4;
+    let scale_log2 = a.softmax_scale * LOG2_E;
+    let causal = a.flags & FLAG_CAUSAL != 0;
+    // Query row ↔ (s index, head) of this warpgroup's column `col`.
+    let row_of = |col: u32| row0 + col;
+    let query_of = |row: u32| (row / heads_per_kv, head * heads_per_kv + row % heads_per_kv);
+
+    let mut it = 0;
+    for r in part.begin_req..=part.end_req {
+        let seqlen = *a.seqlens.add(r as usize);
+        let (first, last) = piece(part, r, seqlen);
+        if first >= last {
+            // A request with no pages inside the range: the combine writes its result.
+            continue;
+        }
+        let split_begin = *a.split_offsets.add(r as usize);
+        let splits = *a.split_offsets.add(r as usize + 1) - split_begin;
+        let split_idx = if r == part.begin_req { part.first_split } else { 0 };
+
+        // Q rows of this warpgroup → swizzled shared memory (zeros past the last row).
+        load_swizzled(n, K_BLOCKS, q_smem, q_block_stride, t, 128, |rr| {
+            let row = row0 + rr;
+            (row < rows_total).then(|| {
+                let (s, h) = query_of(row);
+                a.q.add((((r as u32 * a.s_q + s) * a.h_q + h) * D_QK) as usize)
+            })
+        });
+        fence::proxy_async_shared();
+        barrier::sync_named(group_bar, 128);
+
+        let mut o = [S::zero(); V_BLOCKS as usize];
+        // Per owned column c = 2j + e: running max (base-2 scaled) and this thread's sum.
+        let mut m_buf = [f32::NEG_INFINITY; MAX_COLS_PER_THREAD];
+        let mut l_buf = [0.0f32; MAX_COLS_PER_THREAD];
+        let (m, l) = (&mut m_buf[..cols], &mut l_buf[..cols]);
+
+        for page in first..last {
+            let (s, phase) = stage_of(it);
+            mbarrier::wait(full(s), phase);
+            let kv = base + lay.kv + s * TILE_BYTES;
+            let valid = (seqlen - (page * PAGE_SIZE) as i32).min(TILE_TOKENS as i32) as u32;
+            if valid < TILE_TOKENS {
+                zero_v_rows(kv, valid, ids::thread() - 128);
+                fence::proxy_async_shared();
+                barrier::sync_named(NamedBarrier::Consumers as u32, 256);
+            }
+
+            // Sᵀ = K·Qᵀ: 64 tokens × N rows, K = 576.
+            let mut st = S::zero();
+            let k_desc = opaque(smem_desc(kv, Major::K, 0));
+            let q_desc = opaque(smem_desc(q_smem, Major::K, 0));
+            wgmma::fence();
+            for k in 0..QK_STEPS {
+                let (blk, koff) = (k / 4, (k % 4) * 32);
+                let da = desc_add(k_desc, blk * BLOCK_BYTES + koff);
+                let db = desc_add(q_desc, blk * q_block_stride + koff);
+                T::mma::<S>(&mut st, da, db, k > 0);
+            }
+            wgmma::commit();
+            wgmma::wait_all();
+
+            // Scale to base 2 and mask tokens past the length (and the causal limit).
+            let st = st.as_mut();
+            for (i, x) in st.iter_mut().enumerate() {
+                let (tok, col) = acc_coord(t, i as u32);
+                let row = row_of(col);
+                let mut limit = seqlen - 1;
+                if causal {
+                    limit = limit.min(seqlen - a.s_q as i32 + (row / heads_per_kv) as i32);
+                }
+                let token = (page * PAGE_SIZE + tok) as i32;
+                *x = if token <= limit { *x * scale_log2 } else { f32::NEG_INFINITY };
+            }
+
+            // Column maxima over the tile: the 2 rows of a thread, the 8 lanes sharing
+            // lane%4 (xor 4, 8, 16), then the 4 warps through shared memory.
+            for c in 0..cols {
+                let (j, e) = (c / 2, c % 2);
+                let mx = warp::max_over_fragment_rows(st[4 * j + e].max(st[4 * j + 2 + e]));
+                if lane < 4 {
+                    smem::st_f32(red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32), mx);
+                }
+            }
+            barrier::sync_named(group_bar, 128);
+            for c in 0..cols {
+                let (j, e) = (c / 2, c % 2);
+                let col = 8 * j as u32 + 2 * (lane % 4) + e as u32;
+                let mut tile_max = f32::NEG_INFINITY;
+                for w in 0..4 {
+                    tile_max = tile_max.max(smem::ld_f32(red + 4 * (w * n + col)));
+                }
+                let m_new = m[c].max(tile_max);
+                // A column that has seen no key yet keeps max -inf: use 0 as its offset.
+                let m_use = if m_new == f32::NEG_INFINITY { 0.0 } else { m_new };
+                let alpha = math::exp2(m[c] - m_use);
+                m[c] = m_new;
+                let p0 = math::exp2(st[4 * j + e] - m_use);
+                let p1 = math::exp2(st[4 * j + 2 + e] - m_use);
+                l[c] = l[c] * alpha + p0 + p1;
+                st[4 * j + e] = p0;
+                st[4 * j + 2 + e] = p1;
+                for ob in o.iter_mut() {
+                    let ob = ob.as_mut();
+                    ob[4 * j + e] *= alpha;
+                    ob[4 * j + 2 + e] *= alpha;
+                }
+            }
+
+            // Pᵀ → shared memory as the K-major B operand: row = query column, 64 tokens.
+            for (i, p) in st.iter().enumerate() {
+                let (tok, col) = acc_coord(t, i as u32);
+                smem::st_u16(p_smem + swizzled_offset(col, tok), T::from_f32(*p));
+            }
+            fence::proxy_async_shared();
+            barrier::sync_named(group_bar, 128);
+
+            // Oᵀ += Vᵀ·Pᵀ: per 64-dim block of V (A, MN-major), K = 64 tokens.
+            let v_desc = opaque(smem_desc(kv, Major::MN, BLOCK_BYTES));
+            let p_desc = opaque(smem_desc(p_smem, Major::K, 0));
+            wgmma::fence();
+            for (mb, ob) in o.iter_mut().enumerate() {
+                for k in 0..PV_STEPS {
+                    let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
+                    let db = desc_add(p_desc, k * 32);
+                    T::mma_ta::<S>(ob, da, db, true);
+                }
+            }
+            wgmma::commit();
+            wgmma::wait_all();
+            warp::sync();
+            if lane == 0 {
+                mbarrier::arrive(empty(s));
+            }
+            it += 1;
+        }
+
+        // Row sums: the 8 lanes sharing lane%4, then the 4 warps.
+        for c in 0..cols {
+            let (j, e) = (c / 2, c % 2);
+            let sum = warp::sum_over_fragment_rows(l[c]);
+            if lane < 4 {
+                smem::st_f32(red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32), sum);
+            }
+        }
+        barrier::sync_named(group_bar, 128);
+        for c in 0..cols {
+            let (j, e) = (c / 2, c % 2);
+            let col = 8 * j as u32 + 2 * (lane % 4) + e as u32;
+            let mut sum = 0.0;
+            for w in 0..4 {
+                sum += smem::ld_f32(red + 4 * (w * n + col));
+            }
+            l[c] = sum;
+        }
+        barrier::sync_named(group_bar, 128);
+
+        store_output::<T, S>(a, &o, m, l, r as u32, splits, (split_begin + split_idx) as u32, row0, rows_total, &query_of);
+    }
+}
+
+/// Zeroes V rows `valid..64` of a tile (all 8 V blocks): rows past a sequence's length may
+/// hold anything (NaN), and 0·NaN would poison Oᵀ. Spread over the 256 consumer threads.
+#[inline(always)]
+unsafe fn zero_v_rows(kv: u32, valid: u32, ct: u32) {
+    let units = (TILE_TOKENS - valid) * V_BLOCKS * 8;
+    let mut u = ct;
+    while u < units {
+        let row = valid + u / (V_BLOCKS * 8);
+        let blk = (u / 8) % V_BLOCKS;
+        smem::st_v4(kv + blk * BLOCK_BYTES + row * 128 + (u % 8) * 16, [0; 4]);
+        u += 256;
+    }
+}
+
+/// Writes this warpgroup's normalised Oᵀ columns and their lse: straight to `out`/`lse`
+/// when the request is not split, else to its partial slot.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn store_output<T: Element, S: MmaShape>(
+    a: &DecodeArgs,
+    o: &[S::Acc; V_BLOCKS as usize],
+    m: &[f32],
+    l: &[f32],
+    r: u32,
+    splits: i32,
+    slot: u32,
+    row0: u32,
+    rows_total: u32,
+    query_of: &impl Fn(u32) -> (u32, u32),
+) {
+    let t = ids::thread() % 128;
+    let lane = t % 32;
+    let final_out = splits == 1;
+    let rows_per_req = a.s_q * a.h_q;
+    let out_f32 = a.flags & FLAG_OUT_F32 != 0;
+    for (mb, ob) in o.iter().enumerate() {
+        for (i, v) in ob.as_ref().iter().enumerate() {
+            let (dim, col) = acc_coord(t, i as u32);
+            let row = row0 + col;
+            if row >= rows_total {
+                continue;
+            }
+            let c = (col / 8 * 2 + col % 2) as usize;
+            let inv = if l[c] > 0.0 { 1.0 / l[c] } else { 0.0 };
+            let val = *v * inv;
+            let (s, h) = query_of(row);
+            let d = mb as u32 * 64 + dim;
+            let qrow = s * a.h_q + h;
+            if final_out {
+                let idx = ((r * rows_per_req + qrow) * D_V + d) as usize;
+                if out_f32 {
+                    *(a.out as *mut f32).add(idx) = val;
+                } else {
+                    *(a.out as *mut u16).add(idx) = T::from_f32(val);
+                }
+            } else {
+                *a.o_accum.add(((slot * rows_per_req + qrow) * D_V + d) as usize) = val;
+            }
+        }
+    }
+    // Threads 0..4 of warp 0 hold every column once (rows 0 and 8 of the fragment).
+    if t < 4 {
+        for c in 0..m.len() {
+            let col = 8 * (c as u32 / 2) + 2 * lane + c as u32 % 2;
+            let row = row0 + col;
+            if row >= rows_total {
+                continue;
+            }
+            let (s, h) = query_of(row);
+            let lse = if l[c] > 0.0 {
+                (m[c] + math::log2(l[c])) * core::f32::consts::LN_2
+            } else if final_out {
+                f32::INFINITY
+            } else {
+                f32::NEG_INFINITY
+            };
+            if final_out {
+                *a.lse.add(((r * a.h_q + h) * a.s_q + s) as usize) = lse;
+            } else {
+                *a.lse_accum.add((slot * rows_per_req + s * a.h_q + h) as usize) = lse;
+            }
+        }
+    }
+}
+
+macro_rules! decode_kernels {
+    ($($name:ident $t:ty, $s:ty;)*) => {$(
+        /// Decode kernel entry point; see `DecodeArgs` for the parameters.
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(
+            kv_map: *const u8,
+            q: *const u16,
+            block_table: *const i32,
+            seqlens: *const i32,
+            parts: *const PartWork,
+            split_offsets: *const i32,
+            out: *mut u8,
+            lse: *mut f32,
+            o_accum: *mut f32,
+            lse_accum: *mut f32,
+            s_q: u32,
+            h_q: u32,
+            h_kv: u32,
+            max_pages: u32,
+            row_chunks: u32,
+            softmax_scale: f32,
+            flags: u32,
+        ) {
+            decode::<$t, $s>(&DecodeArgs {
+                kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
+                s_q, h_q, h_kv, max_pages, row_chunks, softmax_scale, flags,
+            })
+        }
+    )*};
+}
+
+use crate::element::{Bf16, F16};
+use crate::ptx::wgmma::{N16, N32, N8};
+decode_kernels! {
+    etap_decode_bf16_r16 Bf16, N8;
+    etap_decode_bf16_r32 Bf16, N16;
+    etap_decode_bf16_r64 Bf16, N32;
+    etap_decode_f16_r16 F16, N8;
+    etap_decode_f16_r32 F16, N16;
+    etap_decode_f16_r64 F16, N32;
+}

@@ -1,0 +1,128 @@
+//! Shared-memory layout math shared by the kernels and the host: the 128-byte swizzle,
+//! wgmma matrix descriptors and the wgmma accumulator fragment. Plain functions, so the
+//! host unit tests check exactly what the device computes.
+
+/// Bytes in one swizzled row: 64 elements of a 16-bit type.
+pub const SWIZZLE_ROW_BYTES: u32 = 128;
+/// Rows in one swizzle atom (the XOR pattern repeats every 1024 bytes).
+pub const SWIZZLE_ATOM_ROWS: u32 = 8;
+/// Bytes in one swizzle atom.
+pub const SWIZZLE_ATOM_BYTES: u32 = SWIZZLE_ROW_BYTES * SWIZZLE_ATOM_ROWS;
+
+/// The 128-byte swizzle (TMA `SWIZZLE_128B`, wgmma layout type 1): within a 1024-byte
+/// aligned atom, the 16-byte unit index (bits 4..7) is XORed with the row index (bits 7..10).
+#[inline(always)]
+pub const fn swizzle128(offset: u32) -> u32 {
+    offset ^ (((offset >> 7) & 7) << 4)
+}
+
+/// Byte offset of element (`row`, `col`) of a tile of 16-bit values stored as rows of 64
+/// elements (128 bytes) with the 128-byte swizzle; the tile base must be 1024-byte aligned.
+#[inline(always)]
+pub const fn swizzled_offset(row: u32, col: u32) -> u32 {
+    swizzle128(row * SWIZZLE_ROW_BYTES + col * 2)
+}
+
+/// Operand major-ness of a wgmma shared-memory operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Major {
+    /// The reduction (K) dimension is contiguous: rows of 64 K-elements, 8-row atoms
+    /// 1024 bytes apart along M/N.
+    K,
+    /// M (or N) is contiguous: rows of 64 M-elements, one row per k; 8-k atoms 1024 bytes
+    /// apart along K.
+    MN,
+}
+
+/// Distance between two 8-row core-matrix groups of a 128B-swizzled operand.
+pub const ATOM_STRIDE: u32 = SWIZZLE_ATOM_BYTES;
+
+/// wgmma shared-memory matrix descriptor (PTX ISA: "Matrix Descriptor Format") for an
+/// operand at shared address `addr` with the 128-byte swizzle.
+///
+/// Fields: start address >> 4 (bits 0..14), leading-dimension byte offset >> 4
+/// (bits 16..30), stride-dimension byte offset >> 4 (bits 32..46), layout type in bits
+/// 62..64 (1 = 128-byte swizzle). For K-major operands the stride offset is the distance
+/// between 8-row groups along M/N and the leading offset is unused (1). For MN-major
+/// operands the stride offset is the distance between 8-row groups along K and the
+/// leading offset the distance between 64-element blocks along M/N (`mn_block_stride`).
+#[inline(always)]
+pub const fn smem_desc(addr: u32, major: Major, mn_block_stride: u32) -> u64 {
+    let lbo: u64 = match major {
+        Major::K => 1,
+        Major::MN => (mn_block_stride >> 4) as u64,
+    };
+    let sbo = (ATOM_STRIDE >> 4) as u64;
+    (((addr >> 4) & 0x3fff) as u64) | ((lbo & 0x3fff) << 16) | ((sbo & 0x3fff) << 32) | (1u64 << 62)
+}
+
+/// Descriptor `desc` moved `bytes` further in shared memory (the start-address field;
+/// shared addresses stay below 2^18, so the 14-bit field cannot overflow).
+#[inline(always)]
+pub const fn desc_add(desc: u64, bytes: u32) -> u64 {
+    desc + (bytes >> 4) as u64
+}
+
+/// Position in the 64×N tile of accumulator element `i` held by `thread` (0..128) of a
+/// warpgroup after `wgmma.mma_async.m64nNk16` with f32 accumulators: returns (row, col).
+/// Warp w owns rows 16w..16w+16; lane l holds rows 16w + l/4 (+8) and columns
+/// 8j + 2(l%4) + {0,1}, for element i = 4j + {0,1} (row l/4) and 4j + {2,3} (row l/4 + 8).
+#[inline(always)]
+pub const fn acc_coord(thread: u32, i: u32) -> (u32, u32) {
+    let warp = thread / 32;
+    let lane = thread % 32;
+    let j = i / 4;
+    let row = 16 * warp + lane / 4 + 8 * ((i / 2) % 2);
+    let col = 8 * j + 2 * (lane % 4) + (i % 2);
+    (row, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swizzle_is_a_permutation_of_each_atom() {
+        let mut seen = [false; 64];
+        for unit in 0..64u32 {
+            let p = swizzle128(unit * 16);
+            assert!(p < 1024 && p % 16 == 0);
+            assert!(!seen[(p / 16) as usize], "unit {unit} collides");
+            seen[(p / 16) as usize] = true;
+        }
+        // Row 0 is unchanged, row 1 swaps 16-byte units pairwise.
+        assert_eq!(swizzled_offset(0, 8), 16);
+        assert_eq!(swizzled_offset(1, 0), 128 + 16);
+        assert_eq!(swizzled_offset(1, 8), 128);
+        // The pattern repeats every 8 rows.
+        assert_eq!(swizzled_offset(9, 3), 1024 + swizzled_offset(1, 3));
+    }
+
+    #[test]
+    fn descriptor_fields() {
+        let d = smem_desc(0x1_2400, Major::K, 0);
+        assert_eq!(d & 0x3fff, (0x1_2400 >> 4) & 0x3fff);
+        assert_eq!((d >> 16) & 0x3fff, 1);
+        assert_eq!((d >> 32) & 0x3fff, 1024 >> 4);
+        assert_eq!(d >> 62, 1);
+        let d = smem_desc(0x400, Major::MN, 8192);
+        assert_eq!((d >> 16) & 0x3fff, 8192 >> 4);
+    }
+
+    #[test]
+    fn accumulator_fragment_covers_the_tile_once() {
+        for n in [8u32, 16, 32, 64, 128, 256] {
+            let mut seen = vec![false; (64 * n) as usize];
+            for t in 0..128 {
+                for i in 0..n / 2 {
+                    let (r, c) = acc_coord(t, i);
+                    assert!(r < 64 && c < n);
+                    let k = (r * n + c) as usize;
+                    assert!(!seen[k], "n={n} t={t} i={i}");
+                    seen[k] = true;
+                }
+            }
+            assert!(seen.iter().all(|&s| s));
+        }
+    }
+}

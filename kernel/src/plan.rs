@@ -1,0 +1,490 @@
+//! Split-KV planner: spreads the (request, page) work of one decode call over `num_parts`
+//! partitions (one CTA column of the grid each), in the manner of FlashMLA's
+//! `get_mla_metadata`.
+//!
+//! Pure `core` code: no allocation, no floats, no recursion, no indexing that can panic.
+//! It builds for the host (unit tests, host-side planning) and for `nvptx64`, where the
+//! same function can run in a single GPU thread (graph-capturable planning).
+//!
+//! # Model
+//!
+//! Request `r` has `num_pages(r) = ceil(seqlens[r] / page_size)` pages. The work of a
+//! partition is a contiguous range of the (request, page) sequence taken in request order;
+//! the part of one request that lies in one partition is a *piece*. A piece is never empty,
+//! and requests with 0 pages have no pieces at all (and 0 splits).
+//!
+//! Cost of a piece = its pages + [`FIXED_OVERHEAD_PAGES`]. With
+//! `T = Σ_{r: num_pages(r) > 0} (num_pages(r) + FIXED_OVERHEAD_PAGES)` and
+//! `N = num_parts`, the planner hands every partition a budget
+//! `payload = ceil(T / N) + FIXED_OVERHEAD_PAGES` and fills the partitions greedily:
+//! a whole remaining request if it fits in what is left of the budget, otherwise a split
+//! piece that uses the budget up exactly (if at least one page fits after the overhead).
+//!
+//! # Guarantees (tested in `tests/cpu_plan.rs`)
+//!
+//! - Balance: every partition's cost (Σ over its pieces of pages + overhead) is at most
+//!   `payload = ceil(T / N) + FIXED_OVERHEAD_PAGES` ([`PlanStats::payload`]).
+//! - Completion: all pages are placed within the `N` partitions. (Proof: count the remaining
+//!   work as Σ over unfinished requests of remaining pages + overhead, starting at `T`. A
+//!   partition that is not the last one with work removes at least `payload - overhead =
+//!   ceil(T/N)` of it: a split piece removes only its pages, `remain - overhead`, and uses the
+//!   budget up; a partition that stops because the next piece does not fit and no split is
+//!   possible has at most `overhead` of its budget left. `N · ceil(T/N) ≥ T`.)
+//! - Splits: each partition ends with at most one split, so the number of pieces (= partial
+//!   result slots, `split_offsets[batch]`) is at most `nonzero_requests + active_parts - 1
+//!   ≤ batch + num_parts - 1`.
+//! - Every partition with work holds at least one page; the partitions with work come first
+//!   and idle ones (encoded as [`PartWork::IDLE`]) last.
+
+/// Tokens per page of the paged KV cache (FlashMLA's block size).
+pub const PAGE_SIZE: usize = 64;
+/// Cost of starting a request piece, in page units (FlashMLA's `fixed_overhead_num_blocks`).
+pub const FIXED_OVERHEAD_PAGES: u32 = 5;
+
+/// The work of one partition, read by the kernel (32 bytes).
+///
+/// The partition processes requests `begin_req ..= end_req` in order; for request `r` its
+/// pages are `[ (r == begin_req ? begin_page : 0), (r == end_req ? end_page : num_pages(r)) )`
+/// (see [`piece_of`]). Requests with 0 pages strictly inside the range have empty ranges and
+/// are skipped; `begin_req` and `end_req` themselves always have pages.
+/// `first_split` is the index of this partition's piece of `begin_req` among that request's
+/// pieces; pieces of later requests in the partition are their piece 0.
+///
+/// An idle partition has `begin_req > end_req`; the planner writes [`PartWork::IDLE`]
+/// (`begin_req = 0, end_req = -1`, everything else 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PartWork {
+    pub begin_req: i32,
+    pub begin_page: i32,
+    pub end_req: i32,
+    pub end_page: i32,
+    pub first_split: i32,
+    pub _pad: [i32; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<PartWork>() == 32);
+
+impl PartWork {
+    /// Canonical encoding of a partition without work.
+    pub const IDLE: PartWork = PartWork {
+        begin_req: 0,
+        begin_page: 0,
+        end_req: -1,
+        end_page: 0,
+        first_split: 0,
+        _pad: [0; 3],
+    };
+
+    /// True if the partition has no work (`begin_req > end_req`).
+    #[inline]
+    pub const fn is_idle(&self) -> bool {
+        self.begin_req > self.end_req
+    }
+}
+
+/// Why [`plan`] refused its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// `seqlens[batch_index] = len < 0`.
+    NegativeLength { batch_index: usize, len: i32 },
+    /// `seqlens[batch_index] = len` exceeds `capacity = max_pages_per_seq * page_size` tokens.
+    TooLong {
+        batch_index: usize,
+        len: i32,
+        capacity: u64,
+    },
+    /// Zero partitions, `page_size == 0`, output buffers too small, or counts that do not fit
+    /// the kernel's `i32` fields.
+    BadShape { reason: &'static str },
+    /// Not reachable (the greedy provably places all work); reported instead of panicking.
+    Internal { reason: &'static str },
+}
+
+impl core::fmt::Display for PlanError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            PlanError::NegativeLength { batch_index, len } => {
+                write!(f, "seqlens[{batch_index}] = {len} is negative")
+            }
+            PlanError::TooLong {
+                batch_index,
+                len,
+                capacity,
+            } => write!(
+                f,
+                "seqlens[{batch_index}] = {len} exceeds the block table's capacity of {capacity} tokens"
+            ),
+            PlanError::BadShape { reason } => write!(f, "bad planner shape: {reason}"),
+            PlanError::Internal { reason } => write!(f, "planner internal error: {reason}"),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "nvptx64"))]
+impl std::error::Error for PlanError {}
+
+/// Summary of a plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    /// Σ num_pages(r).
+    pub total_pages: u64,
+    /// Largest partition cost (Σ over its pieces of pages + [`FIXED_OVERHEAD_PAGES`]).
+    pub max_part_cost: u64,
+    /// Number of pieces = partial-result slots = `split_offsets[batch]`.
+    pub num_splits_total: u32,
+    /// The per-partition budget `ceil(T / num_parts) + FIXED_OVERHEAD_PAGES`, which bounds
+    /// `max_part_cost` (`T` = Σ over requests with pages of pages + overhead).
+    pub payload: u64,
+    /// Partitions with work (they come first).
+    pub active_parts: u32,
+}
+
+/// Pages of a request of `len` tokens: `ceil(len / page_size)`, 0 for `len <= 0` or
+/// `page_size == 0`.
+#[inline]
+pub const fn num_pages(len: i32, page_size: usize) -> u64 {
+    if len <= 0 || page_size == 0 {
+        0
+    } else {
+        let ps = page_size as u64;
+        (len as u64).div_ceil(ps)
+    }
+}
+
+/// Partitions for a grid of `sm_count` SMs when one partition occupies `ctas_per_part` CTAs
+/// (row chunks × h_kv: every CTA of a partition reads the same KV range for a different set of
+/// query rows): `max(1, sm_count / ctas_per_part)`; `ctas_per_part = 0` counts as 1.
+#[inline]
+pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
+    let per = if ctas_per_part == 0 { 1 } else { ctas_per_part };
+    let n = sm_count / per;
+    if n == 0 {
+        1
+    } else {
+        n as usize
+    }
+}
+
+/// Upper bound on partial-result slots (`split_offsets[batch]`) for any plan of `batch`
+/// requests over `num_parts` partitions: size the partial `out`/`lse` buffers with it.
+#[inline]
+pub const fn max_split_slots(batch: usize, num_parts: usize) -> usize {
+    batch.saturating_add(num_parts)
+}
+
+#[inline]
+fn set(split_offsets: &mut [i32], i: usize, v: u64) {
+    if let Some(s) = split_offsets.get_mut(i) {
+        *s = v as i32;
+    }
+}
+
+/// Plans the split-KV decomposition.
+///
+/// - `seqlens`: `[batch]` cached tokens per request (0 allowed).
+/// - `max_pages_per_seq`: block-table width; a length above `max_pages_per_seq * page_size`
+///   is an error.
+/// - `parts_out[..num_parts]`: written with every partition's [`PartWork`].
+/// - `split_offsets_out[..=batch]`: exclusive prefix sum of the number of pieces of each
+///   request. A request with exactly one piece is written straight to the output; one with
+///   `n ≥ 2` pieces writes piece `i` into partial slot `split_offsets[r] + i` and a combine
+///   step merges the `n` slots.
+///
+/// On error nothing useful is in the output buffers (they may be partly written).
+pub fn plan(
+    seqlens: &[i32],
+    max_pages_per_seq: usize,
+    page_size: usize,
+    num_parts: usize,
+    parts_out: &mut [PartWork],
+    split_offsets_out: &mut [i32],
+) -> Result<PlanStats, PlanError> {
+    let batch = seqlens.len();
+    if num_parts == 0 {
+        return Err(PlanError::BadShape {
+            reason: "num_parts is 0",
+        });
+    }
+    if page_size == 0 {
+        return Err(PlanError::BadShape {
+            reason: "page_size is 0",
+        });
+    }
+    if parts_out.len() < num_parts {
+        return Err(PlanError::BadShape {
+            reason: "parts_out is shorter than num_parts",
+        });
+    }
+    if split_offsets_out.len() <= batch {
+        return Err(PlanError::BadShape {
+            reason: "split_offsets_out is shorter than batch + 1",
+        });
+    }
+    match batch.checked_add(num_parts) {
+        Some(n) if n <= i32::MAX as usize => {}
+        _ => {
+            return Err(PlanError::BadShape {
+                reason: "batch + num_parts does not fit i32",
+            })
+        }
+    }
+
+    // Validation, totals.
+    let capacity = (max_pages_per_seq as u64).saturating_mul(page_size as u64);
+    let overhead = FIXED_OVERHEAD_PAGES as u64;
+    let mut total_pages: u64 = 0;
+    let mut total_cost: u64 = 0;
+    let mut i = 0usize;
+    while i < batch {
+        let len = match seqlens.get(i) {
+            Some(&l) => l,
+            None => break,
+        };
+        if len < 0 {
+            return Err(PlanError::NegativeLength {
+                batch_index: i,
+                len,
+            });
+        }
+        if len as u64 > capacity {
+            return Err(PlanError::TooLong {
+                batch_index: i,
+                len,
+                capacity,
+            });
+        }
+        let p = num_pages(len, page_size);
+        if p > 0 {
+            total_pages += p;
+            total_cost += p + overhead;
+        }
+        i += 1;
+    }
+    let payload = total_cost.div_ceil(num_parts as u64) + overhead;
+
+    // Greedy fill. State: request `r`, its first unplaced page `page`, the index `split` of
+    // its next piece, and `cum` = pieces of all finished requests.
+    let mut r = 0usize;
+    let mut page: u64 = 0;
+    let mut split: u64 = 0;
+    let mut cum: u64 = 0;
+    let mut max_cost: u64 = 0;
+    let mut active: u32 = 0;
+    set(split_offsets_out, 0, 0);
+
+    let mut part = 0usize;
+    while part < num_parts {
+        // Skip requests without pages (0 pieces).
+        while let Some(&len) = seqlens.get(r) {
+            if num_pages(len, page_size) != 0 {
+                break;
+            }
+            r += 1;
+            set(split_offsets_out, r, cum);
+        }
+        let mut w = PartWork::IDLE;
+        if r < batch {
+            w.begin_req = r as i32;
+            w.begin_page = page as i32;
+            w.first_split = split as i32;
+            let mut took_any = false;
+            let mut remain = payload;
+            while let Some(&len) = seqlens.get(r) {
+                let np = num_pages(len, page_size);
+                if np == 0 {
+                    r += 1;
+                    set(split_offsets_out, r, cum);
+                    continue;
+                }
+                let rest = np - page; // >= 1: page < np always holds here
+                if remain >= rest + overhead {
+                    remain -= rest + overhead;
+                    cum += split + 1;
+                    w.end_req = r as i32;
+                    w.end_page = np as i32;
+                    took_any = true;
+                    r += 1;
+                    page = 0;
+                    split = 0;
+                    set(split_offsets_out, r, cum);
+                } else {
+                    if remain > overhead {
+                        page += remain - overhead; // < np, since remain < rest + overhead
+                        split += 1;
+                        remain = 0;
+                        w.end_req = r as i32;
+                        w.end_page = page as i32;
+                        took_any = true;
+                    }
+                    break;
+                }
+            }
+            if !took_any {
+                return Err(PlanError::Internal {
+                    reason: "a partition with work left got no piece",
+                });
+            }
+            let cost = payload - remain;
+            if cost > max_cost {
+                max_cost = cost;
+            }
+            active += 1;
+        }
+        match parts_out.get_mut(part) {
+            Some(slot) => *slot = w,
+            None => {
+                return Err(PlanError::BadShape {
+                    reason: "parts_out is shorter than num_parts",
+                })
+            }
+        }
+        part += 1;
+    }
+    // Trailing requests without pages.
+    while let Some(&len) = seqlens.get(r) {
+        if num_pages(len, page_size) != 0 {
+            return Err(PlanError::Internal {
+                reason: "work left after the last partition",
+            });
+        }
+        r += 1;
+        set(split_offsets_out, r, cum);
+    }
+
+    Ok(PlanStats {
+        total_pages,
+        max_part_cost: max_cost,
+        num_splits_total: cum as u32,
+        payload,
+        active_parts: active,
+    })
+}
+
+/// One request piece of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub req: i32,
+    /// First page (inclusive) of the request processed by this piece.
+    pub page_begin: i32,
+    /// End page (exclusive); `page_begin < page_end`.
+    pub page_end: i32,
+    /// Index of this piece among the request's pieces.
+    pub split_index: i32,
+}
+
+/// Page range `[begin, end)` of request `r` in partition `part`; `(0, 0)` when the partition
+/// holds no piece of `r` (idle partition, `r` outside `begin_req..=end_req`, `r` out of
+/// `seqlens`, or a request without pages). `end` is clamped to `num_pages(r)`.
+#[inline]
+pub fn piece_of(part: &PartWork, r: i32, seqlens: &[i32], page_size: usize) -> (i32, i32) {
+    if part.is_idle() || r < part.begin_req || r > part.end_req || r < 0 {
+        return (0, 0);
+    }
+    let np = match seqlens.get(r as usize) {
+        Some(&len) => num_pages(len, page_size),
+        None => return (0, 0),
+    };
+    let np = if np > i32::MAX as u64 {
+        i32::MAX
+    } else {
+        np as i32
+    };
+    let b = if r == part.begin_req {
+        part.begin_page
+    } else {
+        0
+    };
+    let e = if r == part.end_req { part.end_page } else { np };
+    let e = if e > np { np } else { e };
+    if b < 0 || b >= e {
+        (0, 0)
+    } else {
+        (b, e)
+    }
+}
+
+/// Iterator over the non-empty pieces of a partition, in order (see [`pieces`]).
+#[derive(Clone, Debug)]
+pub struct Pieces<'a> {
+    part: PartWork,
+    seqlens: &'a [i32],
+    page_size: usize,
+    next: i32,
+}
+
+impl Iterator for Pieces<'_> {
+    type Item = Piece;
+    #[inline]
+    fn next(&mut self) -> Option<Piece> {
+        while self.next <= self.part.end_req && self.next >= 0 {
+            let r = self.next;
+            self.next = if r == i32::MAX { -1 } else { r + 1 };
+            let (b, e) = piece_of(&self.part, r, self.seqlens, self.page_size);
+            if b < e {
+                let split_index = if r == self.part.begin_req {
+                    self.part.first_split
+                } else {
+                    0
+                };
+                return Some(Piece {
+                    req: r,
+                    page_begin: b,
+                    page_end: e,
+                    split_index,
+                });
+            }
+        }
+        None
+    }
+}
+
+/// The non-empty pieces of `part` in processing order.
+#[inline]
+pub fn pieces<'a>(part: &PartWork, seqlens: &'a [i32], page_size: usize) -> Pieces<'a> {
+    Pieces {
+        part: *part,
+        seqlens,
+        page_size,
+        next: if part.is_idle() || part.begin_req < 0 {
+            -1
+        } else {
+            part.begin_req
+        },
+    }
+}
+
+/// Calls `f` for every non-empty piece of `part`, in processing order.
+#[inline]
+pub fn for_each_piece(part: &PartWork, seqlens: &[i32], page_size: usize, mut f: impl FnMut(Piece)) {
+    for p in pieces(part, seqlens, page_size) {
+        f(p);
+    }
+}
+
+/// Number of pieces of request `r` (`split_offsets[r+1] - split_offsets[r]`), 0 when `r` is
+/// out of range.
+#[inline]
+pub fn num_splits(split_offsets: &[i32], r: i32) -> i32 {
+    if r < 0 {
+        return 0;
+    }
+    let r = r as usize;
+    match (split_offsets.get(r), r.checked_add(1).and_then(|n| split_offsets.get(n))) {
+        (Some(&a), Some(&b)) => b.wrapping_sub(a),
+        _ => 0,
+    }
+}
+
+/// Where a piece's result goes: `None` when the request has a single piece (write the final
+/// output directly), otherwise `Some(slot)` = `split_offsets[r] + split_index`, the partial
+/// (out, lse) slot that the combine step reads. Also `None` for an out-of-range `r`.
+#[inline]
+pub fn partial_slot(split_offsets: &[i32], r: i32, split_index: i32) -> Option<i32> {
+    if num_splits(split_offsets, r) < 2 {
+        return None;
+    }
+    split_offsets
+        .get(r as usize)
+        .map(|&base| base.wrapping_add(split_index))
+}

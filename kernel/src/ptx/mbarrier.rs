@@ -1,0 +1,37 @@
+//! Shared-memory transaction barriers (PTX ISA: mbarrier).
+use core::arch::asm;
+
+/// mbarrier.init: `count` arrivals complete a phase.
+#[inline(always)]
+pub unsafe fn init(bar: u32, count: u32) {
+    asm!("mbarrier.init.shared::cta.b64 [{b}], {c};", b = in(reg32) bar, c = in(reg32) count, options(nostack));
+}
+
+/// mbarrier.arrive: one arrival on the current phase.
+#[inline(always)]
+pub unsafe fn arrive(bar: u32) {
+    asm!("mbarrier.arrive.shared::cta.b64 _, [{b}];", b = in(reg32) bar, options(nostack));
+}
+
+/// mbarrier.arrive.expect_tx: one arrival that also expects `bytes` of async transactions.
+#[inline(always)]
+pub unsafe fn arrive_expect_tx(bar: u32, bytes: u32) {
+    asm!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{b}], {n};", b = in(reg32) bar, n = in(reg32) bytes, options(nostack));
+}
+
+/// mbarrier.try_wait.parity: true once the phase of parity `parity` has completed.
+#[inline(always)]
+pub unsafe fn try_wait(bar: u32, parity: u32) -> bool {
+    let done: u32;
+    asm!(
+        "{{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [{b}], {ph}; selp.u32 {d}, 1, 0, p; }}",
+        b = in(reg32) bar, ph = in(reg32) parity, d = out(reg32) done, options(nostack)
+    );
+    done != 0
+}
+
+/// Blocks until the phase of parity `parity` has completed.
+#[inline(always)]
+pub unsafe fn wait(bar: u32, parity: u32) {
+    while !try_wait(bar, parity) {}
+}

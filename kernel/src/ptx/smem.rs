@@ -1,0 +1,66 @@
+//! Dynamic shared memory: its base address and typed loads/stores by 32-bit shared address
+//! (PTX ISA: state spaces, .shared; ld/st).
+use core::arch::{asm, global_asm};
+
+global_asm!(".extern .shared .align 1024 .b8 SMEM[];");
+
+/// 32-bit shared-window address of the dynamic shared memory (1024-byte aligned).
+#[inline(always)]
+pub fn base() -> u32 {
+    let r: u32;
+    unsafe { asm!("mov.u32 {r}, SMEM;", r = out(reg32) r, options(nomem, nostack, pure)) };
+    r
+}
+
+/// st.shared.b16
+#[inline(always)]
+pub unsafe fn st_u16(addr: u32, v: u16) {
+    asm!("st.shared.b16 [{a}], {v};", a = in(reg32) addr, v = in(reg16) v, options(nostack));
+}
+/// st.shared.b32
+#[inline(always)]
+pub unsafe fn st_u32(addr: u32, v: u32) {
+    asm!("st.shared.b32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack));
+}
+/// st.shared.f32
+#[inline(always)]
+pub unsafe fn st_f32(addr: u32, v: f32) {
+    asm!("st.shared.f32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack));
+}
+/// ld.shared.f32
+#[inline(always)]
+pub unsafe fn ld_f32(addr: u32) -> f32 {
+    let v: f32;
+    asm!("ld.shared.f32 {v}, [{a}];", a = in(reg32) addr, v = out(reg32) v, options(nostack, readonly));
+    v
+}
+/// ld.shared.b32
+#[inline(always)]
+pub unsafe fn ld_u32(addr: u32) -> u32 {
+    let v: u32;
+    asm!("ld.shared.b32 {v}, [{a}];", a = in(reg32) addr, v = out(reg32) v, options(nostack, readonly));
+    v
+}
+/// st.shared.v4.b32: 16 bytes, `addr` 16-byte aligned.
+#[inline(always)]
+pub unsafe fn st_v4(addr: u32, v: [u32; 4]) {
+    asm!("st.shared.v4.b32 [{a}], {{{x}, {y}, {z}, {w}}};", a = in(reg32) addr,
+        x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2], w = in(reg32) v[3], options(nostack));
+}
+/// ld.shared.v4.b32: 16 bytes, `addr` 16-byte aligned.
+#[inline(always)]
+pub unsafe fn ld_v4(addr: u32) -> [u32; 4] {
+    let (x, y, z, w): (u32, u32, u32, u32);
+    asm!("ld.shared.v4.b32 {{{x}, {y}, {z}, {w}}}, [{a}];", a = in(reg32) addr,
+        x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w, options(nostack, readonly));
+    [x, y, z, w]
+}
+
+/// ld.global.nc.v4.b32: 16 read-only bytes through the non-coherent cache.
+#[inline(always)]
+pub unsafe fn ld_global_nc_v4(ptr: *const u8) -> [u32; 4] {
+    let (x, y, z, w): (u32, u32, u32, u32);
+    asm!("ld.global.nc.v4.b32 {{{x}, {y}, {z}, {w}}}, [{p}];", p = in(reg64) ptr,
+        x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w, options(nostack, readonly));
+    [x, y, z, w]
+}

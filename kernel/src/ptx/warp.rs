@@ -1,0 +1,36 @@
+//! Warp shuffles and lane election (PTX ISA: shfl.sync, elect.sync).
+use core::arch::asm;
+
+/// shfl.sync.bfly: the value of lane (lane ^ `mask`).
+#[inline(always)]
+pub fn shfl_xor(v: f32, mask: u32) -> f32 {
+    let r: f32;
+    unsafe {
+        asm!("shfl.sync.bfly.b32 {r}, {v}, {m}, 0x1f, 0xffffffff;", r = out(reg32) r, v = in(reg32) v, m = in(reg32) mask,
+            options(nomem, nostack))
+    };
+    r
+}
+
+/// bar.warp.sync: reconverges the warp and orders its lanes' memory accesses.
+#[inline(always)]
+pub fn sync() {
+    unsafe { asm!("bar.warp.sync 0xffffffff;", options(nostack)) };
+}
+
+/// Max over the 8 lanes that share `lane % 4` (xor 4, 8, 16): in a wgmma accumulator
+/// fragment, those lanes hold the 8 row pairs of one column pair.
+#[inline(always)]
+pub fn max_over_fragment_rows(v: f32) -> f32 {
+    let v = v.max(shfl_xor(v, 4));
+    let v = v.max(shfl_xor(v, 8));
+    v.max(shfl_xor(v, 16))
+}
+
+/// Sum over the 8 lanes that share `lane % 4` (see `max_over_fragment_rows`).
+#[inline(always)]
+pub fn sum_over_fragment_rows(v: f32) -> f32 {
+    let v = v + shfl_xor(v, 4);
+    let v = v + shfl_xor(v, 8);
+    v + shfl_xor(v, 16)
+}

@@ -1,0 +1,43 @@
+//! Warpgroup matrix multiply-accumulate (PTX ISA: wgmma.mma_async, wgmma.fence,
+//! wgmma.commit_group, wgmma.wait_group). A and B come from shared memory through
+//! matrix descriptors (`crate::layout::smem_desc`); D is a per-thread f32 fragment.
+use core::arch::asm;
+
+/// One m64nNk16 shape: its accumulator fragment and the instruction for each dtype.
+/// `mma_*` computes D (+)= A·B with A 64×16 and B 16×N; `_ta` reads A MN-major
+/// (transposed), otherwise A and B are K-major. `accumulate = false` ignores D's input.
+pub trait MmaShape {
+    const N: usize;
+    type Acc: Copy + AsMut<[f32]> + AsRef<[f32]>;
+    fn zero() -> Self::Acc;
+    unsafe fn mma_bf16(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
+    unsafe fn mma_bf16_ta(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
+    unsafe fn mma_f16(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
+    unsafe fn mma_f16_ta(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
+}
+
+include!(concat!(env!("OUT_DIR"), "/wgmma_gen.rs"));
+
+/// wgmma.fence: orders register/shared accesses before the next wgmma reads them.
+#[inline(always)]
+pub fn fence() {
+    unsafe { asm!("wgmma.fence.sync.aligned;", options(nostack)) };
+}
+
+/// wgmma.commit_group: closes the group of wgmma issued since the last commit.
+#[inline(always)]
+pub fn commit() {
+    unsafe { asm!("wgmma.commit_group.sync.aligned;", options(nostack)) };
+}
+
+/// wgmma.wait_group 0: waits until every committed group has completed.
+#[inline(always)]
+pub fn wait_all() {
+    unsafe { asm!("wgmma.wait_group.sync.aligned 0;", options(nostack)) };
+}
+
+/// wgmma.wait_group 1: waits until at most one committed group is still in flight.
+#[inline(always)]
+pub fn wait_one_pending() {
+    unsafe { asm!("wgmma.wait_group.sync.aligned 1;", options(nostack)) };
+}
