@@ -456,7 +456,12 @@ pub fn pieces<'a>(part: &PartWork, seqlens: &'a [i32], page_size: usize) -> Piec
 
 /// Calls `f` for every non-empty piece of `part`, in processing order.
 #[inline]
-pub fn for_each_piece(part: &PartWork, seqlens: &[i32], page_size: usize, mut f: impl FnMut(Piece)) {
+pub fn for_each_piece(
+    part: &PartWork,
+    seqlens: &[i32],
+    page_size: usize,
+    mut f: impl FnMut(Piece),
+) {
     for p in pieces(part, seqlens, page_size) {
         f(p);
     }
@@ -470,7 +475,10 @@ pub fn num_splits(split_offsets: &[i32], r: i32) -> i32 {
         return 0;
     }
     let r = r as usize;
-    match (split_offsets.get(r), r.checked_add(1).and_then(|n| split_offsets.get(n))) {
+    match (
+        split_offsets.get(r),
+        r.checked_add(1).and_then(|n| split_offsets.get(n)),
+    ) {
         (Some(&a), Some(&b)) => b.wrapping_sub(a),
         _ => 0,
     }

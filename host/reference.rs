@@ -1,0 +1,605 @@
+//! CPU float64 reference of the decode kernel's exact semantics, error metrics, and the
+//! deterministic input generator shared by tests, the demo and the benchmark.
+//!
+//! Semantics (DESIGN.md §1): q `[b, s_q, h_q, 576]`, paged KV cache
+//! `[num_blocks, page_size, h_kv, 576]` (K = the whole row, V = its first 512 dims),
+//! block table `[b, max_pages]`, seqlens `[b]`. Query head `h` uses KV head
+//! `h / (h_q / h_kv)`. Query `i` (0-based of `s_q`) of a request of length `L` sees keys
+//! `0 ..= L - s_q + i` when causal, all `L` keys otherwise. A query that sees no key yields
+//! out = 0 and lse = +inf. out is `[b, s_q, h_q, 512]`, lse is `[b, h_q, s_q]` in natural log:
+//! `lse = ln Σ_t exp(scale · q·k_t)`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Dims of q and of a K row (512 latent + 64 RoPE).
+pub const D_QK: usize = 576;
+/// Dims of a V row (the first 512 of the K row).
+pub const D_V: usize = 512;
+
+/// Element type of q, the KV cache and out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    Bf16,
+    F16,
+}
+
+impl Dtype {
+    /// Rounds `x` to the nearest value of this type (ties to even), returned as f64.
+    pub fn round(self, x: f64) -> f64 {
+        match self {
+            Dtype::Bf16 => round_to_bf16(x),
+            Dtype::F16 => round_to_f16(x),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "fp16",
+        }
+    }
+}
+
+/// Problem shape. Element counts: q `batch·s_q·h_q·576`, kv cache
+/// `num_blocks·page_size·h_kv·576`, block table `batch·max_pages`, out `batch·s_q·h_q·512`,
+/// lse `batch·h_q·s_q`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlaShape {
+    pub batch: usize,
+    pub s_q: usize,
+    pub h_q: usize,
+    pub h_kv: usize,
+    pub page_size: usize,
+    /// Block-table width (pages per request at most).
+    pub max_pages: usize,
+    /// Pages in the KV cache.
+    pub num_blocks: usize,
+}
+
+impl MlaShape {
+    /// The shape that fits `lengths` exactly: `max_pages` = the most pages of any request (at
+    /// least 1), `num_blocks` = Σ pages + 2 (two spare pages that no request uses, which
+    /// [`generate`] poisons like every other invisible row).
+    pub fn for_lengths(
+        s_q: usize,
+        h_q: usize,
+        h_kv: usize,
+        page_size: usize,
+        lengths: &[i32],
+    ) -> MlaShape {
+        let pages = |l: i32| (l.max(0) as usize).div_ceil(page_size.max(1));
+        MlaShape {
+            batch: lengths.len(),
+            s_q,
+            h_q,
+            h_kv,
+            page_size,
+            max_pages: lengths.iter().map(|&l| pages(l)).max().unwrap_or(0).max(1),
+            num_blocks: lengths.iter().map(|&l| pages(l)).sum::<usize>() + 2,
+        }
+    }
+    pub fn q_len(&self) -> usize {
+        self.batch * self.s_q * self.h_q * D_QK
+    }
+    pub fn kv_len(&self) -> usize {
+        self.num_blocks * self.page_size * self.h_kv * D_QK
+    }
+    pub fn block_table_len(&self) -> usize {
+        self.batch * self.max_pages
+    }
+    pub fn out_len(&self) -> usize {
+        self.batch * self.s_q * self.h_q * D_V
+    }
+    pub fn lse_len(&self) -> usize {
+        self.batch * self.h_q * self.s_q
+    }
+    /// Number of keys query `i` of a request of length `len` sees.
+    pub fn visible(&self, len: usize, i: usize, causal: bool) -> usize {
+        if causal {
+            // keys 0 ..= len - s_q + i
+            (len + i + 1).saturating_sub(self.s_q).min(len)
+        } else {
+            len
+        }
+    }
+}
+
+/// Exact (float64) result: out `[b, s_q, h_q, 512]`, lse `[b, h_q, s_q]` (natural log,
+/// +inf for a query that sees no key).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reference {
+    pub out: Vec<f64>,
+    pub lse: Vec<f64>,
+}
+
+fn checked_len(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// One unit of reference work: up to `ROWS_PER_TASK` query rows `(i, h)` of request `b` that
+/// share KV head `kvh`.
+struct Task {
+    b: usize,
+    kvh: usize,
+    rows: Vec<(usize, usize)>,
+}
+
+const ROWS_PER_TASK: usize = 16;
+
+/// The float64 reference decode. Inputs are f32 holding the (bf16/fp16) input values; all
+/// arithmetic is f64: scores `s_t = scale · Σ q·k_t`, `m = max s_t`,
+/// `out = Σ exp(s_t - m) v_t / Σ exp(s_t - m)`, `lse = m + ln Σ exp(s_t - m)`.
+///
+/// Reads only the cache rows of visible tokens (never pages past a request's length nor
+/// block-table entries past its last used page). Errors on inconsistent buffer sizes,
+/// `h_q % h_kv != 0`, negative or too long lengths, and page ids outside `0..num_blocks`
+/// among the used block-table entries. Runs on all CPU cores; the result does not depend on
+/// their number.
+pub fn reference_decode(
+    shape: &MlaShape,
+    q: &[f32],
+    kv_cache: &[f32],
+    block_table: &[i32],
+    seqlens: &[i32],
+    softmax_scale: f64,
+    causal: bool,
+) -> Result<Reference, String> {
+    let s = *shape;
+    if s.h_kv == 0 || !s.h_q.is_multiple_of(s.h_kv) {
+        return Err(format!(
+            "h_q = {} must be a multiple of h_kv = {}",
+            s.h_q, s.h_kv
+        ));
+    }
+    if s.page_size == 0 {
+        return Err("page_size is 0".into());
+    }
+    let want = |name: &str, got: usize, dims: &[usize]| -> Result<(), String> {
+        match checked_len(dims) {
+            Some(n) if n == got => Ok(()),
+            Some(n) => Err(format!(
+                "{name} has {got} elements, expected {n} ({dims:?})"
+            )),
+            None => Err(format!("{name}: shape {dims:?} overflows")),
+        }
+    };
+    want("q", q.len(), &[s.batch, s.s_q, s.h_q, D_QK])?;
+    want(
+        "kv_cache",
+        kv_cache.len(),
+        &[s.num_blocks, s.page_size, s.h_kv, D_QK],
+    )?;
+    want("block_table", block_table.len(), &[s.batch, s.max_pages])?;
+    want("seqlens", seqlens.len(), &[s.batch])?;
+    let out_len = checked_len(&[s.batch, s.s_q, s.h_q, D_V]).ok_or("out size overflows")?;
+    let lse_len = s.batch * s.h_q * s.s_q;
+
+    let capacity = s.max_pages.saturating_mul(s.page_size);
+    for (b, &len) in seqlens.iter().enumerate() {
+        if len < 0 {
+            return Err(format!("seqlens[{b}] = {len} is negative"));
+        }
+        if len as usize > capacity {
+            return Err(format!(
+                "seqlens[{b}] = {len} exceeds max_pages * page_size = {capacity}"
+            ));
+        }
+        let used = (len as usize).div_ceil(s.page_size);
+        for p in 0..used {
+            let id = block_table[b * s.max_pages + p];
+            if id < 0 || id as usize >= s.num_blocks {
+                return Err(format!(
+                    "block_table[{b}][{p}] = {id} is outside 0..{} (request {b} uses {used} pages)",
+                    s.num_blocks
+                ));
+            }
+        }
+    }
+
+    let group = s.h_q / s.h_kv.max(1);
+    let mut tasks = Vec::new();
+    for (b, &len) in seqlens.iter().enumerate() {
+        if len == 0 {
+            continue;
+        }
+        for kvh in 0..s.h_kv {
+            let mut rows = Vec::new();
+            for i in 0..s.s_q {
+                for h in kvh * group..(kvh + 1) * group {
+                    rows.push((i, h));
+                }
+            }
+            for chunk in rows.chunks(ROWS_PER_TASK) {
+                tasks.push(Task {
+                    b,
+                    kvh,
+                    rows: chunk.to_vec(),
+                });
+            }
+        }
+    }
+
+    let mut out = vec![0.0f64; out_len];
+    let mut lse = vec![f64::INFINITY; lse_len];
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(tasks.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Vec<Vec<(usize, Vec<RowResult>)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (tasks, next) = (&tasks, &next);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let t = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(task) = tasks.get(t) else { break };
+                        done.push((
+                            t,
+                            run_task(
+                                &s,
+                                task,
+                                q,
+                                kv_cache,
+                                block_table,
+                                seqlens,
+                                softmax_scale,
+                                causal,
+                            ),
+                        ));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("reference worker panicked"))
+            .collect()
+    });
+    for (t, rows) in results.into_iter().flatten() {
+        let b = tasks[t].b;
+        for (&(i, h), r) in tasks[t].rows.iter().zip(rows) {
+            let o = ((b * s.s_q + i) * s.h_q + h) * D_V;
+            out[o..o + D_V].copy_from_slice(&r.out);
+            lse[(b * s.h_q + h) * s.s_q + i] = r.lse;
+        }
+    }
+    Ok(Reference { out, lse })
+}
+
+struct RowResult {
+    out: Vec<f64>,
+    lse: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_task(
+    s: &MlaShape,
+    task: &Task,
+    q: &[f32],
+    kv_cache: &[f32],
+    block_table: &[i32],
+    seqlens: &[i32],
+    scale: f64,
+    causal: bool,
+) -> Vec<RowResult> {
+    let b = task.b;
+    let len = seqlens[b] as usize;
+    let nrows = task.rows.len();
+    let vis: Vec<usize> = task
+        .rows
+        .iter()
+        .map(|&(i, _)| s.visible(len, i, causal))
+        .collect();
+    let qs: Vec<[f64; D_QK]> = task
+        .rows
+        .iter()
+        .map(|&(i, h)| {
+            let o = ((b * s.s_q + i) * s.h_q + h) * D_QK;
+            let mut v = [0.0f64; D_QK];
+            for (d, x) in v.iter_mut().zip(&q[o..o + D_QK]) {
+                *d = *x as f64;
+            }
+            v
+        })
+        .collect();
+    let n_max = vis.iter().copied().max().unwrap_or(0);
+    let row_of = |t: usize| -> usize {
+        let page = block_table[b * s.max_pages + t / s.page_size] as usize;
+        ((page * s.page_size + t % s.page_size) * s.h_kv + task.kvh) * D_QK
+    };
+
+    // Pass 1: scores.
+    let mut scores = vec![0.0f64; nrows * n_max];
+    let mut k = [0.0f64; D_QK];
+    for t in 0..n_max {
+        for (d, x) in k.iter_mut().zip(&kv_cache[row_of(t)..row_of(t) + D_QK]) {
+            *d = *x as f64;
+        }
+        for j in 0..nrows {
+            if t < vis[j] {
+                let dot: f64 = qs[j].iter().zip(&k).map(|(a, b)| a * b).sum();
+                scores[j * n_max + t] = scale * dot;
+            }
+        }
+    }
+    let m: Vec<f64> = (0..nrows)
+        .map(|j| {
+            scores[j * n_max..j * n_max + vis[j]]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect();
+
+    // Pass 2: exp, sum, P·V.
+    let mut acc = vec![0.0f64; nrows * D_V];
+    let mut sum = vec![0.0f64; nrows];
+    for t in 0..n_max {
+        let v = &kv_cache[row_of(t)..row_of(t) + D_V];
+        for j in 0..nrows {
+            if t < vis[j] {
+                let p = (scores[j * n_max + t] - m[j]).exp();
+                sum[j] += p;
+                for (a, x) in acc[j * D_V..(j + 1) * D_V].iter_mut().zip(v) {
+                    *a += p * *x as f64;
+                }
+            }
+        }
+    }
+    (0..nrows)
+        .map(|j| {
+            if vis[j] == 0 {
+                RowResult {
+                    out: vec![0.0; D_V],
+                    lse: f64::INFINITY,
+                }
+            } else {
+                RowResult {
+                    out: acc[j * D_V..(j + 1) * D_V]
+                        .iter()
+                        .map(|a| a / sum[j])
+                        .collect(),
+                    lse: m[j] + sum[j].ln(),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Root mean square of `a - b`. Equal elements count as 0 even when infinite (so lse vectors
+/// with matching +inf entries compare); any other non-finite difference makes the result
+/// non-finite. 0 for empty inputs.
+///
+/// # Panics
+/// If the lengths differ.
+pub fn rmse(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "rmse: lengths differ");
+    if a.is_empty() {
+        return 0.0;
+    }
+    let ss: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| if x == y { 0.0 } else { (x - y) * (x - y) })
+        .sum();
+    (ss / a.len() as f64).sqrt()
+}
+
+/// Rounds `x` to the nearest value with a `p`-bit significand (hidden bit included), minimum
+/// normal exponent `emin` and largest finite value `max` (ties to even, gradual underflow,
+/// overflow to ±inf) — a single correct rounding straight from f64 (no detour through f32).
+fn round_to_format(x: f64, p: i32, emin: i32, max: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let bits = x.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    if biased == 0 {
+        // f64 subnormal: far below half the smallest subnormal of bf16/f16.
+        return 0.0f64.copysign(x);
+    }
+    let e = biased - 1023; // floor(log2 |x|)
+    let q = e.max(emin) - (p - 1); // exponent of one ulp at x
+    let ulp = f64::from_bits(((q + 1023) as u64) << 52);
+    let inv_ulp = f64::from_bits(((1023 - q) as u64) << 52);
+    // |x·inv_ulp| < 2^p ≤ 2^11: adding and removing 1.5·2^52 rounds it to an integer, ties to
+    // even (the default rounding mode), faster than a libm `round_ties_even` call.
+    const MAGIC: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+    let r = (((x * inv_ulp + MAGIC) - MAGIC) * ulp).copysign(x); // keeps -0
+    if r.abs() > max {
+        f64::INFINITY.copysign(x)
+    } else {
+        r
+    }
+}
+
+/// `x` rounded to the nearest bfloat16 (ties to even), as f64. Agrees with
+/// `half::bf16::from_f32` on f32 inputs.
+pub fn round_to_bf16(x: f64) -> f64 {
+    round_to_format(x, 8, -126, half::bf16::MAX.to_f64())
+}
+
+/// `x` rounded to the nearest IEEE binary16 (ties to even), as f64. Agrees with
+/// `half::f16::from_f32` on f32 inputs.
+pub fn round_to_f16(x: f64) -> f64 {
+    round_to_format(x, 11, -14, half::f16::MAX.to_f64())
+}
+
+/// The accuracy floor of an output in `dtype`: RMSE between the exact result and its
+/// rounding to `dtype`. A kernel cannot beat it (up to luck).
+pub fn rounding_floor_rmse(out: &[f64], dtype: Dtype) -> f64 {
+    let rounded: Vec<f64> = out.iter().map(|&x| dtype.round(x)).collect();
+    rmse(out, &rounded)
+}
+
+/// Deterministic inputs for one shape (see [`generate`]).
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    pub dtype: Dtype,
+    /// `[batch, s_q, h_q, 576]`, values exact in `dtype`.
+    pub q: Vec<f32>,
+    /// `[num_blocks, page_size, h_kv, 576]`, values exact in `dtype`; NaN in every row that
+    /// is not a visible token of the request owning its page (and in unused pages).
+    pub kv_cache: Vec<f32>,
+    /// `[batch, max_pages]`; entries past a request's last used page are `i32::MAX`.
+    pub block_table: Vec<i32>,
+    /// `[batch]`
+    pub seqlens: Vec<i32>,
+}
+
+/// splitmix64: a small, well-mixed 64-bit generator.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1].
+    pub fn next_unit(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+    /// Uniform in `0..n` (n > 0), by multiply-shift (bias < n / 2^64).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+}
+
+/// Standard normal samples by Marsaglia's polar method (Box–Muller without trigonometry),
+/// both outputs used.
+struct Normal {
+    rng: SplitMix64,
+    spare: Option<f64>,
+}
+
+impl Normal {
+    fn sample(&mut self) -> f64 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        loop {
+            let u = 2.0 * self.rng.next_unit() - 1.0;
+            let v = 2.0 * self.rng.next_unit() - 1.0;
+            let s = u * u + v * v;
+            if s < 1.0 && s > 0.0 {
+                let f = (-2.0 * s.ln() / s).sqrt();
+                self.spare = Some(v * f);
+                return u * f;
+            }
+        }
+    }
+    /// N(0, 0.1²) clamped to [-1, 1], rounded to `dtype`.
+    fn value(&mut self, dtype: Dtype) -> f32 {
+        dtype.round((0.1 * self.sample()).clamp(-1.0, 1.0)) as f32
+    }
+}
+
+/// Deterministic inputs for `shape` and request `lengths` (the same `(shape, lengths, dtype,
+/// seed)` always gives the same bits): q and the visible cache rows ~ N(0, 0.1²) clamped to
+/// [-1, 1] and rounded to `dtype`; a randomly permuted block table (distinct pages across
+/// all requests); block-table entries past each request's last used page = `i32::MAX`; every
+/// cache row that is not a visible token of its request (the tail of a last page, pages used
+/// by no request) = NaN.
+///
+/// # Panics
+/// If `lengths.len() != shape.batch`, a length is negative or exceeds
+/// `max_pages * page_size`, or the requests need more than `num_blocks` pages.
+pub fn generate(shape: &MlaShape, lengths: &[i32], dtype: Dtype, seed: u64) -> Inputs {
+    let s = *shape;
+    assert_eq!(lengths.len(), s.batch, "generate: lengths.len() != batch");
+    assert!(s.page_size > 0, "generate: page_size is 0");
+    let pages: Vec<usize> = lengths
+        .iter()
+        .enumerate()
+        .map(|(b, &l)| {
+            assert!(
+                l >= 0 && l as usize <= s.max_pages * s.page_size,
+                "generate: lengths[{b}] = {l} outside 0..={}",
+                s.max_pages * s.page_size
+            );
+            (l as usize).div_ceil(s.page_size)
+        })
+        .collect();
+    let need: usize = pages.iter().sum();
+    assert!(
+        need <= s.num_blocks,
+        "generate: requests need {need} pages, the cache has {}",
+        s.num_blocks
+    );
+    assert!(
+        s.num_blocks <= i32::MAX as usize,
+        "generate: page ids must fit i32"
+    );
+
+    // Independent streams (q, the permutation, and one per used page in allocation order), so
+    // the pages can be filled in parallel and the result does not depend on the thread count.
+    let stream = |k: u64| SplitMix64(seed ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+    let mut normal = Normal {
+        rng: SplitMix64(stream(0)),
+        spare: None,
+    };
+    let q: Vec<f32> = (0..s.q_len()).map(|_| normal.value(dtype)).collect();
+
+    let mut rng = SplitMix64(stream(1));
+    let mut perm: Vec<u32> = (0..s.num_blocks as u32).collect();
+    for i in (1..perm.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        perm.swap(i, j);
+    }
+    let mut block_table = vec![i32::MAX; s.block_table_len()];
+    // For every page id: (allocation index, visible tokens), or None if no request uses it.
+    let mut page_job: Vec<Option<(u64, usize)>> = vec![None; s.num_blocks];
+    let mut next_page = 0usize;
+    for (b, &np) in pages.iter().enumerate() {
+        let len = lengths[b] as usize;
+        for p in 0..np {
+            let id = perm[next_page] as usize;
+            block_table[b * s.max_pages + p] = id as i32;
+            page_job[id] = Some((next_page as u64, (len - p * s.page_size).min(s.page_size)));
+            next_page += 1;
+        }
+    }
+    let row_elems = s.h_kv * D_QK;
+    let page_elems = s.page_size * row_elems;
+    let mut kv_cache = vec![f32::NAN; s.kv_len()];
+    let fill = |first_page: usize, pages: &mut [f32]| {
+        for (k, page) in pages.chunks_mut(page_elems).enumerate() {
+            if let Some((alloc, tokens)) = page_job[first_page + k] {
+                let mut normal = Normal {
+                    rng: SplitMix64(stream(alloc + 2)),
+                    spare: None,
+                };
+                for x in &mut page[..tokens * row_elems] {
+                    *x = normal.value(dtype);
+                }
+            }
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let per_thread = s.num_blocks.div_ceil(threads).max(1);
+    if page_elems > 0 {
+        std::thread::scope(|scope| {
+            for (t, chunk) in kv_cache.chunks_mut(per_thread * page_elems).enumerate() {
+                let fill = &fill;
+                scope.spawn(move || fill(t * per_thread, chunk));
+            }
+        });
+    }
+    Inputs {
+        dtype,
+        q,
+        kv_cache,
+        block_table,
+        seqlens: lengths.to_vec(),
+    }
+}

@@ -1,0 +1,466 @@
+//! CPU tests of the split-KV planner (`etap_kernel::plan`).
+//!
+//! Guarantee checked on every plan: with `T = Σ_{r: pages_r > 0} (pages_r + FIXED_OVERHEAD_PAGES)`
+//! and `N = num_parts`, every partition costs at most `ceil(T / N) + FIXED_OVERHEAD_PAGES`
+//! (cost = Σ over its pieces of pages + overhead), and every active partition except the last
+//! one costs at least `ceil(T / N)`.
+use etap_kernel::plan::{
+    for_each_piece, max_split_slots, num_pages, num_parts_for, num_splits, partial_slot, piece_of,
+    pieces, plan, PartWork, PlanError, PlanStats, FIXED_OVERHEAD_PAGES, PAGE_SIZE,
+};
+use proptest::prelude::*;
+
+const O: u64 = FIXED_OVERHEAD_PAGES as u64;
+
+/// Runs the planner with exactly sized buffers (pre-filled with junk) and checks every
+/// invariant. Returns the stats and the plan.
+fn plan_and_check(
+    seqlens: &[i32],
+    page_size: usize,
+    num_parts: usize,
+) -> (PlanStats, Vec<PartWork>, Vec<i32>) {
+    let max_pages = seqlens
+        .iter()
+        .map(|&l| num_pages(l, page_size) as usize)
+        .max()
+        .unwrap_or(0);
+    let junk = PartWork {
+        begin_req: 7,
+        begin_page: 7,
+        end_req: 9,
+        end_page: 9,
+        first_split: 3,
+        _pad: [1, 2, 3],
+    };
+    let mut parts = vec![junk; num_parts];
+    let mut offsets = vec![-77; seqlens.len() + 1];
+    let stats = plan(
+        seqlens,
+        max_pages,
+        page_size,
+        num_parts,
+        &mut parts,
+        &mut offsets,
+    )
+    .unwrap_or_else(|e| panic!("plan failed: {e} (seqlens {seqlens:?}, parts {num_parts})"));
+    check(seqlens, page_size, num_parts, &parts, &offsets, &stats);
+    (stats, parts, offsets)
+}
+
+fn check(
+    seqlens: &[i32],
+    page_size: usize,
+    num_parts: usize,
+    parts: &[PartWork],
+    offsets: &[i32],
+    stats: &PlanStats,
+) {
+    let batch = seqlens.len();
+    let np: Vec<u64> = seqlens.iter().map(|&l| num_pages(l, page_size)).collect();
+    let total_pages: u64 = np.iter().sum();
+    let nonzero = np.iter().filter(|&&p| p > 0).count() as u64;
+    let total_cost: u64 = total_pages + O * nonzero;
+    let payload = total_cost.div_ceil(num_parts as u64) + O;
+    assert_eq!(stats.total_pages, total_pages);
+    assert_eq!(stats.payload, payload);
+
+    // split_offsets: exclusive prefix sum, starts at 0, non-decreasing.
+    assert_eq!(offsets.len(), batch + 1);
+    assert_eq!(offsets[0], 0);
+    for r in 0..batch {
+        assert!(offsets[r + 1] >= offsets[r], "offsets {offsets:?}");
+    }
+    let total_slots = offsets[batch] as u64;
+    assert_eq!(total_slots, stats.num_splits_total as u64);
+    assert!(total_slots as usize <= batch + num_parts);
+    assert!(total_slots as usize <= max_split_slots(batch, num_parts));
+
+    // Partitions: active ones first, idle ones canonical and last.
+    let active = parts[..num_parts]
+        .iter()
+        .take_while(|p| !p.is_idle())
+        .count();
+    assert_eq!(active as u32, stats.active_parts);
+    for p in &parts[active..num_parts] {
+        assert_eq!(*p, PartWork::IDLE);
+    }
+    assert_eq!(active == 0, total_pages == 0);
+    if active > 0 {
+        // Each partition ends with at most one split.
+        assert!(total_slots < nonzero + active as u64);
+    }
+
+    // Pieces, in partition order, must tile the (request, page) sequence exactly once.
+    let mut per_req: Vec<Vec<(i32, i32, i32)>> = vec![Vec::new(); batch];
+    let mut prev: Option<(i32, i32)> = None; // (req, page_end) of the previous piece
+    let mut max_cost = 0u64;
+    for (pi, p) in parts[..active].iter().enumerate() {
+        assert!(p.begin_req <= p.end_req);
+        assert!(np[p.begin_req as usize] > 0 && np[p.end_req as usize] > 0);
+        let list: Vec<_> = pieces(p, seqlens, page_size).collect();
+        let mut via_closure = Vec::new();
+        for_each_piece(p, seqlens, page_size, |x| via_closure.push(x));
+        assert_eq!(list, via_closure);
+        assert!(
+            !list.is_empty(),
+            "active partition {pi} without pieces: {p:?}"
+        );
+        assert_eq!(list[0].req, p.begin_req);
+        assert_eq!(list.last().unwrap().req, p.end_req);
+        let mut cost = 0u64;
+        for x in &list {
+            assert!(x.page_begin < x.page_end, "empty piece {x:?}");
+            assert!(x.page_begin >= 0 && x.page_end as u64 <= np[x.req as usize]);
+            assert_eq!(
+                piece_of(p, x.req, seqlens, page_size),
+                (x.page_begin, x.page_end)
+            );
+            // Contiguity in global order.
+            match prev {
+                None => assert_eq!((x.req, x.page_begin), (first_nonzero(&np), 0)),
+                Some((r, e)) if x.req == r => assert_eq!(x.page_begin, e),
+                Some((r, e)) => {
+                    assert_eq!(e as u64, np[r as usize], "request {r} left unfinished");
+                    assert_eq!(x.page_begin, 0);
+                    assert!(x.req > r);
+                    assert!(
+                        np[(r + 1) as usize..x.req as usize].iter().all(|&n| n == 0),
+                        "skipped a request with pages"
+                    );
+                }
+            }
+            prev = Some((x.req, x.page_end));
+            per_req[x.req as usize].push((x.page_begin, x.page_end, x.split_index));
+            cost += (x.page_end - x.page_begin) as u64 + O;
+        }
+        // piece_of is empty for every request of the partition's range without a piece,
+        // and outside the range.
+        for r in -1..=batch as i32 {
+            if !list.iter().any(|x| x.req == r) {
+                assert_eq!(piece_of(p, r, seqlens, page_size), (0, 0));
+            }
+        }
+        assert!(
+            cost <= payload,
+            "partition {pi} costs {cost} > bound {payload} (seqlens {seqlens:?}, parts {num_parts})"
+        );
+        if pi + 1 < active {
+            assert!(
+                cost + O >= payload,
+                "partition {pi} costs {cost}, less than ceil(T/N) = {}",
+                payload - O
+            );
+        }
+        max_cost = max_cost.max(cost);
+    }
+    assert_eq!(max_cost, stats.max_part_cost);
+    if let Some((r, e)) = prev {
+        assert_eq!(e as u64, np[r as usize]);
+        assert!(np[r as usize + 1..].iter().all(|&n| n == 0));
+    }
+    for p in &parts[active..num_parts] {
+        assert_eq!(pieces(p, seqlens, page_size).count(), 0);
+        for r in -1..=batch as i32 {
+            assert_eq!(piece_of(p, r, seqlens, page_size), (0, 0));
+        }
+    }
+
+    // Split numbering and slots.
+    let mut slots = std::collections::HashSet::new();
+    for r in 0..batch {
+        let list = &per_req[r];
+        assert_eq!(num_splits(offsets, r as i32) as usize, list.len());
+        if np[r] == 0 {
+            assert!(list.is_empty());
+            continue;
+        }
+        for (k, &(_, _, split)) in list.iter().enumerate() {
+            assert_eq!(split as usize, k, "request {r}: pieces {list:?}");
+            let slot = partial_slot(offsets, r as i32, split);
+            if list.len() == 1 {
+                assert_eq!(slot, None);
+            } else {
+                let slot = slot.expect("split request needs a slot");
+                assert!(slot >= 0 && (slot as u64) < total_slots);
+                assert!(slots.insert(slot), "slot {slot} used twice");
+            }
+        }
+    }
+}
+
+fn first_nonzero(np: &[u64]) -> i32 {
+    np.iter().position(|&n| n > 0).unwrap() as i32
+}
+
+#[test]
+fn part_work_layout() {
+    assert_eq!(std::mem::size_of::<PartWork>(), 32);
+    assert_eq!(std::mem::align_of::<PartWork>(), 4);
+    assert!(PartWork::IDLE.is_idle());
+    assert!(!PartWork::default().is_idle());
+    assert_eq!(PAGE_SIZE, 64);
+    assert_eq!(FIXED_OVERHEAD_PAGES, 5);
+}
+
+#[test]
+fn num_parts_for_cases() {
+    assert_eq!(num_parts_for(132, 1), 132);
+    assert_eq!(num_parts_for(132, 2), 66);
+    assert_eq!(num_parts_for(132, 3), 44);
+    assert_eq!(num_parts_for(132, 200), 1);
+    assert_eq!(num_parts_for(0, 1), 1);
+    assert_eq!(num_parts_for(132, 0), 132);
+}
+
+#[test]
+fn exhaustive_small() {
+    let lens = [0, 1, 2, 63, 64, 65, 127, 128, 129, 320, 1000];
+    let mut n = 0;
+    for page_size in [1usize, 3, 64] {
+        for batch in 1..=3usize {
+            let combos = lens.len().pow(batch as u32);
+            for c in 0..combos {
+                let mut x = c;
+                let seqlens: Vec<i32> = (0..batch)
+                    .map(|_| {
+                        let l = lens[x % lens.len()];
+                        x /= lens.len();
+                        l
+                    })
+                    .collect();
+                for num_parts in 1..=12 {
+                    plan_and_check(&seqlens, page_size, num_parts);
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert!(n > 40_000);
+}
+
+#[test]
+fn single_request_spreads_over_all_parts() {
+    // 64K tokens = 1024 pages over 132 partitions: T = 1029, payload = ceil(1029/132) + 5
+    // = 13, so each partition takes 8 pages (as FlashMLA's planner does) and 128 are busy.
+    let (stats, parts, offsets) = plan_and_check(&[65536], 64, 132);
+    assert_eq!(stats.active_parts, 128);
+    assert_eq!(stats.max_part_cost, 13);
+    assert_eq!(offsets, vec![0, 128]);
+    for (i, p) in parts[..128].iter().enumerate() {
+        assert_eq!((p.begin_req, p.end_req, p.first_split), (0, 0, i as i32));
+    }
+}
+
+#[test]
+fn short_requests_are_not_split() {
+    // 16 requests of 1 page over 132 partitions: 6 pages of cost each; payload = ceil(96/132) + 5
+    // = 6, so one request per partition, none split.
+    let (stats, parts, offsets) = plan_and_check(&[64; 16], 64, 132);
+    assert_eq!(stats.active_parts, 16);
+    assert_eq!(stats.num_splits_total, 16);
+    assert_eq!(offsets, (0..=16).collect::<Vec<i32>>());
+    for (i, p) in parts[..16].iter().enumerate() {
+        assert_eq!(
+            *p,
+            PartWork {
+                begin_req: i as i32,
+                begin_page: 0,
+                end_req: i as i32,
+                end_page: 1,
+                first_split: 0,
+                _pad: [0; 3]
+            }
+        );
+    }
+}
+
+#[test]
+fn all_zero_lengths() {
+    let (stats, parts, offsets) = plan_and_check(&[0, 0, 0], 64, 4);
+    assert_eq!(stats.active_parts, 0);
+    assert_eq!(stats.max_part_cost, 0);
+    assert_eq!(offsets, vec![0, 0, 0, 0]);
+    assert!(parts.iter().all(|p| *p == PartWork::IDLE));
+    let (stats, _, offsets) = plan_and_check(&[], 64, 4);
+    assert_eq!(stats.active_parts, 0);
+    assert_eq!(offsets, vec![0]);
+}
+
+#[test]
+fn zero_length_requests_between() {
+    let (_, parts, offsets) = plan_and_check(&[64, 0, 0, 64, 0], 64, 1);
+    assert_eq!(offsets, vec![0, 1, 1, 1, 2, 2]);
+    assert_eq!((parts[0].begin_req, parts[0].end_req), (0, 3));
+    let p: Vec<_> = pieces(&parts[0], &[64, 0, 0, 64, 0], 64).collect();
+    assert_eq!(p.len(), 2);
+    assert_eq!(piece_of(&parts[0], 1, &[64, 0, 0, 64, 0], 64), (0, 0));
+}
+
+#[test]
+fn huge_lengths() {
+    let l = i32::MAX;
+    plan_and_check(&[l, l, 0, l], 1, 7);
+    plan_and_check(&[l, l, 1, l], 64, 132);
+    plan_and_check(&[l; 40], 1, 1);
+}
+
+#[test]
+fn errors_name_the_batch_index() {
+    let mut parts = vec![PartWork::IDLE; 8];
+    let mut offs = vec![0; 8];
+    assert_eq!(
+        plan(&[10, 20, -3, -4], 10, 64, 8, &mut parts, &mut offs),
+        Err(PlanError::NegativeLength {
+            batch_index: 2,
+            len: -3
+        })
+    );
+    let e = plan(&[10, 641, 20], 10, 64, 8, &mut parts, &mut offs).unwrap_err();
+    assert_eq!(
+        e,
+        PlanError::TooLong {
+            batch_index: 1,
+            len: 641,
+            capacity: 640
+        }
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("seqlens[1]") && msg.contains("641"), "{msg}");
+    assert!(plan(&[10, 640, 20], 10, 64, 8, &mut parts, &mut offs).is_ok());
+    let msg = PlanError::NegativeLength {
+        batch_index: 5,
+        len: -1,
+    }
+    .to_string();
+    assert!(msg.contains("seqlens[5]"), "{msg}");
+    // Errors are std errors on the host.
+    let _: Box<dyn std::error::Error> = Box::new(e);
+}
+
+#[test]
+fn bad_shapes() {
+    let mut parts = vec![PartWork::IDLE; 8];
+    let mut offs = vec![0; 4];
+    let bad = |r: Result<PlanStats, PlanError>| matches!(r, Err(PlanError::BadShape { .. }));
+    assert!(bad(plan(&[1, 2, 3], 10, 64, 0, &mut parts, &mut offs)));
+    assert!(bad(plan(&[1, 2, 3], 10, 0, 8, &mut parts, &mut offs)));
+    assert!(bad(plan(&[1, 2, 3], 10, 64, 9, &mut parts, &mut offs)));
+    assert!(bad(plan(&[1, 2, 3], 10, 64, 8, &mut parts, &mut offs[..3])));
+    assert!(plan(&[1, 2, 3], 10, 64, 8, &mut parts, &mut offs).is_ok());
+    // Larger buffers are fine; the extra entries are not touched.
+    let mut parts = vec![PartWork::default(); 10];
+    let mut offs = vec![-5; 6];
+    plan(&[1, 2, 3], 10, 64, 8, &mut parts, &mut offs).unwrap();
+    assert_eq!(parts[8..], [PartWork::default(); 2]);
+    assert_eq!(offs[4..], [-5, -5]);
+}
+
+#[test]
+fn helpers_tolerate_garbage() {
+    let seqlens = [100, 200];
+    let weird = [
+        PartWork {
+            begin_req: -5,
+            begin_page: -3,
+            end_req: 10,
+            end_page: 99,
+            first_split: 0,
+            _pad: [0; 3],
+        },
+        PartWork {
+            begin_req: i32::MAX - 1,
+            begin_page: 0,
+            end_req: i32::MAX,
+            end_page: i32::MAX,
+            first_split: 0,
+            _pad: [0; 3],
+        },
+        PartWork {
+            begin_req: 0,
+            begin_page: 5,
+            end_req: 0,
+            end_page: 2,
+            first_split: 0,
+            _pad: [0; 3],
+        },
+    ];
+    for p in &weird {
+        for x in pieces(p, &seqlens, 64) {
+            assert!(x.page_begin < x.page_end);
+            assert!(x.page_end as u64 <= num_pages(seqlens[x.req as usize], 64));
+        }
+        for r in [-1, 0, 1, 2, i32::MAX, i32::MIN] {
+            let (b, e) = piece_of(p, r, &seqlens, 64);
+            assert!(b <= e);
+        }
+    }
+    assert_eq!(num_splits(&[0, 2], 5), 0);
+    assert_eq!(num_splits(&[0, 2], -1), 0);
+    assert_eq!(partial_slot(&[0, 2], 1, 0), None);
+    assert_eq!(partial_slot(&[0, 2], 0, 1), Some(1));
+    assert_eq!(partial_slot(&[0, 1], 0, 0), None);
+}
+
+fn length() -> impl Strategy<Value = i32> {
+    prop_oneof![
+        3 => Just(0),
+        1 => Just(1),
+        1 => 63..=65i32,
+        1 => 127..=129i32,
+        2 => 0..=2_000i32,
+        3 => 0..=200_000i32,
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_plans(
+        seqlens in prop::collection::vec(length(), 1..=300),
+        num_parts in 1..=200usize,
+        page_size in prop_oneof![4 => Just(64usize), 1 => 1..=130usize],
+    ) {
+        plan_and_check(&seqlens, page_size, num_parts);
+    }
+
+    #[test]
+    fn random_errors(
+        mut seqlens in prop::collection::vec(length(), 1..=50),
+        at in any::<prop::sample::Index>(),
+        bad in prop_oneof![i32::MIN..0, 12_801..=i32::MAX],
+    ) {
+        let i = at.index(seqlens.len());
+        for l in seqlens.iter_mut() {
+            *l = (*l).min(12_800);
+        }
+        seqlens[i] = bad;
+        let mut parts = vec![PartWork::IDLE; 16];
+        let mut offs = vec![0; seqlens.len() + 1];
+        let r = plan(&seqlens, 200, 64, 16, &mut parts, &mut offs);
+        if bad < 0 {
+            prop_assert_eq!(r, Err(PlanError::NegativeLength { batch_index: i, len: bad }));
+        } else {
+            prop_assert_eq!(r, Err(PlanError::TooLong { batch_index: i, len: bad, capacity: 12_800 }));
+        }
+    }
+
+    /// Arbitrary input, arbitrary (often too small) buffers: never panics, and any plan it
+    /// returns is valid.
+    #[test]
+    fn fuzz_no_panic(
+        seqlens in prop::collection::vec(prop_oneof![any::<i32>(), length()], 0..=40),
+        max_pages in prop_oneof![Just(usize::MAX), 0..=5_000usize, any::<usize>()],
+        page_size in prop_oneof![Just(0usize), 1..=100usize, any::<usize>()],
+        num_parts in 0..=300usize,
+        parts_len in 0..=310usize,
+        offs_extra in -2..=2i64,
+    ) {
+        let offs_len = (seqlens.len() as i64 + 1 + offs_extra).max(0) as usize;
+        let mut parts = vec![PartWork::IDLE; parts_len];
+        let mut offs = vec![0; offs_len];
+        if let Ok(stats) = plan(&seqlens, max_pages, page_size, num_parts, &mut parts, &mut offs) {
+            check(&seqlens, page_size, num_parts, &parts, &offs[..seqlens.len() + 1], &stats);
+        }
+    }
+}
