@@ -1,8 +1,9 @@
 //! Builds the device crate `kernel/` to PTX with rustc's NVPTX backend, then assembles a
-//! sm_90a cubin with `ptxas` when it is available. Both are embedded by `host/kernels.rs`.
+//! sm_90a cubin with `ptxas` when it is available. Both are embedded by `host/module.rs`,
+//! together with ptxas's `-v` report (`$OUT_DIR/ptxas_report.txt`).
 //!
 //! Needs the nightly's `rust-src` component (for `-Zbuild-std=core`); ptxas is looked up
-//! in `$ETAP_PTXAS`, then `.tools/ptxas/...` (installed by `scripts/setup.sh`), then `PATH`.
+//! in `$ETAP_PTXAS`, then `.tools/nvcc/nvidia/cuda_nvcc/bin/ptxas` (installed by `scripts/setup.sh`), then `PATH`.
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,28 +27,46 @@ fn main() {
 
     let cubin_out = out_dir.join("etap_kernel.cubin");
     let _ = std::fs::remove_file(&cubin_out);
+    let report_out = out_dir.join("ptxas_report.txt");
     match find_ptxas(&root) {
         Some(ptxas) => {
-            let status = Command::new(&ptxas)
-                .args(["-arch=sm_90a", "-O3"])
+            // `-v` makes ptxas report registers, spills, stack and shared memory per kernel
+            // on stderr; it is saved for the host crate (`include_str!`) and `scripts/test.sh`.
+            let output = Command::new(&ptxas)
+                .args(["-arch=sm_90a", "-O3", "-v"])
                 .arg(format!("--maxrregcount={MAX_REGS}"))
                 .arg(&ptx_out)
                 .arg("-o")
                 .arg(&cubin_out)
-                .status()
+                .output()
                 .unwrap_or_else(|e| panic!("running {}: {e}", ptxas.display()));
-            if !status.success() {
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !output.status.success() {
                 panic!(
-                    "ptxas -arch=sm_90a rejected the generated PTX ({})",
+                    "ptxas -arch=sm_90a rejected the generated PTX ({}):\n{stdout}{stderr}",
                     ptx_out.display()
                 );
             }
+            let report = format!(
+                "ptxas -arch=sm_90a -O3 -v --maxrregcount={MAX_REGS} ({})\n{stdout}{stderr}",
+                ptxas.display()
+            );
+            std::fs::write(&report_out, report).expect("write ptxas_report.txt");
             println!("cargo:rustc-cfg=etap_cubin");
         }
-        None => println!(
-            "cargo:warning=ptxas not found: no cubin embedded, the PTX will be JIT-compiled. \
-             Install it with `scripts/setup.sh` (PyPI wheel nvidia-cuda-nvcc-cu12==12.9.86)."
-        ),
+        None => {
+            std::fs::write(
+                &report_out,
+                "ptxas not available: no cubin was assembled at build time, so there is no \
+                 register/spill report (run scripts/setup.sh to install ptxas).\n",
+            )
+            .expect("write ptxas_report.txt");
+            println!(
+                "cargo:warning=ptxas not found: no cubin embedded, the PTX will be JIT-compiled. \
+                 Install it with `scripts/setup.sh` (PyPI wheel nvidia-cuda-nvcc-cu12==12.9.86)."
+            )
+        }
     }
     println!("cargo:rustc-check-cfg=cfg(etap_cubin)");
     println!("cargo:rustc-env=ETAP_MAX_REGS={MAX_REGS}");
@@ -104,6 +123,10 @@ fn build_ptx(root: &Path, out_dir: &Path) -> PathBuf {
             "target-feature=+ptx85",
             "-Zno-link",
             "--emit=asm",
+            // Fully unroll the fixed-count loops over accumulator fragments, so that
+            // they stay in registers (wgmma operands) instead of local memory.
+            "-C",
+            "llvm-args=-unroll-threshold=20000",
         ]);
     for var in [
         "RUSTFLAGS",

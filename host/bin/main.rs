@@ -1,3 +1,128 @@
-fn main() {
-    println!("{}", flashmla_etap::PTX.len());
+//! `flashmla-etap`: command-line front end (device info, demo, benchmark, correctness check).
+
+use clap::{Parser, Subcommand};
+use flashmla_etap::module::{self, ImageKind, Kernels};
+use flashmla_etap::{Error, Gpu};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "flashmla-etap",
+    version,
+    about = "FlashMLA-ETAP: transposed MLA decode attention for Hopper, device code in Rust"
+)]
+struct Cli {
+    /// CUDA device ordinal.
+    #[arg(long, global = true, default_value_t = 0)]
+    device: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the GPU (or why there is none), the embedded kernels and ptxas's resource report.
+    Info,
+    /// Run one MLA decode step on generated data and compare it with the CPU reference.
+    Demo,
+    /// Benchmark the decode kernel against the HBM bandwidth bound.
+    Bench,
+    /// Run the correctness matrix against the CPU reference.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info => info(cli.device),
+        Command::Demo => not_yet("demo", cli.device),
+        Command::Bench => not_yet("bench", cli.device),
+        Command::Check => not_yet("check", cli.device),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn info(device: usize) -> Result<(), Error> {
+    println!("flashmla-etap {}", env!("CARGO_PKG_VERSION"));
+    let names = module::kernel_names();
+    println!(
+        "embedded device code: PTX {} bytes, cubin {}, {} kernel(s): {}",
+        module::PTX.len(),
+        match module::CUBIN {
+            Some(c) => format!(
+                "{} bytes (sm_90a, ptxas --maxrregcount={})",
+                c.len(),
+                module::MAX_REGS
+            ),
+            None =>
+                "absent (ptxas was not available at build time; PTX will be JIT-compiled)".into(),
+        },
+        names.len(),
+        names.join(", ")
+    );
+    let mut failed = None;
+    match Gpu::open(device) {
+        Ok(gpu) => {
+            println!("{}", gpu.describe());
+            match Kernels::load(&gpu) {
+                Ok(k) => {
+                    println!(
+                        "module loaded from {}",
+                        match k.image_kind() {
+                            ImageKind::Cubin => "the embedded cubin",
+                            ImageKind::PtxJit => "the PTX (driver JIT)",
+                        }
+                    );
+                    println!(
+                        "{:<40} {:>5} {:>12} {:>12} {:>11}",
+                        "kernel", "regs", "local bytes", "static smem", "max threads"
+                    );
+                    for name in &names {
+                        match k.attributes(name) {
+                            Ok(a) => println!(
+                                "{:<40} {:>5} {:>12} {:>12} {:>11}",
+                                name, a.regs, a.local_bytes, a.static_smem, a.max_threads
+                            ),
+                            Err(e) => {
+                                println!("{name:<40} attributes unavailable: {e}");
+                                failed.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    println!("loading the kernels failed: {e}");
+                    failed = Some(e);
+                }
+            }
+        }
+        Err(e) if e.is_no_gpu() => println!("no usable GPU: {e}"),
+        Err(e) => {
+            println!("opening device {device} failed: {e}");
+            failed = Some(e);
+        }
+    }
+    println!(
+        "\nptxas -v report (build time):\n{}",
+        module::PTXAS_REPORT.trim_end()
+    );
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn not_yet(what: &str, device: usize) -> Result<(), Error> {
+    println!("`flashmla-etap {what}` is not yet implemented: the decode kernel and its host API are still being written.");
+    match Gpu::open(device) {
+        Ok(gpu) => println!("(a usable GPU is present: {})", gpu.describe()),
+        Err(e) => println!("(it would also need a GPU, and there is none usable here: {e})"),
+    }
+    Ok(())
 }

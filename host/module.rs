@@ -1,0 +1,302 @@
+//! The embedded device code: the cubin that `build.rs` assembled with ptxas (preferred) or
+//! the PTX rustc emitted (JIT fallback), loaded into the GPU's context.
+//!
+//! The module is loaded with raw `cuModuleLoadDataEx` so that a failed PTX JIT returns the
+//! driver's error log; functions are handed out as raw `CUfunction`s for
+//! [`crate::launch::launch`] (`cuLaunchKernelEx`), valid while the [`Kernels`] lives.
+
+use crate::device::Gpu;
+use crate::error::{check, Error, Result};
+use cudarc::driver::{sys, CudaContext};
+use std::ffi::{c_void, CString};
+use std::sync::Arc;
+
+/// The whole-program PTX of the device crate, as rustc emitted it.
+pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/etap_kernel.ptx"));
+
+/// ptxas's `-v` report for the embedded cubin (registers, spills, stack, smem per kernel),
+/// or a line saying ptxas was not available at build time.
+pub const PTXAS_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/ptxas_report.txt"));
+
+/// The cubin assembled at build time for sm_90a, when ptxas was available.
+#[cfg(etap_cubin)]
+pub const CUBIN: Option<&[u8]> = Some(include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/etap_kernel.cubin"
+)));
+/// The cubin assembled at build time for sm_90a, when ptxas was available.
+#[cfg(not(etap_cubin))]
+pub const CUBIN: Option<&[u8]> = None;
+
+/// Register limit passed to ptxas (`--maxrregcount`).
+pub const MAX_REGS: &str = env!("ETAP_MAX_REGS");
+
+/// Which image was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageKind {
+    /// The sm_90a cubin assembled ahead of time by ptxas.
+    Cubin,
+    /// The PTX, JIT-compiled by the driver (fallback when no cubin was embedded).
+    PtxJit,
+}
+
+/// Per-kernel facts from `cuFuncGetAttribute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelAttrs {
+    /// Registers per thread.
+    pub regs: i32,
+    /// Local memory per thread in bytes (spills and stack).
+    pub local_bytes: i32,
+    /// Statically allocated shared memory in bytes.
+    pub static_smem: i32,
+    /// Largest CTA this kernel can be launched with.
+    pub max_threads: i32,
+    /// Dynamic shared memory the kernel is currently allowed to use.
+    pub max_dynamic_smem: i32,
+}
+
+/// The loaded device module.
+#[derive(Debug)]
+pub struct Kernels {
+    ctx: Arc<CudaContext>,
+    module: sys::CUmodule,
+    kind: ImageKind,
+    jit_log: String,
+    names: Vec<String>,
+}
+
+// SAFETY: a CUmodule handle may be used from any thread once its context is bound; every
+// method binds the context first.
+unsafe impl Send for Kernels {}
+unsafe impl Sync for Kernels {}
+
+impl Drop for Kernels {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: the module was loaded by us and is unloaded once.
+            unsafe {
+                let _ = sys::cuModuleUnload(self.module);
+            }
+        }
+    }
+}
+
+impl Kernels {
+    /// Loads the embedded cubin into `gpu`'s context, or JIT-compiles the PTX when no cubin
+    /// was embedded.
+    pub fn load(gpu: &Gpu) -> Result<Kernels> {
+        match CUBIN {
+            Some(cubin) => Self::load_image(&gpu.ctx, cubin.to_vec(), ImageKind::Cubin, PTX),
+            None => Self::load_ptx(gpu),
+        }
+    }
+
+    /// Always JIT-compiles the embedded PTX (to compare against the cubin).
+    pub fn load_ptx(gpu: &Gpu) -> Result<Kernels> {
+        Self::from_ptx_src(gpu, PTX)
+    }
+
+    /// JIT-compiles another PTX module (e.g. a hand-written test kernel).
+    pub fn from_ptx_src(gpu: &Gpu, ptx: &str) -> Result<Kernels> {
+        if ptx.contains('\0') {
+            return Err(Error::invalid("ptx", "PTX text contains no NUL byte"));
+        }
+        let mut src = ptx.as_bytes().to_vec();
+        src.push(0);
+        Self::load_image(&gpu.ctx, src, ImageKind::PtxJit, ptx)
+    }
+
+    fn load_image(
+        ctx: &Arc<CudaContext>,
+        image: Vec<u8>,
+        kind: ImageKind,
+        ptx: &str,
+    ) -> Result<Kernels> {
+        ctx.bind_to_thread()
+            .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
+        const LOG: usize = 16 * 1024;
+        let mut info = vec![0u8; LOG];
+        let mut error = vec![0u8; LOG];
+        let mut options = [
+            sys::CUjit_option::CU_JIT_INFO_LOG_BUFFER,
+            sys::CUjit_option::CU_JIT_INFO_LOG_BUFFER_SIZE_BYTES,
+            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
+            sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
+        ];
+        let mut values: [*mut c_void; 4] = [
+            info.as_mut_ptr().cast(),
+            LOG as *mut c_void,
+            error.as_mut_ptr().cast(),
+            LOG as *mut c_void,
+        ];
+        let mut module: sys::CUmodule = std::ptr::null_mut();
+        // SAFETY: `image` is a cubin or a NUL-terminated PTX string that outlives the call;
+        // the option arrays match in length and the log buffers are LOG bytes long.
+        let r = unsafe {
+            sys::cuModuleLoadDataEx(
+                &mut module,
+                image.as_ptr().cast(),
+                options.len() as u32,
+                options.as_mut_ptr(),
+                values.as_mut_ptr(),
+            )
+        };
+        let text = |b: &[u8]| {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).trim().to_string()
+        };
+        if r != sys::CUresult::CUDA_SUCCESS {
+            return Err(Error::ModuleLoad(format!(
+                "cuModuleLoadDataEx({kind:?}) returned {r:?}; JIT error log: {}",
+                match text(&error) {
+                    s if s.is_empty() => "(empty)".to_string(),
+                    s => s,
+                }
+            )));
+        }
+        Ok(Kernels {
+            ctx: ctx.clone(),
+            module,
+            kind,
+            jit_log: text(&info),
+            names: entry_names(ptx).into_iter().map(String::from).collect(),
+        })
+    }
+
+    /// Whether the cubin or the JIT-compiled PTX is in use.
+    pub fn image_kind(&self) -> ImageKind {
+        self.kind
+    }
+
+    /// The driver's JIT info log (empty for a cubin).
+    pub fn jit_log(&self) -> &str {
+        &self.jit_log
+    }
+
+    /// Names of the kernels in this module.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The raw handle of kernel `name`, valid while `self` lives.
+    pub fn function(&self, name: &str) -> Result<sys::CUfunction> {
+        let c = CString::new(name)
+            .map_err(|_| Error::invalid("name", "kernel names contain no NUL byte"))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
+        let mut f: sys::CUfunction = std::ptr::null_mut();
+        // SAFETY: the module is loaded; `c` is NUL-terminated.
+        let r = unsafe { sys::cuModuleGetFunction(&mut f, self.module, c.as_ptr()) };
+        if r == sys::CUresult::CUDA_ERROR_NOT_FOUND {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "no kernel `{name}` in the module (kernels: {})",
+                    self.names.join(", ")
+                ),
+            ));
+        }
+        check(r, || format!("cuModuleGetFunction({name})"))?;
+        Ok(f)
+    }
+
+    /// Allows kernel `name` to use up to `bytes` of dynamic shared memory (needed above
+    /// 48 KiB; at most [`crate::Gpu::max_smem_optin`] minus its static shared memory).
+    pub fn set_max_dynamic_smem(&self, name: &str, bytes: u32) -> Result<()> {
+        let f = self.function(name)?;
+        // SAFETY: `f` was just looked up in this live module.
+        unsafe { self.set_max_dynamic_smem_raw(f, bytes) }
+    }
+
+    /// [`Kernels::set_max_dynamic_smem`] for a handle from [`Kernels::function`].
+    ///
+    /// # Safety
+    /// `func` must be a function of this (still loaded) module.
+    pub unsafe fn set_max_dynamic_smem_raw(&self, func: sys::CUfunction, bytes: u32) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
+        check(
+            sys::cuFuncSetAttribute(
+                func,
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            ),
+            || format!("cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES = {bytes})"),
+        )
+    }
+
+    /// Registers, local memory, shared memory and thread limit of kernel `name`.
+    pub fn attributes(&self, name: &str) -> Result<KernelAttrs> {
+        let f = self.function(name)?;
+        use sys::CUfunction_attribute::*;
+        let get = |a: sys::CUfunction_attribute| -> Result<i32> {
+            let mut v = 0i32;
+            // SAFETY: `f` is a live function of this module; writes one int.
+            check(unsafe { sys::cuFuncGetAttribute(&mut v, a, f) }, || {
+                format!("cuFuncGetAttribute({a:?}, {name})")
+            })?;
+            Ok(v)
+        };
+        Ok(KernelAttrs {
+            regs: get(CU_FUNC_ATTRIBUTE_NUM_REGS)?,
+            local_bytes: get(CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)?,
+            static_smem: get(CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)?,
+            max_threads: get(CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?,
+            max_dynamic_smem: get(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)?,
+        })
+    }
+}
+
+/// Names of the kernels (`.entry` lines) in the embedded PTX.
+pub fn kernel_names() -> Vec<&'static str> {
+    entry_names(PTX)
+}
+
+/// Names of the `.entry` functions in a PTX text.
+pub fn entry_names(ptx: &str) -> Vec<&str> {
+    ptx.lines()
+        .filter_map(|line| {
+            let rest = line.trim_start();
+            let rest = rest
+                .strip_prefix(".visible")
+                .or_else(|| rest.strip_prefix(".weak"))
+                .unwrap_or(rest)
+                .trim_start();
+            let rest = rest.strip_prefix(".entry")?;
+            let name = rest
+                .trim_start()
+                .split(|c: char| c == '(' || c.is_whitespace())
+                .next()?;
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_entry_lines() {
+        let ptx = ".version 8.5\n.target sm_90a\n.visible .entry probe_add(\n\t.param .u64 a\n)\n\
+                   .entry other_kernel ()\n.func helper(\n// .entry commented_out(\n";
+        assert_eq!(entry_names(ptx), vec!["probe_add", "other_kernel"]);
+    }
+
+    #[test]
+    fn embedded_ptx_has_kernels_and_report_exists() {
+        assert!(PTX.contains(".target sm_90a"));
+        assert!(!kernel_names().is_empty(), "no .entry in the embedded PTX");
+        assert!(!PTXAS_REPORT.is_empty());
+        if CUBIN.is_some() {
+            for name in kernel_names() {
+                assert!(
+                    PTXAS_REPORT.contains(name),
+                    "ptxas report does not mention {name}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds, on this (GPU-less) machine, everything the GPU machine runs, into dist/:
+#   dist/tests/<name>        every release test harness of the workspace (lib unit tests,
+#                            tests/*.rs, ...); bin unit tests are named bin-<name>
+#   dist/flashmla-etap       the release CLI
+#   dist/run-gpu-bundle.sh   the runner (a copy of scripts/run-gpu-bundle.sh)
+#   dist/MANIFEST            commit and build facts
+# The GPU machine has no Rust toolchain; the binaries load libcuda dynamically.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/setup.sh
+cargo build --release --bin flashmla-etap
+json="$(mktemp)"
+trap 'rm -f "$json"' EXIT
+cargo test --release --workspace --no-run --message-format=json >"$json"
+
+rm -rf dist/tests
+mkdir -p dist/tests
+python3 - "$json" <<'PY'
+import json, os, shutil, sys
+seen = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("profile", {}).get("test"):
+        continue
+    exe = m.get("executable")
+    if not exe:
+        continue
+    t = m["target"]
+    name = t["name"]
+    if "bin" in t["kind"]:
+        name = "bin-" + name
+    if name in seen and seen[name] != exe:
+        sys.exit(f"two test targets would both be dist/tests/{name}: {seen[name]} and {exe}")
+    seen[name] = exe
+    shutil.copy2(exe, os.path.join("dist/tests", name))
+    print(f"dist/tests/{name:<28} <- {os.path.relpath(exe)}")
+if not seen:
+    sys.exit("no test executables found in cargo's output")
+PY
+
+exe_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
+cp "$exe_dir/flashmla-etap" dist/flashmla-etap
+cp scripts/run-gpu-bundle.sh dist/run-gpu-bundle.sh
+chmod +x dist/run-gpu-bundle.sh dist/flashmla-etap dist/tests/*
+
+{
+    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+    echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
+    echo "rustc: $(rustc --version)"
+    glibc="$(objdump -T dist/flashmla-etap dist/tests/* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1 || true)"
+    echo "newest glibc symbol needed: ${glibc:-unknown}"
+} >dist/MANIFEST
+cat dist/MANIFEST
+du -sh dist
+echo "bundle ready: carry dist/ to the GPU machine and run dist/run-gpu-bundle.sh (or scripts/run-gpu-bundle.sh) there"
