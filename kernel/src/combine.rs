@@ -42,7 +42,8 @@ unsafe fn combine<T: Element>(
         for i in 0..splits {
             let w = math::exp2((slot_lse(i) - max) * LOG2_E);
             total += w;
-            let src = o_accum.add((((first + i) as u32 * rows + row) * D_V + t * DIMS_PER_THREAD) as usize);
+            let src = o_accum
+                .add((((first + i) as u32 * rows + row) * D_V + t * DIMS_PER_THREAD) as usize);
             for (d, a) in acc.iter_mut().enumerate() {
                 *a += w * *src.add(d);
             }
@@ -58,7 +59,11 @@ unsafe fn combine<T: Element>(
         }
     }
     if t == 0 {
-        let l = if total > 0.0 { max + math::log2(total) * core::f32::consts::LN_2 } else { f32::INFINITY };
+        let l = if total > 0.0 {
+            max + math::log2(total) * core::f32::consts::LN_2
+        } else {
+            f32::INFINITY
+        };
         *lse.add(((r * h_q + h) * s_q + s) as usize) = l;
     }
 }

@@ -80,7 +80,14 @@ impl DecodeSmem {
         let red = p + rows_cta * 128;
         let bars = red + CONSUMER_WARPGROUPS * 4 * (rows_cta / 2) * 4;
         let bytes = bars + 2 * STAGES * 8;
-        DecodeSmem { kv, q, p, red, bars, bytes }
+        DecodeSmem {
+            kv,
+            q,
+            p,
+            red,
+            bars,
+            bytes,
+        }
     }
 }
 
@@ -112,7 +119,11 @@ mod tests {
             for off in [s.kv, s.q, s.p] {
                 assert_eq!(off % 1024, 0, "swizzled regions need 1024-byte alignment");
             }
-            assert_eq!((s.p + (rows / 2) * 128) % 1024, 0, "second Pᵀ buffer aligned");
+            assert_eq!(
+                (s.p + (rows / 2) * 128) % 1024,
+                0,
+                "second Pᵀ buffer aligned"
+            );
             assert_eq!(s.bars % 8, 0);
         }
     }

@@ -56,7 +56,11 @@ pub struct DecodeArgs {
 /// Pages [begin, end) of request `r` that partition `part` covers.
 #[inline(always)]
 fn piece(part: &PartWork, r: i32, seqlen: i32) -> (u32, u32) {
-    let begin = if r == part.begin_req { part.begin_page } else { 0 };
+    let begin = if r == part.begin_req {
+        part.begin_page
+    } else {
+        0
+    };
     let end = if r == part.end_req {
         part.end_page
     } else {
@@ -131,7 +135,14 @@ unsafe fn produce(
             mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
             for c in 0..K_BLOCKS {
                 let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES;
-                tma::load_3d(dst, a.kv_map, full(s), (c * COL_BLOCK) as i32, head as i32, token0);
+                tma::load_3d(
+                    dst,
+                    a.kv_map,
+                    full(s),
+                    (c * COL_BLOCK) as i32,
+                    head as i32,
+                    token0,
+                );
             }
             it += 1;
         }
@@ -181,7 +192,11 @@ unsafe fn consume<T: Element, S: MmaShape>(
         }
         let split_begin = *a.split_offsets.add(r as usize);
         let splits = *a.split_offsets.add(r as usize + 1) - split_begin;
-        let split_idx = if r == part.begin_req { part.first_split } else { 0 };
+        let split_idx = if r == part.begin_req {
+            part.first_split
+        } else {
+            0
+        };
 
         // Q rows of this warpgroup → swizzled shared memory (zeros past the last row).
         load_swizzled(n, K_BLOCKS, q_smem, q_block_stride, t, 128, |rr| {
@@ -235,7 +250,11 @@ unsafe fn consume<T: Element, S: MmaShape>(
                     limit = limit.min(seqlen - a.s_q as i32 + (row / heads_per_kv) as i32);
                 }
                 let token = (page * PAGE_SIZE + tok) as i32;
-                *x = if token <= limit { *x * scale_log2 } else { f32::NEG_INFINITY };
+                *x = if token <= limit {
+                    *x * scale_log2
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
 
             // Column maxima over the tile: the 2 rows of a thread, the 8 lanes sharing
@@ -244,7 +263,10 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 let (j, e) = (c / 2, c % 2);
                 let mx = warp::max_over_fragment_rows(st[4 * j + e].max(st[4 * j + 2 + e]));
                 if lane < 4 {
-                    smem::st_f32(red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32), mx);
+                    smem::st_f32(
+                        red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32),
+                        mx,
+                    );
                 }
             }
             barrier::sync_named(group_bar, 128);
@@ -257,7 +279,11 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 }
                 let m_new = m[c].max(tile_max);
                 // A column that has seen no key yet keeps max -inf: use 0 as its offset.
-                let m_use = if m_new == f32::NEG_INFINITY { 0.0 } else { m_new };
+                let m_use = if m_new == f32::NEG_INFINITY {
+                    0.0
+                } else {
+                    m_new
+                };
                 let alpha = math::exp2(m[c] - m_use);
                 m[c] = m_new;
                 let p0 = math::exp2(st[4 * j + e] - m_use);
@@ -305,7 +331,10 @@ unsafe fn consume<T: Element, S: MmaShape>(
             let (j, e) = (c / 2, c % 2);
             let sum = warp::sum_over_fragment_rows(l[c]);
             if lane < 4 {
-                smem::st_f32(red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32), sum);
+                smem::st_f32(
+                    red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32),
+                    sum,
+                );
             }
         }
         barrier::sync_named(group_bar, 128);
@@ -320,7 +349,18 @@ unsafe fn consume<T: Element, S: MmaShape>(
         }
         barrier::sync_named(group_bar, 128);
 
-        store_output::<T, S>(a, &o, m, l, r as u32, splits, (split_begin + split_idx) as u32, row0, rows_total, &query_of);
+        store_output::<T, S>(
+            a,
+            &o,
+            m,
+            l,
+            r as u32,
+            splits,
+            (split_begin + split_idx) as u32,
+            row0,
+            rows_total,
+            &query_of,
+        );
     }
 }
 
@@ -380,7 +420,8 @@ unsafe fn store_output<T: Element, S: MmaShape>(
                     *(a.out as *mut u16).add(idx) = T::from_f32(val);
                 }
             } else {
-                *a.o_accum.add(((slot * rows_per_req + qrow) * D_V + d) as usize) = val;
+                *a.o_accum
+                    .add(((slot * rows_per_req + qrow) * D_V + d) as usize) = val;
             }
         }
     }
@@ -403,7 +444,8 @@ unsafe fn store_output<T: Element, S: MmaShape>(
             if final_out {
                 *a.lse.add(((r * a.h_q + h) * a.s_q + s) as usize) = lse;
             } else {
-                *a.lse_accum.add((slot * rows_per_req + s * a.h_q + h) as usize) = lse;
+                *a.lse_accum
+                    .add((slot * rows_per_req + s * a.h_q + h) as usize) = lse;
             }
         }
     }

@@ -59,8 +59,12 @@ unsafe fn gemm_kmajor<T: Element, S: MmaShape>(a: *const u16, b: *const u16, c: 
     let base = smem::base();
     let (sa, sb) = (base, base + K_BLOCKS * BLOCK_BYTES);
     let t = ids::thread();
-    load_swizzled(64, K_BLOCKS, sa, BLOCK_BYTES, t, 128, |r| Some(a.add((r * 576) as usize)));
-    load_swizzled(n, K_BLOCKS, sb, n * 128, t, 128, |r| Some(b.add((r * 576) as usize)));
+    load_swizzled(64, K_BLOCKS, sa, BLOCK_BYTES, t, 128, |r| {
+        Some(a.add((r * 576) as usize))
+    });
+    load_swizzled(n, K_BLOCKS, sb, n * 128, t, 128, |r| {
+        Some(b.add((r * 576) as usize))
+    });
     fence::proxy_async_shared();
     barrier::sync_cta();
     let mut acc = S::zero();
@@ -88,7 +92,9 @@ unsafe fn gemm_mnmajor<T: Element, S: MmaShape>(a: *const u16, b: *const u16, c:
     let base = smem::base();
     let (sa, sb) = (base, base + V_BLOCKS * BLOCK_BYTES);
     let t = ids::thread();
-    load_swizzled(64, V_BLOCKS, sa, BLOCK_BYTES, t, 128, |r| Some(a.add((r * 512) as usize)));
+    load_swizzled(64, V_BLOCKS, sa, BLOCK_BYTES, t, 128, |r| {
+        Some(a.add((r * 512) as usize))
+    });
     load_swizzled(n, 1, sb, 0, t, 128, |r| Some(b.add((r * 64) as usize)));
     fence::proxy_async_shared();
     barrier::sync_cta();
@@ -143,7 +149,12 @@ pub const PIPELINE_TILE_BYTES: u32 = 64 * 128;
 /// `PIPELINE_STAGES` mbarrier stages; warpgroups 1 and 2 sum every 16-bit value of every
 /// tile into `out`. 384 threads; setmaxnreg moves registers to the consumers.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn selftest_pipeline(map: *const u8, n_tiles: u32, rows: u32, out: *mut u64) {
+pub unsafe extern "ptx-kernel" fn selftest_pipeline(
+    map: *const u8,
+    n_tiles: u32,
+    rows: u32,
+    out: *mut u64,
+) {
     let base = smem::base();
     let full = |s: u32| base + PIPELINE_STAGES * PIPELINE_TILE_BYTES + 8 * s;
     let empty = |s: u32| full(PIPELINE_STAGES + s);
@@ -176,7 +187,8 @@ pub unsafe extern "ptx-kernel" fn selftest_pipeline(map: *const u8, n_tiles: u32
             let (s, phase) = (t % PIPELINE_STAGES, (t / PIPELINE_STAGES) & 1);
             mbarrier::wait(full(s), phase);
             for w in 0..words_per_thread {
-                let v = smem::ld_u32(base + s * PIPELINE_TILE_BYTES + 4 * (ct * words_per_thread + w));
+                let v =
+                    smem::ld_u32(base + s * PIPELINE_TILE_BYTES + 4 * (ct * words_per_thread + w));
                 sum += (v & 0xffff) as u64 + (v >> 16) as u64;
             }
             warp::sync();

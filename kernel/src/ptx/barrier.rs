@@ -1,14 +1,18 @@
-//! CTA-level barriers (PTX ISA: bar.sync / barrier.sync).
+//! CTA-level barriers (PTX ISA: barrier.sync). The non-`.aligned` form is used on purpose:
+//! the optimiser may duplicate a barrier into both sides of a branch, and `.aligned`
+//! (`bar.sync`) then deadlocks a warp whose lanes reach different copies.
 use core::arch::asm;
 
 /// Waits for all threads of the CTA (barrier 0).
 #[inline(always)]
 pub fn sync_cta() {
-    unsafe { asm!("bar.sync 0;", options(nostack)) };
+    unsafe { asm!("barrier.sync 0;", options(nostack)) };
 }
 
 /// Waits for `threads` threads (a multiple of 32) on named barrier `id` (1..=15).
 #[inline(always)]
 pub fn sync_named(id: u32, threads: u32) {
-    unsafe { asm!("bar.sync {id}, {n};", id = in(reg32) id, n = in(reg32) threads, options(nostack)) };
+    unsafe {
+        asm!("barrier.sync {id}, {n};", id = in(reg32) id, n = in(reg32) threads, options(nostack))
+    };
 }

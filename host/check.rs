@@ -1,0 +1,338 @@
+//! Correctness checking of the GPU decode against the float64 reference: one [`Case`]
+//! builds deterministic inputs (random page order, NaN in every cache row that must not be
+//! read, `i32::MAX` past each request's pages), runs the decode twice and compares.
+use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, KvElement, OutElement};
+use crate::error::{Error, Result};
+use crate::reference::{generate, reference_decode, rmse, rounding_floor_rmse, Dtype, MlaShape};
+use cudarc::driver::CudaSlice;
+
+/// One correctness case.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub dtype: Dtype,
+    pub s_q: usize,
+    pub h_q: usize,
+    pub h_kv: usize,
+    /// cache_seqlens; the batch is its length.
+    pub lengths: Vec<i32>,
+    pub causal: bool,
+    /// Output in f32 instead of the input dtype.
+    pub out_f32: bool,
+    pub seed: u64,
+}
+
+/// What a case measured.
+#[derive(Clone, Debug)]
+pub struct CaseResult {
+    /// RMSE of the output against the float64 reference.
+    pub rmse: f64,
+    /// RMSE of the float64 reference rounded to the output dtype (0 for f32 output).
+    pub floor: f64,
+    /// Largest |lse − reference| / max(1, |reference|) over finite entries.
+    pub lse_rel_err: f64,
+    /// Output or lse entries that are NaN, or whose infinity disagrees with the reference.
+    pub bad_values: usize,
+    /// The two runs gave bitwise identical out and lse.
+    pub deterministic: bool,
+}
+
+/// RMSE may exceed the rounding floor by this factor (the kernel rounds P to 16 bits).
+pub const RMSE_FACTOR: f64 = 1.3;
+/// Bound on the relative lse error.
+pub const LSE_TOLERANCE: f64 = 1e-5;
+/// Absolute RMSE slack for outputs whose rounding floor is ~0 (f32 output): f32 accumulation.
+pub const RMSE_F32_SLACK: f64 = 1e-6;
+
+impl CaseResult {
+    /// The case's verdict under the project's bounds.
+    pub fn passes(&self) -> bool {
+        self.rmse
+            <= RMSE_FACTOR * self.floor
+                + if self.floor == 0.0 {
+                    RMSE_F32_SLACK
+                } else {
+                    0.0
+                }
+            && self.lse_rel_err <= LSE_TOLERANCE
+            && self.bad_values == 0
+            && self.deterministic
+    }
+}
+
+impl Case {
+    pub fn batch(&self) -> usize {
+        self.lengths.len()
+    }
+    /// A one-line description.
+    pub fn describe(&self) -> String {
+        let (min, max) = (
+            self.lengths.iter().min().unwrap_or(&0),
+            self.lengths.iter().max().unwrap_or(&0),
+        );
+        format!(
+            "{} b={} s_q={} h_q={} h_kv={} len={}{} causal={} out={}",
+            self.dtype.name(),
+            self.batch(),
+            self.s_q,
+            self.h_q,
+            self.h_kv,
+            if min == max {
+                format!("{min}")
+            } else {
+                format!("{min}..{max}")
+            },
+            if min == max { "" } else { " (varlen)" },
+            self.causal,
+            if self.out_f32 { "f32" } else { "input" }
+        )
+    }
+
+    /// Runs the case on `decoder`'s GPU.
+    pub fn run(&self, decoder: &Decoder) -> Result<CaseResult> {
+        match (self.dtype, self.out_f32) {
+            (Dtype::Bf16, false) => self.run_typed::<half::bf16, half::bf16>(decoder),
+            (Dtype::Bf16, true) => self.run_typed::<half::bf16, f32>(decoder),
+            (Dtype::F16, false) => self.run_typed::<half::f16, half::f16>(decoder),
+            (Dtype::F16, true) => self.run_typed::<half::f16, f32>(decoder),
+        }
+    }
+
+    fn run_typed<
+        T: KvElement + FromF32,
+        O: OutElement<T> + ToF64 + cudarc::driver::ValidAsZeroBits,
+    >(
+        &self,
+        decoder: &Decoder,
+    ) -> Result<CaseResult> {
+        let shape = MlaShape::for_lengths(self.s_q, self.h_q, self.h_kv, 64, &self.lengths);
+        let inputs = generate(&shape, &self.lengths, self.dtype, self.seed);
+        let scale = (576f64).powf(-0.5);
+        let reference = reference_decode(
+            &shape,
+            &inputs.q,
+            &inputs.kv_cache,
+            &inputs.block_table,
+            &inputs.seqlens,
+            scale,
+            self.causal,
+        )
+        .map_err(Error::Other)?;
+
+        let gpu = decoder.gpu();
+        let s = &gpu.stream;
+        let drv = |e| Error::driver("check: device buffers", e);
+        let q: CudaSlice<T> = s.clone_htod(&to_elems::<T>(&inputs.q)).map_err(drv)?;
+        let kv: CudaSlice<T> = s
+            .clone_htod(&to_elems::<T>(&inputs.kv_cache))
+            .map_err(drv)?;
+        let bt = s.clone_htod(&inputs.block_table).map_err(drv)?;
+        let sl = s.clone_htod(&inputs.seqlens).map_err(drv)?;
+        let cache = KvCache::new(gpu, &kv, shape.num_blocks, self.h_kv)?;
+        let config = DecodeConfig::new(self.batch(), self.h_q, shape.max_pages)
+            .s_q(self.s_q)
+            .h_kv(self.h_kv)
+            .causal(self.causal)
+            .softmax_scale(scale as f32);
+        let mut plan = DecodePlan::new(gpu, config, &self.lengths)?;
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let mut out: CudaSlice<O> = s.alloc_zeros(shape.out_len()).map_err(drv)?;
+            let mut lse: CudaSlice<f32> = s.alloc_zeros(shape.lse_len()).map_err(drv)?;
+            decoder.decode(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)?;
+            let out_h: Vec<O> = s.clone_dtoh(&out).map_err(drv)?;
+            let lse_h: Vec<f32> = s.clone_dtoh(&lse).map_err(drv)?;
+            runs.push((out_h, lse_h));
+        }
+        let (out, lse) = &runs[0];
+        let out: Vec<f64> = out.iter().map(|x| x.to_f64()).collect();
+        let deterministic = runs[0]
+            .1
+            .iter()
+            .zip(&runs[1].1)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+            && runs[0]
+                .0
+                .iter()
+                .zip(&runs[1].0)
+                .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+        let mut bad = out.iter().filter(|x| !x.is_finite()).count();
+        let mut lse_rel_err = 0.0f64;
+        for (&g, &r) in lse.iter().zip(&reference.lse) {
+            let g = g as f64;
+            if r.is_infinite() || g.is_infinite() || g.is_nan() {
+                if g != r {
+                    bad += 1;
+                }
+            } else {
+                lse_rel_err = lse_rel_err.max((g - r).abs() / r.abs().max(1.0));
+            }
+        }
+        let floor = if O::F32 {
+            0.0
+        } else {
+            rounding_floor_rmse(&reference.out, self.dtype)
+        };
+        Ok(CaseResult {
+            rmse: rmse(&out, &reference.out),
+            floor,
+            lse_rel_err,
+            bad_values: bad,
+            deterministic,
+        })
+    }
+}
+
+/// f32 → a 16-bit element (the values are exact in it; NaN stays NaN).
+pub trait FromF32: Sized {
+    fn from_f32(x: f32) -> Self;
+}
+impl FromF32 for half::bf16 {
+    fn from_f32(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+}
+impl FromF32 for half::f16 {
+    fn from_f32(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+}
+
+/// An output element widened to f64.
+pub trait ToF64 {
+    fn to_f64(&self) -> f64;
+}
+impl ToF64 for half::bf16 {
+    fn to_f64(&self) -> f64 {
+        half::bf16::to_f64(*self)
+    }
+}
+impl ToF64 for half::f16 {
+    fn to_f64(&self) -> f64 {
+        half::f16::to_f64(*self)
+    }
+}
+impl ToF64 for f32 {
+    fn to_f64(&self) -> f64 {
+        *self as f64
+    }
+}
+
+fn to_elems<T: FromF32>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x)).collect()
+}
+
+/// Lengths the correctness grid draws from: empty, single token, page boundaries ±1,
+/// multi-page and long contexts.
+pub const GRID_LENGTHS: [i32; 9] = [0, 1, 20, 63, 64, 65, 140, 4096, 16384];
+/// Batch sizes of the grid.
+pub const GRID_BATCHES: [usize; 4] = [1, 2, 6, 64];
+/// Head counts of the grid (odd counts included).
+pub const GRID_HEADS: [usize; 8] = [1, 3, 16, 32, 63, 64, 126, 128];
+
+/// The correctness grid: every (dtype, h_q, s_q, causal) combination, each with one
+/// fixed-length and one varlen case whose batch and lengths rotate through
+/// [`GRID_BATCHES`] and [`GRID_LENGTHS`] (long lengths with small batches, to bound the
+/// float64 reference's cost), plus batch 1024, a 131072-token context, h_kv = 2 and f32
+/// output.
+pub fn grid() -> Vec<Case> {
+    let mut cases = Vec::new();
+    let mut rng = crate::reference::SplitMix64(2026);
+    let mut k = 0usize;
+    for dtype in [Dtype::Bf16, Dtype::F16] {
+        for h_q in GRID_HEADS {
+            for s_q in [1, 2, 4] {
+                for causal in [false, true] {
+                    let len = GRID_LENGTHS[k % GRID_LENGTHS.len()];
+                    let max_batch = if len >= 16384 {
+                        2
+                    } else if len >= 4096 {
+                        6
+                    } else {
+                        64
+                    };
+                    let batch = GRID_BATCHES[(k / 3) % GRID_BATCHES.len()].min(max_batch);
+                    let seed = k as u64;
+                    cases.push(Case {
+                        dtype,
+                        s_q,
+                        h_q,
+                        h_kv: 1,
+                        lengths: vec![len; batch],
+                        causal,
+                        out_f32: false,
+                        seed,
+                    });
+                    let batch = [6, 64][k % 2];
+                    let lengths = (0..batch)
+                        .map(|_| {
+                            let l = GRID_LENGTHS[rng.below(7) as usize];
+                            if batch == 6 && rng.below(3) == 0 {
+                                GRID_LENGTHS[7 + rng.below(2) as usize]
+                            } else {
+                                l
+                            }
+                        })
+                        .collect();
+                    cases.push(Case {
+                        dtype,
+                        s_q,
+                        h_q,
+                        h_kv: 1,
+                        lengths,
+                        causal,
+                        out_f32: false,
+                        seed: seed + 1000,
+                    });
+                    k += 1;
+                }
+            }
+        }
+    }
+    let varlen = |rng: &mut crate::reference::SplitMix64, n: usize, max: u64| -> Vec<i32> {
+        (0..n).map(|_| rng.below(max + 1) as i32).collect()
+    };
+    let big_batch = varlen(&mut rng, 1024, 200);
+    cases.push(Case {
+        dtype: Dtype::Bf16,
+        s_q: 1,
+        h_q: 16,
+        h_kv: 1,
+        lengths: big_batch,
+        causal: false,
+        out_f32: false,
+        seed: 1,
+    });
+    cases.push(Case {
+        dtype: Dtype::Bf16,
+        s_q: 1,
+        h_q: 16,
+        h_kv: 1,
+        lengths: vec![131072],
+        causal: false,
+        out_f32: false,
+        seed: 2,
+    });
+    cases.push(Case {
+        dtype: Dtype::Bf16,
+        s_q: 2,
+        h_q: 32,
+        h_kv: 2,
+        lengths: vec![300, 77, 0],
+        causal: true,
+        out_f32: false,
+        seed: 3,
+    });
+    for dtype in [Dtype::Bf16, Dtype::F16] {
+        cases.push(Case {
+            dtype,
+            s_q: 1,
+            h_q: 16,
+            h_kv: 1,
+            lengths: vec![4000, 65],
+            causal: false,
+            out_f32: true,
+            seed: 4,
+        });
+    }
+    cases
+}

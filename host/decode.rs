@@ -1,0 +1,450 @@
+//! The decode API, modelled on FlashMLA's `get_mla_metadata` + `flash_mla_with_kvcache`:
+//! build a [`DecodePlan`] once per step from the cache lengths, then call
+//! [`Decoder::decode`] for every layer. The decode call validates its arguments on the
+//! host, then launches the ETAP kernel and (for split requests) the combine kernel on the
+//! caller's stream: no host synchronisation, no allocation, so it can be captured in a
+//! CUDA graph.
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::launch::{launch, LaunchSpec};
+use crate::module::Kernels;
+use crate::reference::Dtype;
+use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+use etap_kernel::config::{
+    row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, FLAG_CAUSAL,
+    FLAG_OUT_F32, PAGE_SIZE, TILE_TOKENS,
+};
+use etap_kernel::plan::{self, PartWork};
+use std::sync::Arc;
+
+/// Most query positions per request (speculative / MTP decoding).
+pub const MAX_S_Q: usize = 4;
+/// Most requests per call (the combine grid's y dimension).
+pub const MAX_BATCH: usize = 65535;
+
+/// An element type of q, the KV cache and out.
+pub trait KvElement: DeviceRepr + Copy + Default + Send + Sync + 'static {
+    const DTYPE: Dtype;
+}
+impl KvElement for half::bf16 {
+    const DTYPE: Dtype = Dtype::Bf16;
+}
+impl KvElement for half::f16 {
+    const DTYPE: Dtype = Dtype::F16;
+}
+
+/// The shape and options of one decode step (shared by every layer that uses the plan).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DecodeConfig {
+    pub batch: usize,
+    /// Query positions per request (1 = plain decoding, 2..=4 = MTP / speculative).
+    pub s_q: usize,
+    pub h_q: usize,
+    /// KV heads (MLA: 1); `h_q % h_kv == 0`.
+    pub h_kv: usize,
+    /// Block-table width: pages per request at most.
+    pub max_pages: usize,
+    /// With `s_q > 1`, query i sees keys `0 ..= L - s_q + i`.
+    pub causal: bool,
+    /// Defaults to 576^-0.5.
+    pub softmax_scale: f32,
+}
+
+impl DecodeConfig {
+    /// `batch` requests of one query position and `h_q` heads over one latent KV head;
+    /// non-causal, default scale, block table width `max_pages`.
+    pub fn new(batch: usize, h_q: usize, max_pages: usize) -> Self {
+        DecodeConfig {
+            batch,
+            s_q: 1,
+            h_q,
+            h_kv: 1,
+            max_pages,
+            causal: false,
+            softmax_scale: (D_QK as f32).powf(-0.5),
+        }
+    }
+    pub fn s_q(mut self, s_q: usize) -> Self {
+        self.s_q = s_q;
+        self
+    }
+    pub fn h_kv(mut self, h_kv: usize) -> Self {
+        self.h_kv = h_kv;
+        self
+    }
+    pub fn causal(mut self, causal: bool) -> Self {
+        self.causal = causal;
+        self
+    }
+    pub fn softmax_scale(mut self, scale: f32) -> Self {
+        self.softmax_scale = scale;
+        self
+    }
+
+    /// Checks every rule on the shape; the error names the field and the rule.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(Error::invalid(
+                "batch",
+                format!("{} is not in 1..={MAX_BATCH}", self.batch),
+            ));
+        }
+        if self.s_q == 0 || self.s_q > MAX_S_Q {
+            return Err(Error::invalid(
+                "s_q",
+                format!("{} is not in 1..={MAX_S_Q}", self.s_q),
+            ));
+        }
+        if self.h_kv == 0 {
+            return Err(Error::invalid("h_kv", "must be at least 1"));
+        }
+        if self.h_q == 0 || !self.h_q.is_multiple_of(self.h_kv) {
+            return Err(Error::invalid(
+                "h_q",
+                format!(
+                    "{} must be a positive multiple of h_kv = {}",
+                    self.h_q, self.h_kv
+                ),
+            ));
+        }
+        if self.s_q * self.h_q > 65535 {
+            return Err(Error::invalid("h_q", "s_q · h_q must be at most 65535"));
+        }
+        if self.max_pages == 0 || self.max_pages > (i32::MAX as usize) / PAGE_SIZE as usize {
+            return Err(Error::invalid("max_pages", "must be in 1..=2^31/64"));
+        }
+        if !(self.softmax_scale.is_finite() && self.softmax_scale > 0.0) {
+            return Err(Error::invalid(
+                "softmax_scale",
+                "must be finite and positive",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Query rows per KV head.
+    fn rows_per_kv(&self) -> u32 {
+        (self.s_q * self.h_q / self.h_kv) as u32
+    }
+    /// Rows one CTA handles (a kernel variant) and CTAs per KV head.
+    fn row_tiling(&self) -> (u32, u32) {
+        let rows = self.rows_per_kv();
+        let tile = row_tile_for(rows);
+        (tile, rows.div_ceil(tile))
+    }
+}
+
+/// A paged KV cache `[num_blocks, 64, h_kv, 576]` on the device, with the TMA tensor map
+/// the kernel streams it through (encoded once, kept in device memory).
+pub struct KvCache<'a, T: KvElement> {
+    data: &'a CudaSlice<T>,
+    num_blocks: usize,
+    h_kv: usize,
+    map: CudaSlice<u8>,
+}
+
+impl<'a, T: KvElement> KvCache<'a, T> {
+    /// Wraps `data` (exactly `num_blocks · 64 · h_kv · 576` elements).
+    pub fn new(gpu: &Gpu, data: &'a CudaSlice<T>, num_blocks: usize, h_kv: usize) -> Result<Self> {
+        if h_kv == 0 {
+            return Err(Error::invalid("h_kv", "must be at least 1"));
+        }
+        let want = num_blocks
+            .checked_mul(PAGE_SIZE as usize * h_kv * D_QK as usize)
+            .ok_or_else(|| Error::invalid("num_blocks", "cache size overflows"))?;
+        if num_blocks == 0 || data.len() != want {
+            return Err(Error::invalid(
+                "kv_cache",
+                format!(
+                    "has {} elements; [num_blocks={num_blocks}, 64, h_kv={h_kv}, 576] needs {want} (num_blocks ≥ 1)",
+                    data.len()
+                ),
+            ));
+        }
+        let rows = (num_blocks * PAGE_SIZE as usize) as u64;
+        let dtype = match T::DTYPE {
+            Dtype::Bf16 => TmaDtype::Bf16,
+            Dtype::F16 => TmaDtype::F16,
+        };
+        let (ptr, _sync) = data.device_ptr(&gpu.stream);
+        let map: TensorMap = encode_tiled(
+            dtype,
+            ptr,
+            &[D_QK as u64, h_kv as u64, rows],
+            &[D_QK as u64 * 2, (h_kv * D_QK as usize * 2) as u64],
+            &[COL_BLOCK, 1, TILE_TOKENS],
+            Swizzle::B128,
+        )?;
+        Ok(KvCache {
+            data,
+            num_blocks,
+            h_kv,
+            map: map.upload(gpu)?,
+        })
+    }
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+    pub fn h_kv(&self) -> usize {
+        self.h_kv
+    }
+    pub fn data(&self) -> &CudaSlice<T> {
+        self.data
+    }
+}
+
+/// Scheduler metadata of one decode step plus its split-KV workspace: build once from the
+/// cache lengths, reuse for every layer while the lengths are unchanged.
+pub struct DecodePlan {
+    config: DecodeConfig,
+    /// Host copy of the lengths the plan was built from.
+    seqlens: Vec<i32>,
+    parts_host: Vec<PartWork>,
+    split_offsets_host: Vec<i32>,
+    parts: CudaSlice<i32>,
+    split_offsets: CudaSlice<i32>,
+    o_accum: CudaSlice<f32>,
+    lse_accum: CudaSlice<f32>,
+    num_parts: usize,
+    rows_per_cta: u32,
+    row_chunks: u32,
+}
+
+impl DecodePlan {
+    /// Plans `config` for the lengths `seqlens` (host copy of cache_seqlens).
+    pub fn new(gpu: &Gpu, config: DecodeConfig, seqlens: &[i32]) -> Result<Self> {
+        config.validate()?;
+        if seqlens.len() != config.batch {
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!("has {} entries for batch {}", seqlens.len(), config.batch),
+            ));
+        }
+        let (rows_per_cta, row_chunks) = config.row_tiling();
+        let num_parts = plan::num_parts_for(gpu.sm_count, row_chunks * config.h_kv as u32);
+        let mut parts_host = vec![PartWork::IDLE; num_parts];
+        let mut split_offsets_host = vec![0i32; config.batch + 1];
+        plan::plan(
+            seqlens,
+            config.max_pages,
+            PAGE_SIZE as usize,
+            num_parts,
+            &mut parts_host,
+            &mut split_offsets_host,
+        )
+        .map_err(|e| match e {
+            plan::PlanError::NegativeLength { .. } | plan::PlanError::TooLong { .. } => {
+                Error::invalid("cache_seqlens", e.to_string())
+            }
+            other => Error::Plan(other.to_string()),
+        })?;
+        let slots = (split_offsets_host[config.batch] as usize).max(1);
+        let rows = config.s_q * config.h_q;
+        let stream = &gpu.stream;
+        let words: Vec<i32> = parts_host
+            .iter()
+            .flat_map(|p| {
+                let [a, b, c] = p._pad;
+                [
+                    p.begin_req,
+                    p.begin_page,
+                    p.end_req,
+                    p.end_page,
+                    p.first_split,
+                    a,
+                    b,
+                    c,
+                ]
+            })
+            .collect();
+        let drv = |e| Error::driver("allocating the decode plan", e);
+        Ok(DecodePlan {
+            config,
+            seqlens: seqlens.to_vec(),
+            parts: stream.clone_htod(&words).map_err(drv)?,
+            split_offsets: stream.clone_htod(&split_offsets_host).map_err(drv)?,
+            o_accum: stream
+                .alloc_zeros(slots * rows * D_V as usize)
+                .map_err(drv)?,
+            lse_accum: stream.alloc_zeros(slots * rows).map_err(drv)?,
+            parts_host,
+            split_offsets_host,
+            num_parts,
+            rows_per_cta,
+            row_chunks,
+        })
+    }
+    pub fn config(&self) -> &DecodeConfig {
+        &self.config
+    }
+    /// Partitions (grid columns) of the decode kernel.
+    pub fn num_parts(&self) -> usize {
+        self.num_parts
+    }
+    /// The schedule: one [`PartWork`] per partition.
+    pub fn parts(&self) -> &[PartWork] {
+        &self.parts_host
+    }
+    /// Exclusive prefix sum of pieces per request.
+    pub fn split_offsets(&self) -> &[i32] {
+        &self.split_offsets_host
+    }
+    /// The lengths the plan was built for.
+    pub fn seqlens(&self) -> &[i32] {
+        &self.seqlens
+    }
+}
+
+/// Output element of a decode: the input dtype, or f32 (no output rounding).
+pub trait OutElement<T: KvElement>: DeviceRepr {
+    const F32: bool;
+}
+impl<T: KvElement> OutElement<T> for f32 {
+    const F32: bool = true;
+}
+impl OutElement<half::bf16> for half::bf16 {
+    const F32: bool = false;
+}
+impl OutElement<half::f16> for half::f16 {
+    const F32: bool = false;
+}
+
+/// The loaded kernels, ready to decode on one GPU.
+pub struct Decoder {
+    gpu: Gpu,
+    kernels: Arc<Kernels>,
+}
+
+impl Decoder {
+    /// Loads the kernels on `gpu` and allows the decode kernels their shared memory.
+    pub fn new(gpu: &Gpu) -> Result<Self> {
+        let kernels = Kernels::load(gpu)?;
+        for dtype in ["bf16", "f16"] {
+            for rows in etap_kernel::config::ROW_TILES {
+                kernels.set_max_dynamic_smem(
+                    &format!("etap_decode_{dtype}_r{rows}"),
+                    DecodeSmem::new(rows).bytes,
+                )?;
+            }
+        }
+        Ok(Decoder {
+            gpu: gpu.clone(),
+            kernels: Arc::new(kernels),
+        })
+    }
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+    pub fn kernels(&self) -> &Kernels {
+        &self.kernels
+    }
+
+    /// One decode step on `stream`: `out[b, s_q, h_q, 512]` and `lse[b, h_q, s_q]` from
+    /// `q[b, s_q, h_q, 576]`, the paged `cache`, `block_table[b, max_pages]` and
+    /// `cache_seqlens[b]`, which must hold on the device the lengths the plan was built from.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode<T: KvElement, O: OutElement<T>>(
+        &self,
+        stream: &CudaStream,
+        plan: &mut DecodePlan,
+        q: &CudaSlice<T>,
+        cache: &KvCache<'_, T>,
+        block_table: &CudaSlice<i32>,
+        cache_seqlens: &CudaSlice<i32>,
+        out: &mut CudaSlice<O>,
+        lse: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let c = plan.config;
+        let check_len = |arg: &'static str, have: usize, want: usize, what: &str| {
+            if have != want {
+                Err(Error::invalid(
+                    arg,
+                    format!("has {have} elements; {what} needs {want}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        check_len(
+            "q",
+            q.len(),
+            c.batch * c.s_q * c.h_q * D_QK as usize,
+            "[batch, s_q, h_q, 576]",
+        )?;
+        check_len(
+            "out",
+            out.len(),
+            c.batch * c.s_q * c.h_q * D_V as usize,
+            "[batch, s_q, h_q, 512]",
+        )?;
+        check_len(
+            "lse",
+            lse.len(),
+            c.batch * c.h_q * c.s_q,
+            "[batch, h_q, s_q]",
+        )?;
+        check_len(
+            "block_table",
+            block_table.len(),
+            c.batch * c.max_pages,
+            "[batch, max_pages]",
+        )?;
+        check_len("cache_seqlens", cache_seqlens.len(), c.batch, "[batch]")?;
+        if cache.h_kv != c.h_kv {
+            return Err(Error::invalid(
+                "cache",
+                format!("has h_kv {} but the plan {}", cache.h_kv, c.h_kv),
+            ));
+        }
+        let dtype = match T::DTYPE {
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+        };
+        let decode_fn = self
+            .kernels
+            .function(&format!("etap_decode_{dtype}_r{}", plan.rows_per_cta))?;
+        let combine_fn = self.kernels.function(&format!("etap_combine_{dtype}"))?;
+        let flags = if c.causal { FLAG_CAUSAL } else { 0 } | if O::F32 { FLAG_OUT_F32 } else { 0 };
+
+        let (map, _s0) = cache.map.device_ptr(stream);
+        let (q_ptr, _s1) = q.device_ptr(stream);
+        let (bt, _s2) = block_table.device_ptr(stream);
+        let (sl, _s3) = cache_seqlens.device_ptr(stream);
+        let (parts, _s4) = plan.parts.device_ptr(stream);
+        let (so, _s5) = plan.split_offsets.device_ptr(stream);
+        let (out_ptr, _s6) = out.device_ptr_mut(stream);
+        let (lse_ptr, _s7) = lse.device_ptr_mut(stream);
+        let (oacc, _s8) = plan.o_accum.device_ptr_mut(stream);
+        let (lacc, _s9) = plan.lse_accum.device_ptr_mut(stream);
+        let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
+        let (mut max_pages, mut row_chunks) = (c.max_pages as u32, plan.row_chunks);
+        let (mut scale, mut flags) = (c.softmax_scale, flags);
+        let (mut map, mut q_ptr, mut bt, mut sl, mut parts, mut so) =
+            (map, q_ptr, bt, sl, parts, so);
+        let (mut out_ptr, mut lse_ptr, mut oacc, mut lacc) = (out_ptr, lse_ptr, oacc, lacc);
+        let mut args = crate::kernel_args![
+            map, q_ptr, bt, sl, parts, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv, max_pages,
+            row_chunks, scale, flags
+        ];
+        let spec = LaunchSpec {
+            grid: (plan.num_parts as u32, plan.row_chunks * h_kv, 1),
+            block: (DECODE_THREADS, 1, 1),
+            dyn_smem: DecodeSmem::new(plan.rows_per_cta).bytes,
+            cluster: None,
+        };
+        // SAFETY: the argument list matches the kernel's parameters in order and type, and
+        // every buffer was checked above against the shapes the kernel indexes with.
+        unsafe { launch(decode_fn, &spec, stream, &mut args)? };
+
+        let mut cargs = crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, s_q, h_q, flags];
+        let cspec = LaunchSpec {
+            grid: (s_q * h_q, c.batch as u32, 1),
+            block: (COMBINE_THREADS, 1, 1),
+            dyn_smem: 0,
+            cluster: None,
+        };
+        // SAFETY: as above, for the combine kernel's parameters.
+        unsafe { launch(combine_fn, &cspec, stream, &mut cargs) }
+    }
+}
