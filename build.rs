@@ -70,6 +70,15 @@ fn main() {
     }
     println!("cargo:rustc-check-cfg=cfg(etap_cubin)");
     println!("cargo:rustc-env=ETAP_MAX_REGS={MAX_REGS}");
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(&root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ETAP_GIT_COMMIT={commit}");
 }
 
 fn check_rust_src() {

@@ -12,6 +12,7 @@ pub use launch::{launch, KernelArgs, LaunchSpec};
 pub use module::{KernelAttrs, Kernels, PTX, PTXAS_REPORT};
 pub use tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 pub use timing::{GpuTimer, Graph};
+pub mod bench;
 pub mod check;
 pub mod decode;
 pub mod reference;

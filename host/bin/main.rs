@@ -25,8 +25,8 @@ enum Command {
     Info,
     /// Run one MLA decode step on generated data and compare it with the CPU reference.
     Demo,
-    /// Benchmark the decode kernel against the HBM bandwidth bound.
-    Bench,
+    /// Benchmark the decode kernel on the anchor sweep and compare with FlashMLA / ETAP.
+    Bench(flashmla_etap::bench::BenchArgs),
     /// Run the correctness matrix against the CPU reference.
     Check,
 }
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info(cli.device),
         Command::Demo => not_yet("demo", cli.device),
-        Command::Bench => not_yet("bench", cli.device),
+        Command::Bench(args) => flashmla_etap::bench::main(cli.device, &args),
         Command::Check => not_yet("check", cli.device),
     };
     match result {

@@ -1,0 +1,1641 @@
+//! `flashmla-etap bench`: the anchor sweep of `shared/ANCHORS.md`, measured the way the
+//! peers were measured, and compared with them.
+//!
+//! Method (as ANCHORS.md): bf16, h_kv = 1, softmax scale 576^-0.5, page size 64, a randomly
+//! permuted block table, inputs ~ N(0, 0.1²) clamped to [-1, 1]. The decode call (plan built
+//! beforehand and reused) is captured 20 times in one CUDA graph; one warm-up replay, then 10
+//! replays each timed with CUDA events; µs per call = median / 20 (the combine kernel is
+//! included: [`Decoder::decode`] launches both). The card's bandwidth is probed in the same
+//! run by a 2-GiB device-to-device copy (read + write bytes counted).
+//!
+//! Inputs are not built with [`crate::reference::generate`] (f32 vectors, NaN poison: far
+//! too slow at 32 × 64K tokens): a pool of random bf16 values is generated once on the host,
+//! uploaded, and tiled into every q and KV cache with device-to-device copies at random
+//! offsets. The cache holds exactly the pages the requests need.
+//!
+//! Everything that does not need a GPU (the sweep, the metric accounting, the anchors file,
+//! the table / CSV / JSON / SVG output) is plain functions tested below.
+use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache};
+use crate::device::Gpu;
+use crate::error::{Error, Result};
+use crate::reference::SplitMix64;
+use crate::timing::{GpuTimer, Graph};
+use cudarc::driver::CudaSlice;
+use half::bf16;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Latent (K) width and V width of MLA.
+pub const D_QK: usize = 576;
+pub const D_V: usize = 512;
+/// Tokens per KV-cache page.
+pub const PAGE: usize = 64;
+/// Decode calls captured in one graph.
+pub const CALLS_PER_GRAPH: usize = 20;
+/// Timed graph replays (the median is taken).
+pub const REPLAYS: usize = 10;
+/// Bytes of the bandwidth probe's copy (source size; read + write are both counted).
+pub const PROBE_BYTES: usize = 2 << 30;
+/// Seed of the varlen lengths and of the input pool.
+pub const SEED: u64 = 0x00E7_A9B3_2026_1128;
+/// The anchors file shipped with the project (`bench/anchors.json`), the default `--peers`.
+pub const BUILTIN_ANCHORS: &str = include_str!("../bench/anchors.json");
+/// `git rev-parse --short HEAD` when the binary was built (see build.rs).
+pub const BUILD_COMMIT: &str = match option_env!("ETAP_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// Context lengths and head counts of the anchor grid.
+pub const GRID_S_K: [usize; 8] = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+pub const GRID_H_Q: [usize; 4] = [16, 32, 64, 128];
+pub const GRID_B: [usize; 2] = [16, 32];
+
+// ---------------------------------------------------------------------------------------
+// The sweep
+// ---------------------------------------------------------------------------------------
+
+/// One benchmark point. `s_q > 1` is causal (FlashMLA's MTP setting); `varlen` draws the
+/// lengths from Normal(s_k, s_k/2), at least s_q.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    pub b: usize,
+    pub s_q: usize,
+    pub h_q: usize,
+    pub s_k: usize,
+    #[serde(default)]
+    pub varlen: bool,
+}
+
+impl Point {
+    pub const fn new(b: usize, s_q: usize, h_q: usize, s_k: usize) -> Point {
+        Point {
+            b,
+            s_q,
+            h_q,
+            s_k,
+            varlen: false,
+        }
+    }
+    pub const fn varlen(mut self) -> Point {
+        self.varlen = true;
+        self
+    }
+    pub fn causal(&self) -> bool {
+        self.s_q > 1
+    }
+    /// s_k as ANCHORS.md writes it: `4096`, or `4096v` for varlen.
+    pub fn s_k_label(&self) -> String {
+        format!("{}{}", self.s_k, if self.varlen { "v" } else { "" })
+    }
+    /// `b=16 s_q=1 h_q=16 s_k=512`.
+    pub fn label(&self) -> String {
+        format!(
+            "b={} s_q={} h_q={} s_k={}",
+            self.b,
+            self.s_q,
+            self.h_q,
+            self.s_k_label()
+        )
+    }
+    /// cache_seqlens: all `s_k`, or (varlen) `max(⌊N(s_k, s_k/2)⌋, s_q)` drawn from a
+    /// generator seeded by the point, so every run uses the same lengths.
+    pub fn lengths(&self) -> Vec<i32> {
+        if !self.varlen {
+            return vec![self.s_k as i32; self.b];
+        }
+        let seed = SEED
+            ^ (self.b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (self.s_q as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ (self.h_q as u64).wrapping_mul(0x1656_67B1_9E37_79F9)
+            ^ (self.s_k as u64).wrapping_mul(0x27D4_EB2F_1656_67C5);
+        let mut normal = NormalGen::new(seed);
+        let (mean, sd) = (self.s_k as f64, self.s_k as f64 / 2.0);
+        (0..self.b)
+            .map(|_| {
+                let x = (mean + sd * normal.sample()).floor();
+                x.clamp(self.s_q as f64, i32::MAX as f64) as i32
+            })
+            .collect()
+    }
+}
+
+/// The anchor grid of ANCHORS.md: b ∈ {16, 32} × h_q ∈ {16, 32, 64, 128} × s_k ∈ 512..64K
+/// at s_q = 1, then the extra rows (latency, varlen, MTP), in the tables' order.
+pub fn anchor_points() -> Vec<Point> {
+    let mut v = Vec::new();
+    for b in GRID_B {
+        for h_q in GRID_H_Q {
+            for s_k in GRID_S_K {
+                v.push(Point::new(b, 1, h_q, s_k));
+            }
+        }
+    }
+    v.extend(extra_points());
+    v
+}
+
+/// The rows after the grid in ANCHORS.md.
+pub fn extra_points() -> Vec<Point> {
+    vec![
+        Point::new(1, 1, 16, 65536),
+        Point::new(1, 1, 16, 4096),
+        Point::new(4, 1, 16, 8192),
+        Point::new(64, 1, 16, 4096).varlen(),
+        Point::new(128, 1, 16, 4096).varlen(),
+        Point::new(128, 1, 128, 4096).varlen(),
+        Point::new(16, 2, 16, 16384),
+        Point::new(16, 2, 128, 16384),
+        Point::new(16, 4, 16, 16384),
+    ]
+}
+
+/// `--quick`: the latency rows, short and long contexts, every head count once, varlen and
+/// MTP (9 points).
+pub fn quick_points() -> Vec<Point> {
+    vec![
+        Point::new(1, 1, 16, 4096),
+        Point::new(1, 1, 16, 65536),
+        Point::new(4, 1, 16, 8192),
+        Point::new(16, 1, 16, 512),
+        Point::new(16, 1, 32, 2048),
+        Point::new(16, 1, 128, 4096),
+        Point::new(32, 1, 64, 65536),
+        Point::new(64, 1, 16, 4096).varlen(),
+        Point::new(16, 2, 128, 16384),
+    ]
+}
+
+/// One `--only` condition, `KEY=VALUE` with KEY one of b, s_q, h_q, s_k (`s_k=4096v` matches
+/// only the varlen rows, `s_k=4096` both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    key: FilterKey,
+    value: usize,
+    varlen: Option<bool>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FilterKey {
+    B,
+    SQ,
+    HQ,
+    SK,
+}
+
+impl Filter {
+    pub fn parse(s: &str) -> Result<Filter> {
+        let bad = |why: &str| Error::invalid("--only", format!("`{s}`: {why}"));
+        let (k, v) = s
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE, e.g. h_q=16"))?;
+        let key = match k.trim() {
+            "b" | "batch" => FilterKey::B,
+            "s_q" => FilterKey::SQ,
+            "h_q" => FilterKey::HQ,
+            "s_k" => FilterKey::SK,
+            _ => return Err(bad("KEY must be one of b, s_q, h_q, s_k")),
+        };
+        let v = v.trim();
+        let (num, varlen) = match v.strip_suffix('v') {
+            Some(n) if key == FilterKey::SK => (n, Some(true)),
+            _ => (v, None),
+        };
+        let num = num.to_ascii_lowercase();
+        let value = match num.strip_suffix('k') {
+            Some(n) => n.parse::<usize>().map(|n| n * 1024),
+            None => num.parse::<usize>(),
+        }
+        .map_err(|_| bad("VALUE must be a number (s_k also 4K or 4096v)"))?;
+        Ok(Filter { key, value, varlen })
+    }
+    pub fn matches(&self, p: &Point) -> bool {
+        let v = match self.key {
+            FilterKey::B => p.b,
+            FilterKey::SQ => p.s_q,
+            FilterKey::HQ => p.h_q,
+            FilterKey::SK => p.s_k,
+        };
+        v == self.value && self.varlen.is_none_or(|want| want == p.varlen)
+    }
+}
+
+/// The points of `base` that satisfy every filter.
+pub fn select(base: Vec<Point>, filters: &[Filter]) -> Vec<Point> {
+    base.into_iter()
+        .filter(|p| filters.iter().all(|f| f.matches(p)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Metric accounting
+// ---------------------------------------------------------------------------------------
+
+/// Bytes one decode call must move: every valid KV row once (Σ lengths · 576 · 2) plus q
+/// and out, all bf16 (the GB/s of ANCHORS.md).
+pub fn bytes_moved(p: &Point, lengths: &[i32]) -> u64 {
+    let kv: u64 = lengths.iter().map(|&l| l.max(0) as u64).sum::<u64>() * (D_QK as u64) * 2;
+    let rows = (p.b * p.s_q * p.h_q) as u64;
+    kv + rows * (D_QK as u64) * 2 + rows * (D_V as u64) * 2
+}
+
+/// 2 · Σ_b s_q · h_q · len_b · (576 + 512) (QKᵀ and PV; causal masking not subtracted).
+pub fn flops(p: &Point, lengths: &[i32]) -> f64 {
+    let toks: f64 = lengths.iter().map(|&l| l.max(0) as f64).sum();
+    2.0 * (p.s_q * p.h_q) as f64 * toks * (D_QK + D_V) as f64
+}
+
+/// GB/s (10⁹ bytes per second) of `bytes` in `us` microseconds.
+pub fn gbps(bytes: u64, us: f64) -> f64 {
+    bytes as f64 / (us * 1e3)
+}
+
+/// TFLOPS of `flops` in `us` microseconds.
+pub fn tflops(flops: f64, us: f64) -> f64 {
+    flops / (us * 1e6)
+}
+
+/// Median of `v` (mean of the middle two for an even count); NaN for an empty slice.
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        0.5 * (s[n / 2 - 1] + s[n / 2])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The peers' anchors
+// ---------------------------------------------------------------------------------------
+
+/// `bench/anchors.json`: ANCHORS.md's tables as data, keyed by card.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Anchors {
+    #[serde(default)]
+    pub source: String,
+    pub cards: BTreeMap<String, CardAnchors>,
+}
+
+/// One card's table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CardAnchors {
+    /// The card as the table names it.
+    #[serde(default)]
+    pub device: String,
+    /// The copy bandwidth measured beside the peers (read + write counted).
+    #[serde(default)]
+    pub copy_gbps: Option<f64>,
+    #[serde(default)]
+    pub peak_gbps: Option<f64>,
+    /// Peer names in display order.
+    pub peers: Vec<String>,
+    pub rows: Vec<AnchorRow>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AnchorRow {
+    #[serde(flatten)]
+    pub point: Point,
+    pub peers: BTreeMap<String, PeerTime>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PeerTime {
+    pub us: f64,
+    pub gbps: f64,
+}
+
+impl Anchors {
+    pub fn parse(text: &str, origin: &str) -> Result<Anchors> {
+        let a: Anchors = serde_json::from_str(text)
+            .map_err(|e| Error::Other(format!("reading the anchors {origin}: {e}")))?;
+        for (key, card) in &a.cards {
+            for row in &card.rows {
+                for name in row.peers.keys() {
+                    if !card.peers.contains(name) {
+                        return Err(Error::Other(format!(
+                            "anchors {origin}: card {key}, row {}: peer `{name}` is not in the card's peers list",
+                            row.point.label()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(a)
+    }
+    /// Reads `path`, or the built-in copy of `bench/anchors.json` for `None`.
+    pub fn load(path: Option<&Path>) -> Result<Anchors> {
+        match path {
+            None => Anchors::parse(BUILTIN_ANCHORS, "(built-in bench/anchors.json)"),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| Error::Other(format!("reading {}: {e}", p.display())))?;
+                Anchors::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+    /// The table for a GPU named `gpu_name` (e.g. "NVIDIA H100 80GB HBM3" → "H100"): the
+    /// first card key that the name contains, ignoring case; longer keys win.
+    pub fn card_for_gpu(&self, gpu_name: &str) -> Option<&str> {
+        let name = gpu_name.to_ascii_uppercase();
+        let mut keys: Vec<&String> = self.cards.keys().collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+        keys.into_iter()
+            .find(|k| name.contains(&k.to_ascii_uppercase()))
+            .map(|k| k.as_str())
+    }
+}
+
+impl CardAnchors {
+    pub fn row(&self, p: &Point) -> Option<&AnchorRow> {
+        self.rows.iter().find(|r| r.point == *p)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Results and run metadata
+// ---------------------------------------------------------------------------------------
+
+/// One measured point.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PointResult {
+    #[serde(flatten)]
+    pub point: Point,
+    pub causal: bool,
+    /// Σ lengths.
+    pub total_len: u64,
+    pub min_len: i32,
+    pub max_len: i32,
+    /// µs per decode call (median replay / calls per graph).
+    pub us: f64,
+    pub gbps: f64,
+    /// GB/s as a percentage of the probed copy bandwidth.
+    pub pct_copy: Option<f64>,
+    pub tflops: f64,
+    /// Each timed replay divided by the calls per graph, µs.
+    pub replays_us: Vec<f64>,
+    /// The peers' µs at this point (from the anchors of the chosen card).
+    pub peers_us: BTreeMap<String, f64>,
+    /// ours / min(peers); ≤ 1 means we are at least as fast as the better peer.
+    pub ratio: Option<f64>,
+}
+
+impl PointResult {
+    /// Fills every derived field from the point, its lengths and the replay times (ms per
+    /// graph replay).
+    pub fn new(
+        p: Point,
+        lengths: &[i32],
+        replay_ms: &[f64],
+        copy_gbps: Option<f64>,
+        card: Option<&CardAnchors>,
+    ) -> PointResult {
+        let replays_us: Vec<f64> = replay_ms
+            .iter()
+            .map(|ms| ms * 1e3 / CALLS_PER_GRAPH as f64)
+            .collect();
+        let us = median(&replays_us);
+        let g = gbps(bytes_moved(&p, lengths), us);
+        let peers_us: BTreeMap<String, f64> = card
+            .and_then(|c| c.row(&p))
+            .map(|r| r.peers.iter().map(|(k, v)| (k.clone(), v.us)).collect())
+            .unwrap_or_default();
+        let best = peers_us.values().copied().fold(f64::INFINITY, f64::min);
+        PointResult {
+            point: p,
+            causal: p.causal(),
+            total_len: lengths.iter().map(|&l| l.max(0) as u64).sum(),
+            min_len: lengths.iter().copied().min().unwrap_or(0),
+            max_len: lengths.iter().copied().max().unwrap_or(0),
+            us,
+            gbps: g,
+            pct_copy: copy_gbps.filter(|c| *c > 0.0).map(|c| 100.0 * g / c),
+            tflops: tflops(flops(&p, lengths), us),
+            replays_us,
+            peers_us,
+            ratio: best.is_finite().then(|| us / best),
+        }
+    }
+}
+
+/// The run: card, driver, commit, time, probe, and every point.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub tool: String,
+    pub version: String,
+    pub git_commit: String,
+    /// UTC, RFC 3339.
+    pub timestamp: String,
+    pub device: String,
+    /// CUDA version of the driver, e.g. "13.0".
+    pub driver_version: String,
+    pub sm_count: u32,
+    /// Measured device-to-device copy bandwidth (read + write counted), GB/s.
+    pub copy_gbps: Option<f64>,
+    /// Which card's anchors the peers' columns come from.
+    pub anchors_card: Option<String>,
+    /// Peer names in display order.
+    pub peers: Vec<String>,
+    pub method: String,
+    pub points: Vec<PointResult>,
+}
+
+/// The method line recorded in the report.
+pub fn method_line() -> String {
+    format!(
+        "bf16, h_kv=1, page {PAGE}, scale 576^-0.5, permuted block table, N(0,0.1^2) inputs; \
+         decode (plan reused) x{CALLS_PER_GRAPH} in one CUDA graph, 1 warm-up + {REPLAYS} timed \
+         replays, median/{CALLS_PER_GRAPH}; combine included; copy probe {} GiB dtod",
+        PROBE_BYTES >> 30
+    )
+}
+
+/// `cuDriverGetVersion` 13000 → "13.0".
+pub fn driver_string(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
+}
+
+/// UTC RFC 3339 time (`2026-11-28T01:16:33Z`) of `secs` since the Unix epoch.
+pub fn rfc3339_utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339_utc(secs)
+}
+
+/// The commit to record: `$ETAP_GIT_COMMIT` at run time, else `git rev-parse --short HEAD`
+/// in the source tree the binary was built from (when it is still there), else the commit
+/// recorded at build time.
+pub fn git_commit() -> String {
+    if let Ok(c) = std::env::var("ETAP_GIT_COMMIT") {
+        if !c.trim().is_empty() {
+            return c.trim().to_string();
+        }
+    }
+    let dir = env!("CARGO_MANIFEST_DIR");
+    if Path::new(dir).join(".git").exists() {
+        if let Ok(out) = std::process::Command::new("git")
+            .args(["-C", dir, "rev-parse", "--short", "HEAD"])
+            .output()
+        {
+            let c = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !c.is_empty() {
+                return c;
+            }
+        }
+    }
+    BUILD_COMMIT.to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// Output: table, CSV, JSON, SVG
+// ---------------------------------------------------------------------------------------
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.prec$}"),
+        _ => "-".into(),
+    }
+}
+
+/// The table's header (two lines: names, rule).
+pub fn table_header(peers: &[String]) -> String {
+    let mut s = format!(
+        "{:>4} {:>3} {:>4} {:>6} | {:>8} {:>6} {:>5} {:>6} |",
+        "b", "s_q", "h_q", "s_k", "ours µs", "GB/s", "%copy", "TFLOPS"
+    );
+    for p in peers {
+        let _ = write!(s, " {:>11}", format!("{p} µs"));
+    }
+    let _ = write!(s, " | {:>5}", "ratio");
+    let width = s.chars().count();
+    s.push('\n');
+    s.push_str(&"-".repeat(width));
+    s
+}
+
+/// One table row; `ratio` is marked `*` where we lose (ratio > 1).
+pub fn table_row(r: &PointResult, peers: &[String]) -> String {
+    let p = &r.point;
+    let mut s = format!(
+        "{:>4} {:>3} {:>4} {:>6} | {:>8.1} {:>6.0} {:>5} {:>6.1} |",
+        p.b,
+        p.s_q,
+        p.h_q,
+        p.s_k_label(),
+        r.us,
+        r.gbps,
+        opt(r.pct_copy, 1),
+        r.tflops
+    );
+    for name in peers {
+        let _ = write!(s, " {:>11}", opt(r.peers_us.get(name).copied(), 1));
+    }
+    let _ = write!(
+        s,
+        " | {:>5}{}",
+        opt(r.ratio, 2),
+        if r.ratio.is_some_and(|x| x > 1.0) {
+            " *"
+        } else {
+            ""
+        }
+    );
+    s
+}
+
+/// Summary after the table: wins, the worst point, the geometric mean of the ratios.
+pub fn summary(results: &[PointResult]) -> String {
+    let rated: Vec<&PointResult> = results.iter().filter(|r| r.ratio.is_some()).collect();
+    if rated.is_empty() {
+        return format!(
+            "{} point(s); no peer numbers to compare with",
+            results.len()
+        );
+    }
+    let wins = rated
+        .iter()
+        .filter(|r| r.ratio.is_some_and(|x| x <= 1.0))
+        .count();
+    let geo = (rated
+        .iter()
+        .map(|r| r.ratio.unwrap_or(1.0).ln())
+        .sum::<f64>()
+        / rated.len() as f64)
+        .exp();
+    let worst = rated
+        .iter()
+        .max_by(|a, b| a.ratio.unwrap_or(0.0).total_cmp(&b.ratio.unwrap_or(0.0)));
+    let mut s = format!(
+        "at least as fast as the better peer at {wins} of {} points; geometric-mean ratio {geo:.3}",
+        rated.len()
+    );
+    if let Some(w) = worst {
+        let _ = write!(
+            s,
+            "; worst ratio {:.2} at {}",
+            w.ratio.unwrap_or(f64::NAN),
+            w.point.label()
+        );
+    }
+    s
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// CSV: one row per point, each repeating the run's device, driver, commit and time.
+pub fn to_csv(rep: &Report) -> String {
+    let mut s = String::from(
+        "device,driver,git_commit,timestamp,copy_gbps,b,s_q,h_q,s_k,varlen,causal,total_len,us,gbps,pct_copy,tflops",
+    );
+    for p in &rep.peers {
+        let _ = write!(s, ",{}_us", csv_field(p));
+    }
+    s.push_str(",ratio\n");
+    let num = |v: Option<f64>| match v {
+        Some(x) if x.is_finite() => format!("{x:.4}"),
+        _ => String::new(),
+    };
+    for r in &rep.points {
+        let p = &r.point;
+        let _ = write!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{:.4},{:.3},{},{:.4}",
+            csv_field(&rep.device),
+            csv_field(&rep.driver_version),
+            csv_field(&rep.git_commit),
+            csv_field(&rep.timestamp),
+            num(rep.copy_gbps),
+            p.b,
+            p.s_q,
+            p.h_q,
+            p.s_k,
+            p.varlen,
+            r.causal,
+            r.total_len,
+            r.us,
+            r.gbps,
+            num(r.pct_copy),
+            r.tflops
+        );
+        for name in &rep.peers {
+            let _ = write!(s, ",{}", num(r.peers_us.get(name).copied()));
+        }
+        let _ = writeln!(s, ",{}", num(r.ratio));
+    }
+    s
+}
+
+pub fn to_json(rep: &Report) -> Result<String> {
+    serde_json::to_string_pretty(rep).map_err(|e| Error::Other(format!("writing JSON: {e}")))
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Colour of a head count's lines.
+fn head_color(h_q: usize) -> &'static str {
+    match h_q {
+        16 => "#1f77b4",
+        32 => "#ff7f0e",
+        64 => "#2ca02c",
+        128 => "#d62728",
+        _ => "#9467bd",
+    }
+}
+
+/// Dash pattern of the i-th peer (ours is solid).
+fn peer_dash(i: usize) -> &'static str {
+    ["7,4", "2,3", "10,3,2,3"][i % 3]
+}
+
+fn short_len(s_k: usize) -> String {
+    if s_k >= 1024 && s_k.is_multiple_of(1024) {
+        format!("{}K", s_k / 1024)
+    } else {
+        s_k.to_string()
+    }
+}
+
+/// GB/s against context length (log2 axis, 512..64K) for batch `batch`, s_q = 1, fixed
+/// lengths: one solid line per head count (ours), the peers' lines dashed in the same
+/// colour, and the probed copy bandwidth as a grey rule.
+pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> String {
+    let (w, h) = (960.0f64, 600.0f64);
+    let (ml, mr, mt, mb) = (80.0, 220.0, 60.0, 60.0);
+    let (pw, ph) = (w - ml - mr, h - mt - mb);
+    let (x_lo, x_hi) = (9.0f64, 16.0f64);
+    let on_plot = |p: &Point| p.b == batch && p.s_q == 1 && !p.varlen;
+    let ours: Vec<&PointResult> = rep.points.iter().filter(|r| on_plot(&r.point)).collect();
+    let peer_rows: Vec<&AnchorRow> = card
+        .map(|c| c.rows.iter().filter(|r| on_plot(&r.point)).collect())
+        .unwrap_or_default();
+    let mut y_max = rep.copy_gbps.unwrap_or(0.0);
+    for r in &ours {
+        y_max = y_max.max(r.gbps);
+    }
+    for r in &peer_rows {
+        for t in r.peers.values() {
+            y_max = y_max.max(t.gbps);
+        }
+    }
+    let y_step = if y_max > 2000.0 { 500.0 } else { 250.0 };
+    let y_top = ((y_max * 1.05) / y_step).ceil().max(1.0) * y_step;
+    let xp = |s_k: usize| ml + ((s_k as f64).log2() - x_lo) / (x_hi - x_lo) * pw;
+    let yp = |g: f64| mt + ph - g / y_top * ph;
+
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="28" text-anchor="middle" font-size="16">MLA decode bf16, b={batch}, s_q=1: GB/s vs context — {}</text>"#,
+        ml + pw / 2.0,
+        xml_escape(&rep.device)
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{}" y="46" text-anchor="middle" fill="#555">commit {} · {} · driver CUDA {}</text>"##,
+        ml + pw / 2.0,
+        xml_escape(&rep.git_commit),
+        xml_escape(&rep.timestamp),
+        xml_escape(&rep.driver_version)
+    );
+    // Grid and axes.
+    let mut g = 0.0;
+    while g <= y_top + 1e-9 {
+        let y = yp(g);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{ml}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#e4e4e4"/><text x="{:.1}" y="{:.1}" text-anchor="end">{g:.0}</text>"##,
+            ml + pw,
+            ml - 6.0,
+            y + 4.0
+        );
+        g += y_step;
+    }
+    for s_k in GRID_S_K {
+        let x = xp(s_k);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{mt}" x2="{x:.1}" y2="{:.1}" stroke="#e4e4e4"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            mt + ph,
+            mt + ph + 18.0,
+            short_len(s_k)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r##"<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>"##
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">context length s_k (tokens, log scale)</text>"#,
+        ml + pw / 2.0,
+        h - 16.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(22 {:.1}) rotate(-90)" text-anchor="middle">GB/s (valid KV + q + out bytes / time)</text>"#,
+        mt + ph / 2.0
+    );
+    if let Some(c) = rep.copy_gbps {
+        let y = yp(c);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{ml}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#888" stroke-dasharray="1,3"/><text x="{:.1}" y="{:.1}" fill="#666">copy {c:.0} GB/s</text>"##,
+            ml + pw,
+            ml + 6.0,
+            y - 5.0
+        );
+    }
+    let mut heads: Vec<usize> = ours
+        .iter()
+        .map(|r| r.point.h_q)
+        .chain(peer_rows.iter().map(|r| r.point.h_q))
+        .collect();
+    heads.sort_unstable();
+    heads.dedup();
+    let polyline = |s: &mut String,
+                    pts: &mut Vec<(usize, f64)>,
+                    color: &str,
+                    dash: Option<&str>| {
+        pts.sort_by_key(|p| p.0);
+        let coords: Vec<String> = pts
+            .iter()
+            .map(|&(k, g)| format!("{:.1},{:.1}", xp(k), yp(g)))
+            .collect();
+        let dash = dash
+            .map(|d| format!(r#" stroke-dasharray="{d}""#))
+            .unwrap_or_default();
+        let width = if dash.is_empty() { 2.5 } else { 1.5 };
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="{width}"{dash}/>"#,
+            coords.join(" ")
+        );
+        if dash.is_empty() {
+            for c in &coords {
+                if let Some((x, y)) = c.split_once(',') {
+                    let _ = writeln!(s, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
+                }
+            }
+        }
+    };
+    let peer_names: Vec<String> = card.map(|c| c.peers.clone()).unwrap_or_default();
+    for &hq in &heads {
+        let color = head_color(hq);
+        for (i, name) in peer_names.iter().enumerate() {
+            let mut pts: Vec<(usize, f64)> = peer_rows
+                .iter()
+                .filter(|r| r.point.h_q == hq)
+                .filter_map(|r| r.peers.get(name).map(|t| (r.point.s_k, t.gbps)))
+                .collect();
+            if !pts.is_empty() {
+                polyline(&mut s, &mut pts, color, Some(peer_dash(i)));
+            }
+        }
+        let mut pts: Vec<(usize, f64)> = ours
+            .iter()
+            .filter(|r| r.point.h_q == hq)
+            .map(|r| (r.point.s_k, r.gbps))
+            .collect();
+        if !pts.is_empty() {
+            polyline(&mut s, &mut pts, color, None);
+        }
+    }
+    // Legend: colours = head counts, line styles = who.
+    let lx = ml + pw + 20.0;
+    let mut ly = mt + 10.0;
+    for &hq in &heads {
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{}" stroke-width="6"/><text x="{:.1}" y="{:.1}">h_q = {hq}</text>"#,
+            lx + 28.0,
+            head_color(hq),
+            lx + 36.0,
+            ly + 4.0
+        );
+        ly += 20.0;
+    }
+    ly += 10.0;
+    let _ = writeln!(
+        s,
+        r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="black" stroke-width="2.5"/><text x="{:.1}" y="{:.1}">ours (flashmla-etap)</text>"#,
+        lx + 28.0,
+        lx + 36.0,
+        ly + 4.0
+    );
+    for (i, name) in peer_names.iter().enumerate() {
+        ly += 20.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="black" stroke-width="1.5" stroke-dasharray="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+            lx + 28.0,
+            peer_dash(i),
+            lx + 36.0,
+            ly + 4.0,
+            xml_escape(name)
+        );
+    }
+    if let Some(c) = card {
+        ly += 24.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{lx}" y="{ly}" fill="#555">peers: {} anchors</text>"##,
+            xml_escape(&c.device)
+        );
+    }
+    if ours.is_empty() {
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#a00">no measured points at b={batch}, s_q=1</text>"##,
+            ml + pw / 2.0,
+            mt + 24.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs on the device
+// ---------------------------------------------------------------------------------------
+
+/// Normal samples (Marsaglia's polar method) from [`SplitMix64`].
+struct NormalGen {
+    rng: SplitMix64,
+    spare: Option<f64>,
+}
+
+impl NormalGen {
+    fn new(seed: u64) -> NormalGen {
+        NormalGen {
+            rng: SplitMix64(seed),
+            spare: None,
+        }
+    }
+    fn sample(&mut self) -> f64 {
+        if let Some(z) = self.spare.take() {
+            return z;
+        }
+        loop {
+            let u = 2.0 * self.rng.next_unit() - 1.0;
+            let v = 2.0 * self.rng.next_unit() - 1.0;
+            let s = u * u + v * v;
+            if s < 1.0 && s > 0.0 {
+                let f = (-2.0 * s.ln() / s).sqrt();
+                self.spare = Some(v * f);
+                return u * f;
+            }
+        }
+    }
+}
+
+/// Pages of random bf16 data in the host pool (37.7 MB: larger than any q of the sweep and
+/// than L2, so tiled copies do not repeat within a cache-sized window).
+pub const POOL_PAGES: usize = 512;
+/// Elements per cache page.
+const PAGE_ELEMS: usize = PAGE * D_QK;
+
+/// `n` values ~ N(0, 0.1²) clamped to [-1, 1], as bf16.
+pub fn random_pool(n: usize, seed: u64) -> Vec<bf16> {
+    let mut g = NormalGen::new(seed);
+    (0..n)
+        .map(|_| bf16::from_f64((0.1 * g.sample()).clamp(-1.0, 1.0)))
+        .collect()
+}
+
+/// A random permutation of `0..n` (Fisher–Yates).
+pub fn permutation(n: usize, rng: &mut SplitMix64) -> Vec<i32> {
+    let mut v: Vec<i32> = (0..n as i32).collect();
+    for i in (1..n).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Pages per request, the block-table width and the block table `[b, max_pages]` (pages of
+/// a random permutation of `0..Σ pages`; entries past a request's pages = 0, a valid page).
+pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, usize, Vec<i32>) {
+    let pages: Vec<usize> = lengths
+        .iter()
+        .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
+        .collect();
+    let total: usize = pages.iter().sum();
+    let max_pages = pages.iter().copied().max().unwrap_or(0).max(1);
+    let perm = permutation(total.max(1), rng);
+    let mut table = vec![0i32; lengths.len() * max_pages];
+    let mut next = 0;
+    for (b, &np) in pages.iter().enumerate() {
+        for p in 0..np {
+            table[b * max_pages + p] = perm[next];
+            next += 1;
+        }
+    }
+    (total.max(1), max_pages, table)
+}
+
+fn drv(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
+    move |e| Error::driver(format!("bench: {what}"), e)
+}
+
+/// Fills `dst` with copies of `pool` slices at random offsets (chunks of half the pool).
+fn fill_from_pool(
+    gpu: &Gpu,
+    pool: &CudaSlice<bf16>,
+    dst: &mut CudaSlice<bf16>,
+    rng: &mut SplitMix64,
+) -> Result<()> {
+    let chunk = (pool.len() / 2).max(1);
+    let mut at = 0;
+    while at < dst.len() {
+        let n = chunk.min(dst.len() - at);
+        let off = rng.below((pool.len() - n + 1) as u64) as usize;
+        gpu.stream
+            .memcpy_dtod(&pool.slice(off..off + n), &mut dst.slice_mut(at..at + n))
+            .map_err(drv("filling inputs (memcpy dtod)"))?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Device-to-device copy bandwidth, GB/s with read + write bytes counted: a
+/// [`PROBE_BYTES`] copy, one warm-up, median of [`REPLAYS`] timed copies.
+pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
+    let s = &gpu.stream;
+    let src: CudaSlice<u8> = s.alloc_zeros(PROBE_BYTES).map_err(drv("probe alloc"))?;
+    let mut dst: CudaSlice<u8> = s.alloc_zeros(PROBE_BYTES).map_err(drv("probe alloc"))?;
+    let timer = GpuTimer::new(s)?;
+    s.memcpy_dtod(&src, &mut dst).map_err(drv("probe copy"))?;
+    let mut ms = Vec::with_capacity(REPLAYS);
+    for _ in 0..REPLAYS {
+        timer.start()?;
+        s.memcpy_dtod(&src, &mut dst).map_err(drv("probe copy"))?;
+        timer.stop()?;
+        ms.push(timer.elapsed_ms()? as f64);
+    }
+    gpu.synchronize()?;
+    Ok(gbps(2 * PROBE_BYTES as u64, median(&ms) * 1e3))
+}
+
+/// Measures one point: builds its inputs, plans, captures [`CALLS_PER_GRAPH`] decode calls
+/// in one graph, replays it once untimed and [`REPLAYS`] times timed. Returns the lengths and
+/// the replay times (ms per replay). Every buffer is freed on return.
+pub fn measure(
+    decoder: &Decoder,
+    pool: &CudaSlice<bf16>,
+    p: &Point,
+) -> Result<(Vec<i32>, Vec<f64>)> {
+    let gpu = decoder.gpu();
+    let s = &gpu.stream;
+    let lengths = p.lengths();
+    let mut rng = SplitMix64(
+        SEED ^ ((p.b * 131 + p.h_q * 7 + p.s_q) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+            ^ (p.s_k as u64).rotate_left(40)
+            ^ u64::from(p.varlen),
+    );
+    let (num_blocks, max_pages, table) = block_table(&lengths, &mut rng);
+    let cache_elems = num_blocks * PAGE_ELEMS;
+    let q_elems = p.b * p.s_q * p.h_q * D_QK;
+    let out_elems = p.b * p.s_q * p.h_q * D_V;
+    let need = (cache_elems + q_elems + out_elems) * 2;
+    if let Ok((free, _)) = gpu.ctx.mem_get_info() {
+        if need > free {
+            return Err(Error::Other(format!(
+                "bench {}: needs {:.2} GB of device memory, {:.2} GB free",
+                p.label(),
+                need as f64 / 1e9,
+                free as f64 / 1e9
+            )));
+        }
+    }
+    // SAFETY: every element is written by fill_from_pool before any read.
+    let mut kv: CudaSlice<bf16> = unsafe { s.alloc(cache_elems) }.map_err(drv("cache alloc"))?;
+    fill_from_pool(gpu, pool, &mut kv, &mut rng)?;
+    // SAFETY: as above.
+    let mut q: CudaSlice<bf16> = unsafe { s.alloc(q_elems) }.map_err(drv("q alloc"))?;
+    fill_from_pool(gpu, pool, &mut q, &mut rng)?;
+    let bt = s.clone_htod(&table).map_err(drv("block table upload"))?;
+    let sl = s.clone_htod(&lengths).map_err(drv("seqlens upload"))?;
+    let mut out: CudaSlice<bf16> = s.alloc_zeros(out_elems).map_err(drv("out alloc"))?;
+    let mut lse: CudaSlice<f32> = s
+        .alloc_zeros(p.b * p.h_q * p.s_q)
+        .map_err(drv("lse alloc"))?;
+    let cache = KvCache::new(gpu, &kv, num_blocks, 1)?;
+    let config = DecodeConfig::new(p.b, p.h_q, max_pages)
+        .s_q(p.s_q)
+        .causal(p.causal());
+    let mut plan = DecodePlan::new(gpu, config, &lengths)?;
+    // One eager call first: a launch error surfaces here, outside the capture.
+    decoder.decode::<bf16, bf16>(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)?;
+    gpu.synchronize()?;
+    let graph = Graph::capture(s, |st| {
+        for _ in 0..CALLS_PER_GRAPH {
+            decoder
+                .decode::<bf16, bf16>(st, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)?;
+        }
+        Ok(())
+    })?;
+    graph.upload()?;
+    graph.launch(s)?;
+    gpu.synchronize()?;
+    let timer = GpuTimer::new(s)?;
+    let mut ms = Vec::with_capacity(REPLAYS);
+    for _ in 0..REPLAYS {
+        timer.start()?;
+        graph.launch(s)?;
+        timer.stop()?;
+        ms.push(timer.elapsed_ms()? as f64);
+    }
+    gpu.synchronize()?;
+    drop(graph);
+    Ok((lengths, ms))
+}
+
+// ---------------------------------------------------------------------------------------
+// The subcommand
+// ---------------------------------------------------------------------------------------
+
+/// Options of `flashmla-etap bench`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BenchArgs {
+    /// A short subset (9 points: the latency rows, one long context, every head count,
+    /// varlen and MTP) instead of the 73-point anchor sweep.
+    #[arg(long)]
+    pub quick: bool,
+    /// Keep only the points matching KEY=VALUE (KEY: b, s_q, h_q, s_k; e.g. h_q=16,
+    /// s_k=4K, s_k=4096v); repeat or comma-separate for several (all must match).
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Print the selected points and exit (no GPU needed).
+    #[arg(long)]
+    pub list: bool,
+    /// Write the results (card, driver, git commit, time, every point) as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write the results as CSV (one row per point).
+    #[arg(long, value_name = "PATH")]
+    pub csv: Option<PathBuf>,
+    /// Write an SVG plot of GB/s against context length, with the peers dashed.
+    #[arg(long, value_name = "PATH.svg")]
+    pub plot: Option<PathBuf>,
+    /// The batch the plot shows.
+    #[arg(long, value_name = "B", default_value_t = 16)]
+    pub plot_batch: usize,
+    /// The peers' anchors (JSON) [default: the built-in copy of bench/anchors.json].
+    #[arg(long, value_name = "PATH")]
+    pub peers: Option<PathBuf>,
+    /// Compare with this card's anchors (a key of the anchors file: H100, H200)
+    /// [default: picked from the GPU name].
+    #[arg(long, value_name = "KEY")]
+    pub card: Option<String>,
+}
+
+/// Runs `flashmla-etap bench` on device `ordinal`.
+pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
+    let filters = args
+        .only
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Filter::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let base = if args.quick {
+        quick_points()
+    } else {
+        anchor_points()
+    };
+    let points = select(base, &filters);
+    if points.is_empty() {
+        return Err(Error::invalid("--only", "no benchmark point matches"));
+    }
+    if args.list {
+        for p in &points {
+            println!("{}", p.label());
+        }
+        return Ok(());
+    }
+    let anchors = Anchors::load(args.peers.as_deref())?;
+    if let Some(k) = &args.card {
+        if !anchors.cards.contains_key(k) {
+            return Err(Error::invalid(
+                "--card",
+                format!(
+                    "`{k}` is not a card of the anchors file (has: {})",
+                    anchors.cards.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+
+    let gpu = Gpu::open(ordinal).map_err(|e| {
+        if e.is_no_gpu() {
+            Error::Other(format!("no GPU: {e}"))
+        } else {
+            e
+        }
+    })?;
+    let card_key = args
+        .card
+        .clone()
+        .or_else(|| anchors.card_for_gpu(&gpu.name).map(str::to_string));
+    let card = card_key.as_ref().and_then(|k| anchors.cards.get(k));
+    eprintln!("{}", gpu.describe());
+    match (&card_key, card) {
+        (Some(k), Some(c)) => eprintln!("peers: {} anchors ({})", k, c.device),
+        _ => eprintln!(
+            "peers: no anchors for `{}` (cards: {}); pass --card to choose one",
+            gpu.name,
+            anchors.cards.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    }
+    let decoder = Decoder::new(&gpu)?;
+    let copy = copy_bandwidth(&gpu)?;
+    eprintln!(
+        "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",
+        PROBE_BYTES >> 30,
+        card.and_then(|c| c.copy_gbps)
+            .map(|a| format!("; the anchors' run measured {a:.0}"))
+            .unwrap_or_default()
+    );
+    let pool = gpu
+        .stream
+        .clone_htod(&random_pool(POOL_PAGES * PAGE_ELEMS, SEED))
+        .map_err(drv("pool upload"))?;
+    let peers: Vec<String> = card.map(|c| c.peers.clone()).unwrap_or_default();
+
+    let bar = indicatif::ProgressBar::new(points.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} [{elapsed_precise}] {msg}",
+        )
+        .map_err(|e| Error::Other(format!("progress bar template: {e}")))?,
+    );
+    println!("{}", table_header(&peers));
+    let mut results = Vec::with_capacity(points.len());
+    for p in &points {
+        bar.set_message(p.label());
+        let measured = measure(&decoder, &pool, p);
+        let (lengths, ms) = match measured {
+            Ok(v) => v,
+            Err(e) => {
+                bar.abandon();
+                return Err(Error::Other(format!("bench {}: {e}", p.label())));
+            }
+        };
+        let r = PointResult::new(*p, &lengths, &ms, Some(copy), card);
+        bar.suspend(|| println!("{}", table_row(&r, &peers)));
+        results.push(r);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!("{}", summary(&results));
+
+    let report = Report {
+        tool: "flashmla-etap bench".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: git_commit(),
+        timestamp: now_rfc3339(),
+        device: gpu.name.clone(),
+        driver_version: driver_string(gpu.driver_version),
+        sm_count: gpu.sm_count,
+        copy_gbps: Some(copy),
+        anchors_card: card_key.filter(|_| card.is_some()),
+        peers,
+        method: method_line(),
+        points: results,
+    };
+    if let Some(path) = &args.json {
+        write_file(path, &to_json(&report)?)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.csv {
+        write_file(path, &to_csv(&report))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        write_file(path, &svg_plot(&report, card, args.plot_batch))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_report(points: Vec<PointResult>, peers: Vec<String>) -> Report {
+        Report {
+            tool: "flashmla-etap bench".into(),
+            version: "0.1.0".into(),
+            git_commit: "abc1234".into(),
+            timestamp: "2026-11-28T01:16:33Z".into(),
+            device: "NVIDIA H100 80GB HBM3".into(),
+            driver_version: "13.0".into(),
+            sm_count: 132,
+            copy_gbps: Some(2990.0),
+            anchors_card: Some("H100".into()),
+            peers,
+            method: method_line(),
+            points,
+        }
+    }
+
+    fn h100() -> CardAnchors {
+        Anchors::load(None).unwrap().cards["H100"].clone()
+    }
+
+    #[test]
+    fn sweep_has_the_anchor_rows_in_order() {
+        let pts = anchor_points();
+        assert_eq!(pts.len(), 2 * 4 * 8 + 9);
+        assert_eq!(pts[0], Point::new(16, 1, 16, 512));
+        assert_eq!(pts[63], Point::new(32, 1, 128, 65536));
+        assert_eq!(pts[66], Point::new(4, 1, 16, 8192));
+        assert!(pts[67].varlen && pts[67].b == 64);
+        assert_eq!(pts[72], Point::new(16, 4, 16, 16384));
+        assert!(pts[72].causal() && !pts[0].causal());
+        let mut dedup = pts.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), pts.len());
+        // Every point of the sweep (and of --quick) has an anchor on both cards.
+        let a = Anchors::load(None).unwrap();
+        for card in a.cards.values() {
+            assert_eq!(card.rows.len(), pts.len());
+            for p in pts.iter().chain(quick_points().iter()) {
+                assert!(card.row(p).is_some(), "{} missing", p.label());
+            }
+        }
+    }
+
+    #[test]
+    fn quick_is_short_and_covers_latency_and_long_context() {
+        let q = quick_points();
+        assert!((8..=10).contains(&q.len()));
+        assert!(q.contains(&Point::new(1, 1, 16, 4096)));
+        assert!(q.contains(&Point::new(1, 1, 16, 65536)));
+        assert!(q.iter().any(|p| p.s_k == 65536 && p.b >= 16));
+        assert!(q.iter().any(|p| p.varlen));
+        assert!(q.iter().any(|p| p.s_q > 1));
+    }
+
+    #[test]
+    fn varlen_lengths_are_deterministic_and_bounded() {
+        let p = Point::new(128, 1, 16, 4096).varlen();
+        let a = p.lengths();
+        assert_eq!(a, p.lengths());
+        assert_eq!(a.len(), 128);
+        assert!(a.iter().all(|&l| l >= 1));
+        let mean = a.iter().map(|&l| l as f64).sum::<f64>() / 128.0;
+        assert!((mean - 4096.0).abs() < 600.0, "mean {mean}");
+        assert!(a.iter().any(|&l| l != a[0]));
+        // at least s_q
+        let p2 = Point::new(64, 4, 16, 8).varlen();
+        assert!(p2.lengths().iter().all(|&l| l >= 4));
+        assert_eq!(Point::new(2, 1, 16, 512).lengths(), vec![512, 512]);
+    }
+
+    #[test]
+    fn filters_parse_and_select() {
+        let f = Filter::parse("h_q=16").unwrap();
+        let sel = select(anchor_points(), &[f]);
+        assert_eq!(sel.len(), 2 * 8 + 7);
+        let sel = select(
+            anchor_points(),
+            &[
+                Filter::parse("s_k=4K").unwrap(),
+                Filter::parse("b=16").unwrap(),
+            ],
+        );
+        assert_eq!(sel.len(), 4);
+        let sel = select(anchor_points(), &[Filter::parse("s_k=4096v").unwrap()]);
+        assert_eq!(sel.len(), 3);
+        assert!(Filter::parse("h_q").is_err());
+        assert!(Filter::parse("x=3").is_err());
+        assert!(Filter::parse("h_q=abc").is_err());
+        assert!(Filter::parse("h_q=16v").is_err());
+    }
+
+    #[test]
+    fn bytes_and_flops_reproduce_the_anchor_gbps() {
+        // flashmla, H100, b=16 h_q=16 s_k=512: 12.1 µs = 826 GB/s.
+        let p = Point::new(16, 1, 16, 512);
+        let l = p.lengths();
+        assert_eq!(bytes_moved(&p, &l), 9_994_240);
+        assert!((gbps(bytes_moved(&p, &l), 12.1) - 826.0).abs() < 1.0);
+        // b=32 h_q=128 s_k=64K: 972.1 µs = 2494 GB/s.
+        let p = Point::new(32, 1, 128, 65536);
+        assert!((gbps(bytes_moved(&p, &p.lengths()), 972.1) - 2494.0).abs() < 1.0);
+        // MTP b=16 s_q=2 h_q=128 s_k=16K: 217.0 µs = 1433 GB/s.
+        let p = Point::new(16, 2, 128, 16384);
+        assert!((gbps(bytes_moved(&p, &p.lengths()), 217.0) - 1433.0).abs() < 1.0);
+        // Every fixed-length anchor row agrees with our accounting within rounding.
+        for card in Anchors::load(None).unwrap().cards.values() {
+            for r in card.rows.iter().filter(|r| !r.point.varlen) {
+                for t in r.peers.values() {
+                    let g = gbps(bytes_moved(&r.point, &r.point.lengths()), t.us);
+                    assert!(
+                        (g - t.gbps).abs() <= 0.006 * t.gbps + 1.0,
+                        "{}: {g} vs {}",
+                        r.point.label(),
+                        t.gbps
+                    );
+                }
+            }
+        }
+        let p = Point::new(1, 1, 16, 1000);
+        assert_eq!(flops(&p, &[1000]), 2.0 * 16.0 * 1000.0 * 1088.0);
+        assert!((tflops(1e12, 1e6) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn median_and_result_accounting() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+        let card = h100();
+        let p = Point::new(16, 1, 16, 512);
+        // 10 replays of 20 calls: 0.2 ms each except outliers → 10 µs per call.
+        let ms = [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.9, 0.2, 0.1, 0.2];
+        let r = PointResult::new(p, &p.lengths(), &ms, Some(2990.0), Some(&card));
+        assert!((r.us - 10.0).abs() < 1e-9);
+        assert!((r.gbps - 999.424).abs() < 1e-6);
+        assert!((r.pct_copy.unwrap() - 100.0 * 999.424 / 2990.0).abs() < 1e-9);
+        assert_eq!(r.peers_us["flashmla"], 12.1);
+        assert_eq!(r.peers_us["etap"], 12.8);
+        assert!((r.ratio.unwrap() - 10.0 / 12.1).abs() < 1e-12);
+        assert_eq!(r.total_len, 16 * 512);
+        // No card: no peers, no ratio.
+        let r = PointResult::new(p, &p.lengths(), &ms, None, None);
+        assert!(r.ratio.is_none() && r.peers_us.is_empty() && r.pct_copy.is_none());
+    }
+
+    #[test]
+    fn anchors_parse_and_card_selection() {
+        let a = Anchors::load(None).unwrap();
+        assert_eq!(a.card_for_gpu("NVIDIA H100 80GB HBM3"), Some("H100"));
+        assert_eq!(a.card_for_gpu("NVIDIA H200"), Some("H200"));
+        assert_eq!(a.card_for_gpu("NVIDIA h100 pcie"), Some("H100"));
+        assert_eq!(a.card_for_gpu("NVIDIA H20"), None);
+        assert_eq!(a.card_for_gpu("NVIDIA A100-SXM4-80GB"), None);
+        let h100 = &a.cards["H100"];
+        assert_eq!(h100.peers, vec!["flashmla", "etap"]);
+        assert_eq!(h100.copy_gbps, Some(2990.0));
+        let r = h100.row(&Point::new(128, 1, 128, 4096).varlen()).unwrap();
+        assert_eq!(
+            r.peers["etap"],
+            PeerTime {
+                us: 773.2,
+                gbps: 851.0
+            }
+        );
+        // Fixed and varlen rows are told apart.
+        assert!(h100.row(&Point::new(128, 1, 128, 4096)).is_none());
+        assert_eq!(a.cards["H200"].peers, vec!["flashmla"]);
+        assert_eq!(
+            a.cards["H200"]
+                .row(&Point::new(1, 1, 16, 65536))
+                .unwrap()
+                .peers["flashmla"]
+                .us,
+            52.4
+        );
+        // A row naming an undeclared peer, and bad JSON, are errors.
+        let bad = r#"{"cards":{"X":{"peers":["a"],"rows":[{"b":1,"s_q":1,"h_q":16,"s_k":64,"peers":{"b":{"us":1,"gbps":1}}}]}}}"#;
+        assert!(Anchors::parse(bad, "test").is_err());
+        assert!(Anchors::parse("{", "test").is_err());
+        assert!(Anchors::load(Some(Path::new("/nonexistent/anchors.json"))).is_err());
+        // A longer key wins over a shorter one it contains.
+        let two = r#"{"cards":{"H100":{"peers":[],"rows":[]},"H100 PCIe":{"peers":[],"rows":[]}}}"#;
+        let t = Anchors::parse(two, "test").unwrap();
+        assert_eq!(t.card_for_gpu("NVIDIA H100 PCIe"), Some("H100 PCIe"));
+        assert_eq!(t.card_for_gpu("NVIDIA H100 80GB HBM3"), Some("H100"));
+    }
+
+    fn sample_results() -> Vec<PointResult> {
+        let card = h100();
+        let mut v = Vec::new();
+        for (i, &hq) in [16usize, 128].iter().enumerate() {
+            for (j, &sk) in GRID_S_K.iter().enumerate() {
+                let p = Point::new(16, 1, hq, sk);
+                let per_call_us = 10.0 + (j * 30 + i * 20) as f64;
+                let ms = vec![per_call_us * 20.0 / 1e3; REPLAYS];
+                v.push(PointResult::new(
+                    p,
+                    &p.lengths(),
+                    &ms,
+                    Some(2990.0),
+                    Some(&card),
+                ));
+            }
+        }
+        let p = Point::new(64, 1, 16, 4096).varlen();
+        v.push(PointResult::new(
+            p,
+            &p.lengths(),
+            &[2.0; REPLAYS],
+            Some(2990.0),
+            Some(&card),
+        ));
+        v
+    }
+
+    #[test]
+    fn table_is_aligned_and_marks_losses() {
+        let peers = vec!["flashmla".to_string(), "etap".to_string()];
+        let header = table_header(&peers);
+        let mut lines = header.lines();
+        let names = lines.next().unwrap();
+        let rule = lines.next().unwrap();
+        assert_eq!(names.chars().count(), rule.chars().count());
+        let rs = sample_results();
+        for r in &rs {
+            let row = table_row(r, &peers);
+            let core = row.trim_end_matches(" *");
+            assert_eq!(core.chars().count(), names.chars().count(), "{row}");
+            assert_eq!(row.ends_with(" *"), r.ratio.unwrap() > 1.0);
+            // The column separators line up with the header's.
+            let bars = |s: &str| {
+                s.char_indices()
+                    .filter(|c| c.1 == '|')
+                    .map(|c| s[..c.0].chars().count())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bars(core), bars(names));
+        }
+        let first = table_row(&rs[0], &peers);
+        assert!(first.contains("12.1") && first.contains("12.8") && first.contains("0.83"));
+        assert!(table_row(&rs[16], &peers).contains("4096v"));
+        // Without peers: no peer columns, ratio "-".
+        let r = PointResult::new(rs[0].point, &rs[0].point.lengths(), &[0.2], None, None);
+        assert!(table_row(&r, &[]).ends_with("-"));
+        let s = summary(&rs);
+        assert!(s.contains("of 17 points"), "{s}");
+        assert!(s.contains("worst ratio"));
+        assert!(summary(&[r]).contains("no peer numbers"));
+    }
+
+    #[test]
+    fn csv_has_a_row_per_point_with_the_run_metadata() {
+        let rep = fake_report(sample_results(), vec!["flashmla".into(), "etap".into()]);
+        let csv = to_csv(&rep);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + rep.points.len());
+        let cols = lines[0].split(',').count();
+        assert!(lines[0].ends_with("flashmla_us,etap_us,ratio"));
+        for l in &lines[1..] {
+            assert_eq!(l.split(',').count(), cols, "{l}");
+            assert!(l.starts_with("NVIDIA H100 80GB HBM3,13.0,abc1234,2026-11-28T01:16:33Z,"));
+        }
+        assert!(lines[1].contains(",16,1,16,512,false,false,8192,"));
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let rep = fake_report(sample_results(), vec!["flashmla".into(), "etap".into()]);
+        let text = to_json(&rep).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.points, rep.points);
+        assert_eq!(back.git_commit, "abc1234");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["device"], "NVIDIA H100 80GB HBM3");
+        assert_eq!(v["driver_version"], "13.0");
+        assert_eq!(v["points"][0]["b"], 16);
+        assert_eq!(v["points"][0]["s_k"], 512);
+        assert_eq!(v["points"][0]["peers_us"]["flashmla"], 12.1);
+        assert!(v["timestamp"].is_string());
+    }
+
+    #[test]
+    fn svg_has_our_lines_and_the_peers_dashed() {
+        let card = h100();
+        let rep = fake_report(sample_results(), card.peers.clone());
+        let svg = svg_plot(&rep, Some(&card), 16);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // ours: h_q 16 and 128 solid; peers: 4 head counts × 2 peers dashed.
+        let solid = svg
+            .lines()
+            .filter(|l| l.starts_with("<polyline") && !l.contains("dasharray"))
+            .count();
+        let dashed = svg
+            .lines()
+            .filter(|l| l.starts_with("<polyline") && l.contains("dasharray"))
+            .count();
+        assert_eq!(solid, 2);
+        assert_eq!(dashed, 8);
+        // Each of our polylines has 8 points, x from 512 to 64K.
+        let ours = svg
+            .lines()
+            .find(|l| l.starts_with("<polyline") && !l.contains("dasharray"))
+            .unwrap();
+        let pts = ours.split('"').nth(1).unwrap();
+        assert_eq!(pts.split(' ').count(), 8);
+        let xs: Vec<f64> = pts
+            .split(' ')
+            .map(|p| p.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert!((xs[0] - 80.0).abs() < 0.1 && (xs[7] - (960.0 - 220.0)).abs() < 0.1);
+        assert!(xs
+            .windows(2)
+            .all(|w| (w[1] - w[0] - xs[1] + xs[0]).abs() < 0.2));
+        assert!(svg.contains("64K") && svg.contains("copy 2990 GB/s"));
+        assert!(svg.contains("h_q = 64"));
+        // No card: only our lines; a batch without points says so.
+        let svg = svg_plot(&rep, None, 16);
+        assert!(!svg.contains("dasharray=\"7,4\""));
+        let svg = svg_plot(&rep, Some(&card), 32);
+        assert!(svg.contains("no measured points at b=32"));
+        assert_eq!(xml_escape("a<b&\"c\">"), "a&lt;b&amp;&quot;c&quot;&gt;");
+    }
+
+    #[test]
+    fn block_table_is_a_permutation_of_exactly_the_needed_pages() {
+        let mut rng = SplitMix64(7);
+        let lengths = [1, 64, 65, 200, 0];
+        let (n, max_pages, t) = block_table(&lengths, &mut rng);
+        assert_eq!(n, 1 + 1 + 2 + 4);
+        assert_eq!(max_pages, 4);
+        assert_eq!(t.len(), 5 * 4);
+        let mut used: Vec<i32> = vec![t[0], t[4], t[8], t[9], t[12], t[13], t[14], t[15]];
+        used.sort_unstable();
+        assert_eq!(used, (0..8).collect::<Vec<_>>());
+        let perm = permutation(1000, &mut rng);
+        assert_ne!(perm, (0..1000).collect::<Vec<_>>());
+        let mut s = perm.clone();
+        s.sort_unstable();
+        assert_eq!(s, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn pool_values_are_normal_and_clamped() {
+        let v = random_pool(100_000, 3);
+        let f: Vec<f64> = v.iter().map(|x| x.to_f64()).collect();
+        let mean = f.iter().sum::<f64>() / f.len() as f64;
+        let var = f.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / f.len() as f64;
+        assert!(mean.abs() < 0.002, "{mean}");
+        assert!((var.sqrt() - 0.1).abs() < 0.002, "{}", var.sqrt());
+        assert!(f.iter().all(|x| x.abs() <= 1.0));
+        assert_eq!(random_pool(10, 3), random_pool(10, 3));
+    }
+
+    #[test]
+    fn time_and_version_strings() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_798_421_793), "2026-12-28T01:36:33Z");
+        assert_eq!(driver_string(13000), "13.0");
+        assert_eq!(driver_string(12080), "12.8");
+        assert!(!BUILD_COMMIT.is_empty());
+        assert!(!git_commit().is_empty());
+    }
+}
