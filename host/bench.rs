@@ -885,7 +885,8 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
         ly += 24.0;
         let _ = writeln!(
             s,
-            r##"<text x="{lx}" y="{ly}" fill="#555">peers: {} anchors</text>"##,
+            r##"<text x="{lx}" y="{ly}" fill="#555">peers' anchors:</text><text x="{lx}" y="{:.1}" fill="#555">{}</text>"##,
+            ly + 16.0,
             xml_escape(&c.device)
         );
     }
