@@ -24,7 +24,11 @@ pub const MAX_S_Q: usize = 4;
 pub const MAX_BATCH: usize = 65535;
 
 /// An element type of q, the KV cache and out.
+///
+/// q, the cache and out share one `T` in [`Decoder::decode`], so mixing bf16 and fp16
+/// buffers is a compile error rather than a run-time check.
 pub trait KvElement: DeviceRepr + Copy + Default + Send + Sync + 'static {
+    /// The runtime tag of the type.
     const DTYPE: Dtype;
 }
 impl KvElement for half::bf16 {
@@ -37,9 +41,11 @@ impl KvElement for half::f16 {
 /// The shape and options of one decode step (shared by every layer that uses the plan).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DecodeConfig {
+    /// Requests in the step, `1..=65535`.
     pub batch: usize,
     /// Query positions per request (1 = plain decoding, 2..=4 = MTP / speculative).
     pub s_q: usize,
+    /// Query heads, a positive multiple of `h_kv`; `s_q · h_q ≤ 65535`.
     pub h_q: usize,
     /// KV heads (MLA: 1); `h_q % h_kv == 0`.
     pub h_kv: usize,
@@ -65,24 +71,32 @@ impl DecodeConfig {
             softmax_scale: (D_QK as f32).powf(-0.5),
         }
     }
+    /// Sets the query positions per request (`1..=4`).
     pub fn s_q(mut self, s_q: usize) -> Self {
         self.s_q = s_q;
         self
     }
+    /// Sets the KV heads (`h_q` must be a multiple).
     pub fn h_kv(mut self, h_kv: usize) -> Self {
         self.h_kv = h_kv;
         self
     }
+    /// Sets the causal mask (matters only for `s_q > 1`).
     pub fn causal(mut self, causal: bool) -> Self {
         self.causal = causal;
         self
     }
+    /// Sets the softmax scale (finite, positive).
     pub fn softmax_scale(mut self, scale: f32) -> Self {
         self.softmax_scale = scale;
         self
     }
 
-    /// Checks every rule on the shape; the error names the field and the rule.
+    /// Checks every rule on the shape; the error ([`Error::InvalidArgument`]) names the field
+    /// and the rule: batch in `1..=65535`, s_q in `1..=4`, h_kv ≥ 1, h_q a positive multiple
+    /// of h_kv, `s_q · h_q ≤ 65535`, max_pages in `1..=2^31/64`, softmax_scale finite and
+    /// positive. Head dims (576/512) and the page size (64) are fixed by the API and show up
+    /// as buffer lengths ([`DecodeConfig::check_buffers`], [`KvCache::check_shape`]).
     pub fn validate(&self) -> Result<()> {
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(Error::invalid(
@@ -123,6 +137,55 @@ impl DecodeConfig {
         Ok(())
     }
 
+    /// The buffer checks of [`Decoder::decode`] against this shape, without a GPU: every
+    /// length must equal its shape's element count exactly and the cache must have this
+    /// `h_kv`. (Alignment needs no check: the API takes whole `CudaSlice`s, which the driver
+    /// aligns to at least 256 bytes.)
+    pub fn check_buffers(&self, lens: &BufferLens) -> Result<()> {
+        let (b, s_q, h_q) = (self.batch, self.s_q, self.h_q);
+        let check = |arg: &'static str, have: usize, dims: &[usize], what: &str| {
+            let want = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            match want {
+                Some(w) if w == have => Ok(()),
+                Some(w) => Err(Error::invalid(
+                    arg,
+                    format!("has {have} elements; {what} = {dims:?} needs {w}"),
+                )),
+                None => Err(Error::invalid(arg, format!("{what} = {dims:?} overflows"))),
+            }
+        };
+        check(
+            "q",
+            lens.q,
+            &[b, s_q, h_q, D_QK as usize],
+            "[batch, s_q, h_q, 576]",
+        )?;
+        check(
+            "out",
+            lens.out,
+            &[b, s_q, h_q, D_V as usize],
+            "[batch, s_q, h_q, 512]",
+        )?;
+        check("lse", lens.lse, &[b, h_q, s_q], "[batch, h_q, s_q]")?;
+        check(
+            "block_table",
+            lens.block_table,
+            &[b, self.max_pages],
+            "[batch, max_pages]",
+        )?;
+        check("cache_seqlens", lens.cache_seqlens, &[b], "[batch]")?;
+        if lens.cache_h_kv != self.h_kv {
+            return Err(Error::invalid(
+                "cache",
+                format!(
+                    "has h_kv = {} but the plan's config has h_kv = {}",
+                    lens.cache_h_kv, self.h_kv
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Query rows per KV head.
     fn rows_per_kv(&self) -> u32 {
         (self.s_q * self.h_q / self.h_kv) as u32
@@ -133,6 +196,24 @@ impl DecodeConfig {
         let tile = row_tile_for(rows);
         (tile, rows.div_ceil(tile))
     }
+}
+
+/// Element counts of the buffers of one [`Decoder::decode`] call (and the cache's `h_kv`),
+/// for [`DecodeConfig::check_buffers`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BufferLens {
+    /// q: `[batch, s_q, h_q, 576]`.
+    pub q: usize,
+    /// out: `[batch, s_q, h_q, 512]`.
+    pub out: usize,
+    /// lse: `[batch, h_q, s_q]`.
+    pub lse: usize,
+    /// block_table: `[batch, max_pages]`.
+    pub block_table: usize,
+    /// cache_seqlens: `[batch]`.
+    pub cache_seqlens: usize,
+    /// KV heads of the cache.
+    pub cache_h_kv: usize,
 }
 
 /// A paged KV cache `[num_blocks, 64, h_kv, 576]` on the device, with the TMA tensor map
@@ -146,22 +227,13 @@ pub struct KvCache<'a, T: KvElement> {
 
 impl<'a, T: KvElement> KvCache<'a, T> {
     /// Wraps `data` (exactly `num_blocks · 64 · h_kv · 576` elements).
+    ///
+    /// The page size is fixed at 64 tokens ([`PAGE_SIZE`](etap_kernel::config::PAGE_SIZE)):
+    /// the cache is described by its page count, so no other page size can be passed. The
+    /// element type `T` is shared with q and out by the type system (`decode` is generic over
+    /// one `T`), so a dtype mismatch does not compile.
     pub fn new(gpu: &Gpu, data: &'a CudaSlice<T>, num_blocks: usize, h_kv: usize) -> Result<Self> {
-        if h_kv == 0 {
-            return Err(Error::invalid("h_kv", "must be at least 1"));
-        }
-        let want = num_blocks
-            .checked_mul(PAGE_SIZE as usize * h_kv * D_QK as usize)
-            .ok_or_else(|| Error::invalid("num_blocks", "cache size overflows"))?;
-        if num_blocks == 0 || data.len() != want {
-            return Err(Error::invalid(
-                "kv_cache",
-                format!(
-                    "has {} elements; [num_blocks={num_blocks}, 64, h_kv={h_kv}, 576] needs {want} (num_blocks ≥ 1)",
-                    data.len()
-                ),
-            ));
-        }
+        Self::check_shape(data.len(), num_blocks, h_kv)?;
         let rows = (num_blocks * PAGE_SIZE as usize) as u64;
         let dtype = match T::DTYPE {
             Dtype::Bf16 => TmaDtype::Bf16,
@@ -183,12 +255,41 @@ impl<'a, T: KvElement> KvCache<'a, T> {
             map: map.upload(gpu)?,
         })
     }
+    /// The argument checks of [`KvCache::new`], without a GPU: `h_kv ≥ 1`, `num_blocks` in
+    /// `1..=2^31/64` (page ids are `i32`, cache rows must fit the tensor map) and exactly
+    /// `num_blocks · 64 · h_kv · 576` elements.
+    pub fn check_shape(len: usize, num_blocks: usize, h_kv: usize) -> Result<()> {
+        if h_kv == 0 {
+            return Err(Error::invalid("h_kv", "must be at least 1"));
+        }
+        if num_blocks == 0 || num_blocks > (i32::MAX as usize) / PAGE_SIZE as usize {
+            return Err(Error::invalid(
+                "num_blocks",
+                format!("{num_blocks} is not in 1..=2^31/64"),
+            ));
+        }
+        let want = num_blocks
+            .checked_mul(PAGE_SIZE as usize * h_kv * D_QK as usize)
+            .ok_or_else(|| Error::invalid("num_blocks", "cache size overflows"))?;
+        if len != want {
+            return Err(Error::invalid(
+                "kv_cache",
+                format!(
+                    "has {len} elements; [num_blocks={num_blocks}, 64, h_kv={h_kv}, 576] needs {want}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+    /// Pages in the cache (valid page ids are `0..num_blocks`).
     pub fn num_blocks(&self) -> usize {
         self.num_blocks
     }
+    /// KV heads per token.
     pub fn h_kv(&self) -> usize {
         self.h_kv
     }
+    /// The cache's elements.
     pub fn data(&self) -> &CudaSlice<T> {
         self.data
     }
@@ -212,33 +313,20 @@ pub struct DecodePlan {
 }
 
 impl DecodePlan {
-    /// Plans `config` for the lengths `seqlens` (host copy of cache_seqlens).
+    /// Plans `config` for the lengths `seqlens` (host copy of cache_seqlens) on `gpu`
+    /// ([`DecodePlan::schedule`]) and allocates the split-KV workspace.
+    ///
+    /// Errors: [`DecodeConfig::validate`]'s, and [`Error::InvalidArgument`] for
+    /// `cache_seqlens` when it has the wrong length or a length is negative or exceeds
+    /// `max_pages · 64` (the message names the batch index).
     pub fn new(gpu: &Gpu, config: DecodeConfig, seqlens: &[i32]) -> Result<Self> {
-        config.validate()?;
-        if seqlens.len() != config.batch {
-            return Err(Error::invalid(
-                "cache_seqlens",
-                format!("has {} entries for batch {}", seqlens.len(), config.batch),
-            ));
-        }
-        let (rows_per_cta, row_chunks) = config.row_tiling();
-        let num_parts = plan::num_parts_for(gpu.sm_count, row_chunks * config.h_kv as u32);
-        let mut parts_host = vec![PartWork::IDLE; num_parts];
-        let mut split_offsets_host = vec![0i32; config.batch + 1];
-        plan::plan(
-            seqlens,
-            config.max_pages,
-            PAGE_SIZE as usize,
+        let Schedule {
+            parts: parts_host,
+            split_offsets: split_offsets_host,
             num_parts,
-            &mut parts_host,
-            &mut split_offsets_host,
-        )
-        .map_err(|e| match e {
-            plan::PlanError::NegativeLength { .. } | plan::PlanError::TooLong { .. } => {
-                Error::invalid("cache_seqlens", e.to_string())
-            }
-            other => Error::Plan(other.to_string()),
-        })?;
+            rows_per_cta,
+            row_chunks,
+        } = Self::schedule(&config, seqlens, gpu.sm_count)?;
         let slots = (split_offsets_host[config.batch] as usize).max(1);
         let rows = config.s_q * config.h_q;
         let stream = &gpu.stream;
@@ -275,6 +363,54 @@ impl DecodePlan {
             row_chunks,
         })
     }
+    /// The CPU part of [`DecodePlan::new`] (no GPU needed): validates `config` and the
+    /// lengths and runs the split-KV planner for a GPU of `sm_count` SMs.
+    pub fn schedule(config: &DecodeConfig, seqlens: &[i32], sm_count: u32) -> Result<Schedule> {
+        config.validate()?;
+        if seqlens.len() != config.batch {
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!("has {} entries for batch {}", seqlens.len(), config.batch),
+            ));
+        }
+        let (rows_per_cta, row_chunks) = config.row_tiling();
+        let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
+        let mut parts = vec![PartWork::IDLE; num_parts];
+        let mut split_offsets = vec![0i32; config.batch + 1];
+        plan::plan(
+            seqlens,
+            config.max_pages,
+            PAGE_SIZE as usize,
+            num_parts,
+            &mut parts,
+            &mut split_offsets,
+        )
+        .map_err(|e| match e {
+            plan::PlanError::NegativeLength { .. } | plan::PlanError::TooLong { .. } => {
+                Error::invalid("cache_seqlens", e.to_string())
+            }
+            other => Error::Plan(other.to_string()),
+        })?;
+        Ok(Schedule {
+            parts,
+            split_offsets,
+            num_parts,
+            rows_per_cta,
+            row_chunks,
+        })
+    }
+    /// The checked API's block-table check: every *used* entry (pages
+    /// `0..ceil(len/64)` of each request, lengths as the plan was built for) must be a page
+    /// id in `0..num_blocks`; entries past a request's last page are never read and may
+    /// hold anything. `block_table_host` is the host copy of `[batch, max_pages]`.
+    ///
+    /// [`Decoder::decode`] does not call this (it would need the table on the host, or a
+    /// synchronisation); call it where the table is built. Without it the decode assumes
+    /// valid page ids.
+    pub fn validate_block_table(&self, block_table_host: &[i32], num_blocks: usize) -> Result<()> {
+        validate_block_table(&self.config, &self.seqlens, block_table_host, num_blocks)
+    }
+    /// The shape and options the plan was built for.
     pub fn config(&self) -> &DecodeConfig {
         &self.config
     }
@@ -296,8 +432,84 @@ impl DecodePlan {
     }
 }
 
+/// The CPU-side result of planning ([`DecodePlan::schedule`]): the split-KV schedule the
+/// decode kernel reads and the kernel variant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// One [`PartWork`] per partition (grid column).
+    pub parts: Vec<PartWork>,
+    /// `[batch + 1]`: exclusive prefix sum of pieces per request.
+    pub split_offsets: Vec<i32>,
+    /// Partitions (grid columns).
+    pub num_parts: usize,
+    /// Query rows one CTA handles (selects the kernel variant).
+    pub rows_per_cta: u32,
+    /// CTAs per KV head over the query rows.
+    pub row_chunks: u32,
+}
+
+/// [`DecodePlan::validate_block_table`] without a plan (CPU only): checks the shapes
+/// (`seqlens` has `config.batch` entries, `block_table` has `batch · max_pages`, lengths in
+/// `0..=max_pages · 64`) and that every used entry of request `b` — pages
+/// `0..ceil(seqlens[b] / 64)` — is in `0..num_blocks`. The error names the batch index and
+/// the page.
+pub fn validate_block_table(
+    config: &DecodeConfig,
+    seqlens: &[i32],
+    block_table: &[i32],
+    num_blocks: usize,
+) -> Result<()> {
+    if seqlens.len() != config.batch {
+        return Err(Error::invalid(
+            "cache_seqlens",
+            format!("has {} entries for batch {}", seqlens.len(), config.batch),
+        ));
+    }
+    let want = config.batch.saturating_mul(config.max_pages);
+    if block_table.len() != want {
+        return Err(Error::invalid(
+            "block_table",
+            format!(
+                "has {} elements; [batch={}, max_pages={}] needs {want}",
+                block_table.len(),
+                config.batch,
+                config.max_pages
+            ),
+        ));
+    }
+    let page = PAGE_SIZE as usize;
+    for (b, &len) in seqlens.iter().enumerate() {
+        if len < 0 || len as usize > config.max_pages.saturating_mul(page) {
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!(
+                    "cache_seqlens[{b}] = {len} is not in 0..=max_pages·64 = {}",
+                    config.max_pages.saturating_mul(page)
+                ),
+            ));
+        }
+        let used = (len as usize).div_ceil(page);
+        let row = &block_table[b * config.max_pages..b * config.max_pages + used];
+        if let Some((p, &id)) = row
+            .iter()
+            .enumerate()
+            .find(|&(_, &id)| id < 0 || id as usize >= num_blocks)
+        {
+            return Err(Error::invalid(
+                "block_table",
+                format!(
+                    "block_table[{b}][{p}] = {id} is not a page id in 0..{num_blocks} \
+                     (batch index {b} uses pages 0..{used})"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Output element of a decode: the input dtype, or f32 (no output rounding).
 pub trait OutElement<T: KvElement>: DeviceRepr {
+    /// Whether the output is f32.
     const F32: bool;
 }
 impl<T: KvElement> OutElement<T> for f32 {
@@ -333,9 +545,11 @@ impl Decoder {
             kernels: Arc::new(kernels),
         })
     }
+    /// The GPU the kernels are loaded on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
+    /// The loaded kernel module.
     pub fn kernels(&self) -> &Kernels {
         &self.kernels
     }
@@ -343,6 +557,12 @@ impl Decoder {
     /// One decode step on `stream`: `out[b, s_q, h_q, 512]` and `lse[b, h_q, s_q]` from
     /// `q[b, s_q, h_q, 576]`, the paged `cache`, `block_table[b, max_pages]` and
     /// `cache_seqlens[b]`, which must hold on the device the lengths the plan was built from.
+    ///
+    /// Checked on the host before any launch ([`DecodeConfig::check_buffers`]): every buffer
+    /// length against the plan's config, and the cache's `h_kv`. Not checked here (it would
+    /// need a host copy or a synchronisation): that the device `cache_seqlens` equal the
+    /// plan's lengths and that the used block-table entries are valid page ids — use
+    /// [`DecodePlan::validate_block_table`] where the table is built (the checked API).
     #[allow(clippy::too_many_arguments)]
     pub fn decode<T: KvElement, O: OutElement<T>>(
         &self,
@@ -356,47 +576,14 @@ impl Decoder {
         lse: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let c = plan.config;
-        let check_len = |arg: &'static str, have: usize, want: usize, what: &str| {
-            if have != want {
-                Err(Error::invalid(
-                    arg,
-                    format!("has {have} elements; {what} needs {want}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
-        check_len(
-            "q",
-            q.len(),
-            c.batch * c.s_q * c.h_q * D_QK as usize,
-            "[batch, s_q, h_q, 576]",
-        )?;
-        check_len(
-            "out",
-            out.len(),
-            c.batch * c.s_q * c.h_q * D_V as usize,
-            "[batch, s_q, h_q, 512]",
-        )?;
-        check_len(
-            "lse",
-            lse.len(),
-            c.batch * c.h_q * c.s_q,
-            "[batch, h_q, s_q]",
-        )?;
-        check_len(
-            "block_table",
-            block_table.len(),
-            c.batch * c.max_pages,
-            "[batch, max_pages]",
-        )?;
-        check_len("cache_seqlens", cache_seqlens.len(), c.batch, "[batch]")?;
-        if cache.h_kv != c.h_kv {
-            return Err(Error::invalid(
-                "cache",
-                format!("has h_kv {} but the plan {}", cache.h_kv, c.h_kv),
-            ));
-        }
+        c.check_buffers(&BufferLens {
+            q: q.len(),
+            out: out.len(),
+            lse: lse.len(),
+            block_table: block_table.len(),
+            cache_seqlens: cache_seqlens.len(),
+            cache_h_kv: cache.h_kv,
+        })?;
         let dtype = match T::DTYPE {
             Dtype::Bf16 => "bf16",
             Dtype::F16 => "f16",

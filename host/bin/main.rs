@@ -1,5 +1,7 @@
 //! `flashmla-etap`: command-line front end (device info, demo, benchmark, correctness check).
 
+mod demo;
+
 use clap::{Parser, Subcommand};
 use flashmla_etap::module::{self, ImageKind, Kernels};
 use flashmla_etap::{Error, Gpu};
@@ -23,21 +25,22 @@ struct Cli {
 enum Command {
     /// Show the GPU (or why there is none), the embedded kernels and ptxas's resource report.
     Info,
-    /// Run one MLA decode step on generated data and compare it with the CPU reference.
-    Demo,
+    /// Run one DeepSeek-V3-shaped MLA decode step (h_q 16, batch 16, 8K context), check it
+    /// against the float64 CPU reference and report time, bandwidth and error.
+    Demo(demo::DemoArgs),
     /// Benchmark the decode kernel on the anchor sweep and compare with FlashMLA / ETAP.
     Bench(flashmla_etap::bench::BenchArgs),
-    /// Run the correctness matrix against the CPU reference.
-    Check,
+    /// Run the correctness grid on the GPU against the float64 CPU reference.
+    Check(demo::CheckArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info(cli.device),
-        Command::Demo => not_yet("demo", cli.device),
+        Command::Demo(args) => return demo::demo(cli.device, &args),
         Command::Bench(args) => flashmla_etap::bench::main(cli.device, &args),
-        Command::Check => not_yet("check", cli.device),
+        Command::Check(args) => return demo::check(cli.device, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,13 +119,4 @@ fn info(device: usize) -> Result<(), Error> {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-fn not_yet(what: &str, device: usize) -> Result<(), Error> {
-    println!("`flashmla-etap {what}` is not yet implemented: the decode kernel and its host API are still being written.");
-    match Gpu::open(device) {
-        Ok(gpu) => println!("(a usable GPU is present: {})", gpu.describe()),
-        Err(e) => println!("(it would also need a GPU, and there is none usable here: {e})"),
-    }
-    Ok(())
 }

@@ -1,0 +1,493 @@
+//! CPU tests of every host-side validation rule (issue 5): each bad input gives a typed
+//! `Error::InvalidArgument` naming the argument, before anything reaches the GPU.
+//!
+//! Rules and where they are checked:
+//! - dtype mismatch between q, cache and out: prevented by the types (`Decoder::decode` is
+//!   generic over one `T: KvElement`; out is `T` or f32) — nothing to test at run time;
+//! - batch, s_q, h_q, h_kv, max_pages, softmax_scale ranges: `DecodeConfig::validate`;
+//! - head dims 576/512 and buffer sizes: `DecodeConfig::check_buffers` (what `decode` runs);
+//! - page size: fixed at 64, the cache is given as a page count: `KvCache::check_shape`;
+//! - a plan used with another shape / cache: `check_buffers` against the plan's config;
+//! - cache_seqlens negative or beyond the block table: `DecodePlan::schedule` (the planner,
+//!   what `DecodePlan::new` runs), naming the batch index;
+//! - page ids out of range among the used pages: `validate_block_table` (the checked API).
+use flashmla_etap::decode::{
+    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_S_Q,
+};
+use flashmla_etap::Error;
+use proptest::prelude::*;
+
+/// Asserts an `InvalidArgument` for `arg` whose rule mentions every one of `words`.
+#[track_caller]
+fn assert_invalid<T: std::fmt::Debug>(r: Result<T, Error>, arg: &str, words: &[&str]) {
+    match r {
+        Err(Error::InvalidArgument { arg: a, rule }) => {
+            assert_eq!(a, arg, "wrong argument named (rule: {rule})");
+            for w in words {
+                assert!(rule.contains(w), "rule {rule:?} does not mention {w:?}");
+            }
+        }
+        other => panic!("expected InvalidArgument({arg}), got {other:?}"),
+    }
+}
+
+fn cfg() -> DecodeConfig {
+    DecodeConfig::new(4, 16, 8)
+}
+
+/// Exact buffer lengths for `c` (cache h_kv = c.h_kv).
+fn lens(c: &DecodeConfig) -> BufferLens {
+    BufferLens {
+        q: c.batch * c.s_q * c.h_q * 576,
+        out: c.batch * c.s_q * c.h_q * 512,
+        lse: c.batch * c.h_q * c.s_q,
+        block_table: c.batch * c.max_pages,
+        cache_seqlens: c.batch,
+        cache_h_kv: c.h_kv,
+    }
+}
+
+// ---- DecodeConfig::validate ----
+
+#[test]
+fn default_config_is_valid() {
+    cfg().validate().unwrap();
+    let c = cfg();
+    assert!((c.softmax_scale - 576f32.powf(-0.5)).abs() < 1e-9);
+    assert_eq!((c.s_q, c.h_kv, c.causal), (1, 1, false));
+    for s_q in 1..=MAX_S_Q {
+        cfg().s_q(s_q).causal(true).validate().unwrap();
+    }
+    DecodeConfig::new(MAX_BATCH, 128, 1).validate().unwrap();
+    DecodeConfig::new(1, 1, 1).validate().unwrap();
+}
+
+#[test]
+fn batch_range() {
+    assert_invalid(
+        DecodeConfig::new(0, 16, 8).validate(),
+        "batch",
+        &["0", "1..="],
+    );
+    assert_invalid(
+        DecodeConfig::new(MAX_BATCH + 1, 16, 8).validate(),
+        "batch",
+        &["65536"],
+    );
+}
+
+#[test]
+fn s_q_range() {
+    assert_invalid(cfg().s_q(0).validate(), "s_q", &["1..=4"]);
+    assert_invalid(cfg().s_q(MAX_S_Q + 1).validate(), "s_q", &["5", "1..=4"]);
+}
+
+#[test]
+fn h_kv_at_least_one() {
+    assert_invalid(cfg().h_kv(0).validate(), "h_kv", &["at least 1"]);
+}
+
+#[test]
+fn h_q_positive_multiple_of_h_kv() {
+    assert_invalid(DecodeConfig::new(4, 0, 8).validate(), "h_q", &["multiple"]);
+    assert_invalid(cfg().h_kv(3).validate(), "h_q", &["16", "h_kv = 3"]);
+    cfg().h_kv(2).validate().unwrap();
+    cfg().h_kv(16).validate().unwrap();
+}
+
+#[test]
+fn rows_per_call_bounded() {
+    assert_invalid(
+        DecodeConfig::new(1, 16384, 1).s_q(4).validate(),
+        "h_q",
+        &["65535"],
+    );
+    DecodeConfig::new(1, 16383, 1).s_q(4).validate().unwrap();
+}
+
+#[test]
+fn max_pages_range() {
+    assert_invalid(
+        DecodeConfig::new(4, 16, 0).validate(),
+        "max_pages",
+        &["1..="],
+    );
+    assert_invalid(
+        DecodeConfig::new(4, 16, (i32::MAX as usize) / 64 + 1).validate(),
+        "max_pages",
+        &[],
+    );
+    DecodeConfig::new(4, 16, (i32::MAX as usize) / 64)
+        .validate()
+        .unwrap();
+}
+
+#[test]
+fn softmax_scale_finite_positive() {
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        assert_invalid(
+            cfg().softmax_scale(bad).validate(),
+            "softmax_scale",
+            &["finite"],
+        );
+    }
+    cfg().softmax_scale(1e-3).validate().unwrap();
+}
+
+// ---- buffer sizes and head dims (DecodeConfig::check_buffers, run by Decoder::decode) ----
+
+#[test]
+fn exact_buffers_pass() {
+    for c in [
+        cfg(),
+        cfg().s_q(4),
+        DecodeConfig::new(3, 32, 5).h_kv(2).s_q(2),
+    ] {
+        c.check_buffers(&lens(&c)).unwrap();
+    }
+}
+
+#[test]
+fn head_dims_show_as_buffer_lengths() {
+    let c = cfg();
+    // q with head dim 512 instead of 576, out with 576 instead of 512.
+    let l = BufferLens {
+        q: c.batch * c.h_q * 512,
+        ..lens(&c)
+    };
+    assert_invalid(c.check_buffers(&l), "q", &["576", "needs"]);
+    let l = BufferLens {
+        out: c.batch * c.h_q * 576,
+        ..lens(&c)
+    };
+    assert_invalid(c.check_buffers(&l), "out", &["512", "needs"]);
+}
+
+#[test]
+fn every_buffer_too_small_or_too_large() {
+    let c = cfg().s_q(2);
+    let good = lens(&c);
+    type Field = fn(&mut BufferLens) -> &mut usize;
+    let fields: [(&str, Field); 5] = [
+        ("q", |l| &mut l.q),
+        ("out", |l| &mut l.out),
+        ("lse", |l| &mut l.lse),
+        ("block_table", |l| &mut l.block_table),
+        ("cache_seqlens", |l| &mut l.cache_seqlens),
+    ];
+    for (name, field) in fields {
+        for delta in [-1i64, 1] {
+            let mut l = good;
+            let f = field(&mut l);
+            *f = (*f as i64 + delta) as usize;
+            assert_invalid(c.check_buffers(&l), name, &["elements", "needs"]);
+        }
+        let mut l = good;
+        *field(&mut l) = 0;
+        assert_invalid(c.check_buffers(&l), name, &[]);
+    }
+}
+
+#[test]
+fn plan_used_with_another_shape() {
+    // Buffers sized for batch 8 / h_q 32 / s_q 2 against a plan for batch 4, h_q 16, s_q 1.
+    let plan_cfg = cfg();
+    for other in [
+        DecodeConfig::new(8, 16, 8),
+        DecodeConfig::new(4, 32, 8),
+        cfg().s_q(2),
+    ] {
+        assert_invalid(plan_cfg.check_buffers(&lens(&other)), "q", &[]);
+    }
+    // A block table of another width.
+    assert_invalid(
+        plan_cfg.check_buffers(&lens(&DecodeConfig::new(4, 16, 9))),
+        "block_table",
+        &["max_pages"],
+    );
+}
+
+#[test]
+fn cache_h_kv_must_match_the_plan() {
+    let c = cfg();
+    let l = BufferLens {
+        cache_h_kv: 2,
+        ..lens(&c)
+    };
+    assert_invalid(c.check_buffers(&l), "cache", &["h_kv = 2", "h_kv = 1"]);
+}
+
+// ---- the cache (KvCache::check_shape, run by KvCache::new): page size 64 ----
+
+#[test]
+fn kv_cache_shape() {
+    let per_page = 64 * 576;
+    KvCache::<half::bf16>::check_shape(10 * per_page, 10, 1).unwrap();
+    KvCache::<half::f16>::check_shape(10 * per_page * 2, 10, 2).unwrap();
+    assert_invalid(
+        KvCache::<half::bf16>::check_shape(10 * per_page, 10, 0),
+        "h_kv",
+        &[],
+    );
+    assert_invalid(
+        KvCache::<half::bf16>::check_shape(0, 0, 1),
+        "num_blocks",
+        &["1..="],
+    );
+    assert_invalid(
+        KvCache::<half::bf16>::check_shape(0, (i32::MAX as usize) / 64 + 1, 1),
+        "num_blocks",
+        &[],
+    );
+    // A cache of 20 pages of 32 tokens, passed with its page count, has the wrong element
+    // count for 64-token pages (page size is not a parameter: it is always 64).
+    assert_invalid(
+        KvCache::<half::bf16>::check_shape(20 * 32 * 576, 20, 1),
+        "kv_cache",
+        &["64", "576"],
+    );
+    assert_invalid(
+        KvCache::<half::bf16>::check_shape(10 * 64 * 512, 10, 1),
+        "kv_cache",
+        &["needs"],
+    );
+    assert_invalid(
+        KvCache::<half::bf16>::check_shape(10 * per_page + 1, 10, 1),
+        "kv_cache",
+        &[],
+    );
+}
+
+// ---- lengths (DecodePlan::schedule, run by DecodePlan::new) ----
+
+#[test]
+fn schedule_accepts_valid_lengths() {
+    let c = cfg();
+    let s = DecodePlan::schedule(&c, &[0, 1, 64, 512], 132).unwrap();
+    assert_eq!(s.split_offsets.len(), 5);
+    assert_eq!(s.parts.len(), s.num_parts);
+    assert!(s.num_parts >= 1);
+}
+
+#[test]
+fn schedule_validates_the_config() {
+    assert_invalid(
+        DecodePlan::schedule(&cfg().s_q(9), &[1; 4], 132),
+        "s_q",
+        &[],
+    );
+}
+
+#[test]
+fn schedule_seqlens_count() {
+    assert_invalid(
+        DecodePlan::schedule(&cfg(), &[1, 2, 3], 132),
+        "cache_seqlens",
+        &["3 entries", "batch 4"],
+    );
+}
+
+#[test]
+fn schedule_negative_length_names_batch_index() {
+    assert_invalid(
+        DecodePlan::schedule(&cfg(), &[10, 20, -1, 5], 132),
+        "cache_seqlens",
+        &["seqlens[2]", "-1", "negative"],
+    );
+}
+
+#[test]
+fn schedule_too_long_names_batch_index() {
+    // max_pages 8 holds 512 tokens.
+    DecodePlan::schedule(&cfg(), &[512, 0, 0, 0], 132).unwrap();
+    assert_invalid(
+        DecodePlan::schedule(&cfg(), &[512, 0, 0, 513], 132),
+        "cache_seqlens",
+        &["seqlens[3]", "513", "512"],
+    );
+    assert_invalid(
+        DecodePlan::schedule(&cfg(), &[i32::MAX, 0, 0, 0], 132),
+        "cache_seqlens",
+        &["seqlens[0]"],
+    );
+}
+
+// ---- page ids (validate_block_table, the checked API) ----
+
+/// A valid table for `seqlens` with `max_pages` columns: distinct pages, garbage past the end.
+fn table(seqlens: &[i32], max_pages: usize) -> (Vec<i32>, usize) {
+    let mut bt = vec![i32::MAX; seqlens.len() * max_pages];
+    let mut next = 0;
+    for (b, &l) in seqlens.iter().enumerate() {
+        for p in 0..(l.max(0) as usize).div_ceil(64) {
+            bt[b * max_pages + p] = next;
+            next += 1;
+        }
+    }
+    (bt, next as usize)
+}
+
+#[test]
+fn block_table_valid_with_garbage_past_the_used_pages() {
+    let c = cfg();
+    let seqlens = [0, 1, 64, 65];
+    let (bt, n) = table(&seqlens, c.max_pages);
+    validate_block_table(&c, &seqlens, &bt, n).unwrap();
+    // Unused entries may be anything, even negative.
+    let mut bt2 = bt.clone();
+    bt2[0] = -7; // request 0 has no pages
+    bt2[c.max_pages + 1] = -7; // request 1 uses page 0 only
+    validate_block_table(&c, &seqlens, &bt2, n).unwrap();
+}
+
+#[test]
+fn block_table_page_out_of_range_names_batch_and_page() {
+    let c = cfg();
+    let seqlens = [0, 1, 64, 65];
+    let (bt, n) = table(&seqlens, c.max_pages);
+    for (b, p, id) in [
+        (1, 0, n as i32),
+        (3, 1, -1),
+        (2, 0, i32::MAX),
+        (3, 0, i32::MIN),
+    ] {
+        let mut bad = bt.clone();
+        bad[b * c.max_pages + p] = id;
+        assert_invalid(
+            validate_block_table(&c, &seqlens, &bad, n),
+            "block_table",
+            &[
+                &format!("block_table[{b}][{p}]"),
+                &format!("{id}"),
+                &format!("0..{n}"),
+                &format!("batch index {b}"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn block_table_shape_and_lengths() {
+    let c = cfg();
+    let seqlens = [1, 1, 1, 1];
+    let (bt, n) = table(&seqlens, c.max_pages);
+    assert_invalid(
+        validate_block_table(&c, &seqlens, &bt[1..], n),
+        "block_table",
+        &["max_pages"],
+    );
+    assert_invalid(
+        validate_block_table(&c, &seqlens[1..], &bt, n),
+        "cache_seqlens",
+        &[],
+    );
+    assert_invalid(
+        validate_block_table(&c, &[1, 1, -3, 1], &bt, n),
+        "cache_seqlens",
+        &["cache_seqlens[2]", "-3"],
+    );
+    assert_invalid(
+        validate_block_table(&c, &[1, 1, 1, 8 * 64 + 1], &bt, n),
+        "cache_seqlens",
+        &["cache_seqlens[3]"],
+    );
+    // num_blocks = 0: every used entry is out of range.
+    assert_invalid(
+        validate_block_table(&c, &seqlens, &bt, 0),
+        "block_table",
+        &["block_table[0][0]"],
+    );
+}
+
+// ---- properties ----
+
+proptest! {
+    /// Any config either validates or is rejected with InvalidArgument; the accepted ones
+    /// satisfy every rule.
+    #[test]
+    fn validate_is_exactly_the_rules(
+        batch in 0usize..70000,
+        s_q in 0usize..7,
+        h_q in 0usize..300,
+        h_kv in 0usize..5,
+        max_pages in 0usize..100,
+        scale in prop_oneof![Just(f32::NAN), Just(0.0f32), -1.0f32..1.0],
+    ) {
+        let c = DecodeConfig::new(batch, h_q, max_pages).s_q(s_q).h_kv(h_kv).softmax_scale(scale);
+        let ok = (1..=MAX_BATCH).contains(&batch)
+            && (1..=MAX_S_Q).contains(&s_q)
+            && h_kv >= 1
+            && h_q >= 1
+            && h_q % h_kv == 0
+            && s_q * h_q <= 65535
+            && max_pages >= 1
+            && scale.is_finite()
+            && scale > 0.0;
+        match c.validate() {
+            Ok(()) => prop_assert!(ok),
+            Err(Error::InvalidArgument { .. }) => prop_assert!(!ok),
+            Err(e) => prop_assert!(false, "unexpected error {e:?}"),
+        }
+    }
+
+    /// The block-table check accepts exactly the tables whose used entries are in range,
+    /// and names the first bad (batch, page) in row-major order.
+    #[test]
+    fn block_table_check_finds_the_first_bad_entry(
+        seqlens in proptest::collection::vec(0i32..=8 * 64, 1..6),
+        poison in proptest::collection::vec((0usize..6, 0usize..8, -3i32..3), 0..4),
+    ) {
+        let c = DecodeConfig::new(seqlens.len(), 16, 8);
+        let (mut bt, n) = table(&seqlens, 8);
+        for &(b, p, off) in &poison {
+            if b < seqlens.len() {
+                // off < 0: a negative id; off ≥ 0: num_blocks + off (out of range).
+                bt[b * 8 + p] = if off < 0 { off } else { n as i32 + off };
+            }
+        }
+        let first_bad = seqlens.iter().enumerate().find_map(|(b, &l)| {
+            (0..(l as usize).div_ceil(64))
+                .find(|&p| {
+                    let id = bt[b * 8 + p];
+                    id < 0 || id as usize >= n
+                })
+                .map(|p| (b, p))
+        });
+        match (validate_block_table(&c, &seqlens, &bt, n), first_bad) {
+            (Ok(()), None) => {}
+            (Err(Error::InvalidArgument { arg: "block_table", rule }), Some((b, p))) => {
+                let needle = format!("block_table[{b}][{p}]");
+                prop_assert!(rule.contains(&needle), "{}", rule);
+            }
+            (r, want) => prop_assert!(false, "got {r:?}, expected first bad entry {want:?}"),
+        }
+    }
+
+    /// Valid lengths always schedule; a negative or too long one is reported with its index.
+    #[test]
+    fn schedule_reports_the_bad_length(
+        mut seqlens in proptest::collection::vec(0i32..=512, 1..40),
+        bad in proptest::option::of((0usize..40, prop_oneof![-1000i32..0, 513i32..100000])),
+        sm_count in 1u32..200,
+    ) {
+        let c = DecodeConfig::new(seqlens.len(), 16, 8);
+        let mut want = None;
+        if let Some((i, v)) = bad {
+            if i < seqlens.len() {
+                seqlens[i] = v;
+                want = Some(i);
+            }
+        }
+        match (DecodePlan::schedule(&c, &seqlens, sm_count), want) {
+            (Ok(s), None) => {
+                prop_assert_eq!(s.split_offsets.len(), seqlens.len() + 1);
+                prop_assert!(s.num_parts >= 1);
+            }
+            (Err(Error::InvalidArgument { arg: "cache_seqlens", rule }), Some(i)) => {
+                let needle = format!("seqlens[{i}]");
+                prop_assert!(rule.contains(&needle), "{}", rule);
+            }
+            (r, w) => prop_assert!(false, "got {:?}, expected bad index {:?}", r.map(|_| ()), w),
+        }
+    }
+}
