@@ -48,6 +48,9 @@ pub enum NamedBarrier {
     Consumers = 1,
     /// The 128 threads of consumer warpgroup 0; warpgroup 1 uses the next id.
     ConsumerGroup0 = 2,
+    /// Consumer warpgroup 0 may issue its next wgmma batch (256 threads: it syncs, the
+    /// other warpgroup arrives); warpgroup 1 uses the next id.
+    Turn0 = 4,
 }
 
 /// Bits of the decode kernel's `flags` argument.

@@ -13,7 +13,7 @@ use crate::element::Element;
 use crate::layout::{acc_coord, desc_add, smem_desc, swizzled_offset, Major};
 use crate::plan::PartWork;
 use crate::ptx::wgmma::{self, MmaShape};
-use crate::ptx::{barrier, fence, ids, math, mbarrier, opaque, regs, smem, tma, warp};
+use crate::ptx::{barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, tma, warp};
 use crate::tile::load_swizzled;
 
 /// log2(e): softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
@@ -72,6 +72,13 @@ fn piece(part: &PartWork, r: i32, seqlen: i32) -> (u32, u32) {
 /// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
 const MAX_COLS_PER_THREAD: usize = (MAX_ROWS_PER_CTA / CONSUMER_WARPGROUPS / 4) as usize;
 
+/// Index c = 2j + e, among a thread's owned columns (8j + 2(lane%4) + e), of the column
+/// of accumulator element `i` (= 4j + 2h + e): a constant once loops are unrolled.
+#[inline(always)]
+const fn column_slot(i: usize) -> usize {
+    2 * (i / 4) + i % 2
+}
+
 /// Stage and phase parity of the `it`-th tile a CTA streams.
 #[inline(always)]
 fn stage_of(it: u32) -> (u32, u32) {
@@ -128,10 +135,20 @@ unsafe fn produce(
     for r in part.begin_req..=part.end_req {
         let (first, last) = piece(part, r, *a.seqlens.add(r as usize));
         let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
+        // The page id of the next tile is read one tile ahead, so its latency overlaps the
+        // wait for a free stage.
+        let mut next_id = if first < last {
+            *pages.add(first as usize)
+        } else {
+            0
+        };
         for page in first..last {
+            let token0 = next_id * PAGE_SIZE as i32;
+            if page + 1 < last {
+                next_id = *pages.add(page as usize + 1);
+            }
             let (s, phase) = stage_of(it);
             mbarrier::wait(empty(s), phase ^ 1);
-            let token0 = *pages.add(page as usize) * PAGE_SIZE as i32;
             mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
             for c in 0..K_BLOCKS {
                 let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES;
@@ -182,6 +199,7 @@ unsafe fn consume<T: Element, S: MmaShape>(
     let row_of = |col: u32| row0 + col;
     let query_of = |row: u32| (row / heads_per_kv, head * heads_per_kv + row % heads_per_kv);
 
+    let turn = Turn::new(wg);
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
         let seqlen = *a.seqlens.add(r as usize);
@@ -206,16 +224,33 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 a.q.add((((r as u32 * a.s_q + s) * a.h_q + h) * D_QK) as usize)
             })
         });
+        cp_async::wait_all();
         fence::proxy_async_shared();
         barrier::sync_named(group_bar, 128);
 
+        // Last visible key of a column: the length, or its query's causal limit.
+        let limit_of = |col: u32| {
+            let causal_limit = seqlen - a.s_q as i32 + (row_of(col) / heads_per_kv) as i32;
+            if causal {
+                causal_limit.min(seqlen - 1)
+            } else {
+                seqlen - 1
+            }
+        };
+        let first_limit = if causal {
+            seqlen - a.s_q as i32
+        } else {
+            seqlen - 1
+        };
         let mut o = [S::zero(); V_BLOCKS as usize];
         // Per owned column c = 2j + e: running max (base-2 scaled) and this thread's sum.
         let mut m_buf = [f32::NEG_INFINITY; MAX_COLS_PER_THREAD];
         let mut l_buf = [0.0f32; MAX_COLS_PER_THREAD];
         let (m, l) = (&mut m_buf[..cols], &mut l_buf[..cols]);
 
-        for page in first..last {
+        // Waits for a tile's KV and makes rows past the length harmless; returns its
+        // shared address.
+        let prepare = |page: u32, it: u32| {
             let (s, phase) = stage_of(it);
             mbarrier::wait(full(s), phase);
             let kv = base + lay.kv + s * TILE_BYTES;
@@ -225,32 +260,37 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 fence::proxy_async_shared();
                 barrier::sync_named(NamedBarrier::Consumers as u32, 256);
             }
+            kv
+        };
 
-            // Sᵀ = K·Qᵀ: 64 tokens × N rows, K = 576.
-            let mut st = S::zero();
-            let k_desc = opaque(smem_desc(kv, Major::K, 0));
-            let q_desc = opaque(smem_desc(q_smem, Major::K, 0));
-            wgmma::fence();
-            for k in 0..QK_STEPS {
-                let (blk, koff) = (k / 4, (k % 4) * 32);
-                let da = desc_add(k_desc, blk * BLOCK_BYTES + koff);
-                let db = desc_add(q_desc, blk * q_block_stride + koff);
-                T::mma::<S>(&mut st, da, db, k > 0);
+        // Hands a consumed stage back to the producer (one arrival per warp).
+        let release = |it: u32| {
+            warp::sync();
+            if lane == 0 {
+                mbarrier::arrive(empty(stage_of(it).0));
             }
+        };
+
+        // The two warpgroups take turns issuing their GEMMs (Sᵀ, then Oᵀ), so that one's
+        // softmax runs while the other's wgmma keep the tensor core busy.
+        for page in first..last {
+            let kv = prepare(page, it);
+            let mut st = S::zero();
+            turn.wait();
+            wgmma::fence();
+            issue_qk::<T, S>(&mut st, kv, q_smem, q_block_stride);
             wgmma::commit();
+            turn.pass();
             wgmma::wait_all();
 
-            // Scale to base 2 and mask tokens past the length (and the causal limit).
-            let st = st.as_mut();
-            for (i, x) in st.iter_mut().enumerate() {
+            // Scale to base 2; on the tiles that reach past a column's last visible key
+            // (the length, or the causal limit), mask the keys beyond it.
+            let sv = st.as_mut();
+            let masked = (page * PAGE_SIZE + TILE_TOKENS) as i32 > first_limit + 1;
+            for (i, x) in sv.iter_mut().enumerate() {
                 let (tok, col) = acc_coord(t, i as u32);
-                let row = row_of(col);
-                let mut limit = seqlen - 1;
-                if causal {
-                    limit = limit.min(seqlen - a.s_q as i32 + (row / heads_per_kv) as i32);
-                }
-                let token = (page * PAGE_SIZE + tok) as i32;
-                *x = if token <= limit {
+                let visible = !masked || (page * PAGE_SIZE + tok) as i32 <= limit_of(col);
+                *x = if visible {
                     *x * scale_log2
                 } else {
                     f32::NEG_INFINITY
@@ -261,7 +301,7 @@ unsafe fn consume<T: Element, S: MmaShape>(
             // lane%4 (xor 4, 8, 16), then the 4 warps through shared memory.
             for c in 0..cols {
                 let (j, e) = (c / 2, c % 2);
-                let mx = warp::max_over_fragment_rows(st[4 * j + e].max(st[4 * j + 2 + e]));
+                let mx = warp::max_over_fragment_rows(sv[4 * j + e].max(sv[4 * j + 2 + e]));
                 if lane < 4 {
                     smem::st_f32(
                         red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32),
@@ -286,11 +326,11 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 };
                 let alpha = math::exp2(m[c] - m_use);
                 m[c] = m_new;
-                let p0 = math::exp2(st[4 * j + e] - m_use);
-                let p1 = math::exp2(st[4 * j + 2 + e] - m_use);
+                let p0 = math::exp2(sv[4 * j + e] - m_use);
+                let p1 = math::exp2(sv[4 * j + 2 + e] - m_use);
                 l[c] = l[c] * alpha + p0 + p1;
-                st[4 * j + e] = p0;
-                st[4 * j + 2 + e] = p1;
+                sv[4 * j + e] = p0;
+                sv[4 * j + 2 + e] = p1;
                 for ob in o.iter_mut() {
                     let ob = ob.as_mut();
                     ob[4 * j + e] *= alpha;
@@ -299,30 +339,20 @@ unsafe fn consume<T: Element, S: MmaShape>(
             }
 
             // Pᵀ → shared memory as the K-major B operand: row = query column, 64 tokens.
-            for (i, p) in st.iter().enumerate() {
+            for (i, p) in sv.iter().enumerate() {
                 let (tok, col) = acc_coord(t, i as u32);
                 smem::st_u16(p_smem + swizzled_offset(col, tok), T::from_f32(*p));
             }
             fence::proxy_async_shared();
             barrier::sync_named(group_bar, 128);
 
-            // Oᵀ += Vᵀ·Pᵀ: per 64-dim block of V (A, MN-major), K = 64 tokens.
-            let v_desc = opaque(smem_desc(kv, Major::MN, BLOCK_BYTES));
-            let p_desc = opaque(smem_desc(p_smem, Major::K, 0));
+            turn.wait();
             wgmma::fence();
-            for (mb, ob) in o.iter_mut().enumerate() {
-                for k in 0..PV_STEPS {
-                    let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
-                    let db = desc_add(p_desc, k * 32);
-                    T::mma_ta::<S>(ob, da, db, true);
-                }
-            }
+            issue_pv::<T, S>(&mut o, kv, p_smem);
             wgmma::commit();
+            turn.pass();
             wgmma::wait_all();
-            warp::sync();
-            if lane == 0 {
-                mbarrier::arrive(empty(s));
-            }
+            release(it);
             it += 1;
         }
 
@@ -361,6 +391,73 @@ unsafe fn consume<T: Element, S: MmaShape>(
             rows_total,
             &query_of,
         );
+    }
+    turn.finish(wg);
+}
+
+/// Issues Sᵀ = K·Qᵀ for one tile: 64 tokens × N query rows, K = 576 (K-major A and B).
+#[inline(always)]
+unsafe fn issue_qk<T: Element, S: MmaShape>(st: &mut S::Acc, kv: u32, q: u32, q_block_stride: u32) {
+    let k_desc = opaque(smem_desc(kv, Major::K, 0));
+    let q_desc = opaque(smem_desc(q, Major::K, 0));
+    for k in 0..QK_STEPS {
+        let (blk, koff) = (k / 4, (k % 4) * 32);
+        let da = desc_add(k_desc, blk * BLOCK_BYTES + koff);
+        let db = desc_add(q_desc, blk * q_block_stride + koff);
+        T::mma::<S>(st, da, db, k > 0);
+    }
+}
+
+/// Issues Oᵀ += Vᵀ·Pᵀ for one tile: per 64-dim block of V (A, MN-major), K = 64 tokens.
+#[inline(always)]
+unsafe fn issue_pv<T: Element, S: MmaShape>(o: &mut [S::Acc; V_BLOCKS as usize], kv: u32, p: u32) {
+    let v_desc = opaque(smem_desc(kv, Major::MN, BLOCK_BYTES));
+    let p_desc = opaque(smem_desc(p, Major::K, 0));
+    for (mb, ob) in o.iter_mut().enumerate() {
+        for k in 0..PV_STEPS {
+            let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
+            let db = desc_add(p_desc, k * 32);
+            T::mma_ta::<S>(ob, da, db, true);
+        }
+    }
+}
+
+/// Ping-pong between the two consumer warpgroups: a warpgroup issues its next wgmma batch
+/// only after the other has issued its previous one (named barriers `Turn0 + wg`).
+struct Turn {
+    mine: u32,
+    other: u32,
+}
+
+impl Turn {
+    /// Warpgroup 0 goes first: warpgroup 1 opens its turn once.
+    #[inline(always)]
+    fn new(wg: u32) -> Self {
+        let turn = Turn {
+            mine: NamedBarrier::Turn0 as u32 + wg,
+            other: NamedBarrier::Turn0 as u32 + 1 - wg,
+        };
+        if wg == 1 {
+            barrier::arrive_named(turn.other, 256);
+        }
+        turn
+    }
+    /// Waits until it is this warpgroup's turn to issue.
+    #[inline(always)]
+    fn wait(&self) {
+        barrier::sync_named(self.mine, 256);
+    }
+    /// Hands the turn to the other warpgroup.
+    #[inline(always)]
+    fn pass(&self) {
+        barrier::arrive_named(self.other, 256);
+    }
+    /// Warpgroup 0 consumes warpgroup 1's last hand-over, so no barrier is left half-arrived.
+    #[inline(always)]
+    fn finish(&self, wg: u32) {
+        if wg == 0 {
+            barrier::sync_named(self.mine, 256);
+        }
     }
 }
 
@@ -406,7 +503,7 @@ unsafe fn store_output<T: Element, S: MmaShape>(
             if row >= rows_total {
                 continue;
             }
-            let c = (col / 8 * 2 + col % 2) as usize;
+            let c = column_slot(i);
             let inv = if l[c] > 0.0 { 1.0 / l[c] } else { 0.0 };
             let val = *v * inv;
             let (s, h) = query_of(row);

@@ -5,7 +5,7 @@ use crate::config::{BLOCK_BYTES, CONSUMER_WARPS, K_BLOCKS, QK_STEPS, TILE_BYTES,
 use crate::element::{Bf16, Element, F16};
 use crate::layout::{acc_coord, smem_desc, Major};
 use crate::ptx::wgmma::{self, MmaShape, N128, N16, N32, N64};
-use crate::ptx::{atomic, barrier, fence, ids, mbarrier, regs, smem, tma, warp};
+use crate::ptx::{atomic, barrier, cp_async, fence, ids, mbarrier, regs, smem, tma, warp};
 use crate::tile::load_swizzled;
 
 /// Loads `n_pages` KV pages (ids in `pages`) of kv head `head` through the tensor map
@@ -65,6 +65,7 @@ unsafe fn gemm_kmajor<T: Element, S: MmaShape>(a: *const u16, b: *const u16, c: 
     load_swizzled(n, K_BLOCKS, sb, n * 128, t, 128, |r| {
         Some(b.add((r * 576) as usize))
     });
+    cp_async::wait_all();
     fence::proxy_async_shared();
     barrier::sync_cta();
     let mut acc = S::zero();
@@ -96,6 +97,7 @@ unsafe fn gemm_mnmajor<T: Element, S: MmaShape>(a: *const u16, b: *const u16, c:
         Some(a.add((r * 512) as usize))
     });
     load_swizzled(n, 1, sb, 0, t, 128, |r| Some(b.add((r * 64) as usize)));
+    cp_async::wait_all();
     fence::proxy_async_shared();
     barrier::sync_cta();
     for mb in 0..V_BLOCKS {

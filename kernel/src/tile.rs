@@ -1,8 +1,8 @@
-//! Moving 16-bit row-major matrices between global memory and 128B-swizzled shared-memory
-//! blocks with plain loads and stores (used for Q and by the self-test kernels; the KV
-//! stream uses TMA).
+//! Copying 16-bit row-major matrices from global memory into 128B-swizzled shared-memory
+//! blocks with per-thread cp.async (used for Q and by the self-test kernels; the KV stream
+//! uses TMA).
 use crate::layout::SWIZZLE_ROW_BYTES;
-use crate::ptx::smem;
+use crate::ptx::cp_async;
 
 /// 16-byte units in one swizzled row.
 const UNITS_PER_ROW: u32 = SWIZZLE_ROW_BYTES / 16;
@@ -10,7 +10,8 @@ const UNITS_PER_ROW: u32 = SWIZZLE_ROW_BYTES / 16;
 /// Copies `rows` rows of `blocks`·64 16-bit elements into `blocks` swizzled column blocks
 /// at `dst` (block `c` at `dst + c·block_stride`, rows 128 bytes apart). Row `r` is read
 /// from global memory at `row_ptr(r)`, or stored as zeros where that is `None`. Work is
-/// spread over `nthreads` threads, this one being `tid`.
+/// spread over `nthreads` threads, this one being `tid`; the copies are asynchronous: call
+/// `cp_async::wait_all` (then fence and barrier) before the data is used.
 #[inline(always)]
 pub unsafe fn load_swizzled(
     rows: u32,
@@ -27,12 +28,13 @@ pub unsafe fn load_swizzled(
         let row = v / (blocks * UNITS_PER_ROW);
         let u = v % (blocks * UNITS_PER_ROW);
         let (block, unit) = (u / UNITS_PER_ROW, u % UNITS_PER_ROW);
-        let data = match row_ptr(row) {
-            Some(row_ptr) => smem::ld_global_nc_v4(row_ptr.add((u * 8) as usize) as *const u8),
-            None => [0; 4],
-        };
+        let src = row_ptr(row);
         let off = row * SWIZZLE_ROW_BYTES + ((unit ^ (row % 8)) * 16);
-        smem::st_v4(dst + block * block_stride + off, data);
+        let dst = dst + block * block_stride + off;
+        match src {
+            Some(p) => cp_async::copy16(dst, p.add((u * 8) as usize) as *const u8, true),
+            None => cp_async::copy16(dst, core::ptr::null(), false),
+        }
         v += nthreads;
     }
 }

@@ -16,3 +16,11 @@ pub fn sync_named(id: u32, threads: u32) {
         asm!("barrier.sync {id}, {n};", id = in(reg32) id, n = in(reg32) threads, options(nostack))
     };
 }
+
+/// Arrives on named barrier `id` (expecting `threads` in all) without waiting for it.
+#[inline(always)]
+pub fn arrive_named(id: u32, threads: u32) {
+    unsafe {
+        asm!("barrier.arrive {id}, {n};", id = in(reg32) id, n = in(reg32) threads, options(nostack))
+    };
+}

@@ -55,12 +55,3 @@ pub unsafe fn ld_v4(addr: u32) -> [u32; 4] {
         x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w, options(nostack, readonly));
     [x, y, z, w]
 }
-
-/// ld.global.nc.v4.b32: 16 read-only bytes through the non-coherent cache.
-#[inline(always)]
-pub unsafe fn ld_global_nc_v4(ptr: *const u8) -> [u32; 4] {
-    let (x, y, z, w): (u32, u32, u32, u32);
-    asm!("ld.global.nc.v4.b32 {{{x}, {y}, {z}, {w}}}, [{p}];", p = in(reg64) ptr,
-        x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w, options(nostack, readonly));
-    [x, y, z, w]
-}
