@@ -5,15 +5,15 @@
 //! caller's stream: no host synchronisation, no allocation, so it can be captured in a
 //! CUDA graph.
 use crate::device::Gpu;
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 use crate::launch::{launch, LaunchSpec};
 use crate::module::Kernels;
 use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, FLAG_CAUSAL,
-    FLAG_OUT_F32, PAGE_SIZE, TILE_TOKENS,
+    row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, TILE_TOKENS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -307,6 +307,8 @@ pub struct DecodePlan {
     split_offsets: CudaSlice<i32>,
     o_accum: CudaSlice<f32>,
     lse_accum: CudaSlice<f32>,
+    /// The kernel's error words (`ERROR_WORDS` i32, reset before every call).
+    errors: CudaSlice<i32>,
     num_parts: usize,
     rows_per_cta: u32,
     row_chunks: u32,
@@ -356,6 +358,7 @@ impl DecodePlan {
                 .alloc_zeros(slots * rows * D_V as usize)
                 .map_err(drv)?,
             lse_accum: stream.alloc_zeros(slots * rows).map_err(drv)?,
+            errors: stream.alloc_zeros(ERROR_WORDS).map_err(drv)?,
             parts_host,
             split_offsets_host,
             num_parts,
@@ -604,6 +607,15 @@ impl Decoder {
         let (lse_ptr, _s7) = lse.device_ptr_mut(stream);
         let (oacc, _s8) = plan.o_accum.device_ptr_mut(stream);
         let (lacc, _s9) = plan.lse_accum.device_ptr_mut(stream);
+        let (errors, _s10) = plan.errors.device_ptr_mut(stream);
+        // SAFETY: `errors` holds ERROR_WORDS i32 of the plan, enqueued on `stream`.
+        check(
+            unsafe {
+                sys::cuMemsetD32Async(errors, i32::MAX as u32, ERROR_WORDS, stream.cu_stream())
+            },
+            || "cuMemsetD32Async(error words)".into(),
+        )?;
+        let (mut num_blocks, mut errors) = (cache.num_blocks as u32, errors);
         let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
         let (mut max_pages, mut row_chunks) = (c.max_pages as u32, plan.row_chunks);
         let (mut scale, mut flags) = (c.softmax_scale, flags);
@@ -612,7 +624,7 @@ impl Decoder {
         let (mut out_ptr, mut lse_ptr, mut oacc, mut lacc) = (out_ptr, lse_ptr, oacc, lacc);
         let mut args = crate::kernel_args![
             map, q_ptr, bt, sl, parts, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv, max_pages,
-            row_chunks, scale, flags
+            num_blocks, errors, row_chunks, scale, flags
         ];
         let spec = LaunchSpec {
             grid: (plan.num_parts as u32, plan.row_chunks * h_kv, 1),
@@ -633,5 +645,51 @@ impl Decoder {
         };
         // SAFETY: as above, for the combine kernel's parameters.
         unsafe { launch(combine_fn, &cspec, stream, &mut cargs) }
+    }
+
+    /// The checked API: [`Decoder::decode`], then a synchronisation of `stream` and a look
+    /// at the error words the kernel set while reading the lengths and the block table.
+    /// A page id outside `0..num_blocks` among a request's used pages, or a length that is
+    /// negative or longer than its block-table row, is an [`Error::InvalidArgument`] naming
+    /// the smallest such batch index. In either case the kernel read nothing outside the
+    /// cache or the block table (such pages load as zeros), but that request's output is
+    /// meaningless.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decode_checked<T: KvElement, O: OutElement<T>>(
+        &self,
+        stream: &Arc<CudaStream>,
+        plan: &mut DecodePlan,
+        q: &CudaSlice<T>,
+        cache: &KvCache<'_, T>,
+        block_table: &CudaSlice<i32>,
+        cache_seqlens: &CudaSlice<i32>,
+        out: &mut CudaSlice<O>,
+        lse: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        self.decode(stream, plan, q, cache, block_table, cache_seqlens, out, lse)?;
+        let words = stream
+            .clone_dtoh(&plan.errors)
+            .map_err(|e| Error::driver("reading the decode's error words", e))?;
+        if words[ERROR_LENGTH] != i32::MAX {
+            let b = words[ERROR_LENGTH];
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!(
+                    "batch index {b}: the device length is negative or exceeds max_pages·64 = {}",
+                    plan.config.max_pages * PAGE_SIZE as usize
+                ),
+            ));
+        }
+        if words[ERROR_PAGE_ID] != i32::MAX {
+            let b = words[ERROR_PAGE_ID];
+            return Err(Error::invalid(
+                "block_table",
+                format!(
+                    "batch index {b}: a used page id is outside 0..num_blocks = {}",
+                    cache.num_blocks
+                ),
+            ));
+        }
+        Ok(())
     }
 }

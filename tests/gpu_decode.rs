@@ -15,16 +15,7 @@ fn run_all(name: &str, cases: &[Case]) {
             .run(&decoder)
             .unwrap_or_else(|e| panic!("{}: {e}", case.describe()));
         let verdict = if r.passes() { "ok" } else { "FAIL" };
-        println!(
-            "{verdict} {}: rmse {:.3e} floor {:.3e} ratio {:.3} lse_err {:.1e} bad {} det {}",
-            case.describe(),
-            r.rmse,
-            r.floor,
-            if r.floor > 0.0 { r.rmse / r.floor } else { 0.0 },
-            r.lse_rel_err,
-            r.bad_values,
-            r.deterministic
-        );
+        println!("{verdict} {}: {r}", case.describe());
         if !r.passes() {
             failures.push(case.describe());
         }
@@ -39,14 +30,8 @@ fn run_all(name: &str, cases: &[Case]) {
 
 fn case(dtype: Dtype, s_q: usize, h_q: usize, lengths: Vec<i32>, causal: bool) -> Case {
     Case {
-        dtype,
-        s_q,
-        h_q,
-        h_kv: 1,
-        lengths,
-        causal,
-        out_f32: false,
         seed: 7,
+        ..Case::new(dtype, s_q, h_q, lengths, causal)
     }
 }
 
@@ -86,12 +71,9 @@ fn graph_replay_equals_eager() {
     let lengths = vec![5000, 0, 64, 1, 20000, 333];
     let shape = MlaShape::for_lengths(2, 32, 1, 64, &lengths);
     let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
-    let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
-    let q = s.clone_htod(&to(&inputs.q)).unwrap();
-    let kv = s.clone_htod(&to(&inputs.kv_cache)).unwrap();
-    let bt = s.clone_htod(&inputs.block_table).unwrap();
-    let sl = s.clone_htod(&inputs.seqlens).unwrap();
-    let cache = KvCache::new(&gpu, &kv, shape.num_blocks, 1).unwrap();
+    let dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &inputs).unwrap();
+    let (q, bt, sl) = (&dev.q, &dev.block_table, &dev.seqlens);
+    let cache = KvCache::new(&gpu, &dev.kv_cache, shape.num_blocks, 1).unwrap();
     let config = DecodeConfig::new(lengths.len(), 32, shape.max_pages)
         .s_q(2)
         .causal(true);
@@ -102,10 +84,10 @@ fn graph_replay_equals_eager() {
         .decode(
             &s,
             &mut plan,
-            &q,
+            q,
             &cache,
-            &bt,
-            &sl,
+            bt,
+            sl,
             &mut eager_out,
             &mut eager_lse,
         )
@@ -113,7 +95,7 @@ fn graph_replay_equals_eager() {
     let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
     let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
     let graph = Graph::capture(&s, |st| {
-        decoder.decode(st, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)
+        decoder.decode(st, &mut plan, q, &cache, bt, sl, &mut out, &mut lse)
     })
     .unwrap();
     for _ in 0..3 {
@@ -140,4 +122,69 @@ fn graph_replay_equals_eager() {
         "the replay wrote an output"
     );
     println!("graph replay of the decode (3 replays) is bitwise equal to the eager call");
+}
+
+/// The checked API: a used page id outside the cache, or a device length longer than the
+/// block-table row, is reported with the batch index, and the kernel reads nothing
+/// outside the cache meanwhile (compute-sanitizer memcheck runs this test too).
+#[test]
+fn checked_api_reports_bad_page_ids_and_lengths() {
+    use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
+    use flashmla_etap::reference::{generate, MlaShape};
+    use flashmla_etap::Error;
+    use half::bf16;
+    let gpu = require_gpu!("checked_api_reports_bad_page_ids_and_lengths");
+    let decoder = Decoder::new(&gpu).unwrap();
+    let s = gpu.stream.clone();
+    let lengths = vec![300, 100, 700, 64];
+    let shape = MlaShape::for_lengths(1, 16, 1, 64, &lengths);
+    let inputs = generate(&shape, &lengths, Dtype::Bf16, 5);
+    let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+    let q = s.clone_htod(&to(&inputs.q)).unwrap();
+    let kv = s.clone_htod(&to(&inputs.kv_cache)).unwrap();
+    let cache = KvCache::new(&gpu, &kv, shape.num_blocks, 1).unwrap();
+    let config = DecodeConfig::new(lengths.len(), 16, shape.max_pages);
+    let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
+    let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
+    let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
+    let sl = s.clone_htod(&inputs.seqlens).unwrap();
+
+    let good = s.clone_htod(&inputs.block_table).unwrap();
+    decoder
+        .decode_checked(&s, &mut plan, &q, &cache, &good, &sl, &mut out, &mut lse)
+        .unwrap();
+
+    for bad_id in [i32::MAX, -5, shape.num_blocks as i32] {
+        let mut table = inputs.block_table.clone();
+        table[2 * shape.max_pages + 3] = bad_id;
+        let bt = s.clone_htod(&table).unwrap();
+        match decoder.decode_checked(&s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse) {
+            Err(Error::InvalidArgument {
+                arg: "block_table",
+                rule,
+            }) => {
+                assert!(rule.contains("batch index 2"), "{rule}")
+            }
+            other => panic!("page id {bad_id}: expected a block_table error, got {other:?}"),
+        }
+    }
+    let mut long = inputs.seqlens.clone();
+    long[1] = (shape.max_pages * 64 + 1) as i32;
+    let sl_long = s.clone_htod(&long).unwrap();
+    match decoder.decode_checked(
+        &s, &mut plan, &q, &cache, &good, &sl_long, &mut out, &mut lse,
+    ) {
+        Err(Error::InvalidArgument {
+            arg: "cache_seqlens",
+            rule,
+        }) => {
+            assert!(rule.contains("batch index 1"), "{rule}")
+        }
+        other => panic!("expected a cache_seqlens error, got {other:?}"),
+    }
+    // The same decode with valid inputs still succeeds afterwards (the error words reset).
+    decoder
+        .decode_checked(&s, &mut plan, &q, &cache, &good, &sl, &mut out, &mut lse)
+        .unwrap();
+    println!("checked API: bad page ids (i32::MAX, -5, num_blocks) and a too-long length reported with their batch index");
 }

@@ -53,6 +53,15 @@ pub enum NamedBarrier {
     Turn0 = 4,
 }
 
+/// Slot of the decode kernel's error words: smallest batch index with a page id outside
+/// the cache among its used pages.
+pub const ERROR_PAGE_ID: usize = 0;
+/// Slot of the decode kernel's error words: smallest batch index whose length is negative
+/// or exceeds its block-table row.
+pub const ERROR_LENGTH: usize = 1;
+/// Number of error words.
+pub const ERROR_WORDS: usize = 2;
+
 /// Bits of the decode kernel's `flags` argument.
 pub const FLAG_CAUSAL: u32 = 1;
 /// Write `out` as f32 instead of the input dtype.

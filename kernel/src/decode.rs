@@ -13,7 +13,9 @@ use crate::element::Element;
 use crate::layout::{acc_coord, desc_add, smem_desc, swizzled_offset, Major};
 use crate::plan::PartWork;
 use crate::ptx::wgmma::{self, MmaShape};
-use crate::ptx::{barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, tma, warp};
+use crate::ptx::{
+    atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, tma, warp,
+};
 use crate::tile::load_swizzled;
 
 /// log2(e): softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
@@ -46,6 +48,12 @@ pub struct DecodeArgs {
     pub h_q: u32,
     pub h_kv: u32,
     pub max_pages: u32,
+    /// Pages in the cache: page ids must lie in 0..num_blocks.
+    pub num_blocks: u32,
+    /// Two i32 set to i32::MAX before the launch; the kernel lowers them to the smallest
+    /// batch index with a bad page id (`ERROR_PAGE_ID`) or a length its block-table row
+    /// cannot hold (`ERROR_LENGTH`).
+    pub errors: *mut i32,
     /// Row chunks per KV head (grid y = chunks · h_kv).
     pub row_chunks: u32,
     pub softmax_scale: f32,
@@ -53,20 +61,28 @@ pub struct DecodeArgs {
     pub flags: u32,
 }
 
-/// Pages [begin, end) of request `r` that partition `part` covers.
+/// Pages [begin, end) of request `r` that partition `part` covers, never past the
+/// block-table row (`max_pages`) nor below 0, whatever the device lengths hold.
 #[inline(always)]
-fn piece(part: &PartWork, r: i32, seqlen: i32) -> (u32, u32) {
+fn piece(part: &PartWork, r: i32, seqlen: i32, max_pages: u32) -> (u32, u32) {
+    let pages = (seqlen.max(0) as u32).div_ceil(PAGE_SIZE);
     let begin = if r == part.begin_req {
-        part.begin_page
+        part.begin_page.max(0) as u32
     } else {
         0
     };
     let end = if r == part.end_req {
-        part.end_page
+        part.end_page.max(0) as u32
     } else {
-        (seqlen + PAGE_SIZE as i32 - 1) / PAGE_SIZE as i32
+        pages
     };
-    (begin as u32, end as u32)
+    (begin.min(max_pages), end.min(max_pages))
+}
+
+/// Whether a request's length fits its block-table row.
+#[inline(always)]
+fn length_fits(seqlen: i32, max_pages: u32) -> bool {
+    seqlen >= 0 && (seqlen as u32).div_ceil(PAGE_SIZE) <= max_pages
 }
 
 /// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
@@ -133,7 +149,11 @@ unsafe fn produce(
     tma::prefetch_map(a.kv_map);
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
-        let (first, last) = piece(part, r, *a.seqlens.add(r as usize));
+        let seqlen = *a.seqlens.add(r as usize);
+        if !length_fits(seqlen, a.max_pages) {
+            atomic::min_i32(a.errors.add(ERROR_LENGTH), r);
+        }
+        let (first, last) = piece(part, r, seqlen, a.max_pages);
         let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
         // The page id of the next tile is read one tile ahead, so its latency overlaps the
         // wait for a free stage.
@@ -143,7 +163,14 @@ unsafe fn produce(
             0
         };
         for page in first..last {
-            let token0 = next_id * PAGE_SIZE as i32;
+            // A page id outside the cache is reported and loaded as an all-out-of-bounds
+            // box (TMA fills it with zeros): nothing outside the cache is read.
+            let token0 = if next_id >= 0 && (next_id as u32) < a.num_blocks {
+                next_id * PAGE_SIZE as i32
+            } else {
+                atomic::min_i32(a.errors.add(ERROR_PAGE_ID), r);
+                -(TILE_TOKENS as i32)
+            };
             if page + 1 < last {
                 next_id = *pages.add(page as usize + 1);
             }
@@ -203,7 +230,7 @@ unsafe fn consume<T: Element, S: MmaShape>(
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
         let seqlen = *a.seqlens.add(r as usize);
-        let (first, last) = piece(part, r, seqlen);
+        let (first, last) = piece(part, r, seqlen, a.max_pages);
         if first >= last {
             // A request with no pages inside the range: the combine writes its result.
             continue;
@@ -567,13 +594,18 @@ macro_rules! decode_kernels {
             h_q: u32,
             h_kv: u32,
             max_pages: u32,
+            num_blocks: u32,
+            errors: *mut i32,
             row_chunks: u32,
             softmax_scale: f32,
             flags: u32,
         ) {
             decode::<$t, $s>(&DecodeArgs {
                 kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
-                s_q, h_q, h_kv, max_pages, row_chunks, softmax_scale, flags,
+                s_q, h_q, h_kv, max_pages,
+                num_blocks,
+                errors,
+                row_chunks, softmax_scale, flags,
             })
         }
     )*};
