@@ -4,27 +4,14 @@
 //! Run: `cargo run --release --example minimal_decode`. Without a GPU it prints
 //! `skipped: no GPU: <why>` and exits 0.
 
+use flashmla_etap::check::{main_on_gpu, reference_for, upload_inputs};
 use flashmla_etap::decode::{DecodeConfig, DecodePlan, Decoder, KvCache};
-use flashmla_etap::reference::{generate, reference_decode, Dtype, MlaShape};
+use flashmla_etap::reference::{generate, Dtype, MlaShape};
 use flashmla_etap::{Gpu, Result};
 use half::bf16;
 
-fn main() {
-    let gpu = match Gpu::open(0) {
-        Ok(gpu) => gpu,
-        Err(e) if e.is_no_gpu() => {
-            println!("skipped: no GPU: {e}");
-            return;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = run(&gpu) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    main_on_gpu(run)
 }
 
 fn run(gpu: &Gpu) -> Result<()> {
@@ -34,20 +21,16 @@ fn run(gpu: &Gpu) -> Result<()> {
     // random page order, the block table [2, max_pages] and the lengths.
     let shape = MlaShape::for_lengths(1, h_q, 1, 64, &lengths);
     let host = generate(&shape, &lengths, Dtype::Bf16, 1);
-    let bf = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
 
-    // Upload.
+    // Upload (q and the cache converted to bf16).
     let s = &gpu.stream;
-    let q = s.clone_htod(&bf(&host.q))?;
-    let kv = s.clone_htod(&bf(&host.kv_cache))?;
-    let block_table = s.clone_htod(&host.block_table)?;
-    let seqlens = s.clone_htod(&host.seqlens)?;
+    let dev = upload_inputs::<bf16>(s, &host)?;
     let mut out = s.alloc_zeros::<bf16>(shape.out_len())?;
     let mut lse = s.alloc_zeros::<f32>(shape.lse_len())?;
 
     // Load the kernels once; wrap the cache; plan the step from the host lengths.
     let decoder = Decoder::new(gpu)?;
-    let cache = KvCache::new(gpu, &kv, shape.num_blocks, 1)?;
+    let cache = KvCache::new(gpu, &dev.kv_cache, shape.num_blocks, 1)?;
     let config = DecodeConfig::new(lengths.len(), h_q, shape.max_pages);
     let mut plan = DecodePlan::new(gpu, config, &lengths)?;
     plan.validate_block_table(&host.block_table, shape.num_blocks)?;
@@ -56,10 +39,10 @@ fn run(gpu: &Gpu) -> Result<()> {
     decoder.decode(
         s,
         &mut plan,
-        &q,
+        &dev.q,
         &cache,
-        &block_table,
-        &seqlens,
+        &dev.block_table,
+        &dev.seqlens,
         &mut out,
         &mut lse,
     )?;
@@ -67,16 +50,7 @@ fn run(gpu: &Gpu) -> Result<()> {
 
     // Compare with the float64 reference.
     let scale = config.softmax_scale as f64;
-    let reference = reference_decode(
-        &shape,
-        &host.q,
-        &host.kv_cache,
-        &host.block_table,
-        &host.seqlens,
-        scale,
-        false,
-    )
-    .map_err(flashmla_etap::Error::Other)?;
+    let reference = reference_for(&shape, &host, scale, false)?;
     let mut worst = 0.0f64;
     for i in [0, 1, 511, 512 * 16, out.len() - 1] {
         let (got, want) = (out[i].to_f64(), reference.out[i]);

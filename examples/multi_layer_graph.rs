@@ -17,22 +17,8 @@ use half::bf16;
 
 const LAYERS: usize = 4;
 
-fn main() {
-    let gpu = match Gpu::open(0) {
-        Ok(gpu) => gpu,
-        Err(e) if e.is_no_gpu() => {
-            println!("skipped: no GPU: {e}");
-            return;
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = run(&gpu) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    flashmla_etap::check::main_on_gpu(run)
 }
 
 fn bf(v: &[f32]) -> Vec<bf16> {

@@ -18,7 +18,7 @@
 use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::reference::SplitMix64;
+use crate::reference::{Normal, SplitMix64};
 use crate::timing::{GpuTimer, Graph};
 use cudarc::driver::CudaSlice;
 use half::bf16;
@@ -111,7 +111,7 @@ impl Point {
             ^ (self.s_q as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
             ^ (self.h_q as u64).wrapping_mul(0x1656_67B1_9E37_79F9)
             ^ (self.s_k as u64).wrapping_mul(0x27D4_EB2F_1656_67C5);
-        let mut normal = NormalGen::new(seed);
+        let mut normal = Normal::new(seed);
         let (mean, sd) = (self.s_k as f64, self.s_k as f64 / 2.0);
         (0..self.b)
             .map(|_| {
@@ -910,36 +910,6 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 // Inputs on the device
 // ---------------------------------------------------------------------------------------
 
-/// Normal samples (Marsaglia's polar method) from [`SplitMix64`].
-struct NormalGen {
-    rng: SplitMix64,
-    spare: Option<f64>,
-}
-
-impl NormalGen {
-    fn new(seed: u64) -> NormalGen {
-        NormalGen {
-            rng: SplitMix64(seed),
-            spare: None,
-        }
-    }
-    fn sample(&mut self) -> f64 {
-        if let Some(z) = self.spare.take() {
-            return z;
-        }
-        loop {
-            let u = 2.0 * self.rng.next_unit() - 1.0;
-            let v = 2.0 * self.rng.next_unit() - 1.0;
-            let s = u * u + v * v;
-            if s < 1.0 && s > 0.0 {
-                let f = (-2.0 * s.ln() / s).sqrt();
-                self.spare = Some(v * f);
-                return u * f;
-            }
-        }
-    }
-}
-
 /// Pages of random bf16 data in the host pool (37.7 MB: larger than any q of the sweep and
 /// than L2, so tiled copies do not repeat within a cache-sized window).
 pub const POOL_PAGES: usize = 512;
@@ -948,7 +918,7 @@ const PAGE_ELEMS: usize = PAGE * D_QK;
 
 /// `n` values ~ N(0, 0.1²) clamped to [-1, 1], as bf16.
 pub fn random_pool(n: usize, seed: u64) -> Vec<bf16> {
-    let mut g = NormalGen::new(seed);
+    let mut g = Normal::new(seed);
     (0..n)
         .map(|_| bf16::from_f64((0.1 * g.sample()).clamp(-1.0, 1.0)))
         .collect()

@@ -2,9 +2,13 @@
 //! builds deterministic inputs (random page order, NaN in every cache row that must not be
 //! read, `i32::MAX` past each request's pages), runs the decode twice and compares.
 use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, KvElement, OutElement};
+use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::reference::{generate, reference_decode, rmse, rounding_floor_rmse, Dtype, MlaShape};
-use cudarc::driver::CudaSlice;
+use crate::reference::{
+    generate, reference_decode, rmse, rounding_floor_rmse, Dtype, Inputs, MlaShape, Reference,
+};
+use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr};
+use std::sync::Arc;
 
 /// One correctness case.
 #[derive(Clone, Debug)]
@@ -59,9 +63,158 @@ impl CaseResult {
             && self.bad_values == 0
             && self.deterministic
     }
+
+    /// RMSE over the rounding floor (0 where the floor is 0).
+    pub fn ratio(&self) -> f64 {
+        if self.floor > 0.0 {
+            self.rmse / self.floor
+        } else {
+            0.0
+        }
+    }
+
+    /// The measurements on one line: `rmse … floor … ratio … lse_err … bad … deterministic …`.
+    pub fn summary(&self) -> String {
+        format!(
+            "rmse {:.3e} floor {:.3e} ratio {:.3} lse_err {:.1e} bad {} deterministic {}",
+            self.rmse,
+            self.floor,
+            self.ratio(),
+            self.lse_rel_err,
+            self.bad_values,
+            self.deterministic
+        )
+    }
+
+    /// Compares a GPU result with the float64 `reference`: `out` widened to f64, `lse` as
+    /// the kernel wrote it, `dtype` the input type (its rounding floor is the bound), `out_f32`
+    /// whether the output was f32, `deterministic` whether repeated runs agreed bitwise.
+    pub fn measure(
+        out: &[f64],
+        lse: &[f32],
+        reference: &Reference,
+        dtype: Dtype,
+        out_f32: bool,
+        deterministic: bool,
+    ) -> CaseResult {
+        let mut bad = out.iter().filter(|x| !x.is_finite()).count();
+        let mut lse_rel_err = 0.0f64;
+        for (&g, &r) in lse.iter().zip(&reference.lse) {
+            let g = g as f64;
+            if r.is_infinite() || g.is_infinite() || g.is_nan() {
+                if g != r {
+                    bad += 1;
+                }
+            } else {
+                lse_rel_err = lse_rel_err.max((g - r).abs() / r.abs().max(1.0));
+            }
+        }
+        CaseResult {
+            rmse: rmse(out, &reference.out),
+            floor: rounding_floor_rmse(&reference.out, dtype),
+            out_f32,
+            lse_rel_err,
+            bad_values: bad,
+            deterministic,
+        }
+    }
+}
+
+impl std::fmt::Display for CaseResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+/// The float64 reference of `inputs` (generated for `shape`) with softmax scale `scale`.
+pub fn reference_for(
+    shape: &MlaShape,
+    inputs: &Inputs,
+    scale: f64,
+    causal: bool,
+) -> Result<Reference> {
+    reference_decode(
+        shape,
+        &inputs.q,
+        &inputs.kv_cache,
+        &inputs.block_table,
+        &inputs.seqlens,
+        scale,
+        causal,
+    )
+    .map_err(Error::Other)
+}
+
+/// Generated inputs on the device: q and the cache in the element type `T`.
+pub struct DeviceInputs<T: DeviceRepr> {
+    /// `[batch, s_q, h_q, 576]`
+    pub q: CudaSlice<T>,
+    /// `[num_blocks, 64, h_kv, 576]`
+    pub kv_cache: CudaSlice<T>,
+    /// `[batch, max_pages]`
+    pub block_table: CudaSlice<i32>,
+    /// `[batch]`
+    pub seqlens: CudaSlice<i32>,
+}
+
+/// Copies `inputs` to the device on `stream`, q and the cache converted to `T`.
+pub fn upload_inputs<T: FromF32 + DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    inputs: &Inputs,
+) -> Result<DeviceInputs<T>> {
+    let drv = |what: &'static str| move |e| Error::driver(format!("uploading {what}"), e);
+    Ok(DeviceInputs {
+        q: stream
+            .clone_htod(&to_elems::<T>(&inputs.q))
+            .map_err(drv("q"))?,
+        kv_cache: stream
+            .clone_htod(&to_elems::<T>(&inputs.kv_cache))
+            .map_err(drv("the KV cache"))?,
+        block_table: stream
+            .clone_htod(&inputs.block_table)
+            .map_err(drv("the block table"))?,
+        seqlens: stream
+            .clone_htod(&inputs.seqlens)
+            .map_err(drv("cache_seqlens"))?,
+    })
+}
+
+/// The `main` of a program that needs the GPU (the examples): runs `run` on GPU 0; where
+/// there is no usable GPU prints `skipped: no GPU: <why>` and succeeds; any error is
+/// printed as `error: …` and fails.
+pub fn main_on_gpu(run: impl FnOnce(&Gpu) -> Result<()>) -> std::process::ExitCode {
+    let result = match Gpu::open(0) {
+        Ok(gpu) => run(&gpu),
+        Err(e) if e.is_no_gpu() => {
+            println!("skipped: no GPU: {e}");
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 impl Case {
+    /// A case with one KV head, output in the input dtype and seed 0 (set the public
+    /// fields for others: `Case { seed: 7, ..Case::new(…) }`).
+    pub fn new(dtype: Dtype, s_q: usize, h_q: usize, lengths: Vec<i32>, causal: bool) -> Case {
+        Case {
+            dtype,
+            s_q,
+            h_q,
+            h_kv: 1,
+            lengths,
+            causal,
+            out_f32: false,
+            seed: 0,
+        }
+    }
     pub fn batch(&self) -> usize {
         self.lengths.len()
     }
@@ -109,27 +262,13 @@ impl Case {
         let shape = MlaShape::for_lengths(self.s_q, self.h_q, self.h_kv, 64, &self.lengths);
         let inputs = generate(&shape, &self.lengths, self.dtype, self.seed);
         let scale = (576f64).powf(-0.5);
-        let reference = reference_decode(
-            &shape,
-            &inputs.q,
-            &inputs.kv_cache,
-            &inputs.block_table,
-            &inputs.seqlens,
-            scale,
-            self.causal,
-        )
-        .map_err(Error::Other)?;
+        let reference = reference_for(&shape, &inputs, scale, self.causal)?;
 
         let gpu = decoder.gpu();
         let s = &gpu.stream;
         let drv = |e| Error::driver("check: device buffers", e);
-        let q: CudaSlice<T> = s.clone_htod(&to_elems::<T>(&inputs.q)).map_err(drv)?;
-        let kv: CudaSlice<T> = s
-            .clone_htod(&to_elems::<T>(&inputs.kv_cache))
-            .map_err(drv)?;
-        let bt = s.clone_htod(&inputs.block_table).map_err(drv)?;
-        let sl = s.clone_htod(&inputs.seqlens).map_err(drv)?;
-        let cache = KvCache::new(gpu, &kv, shape.num_blocks, self.h_kv)?;
+        let dev = upload_inputs::<T>(s, &inputs)?;
+        let cache = KvCache::new(gpu, &dev.kv_cache, shape.num_blocks, self.h_kv)?;
         let config = DecodeConfig::new(self.batch(), self.h_q, shape.max_pages)
             .s_q(self.s_q)
             .h_kv(self.h_kv)
@@ -140,7 +279,16 @@ impl Case {
         for _ in 0..2 {
             let mut out: CudaSlice<O> = s.alloc_zeros(shape.out_len()).map_err(drv)?;
             let mut lse: CudaSlice<f32> = s.alloc_zeros(shape.lse_len()).map_err(drv)?;
-            decoder.decode(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)?;
+            decoder.decode(
+                s,
+                &mut plan,
+                &dev.q,
+                &cache,
+                &dev.block_table,
+                &dev.seqlens,
+                &mut out,
+                &mut lse,
+            )?;
             let out_h: Vec<O> = s.clone_dtoh(&out).map_err(drv)?;
             let lse_h: Vec<f32> = s.clone_dtoh(&lse).map_err(drv)?;
             runs.push((out_h, lse_h));
@@ -157,27 +305,14 @@ impl Case {
                 .iter()
                 .zip(&runs[1].0)
                 .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
-        let mut bad = out.iter().filter(|x| !x.is_finite()).count();
-        let mut lse_rel_err = 0.0f64;
-        for (&g, &r) in lse.iter().zip(&reference.lse) {
-            let g = g as f64;
-            if r.is_infinite() || g.is_infinite() || g.is_nan() {
-                if g != r {
-                    bad += 1;
-                }
-            } else {
-                lse_rel_err = lse_rel_err.max((g - r).abs() / r.abs().max(1.0));
-            }
-        }
-        let floor = rounding_floor_rmse(&reference.out, self.dtype);
-        Ok(CaseResult {
-            rmse: rmse(&out, &reference.out),
-            floor,
-            out_f32: O::F32,
-            lse_rel_err,
-            bad_values: bad,
+        Ok(CaseResult::measure(
+            &out,
+            lse,
+            &reference,
+            self.dtype,
+            O::F32,
             deterministic,
-        })
+        ))
     }
 }
 
@@ -252,14 +387,8 @@ pub fn grid() -> Vec<Case> {
                     let batch = GRID_BATCHES[(k / 3) % GRID_BATCHES.len()].min(max_batch);
                     let seed = k as u64;
                     cases.push(Case {
-                        dtype,
-                        s_q,
-                        h_q,
-                        h_kv: 1,
-                        lengths: vec![len; batch],
-                        causal,
-                        out_f32: false,
                         seed,
+                        ..Case::new(dtype, s_q, h_q, vec![len; batch], causal)
                     });
                     let batch = [6, 64][k % 2];
                     let lengths = (0..batch)
@@ -273,14 +402,8 @@ pub fn grid() -> Vec<Case> {
                         })
                         .collect();
                     cases.push(Case {
-                        dtype,
-                        s_q,
-                        h_q,
-                        h_kv: 1,
-                        lengths,
-                        causal,
-                        out_f32: false,
                         seed: seed + 1000,
+                        ..Case::new(dtype, s_q, h_q, lengths, causal)
                     });
                     k += 1;
                 }
@@ -292,45 +415,23 @@ pub fn grid() -> Vec<Case> {
     };
     let big_batch = varlen(&mut rng, 1024, 200);
     cases.push(Case {
-        dtype: Dtype::Bf16,
-        s_q: 1,
-        h_q: 16,
-        h_kv: 1,
-        lengths: big_batch,
-        causal: false,
-        out_f32: false,
         seed: 1,
+        ..Case::new(Dtype::Bf16, 1, 16, big_batch, false)
     });
     cases.push(Case {
-        dtype: Dtype::Bf16,
-        s_q: 1,
-        h_q: 16,
-        h_kv: 1,
-        lengths: vec![131072],
-        causal: false,
-        out_f32: false,
         seed: 2,
+        ..Case::new(Dtype::Bf16, 1, 16, vec![131072], false)
     });
     cases.push(Case {
-        dtype: Dtype::Bf16,
-        s_q: 2,
-        h_q: 32,
         h_kv: 2,
-        lengths: vec![300, 77, 0],
-        causal: true,
-        out_f32: false,
         seed: 3,
+        ..Case::new(Dtype::Bf16, 2, 32, vec![300, 77, 0], true)
     });
     for dtype in [Dtype::Bf16, Dtype::F16] {
         cases.push(Case {
-            dtype,
-            s_q: 1,
-            h_q: 16,
-            h_kv: 1,
-            lengths: vec![4000, 65],
-            causal: false,
             out_f32: true,
             seed: 4,
+            ..Case::new(dtype, 1, 16, vec![4000, 65], false)
         });
     }
     cases

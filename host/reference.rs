@@ -474,14 +474,23 @@ impl SplitMix64 {
 }
 
 /// Standard normal samples by Marsaglia's polar method (Box–Muller without trigonometry),
-/// both outputs used.
-struct Normal {
+/// both outputs used; shared by [`generate`] and the benchmark's input pool.
+#[derive(Clone, Debug)]
+pub struct Normal {
     rng: SplitMix64,
     spare: Option<f64>,
 }
 
 impl Normal {
-    fn sample(&mut self) -> f64 {
+    /// A generator drawing from `SplitMix64(seed)`.
+    pub fn new(seed: u64) -> Normal {
+        Normal {
+            rng: SplitMix64(seed),
+            spare: None,
+        }
+    }
+    /// One standard normal sample.
+    pub fn sample(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {
             return z;
         }
@@ -542,10 +551,7 @@ pub fn generate(shape: &MlaShape, lengths: &[i32], dtype: Dtype, seed: u64) -> I
     // Independent streams (q, the permutation, and one per used page in allocation order), so
     // the pages can be filled in parallel and the result does not depend on the thread count.
     let stream = |k: u64| SplitMix64(seed ^ k.wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
-    let mut normal = Normal {
-        rng: SplitMix64(stream(0)),
-        spare: None,
-    };
+    let mut normal = Normal::new(stream(0));
     let q: Vec<f32> = (0..s.q_len()).map(|_| normal.value(dtype)).collect();
 
     let mut rng = SplitMix64(stream(1));
@@ -573,10 +579,7 @@ pub fn generate(shape: &MlaShape, lengths: &[i32], dtype: Dtype, seed: u64) -> I
     let fill = |first_page: usize, pages: &mut [f32]| {
         for (k, page) in pages.chunks_mut(page_elems).enumerate() {
             if let Some((alloc, tokens)) = page_job[first_page + k] {
-                let mut normal = Normal {
-                    rng: SplitMix64(stream(alloc + 2)),
-                    spare: None,
-                };
+                let mut normal = Normal::new(stream(alloc + 2));
                 for x in &mut page[..tokens * row_elems] {
                     *x = normal.value(dtype);
                 }

@@ -4,6 +4,9 @@
 #                            tests/*.rs, ...); bin unit tests are named bin-<name>
 #   dist/flashmla-etap       the release CLI
 #   dist/run-gpu-bundle.sh   the runner (a copy of scripts/run-gpu-bundle.sh)
+#   dist/sanitize.sh         compute-sanitizer over the fast GPU tests (scripts/sanitize.sh)
+#   dist/sanitizer/          only with ETAP_BUNDLE_SANITIZER=1: compute-sanitizer itself
+#                            (bin/ + lib/ of the nvidia-cuda-sanitizer-api-cu12 wheel, ~25 MB)
 #   dist/MANIFEST            commit and build facts
 # The GPU machine has no Rust toolchain; the binaries load libcuda dynamically.
 set -euo pipefail
@@ -46,7 +49,19 @@ PY
 exe_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release"
 cp "$exe_dir/flashmla-etap" dist/flashmla-etap
 cp scripts/run-gpu-bundle.sh dist/run-gpu-bundle.sh
-chmod +x dist/run-gpu-bundle.sh dist/flashmla-etap dist/tests/*
+cp scripts/sanitize.sh dist/sanitize.sh
+chmod +x dist/run-gpu-bundle.sh dist/sanitize.sh dist/flashmla-etap dist/tests/*
+rm -rf dist/sanitizer
+if [ "${ETAP_BUNDLE_SANITIZER:-0}" = 1 ]; then
+    san=.tools/sanitizer/nvidia/cuda_sanitizer_api
+    if [ ! -f "$san/bin/compute-sanitizer" ]; then
+        python3 -m pip install --quiet --no-deps --target .tools/sanitizer \
+            nvidia-cuda-sanitizer-api-cu12==12.9.79
+    fi
+    mkdir -p dist/sanitizer
+    cp -r "$san/bin" "$san/lib" dist/sanitizer/
+    chmod +x dist/sanitizer/bin/compute-sanitizer
+fi
 
 {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"

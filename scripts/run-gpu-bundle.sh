@@ -3,6 +3,7 @@
 # scripts/build-gpu-bundle.sh, then `flashmla-etap info`. GPU tests must not skip here:
 # ETAP_REQUIRE_GPU=1 turns a skip into a failure. Exits non-zero if anything fails.
 # Usage: run-gpu-bundle.sh [DIST_DIR] [extra test-harness args, e.g. a test-name filter]
+# With ETAP_SANITIZE=1 it also runs sanitize.sh (compute-sanitizer over the fast GPU tests).
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -52,6 +53,18 @@ elif grep -q "^no usable GPU" <<<"$info_out"; then
     failures+=("flashmla-etap info (no GPU)")
 else
     passed=$((passed + 1))
+fi
+
+if [ "${ETAP_SANITIZE:-0}" = 1 ]; then
+    printf '\n==== sanitize.sh\n'
+    sanitize="$dist/sanitize.sh"
+    [ -x "$sanitize" ] || sanitize="$here/sanitize.sh"
+    if "$sanitize" "$dist"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("sanitize.sh")
+    fi
 fi
 
 printf '\ngpu bundle: %d binaries passed, %d failed\n' "$passed" "$failed"
