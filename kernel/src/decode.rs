@@ -209,7 +209,7 @@ unsafe fn consume<T: Element, S: MmaShape>(
 ) {
     let n = S::N as u32;
     let cols = (n / 4) as usize;
-    let wg = ids::warpgroup() - 1;
+    let wg = warp::uniform(ids::warpgroup()) - 1;
     let t = ids::thread() % 128;
     let (warp_id, lane) = (t / 32, t % 32);
     let group_bar = NamedBarrier::ConsumerGroup0 as u32 + wg;
@@ -280,7 +280,7 @@ unsafe fn consume<T: Element, S: MmaShape>(
         let prepare = |page: u32, it: u32| {
             let (s, phase) = stage_of(it);
             mbarrier::wait(full(s), phase);
-            let kv = base + lay.kv + s * TILE_BYTES;
+            let kv = warp::uniform(base + lay.kv + s * TILE_BYTES);
             let valid = (seqlen - (page * PAGE_SIZE) as i32).min(TILE_TOKENS as i32) as u32;
             if valid < TILE_TOKENS {
                 zero_v_rows(kv, valid, ids::thread() - 128);
@@ -310,22 +310,20 @@ unsafe fn consume<T: Element, S: MmaShape>(
             turn.pass();
             wgmma::wait_all();
 
-            // Scale to base 2; on the tiles that reach past a column's last visible key
-            // (the length, or the causal limit), mask the keys beyond it.
+            // On the tiles that reach past a column's last visible key (the length, or
+            // the causal limit), mask the keys beyond it.
             let sv = st.as_mut();
-            let masked = (page * PAGE_SIZE + TILE_TOKENS) as i32 > first_limit + 1;
-            for (i, x) in sv.iter_mut().enumerate() {
-                let (tok, col) = acc_coord(t, i as u32);
-                let visible = !masked || (page * PAGE_SIZE + tok) as i32 <= limit_of(col);
-                *x = if visible {
-                    *x * scale_log2
-                } else {
-                    f32::NEG_INFINITY
-                };
+            if (page * PAGE_SIZE + TILE_TOKENS) as i32 > first_limit + 1 {
+                for (i, x) in sv.iter_mut().enumerate() {
+                    let (tok, col) = acc_coord(t, i as u32);
+                    if (page * PAGE_SIZE + tok) as i32 > limit_of(col) {
+                        *x = f32::NEG_INFINITY;
+                    }
+                }
             }
 
-            // Column maxima over the tile: the 2 rows of a thread, the 8 lanes sharing
-            // lane%4 (xor 4, 8, 16), then the 4 warps through shared memory.
+            // Column maxima of the raw scores over the tile: the 2 rows of a thread, the 8
+            // lanes sharing lane%4 (xor 4, 8, 16), then the 4 warps through shared memory.
             for c in 0..cols {
                 let (j, e) = (c / 2, c % 2);
                 let mx = warp::max_over_fragment_rows(sv[4 * j + e].max(sv[4 * j + 2 + e]));
@@ -337,6 +335,9 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 }
             }
             barrier::sync_named(group_bar, 128);
+            // P = 2^(s·scale·log2e − m), with m the running max in the same base-2 units.
+            let mut alpha = [1.0f32; MAX_COLS_PER_THREAD];
+            let mut rescale = false;
             for c in 0..cols {
                 let (j, e) = (c / 2, c % 2);
                 let col = 8 * j as u32 + 2 * (lane % 4) + e as u32;
@@ -344,24 +345,31 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 for w in 0..4 {
                     tile_max = tile_max.max(smem::ld_f32(red + 4 * (w * n + col)));
                 }
-                let m_new = m[c].max(tile_max);
+                let m_new = m[c].max(tile_max * scale_log2);
                 // A column that has seen no key yet keeps max -inf: use 0 as its offset.
                 let m_use = if m_new == f32::NEG_INFINITY {
                     0.0
                 } else {
                     m_new
                 };
-                let alpha = math::exp2(m[c] - m_use);
+                if m_new != m[c] {
+                    alpha[c] = math::exp2(m[c] - m_use);
+                    rescale = true;
+                }
                 m[c] = m_new;
-                let p0 = math::exp2(sv[4 * j + e] - m_use);
-                let p1 = math::exp2(sv[4 * j + 2 + e] - m_use);
-                l[c] = l[c] * alpha + p0 + p1;
+                let p0 = math::exp2(math::fma(sv[4 * j + e], scale_log2, -m_use));
+                let p1 = math::exp2(math::fma(sv[4 * j + 2 + e], scale_log2, -m_use));
+                l[c] = l[c] * alpha[c] + p0 + p1;
                 sv[4 * j + e] = p0;
                 sv[4 * j + 2 + e] = p1;
+            }
+            // Oᵀ columns whose max moved are rescaled (most tiles after the first few
+            // leave every max in place and skip this).
+            if rescale {
                 for ob in o.iter_mut() {
-                    let ob = ob.as_mut();
-                    ob[4 * j + e] *= alpha;
-                    ob[4 * j + 2 + e] *= alpha;
+                    for (i, v) in ob.as_mut().iter_mut().enumerate() {
+                        *v *= alpha[column_slot(i)];
+                    }
                 }
             }
 

@@ -1,4 +1,4 @@
-//! Fast math and packing (PTX ISA: ex2.approx, lg2.approx, cvt.rn.bf16x2/f16x2, cvt to f32).
+//! Fast math and packing (PTX ISA: ex2.approx, lg2.approx, fma.rn, cvt.rn.bf16x2/f16x2, cvt to f32).
 use core::arch::asm;
 
 /// 2^x (ex2.approx.ftz.f32); 2^-inf = 0.
@@ -7,6 +7,17 @@ pub fn exp2(x: f32) -> f32 {
     let r: f32;
     unsafe {
         asm!("ex2.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack))
+    };
+    r
+}
+
+/// a·b + c with one rounding (fma.rn.f32).
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let r: f32;
+    unsafe {
+        asm!("fma.rn.f32 {r}, {a}, {b}, {c};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
+            options(pure, nomem, nostack))
     };
     r
 }

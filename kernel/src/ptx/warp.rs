@@ -34,3 +34,16 @@ pub fn sum_over_fragment_rows(v: f32) -> f32 {
     let v = v + shfl_xor(v, 8);
     v + shfl_xor(v, 16)
 }
+
+/// shfl.sync.idx from lane 0: the same value in every lane, which also tells ptxas the
+/// value is warp-uniform, so values derived from it (wgmma descriptors) can live in
+/// uniform registers.
+#[inline(always)]
+pub fn uniform(v: u32) -> u32 {
+    let r: u32;
+    unsafe {
+        asm!("shfl.sync.idx.b32 {r}, {v}, 0, 0x1f, 0xffffffff;", r = out(reg32) r, v = in(reg32) v,
+            options(nomem, nostack))
+    };
+    r
+}
