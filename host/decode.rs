@@ -5,12 +5,12 @@
 //! caller's stream: no host synchronisation, no allocation, so it can be captured in a
 //! CUDA graph.
 use crate::device::Gpu;
-use crate::error::{check, Error, Result};
+use crate::error::{Error, Result};
 use crate::launch::{launch, LaunchSpec};
 use crate::module::Kernels;
 use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
-use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
     row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
     ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, TILE_TOKENS,
@@ -307,7 +307,8 @@ pub struct DecodePlan {
     split_offsets: CudaSlice<i32>,
     o_accum: CudaSlice<f32>,
     lse_accum: CudaSlice<f32>,
-    /// The kernel's error words (`ERROR_WORDS` i32, reset before every call).
+    /// The kernels' error words: `ERROR_WORDS` armed with i32::MAX (the decode lowers
+    /// them), then the last call's values (published by the combine kernel).
     errors: CudaSlice<i32>,
     num_parts: usize,
     rows_per_cta: u32,
@@ -358,7 +359,9 @@ impl DecodePlan {
                 .alloc_zeros(slots * rows * D_V as usize)
                 .map_err(drv)?,
             lse_accum: stream.alloc_zeros(slots * rows).map_err(drv)?,
-            errors: stream.alloc_zeros(ERROR_WORDS).map_err(drv)?,
+            errors: stream
+                .clone_htod(&[i32::MAX; 2 * ERROR_WORDS])
+                .map_err(drv)?,
             parts_host,
             split_offsets_host,
             num_parts,
@@ -608,13 +611,6 @@ impl Decoder {
         let (oacc, _s8) = plan.o_accum.device_ptr_mut(stream);
         let (lacc, _s9) = plan.lse_accum.device_ptr_mut(stream);
         let (errors, _s10) = plan.errors.device_ptr_mut(stream);
-        // SAFETY: `errors` holds ERROR_WORDS i32 of the plan, enqueued on `stream`.
-        check(
-            unsafe {
-                sys::cuMemsetD32Async(errors, i32::MAX as u32, ERROR_WORDS, stream.cu_stream())
-            },
-            || "cuMemsetD32Async(error words)".into(),
-        )?;
         let (mut num_blocks, mut errors) = (cache.num_blocks as u32, errors);
         let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
         let (mut max_pages, mut row_chunks) = (c.max_pages as u32, plan.row_chunks);
@@ -636,7 +632,8 @@ impl Decoder {
         // every buffer was checked above against the shapes the kernel indexes with.
         unsafe { launch(decode_fn, &spec, stream, &mut args)? };
 
-        let mut cargs = crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, s_q, h_q, flags];
+        let mut cargs =
+            crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, errors, s_q, h_q, flags];
         let cspec = LaunchSpec {
             grid: (s_q * h_q, c.batch as u32, 1),
             block: (COMBINE_THREADS, 1, 1),
@@ -670,6 +667,7 @@ impl Decoder {
         let words = stream
             .clone_dtoh(&plan.errors)
             .map_err(|e| Error::driver("reading the decode's error words", e))?;
+        let words = &words[ERROR_WORDS..];
         if words[ERROR_LENGTH] != i32::MAX {
             let b = words[ERROR_LENGTH];
             return Err(Error::invalid(

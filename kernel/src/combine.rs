@@ -1,7 +1,7 @@
 //! Merges the partial (O, lse) of requests split over several partitions, and writes the
 //! empty result (out = 0, lse = +inf) of requests with no KV at all. One CTA per
 //! (query row, request); requests handled in one piece were written by the decode.
-use crate::config::{COMBINE_THREADS, D_V, FLAG_OUT_F32};
+use crate::config::{COMBINE_THREADS, D_V, ERROR_WORDS, FLAG_OUT_F32};
 use crate::element::{Bf16, Element, F16};
 use crate::ptx::{ids, math};
 
@@ -17,11 +17,20 @@ unsafe fn combine<T: Element>(
     split_offsets: *const i32,
     out: *mut u8,
     lse: *mut f32,
+    errors: *mut i32,
     s_q: u32,
     h_q: u32,
     flags: u32,
 ) {
     let (row, r) = (ids::block_x(), ids::block_y());
+    if row == 0 && r == 0 && ids::thread() == 0 {
+        // The decode has finished: publish its error words and re-arm them for the next
+        // call, which saves a memset per call.
+        for w in 0..ERROR_WORDS {
+            *errors.add(ERROR_WORDS + w) = *errors.add(w);
+            *errors.add(w) = i32::MAX;
+        }
+    }
     let first = *split_offsets.add(r as usize);
     let splits = *split_offsets.add(r as usize + 1) - first;
     if splits == 1 {
@@ -78,11 +87,12 @@ macro_rules! combine_kernels {
             split_offsets: *const i32,
             out: *mut u8,
             lse: *mut f32,
+            errors: *mut i32,
             s_q: u32,
             h_q: u32,
             flags: u32,
         ) {
-            combine::<$t>(o_accum, lse_accum, split_offsets, out, lse, s_q, h_q, flags)
+            combine::<$t>(o_accum, lse_accum, split_offsets, out, lse, errors, s_q, h_q, flags)
         }
     )*};
 }

@@ -59,7 +59,8 @@ pub const ERROR_PAGE_ID: usize = 0;
 /// Slot of the decode kernel's error words: smallest batch index whose length is negative
 /// or exceeds its block-table row.
 pub const ERROR_LENGTH: usize = 1;
-/// Number of error words.
+/// Number of error words the decode sets; the combine kernel then copies them to the
+/// next `ERROR_WORDS` (read by the host) and re-arms them with i32::MAX.
 pub const ERROR_WORDS: usize = 2;
 
 /// Bits of the decode kernel's `flags` argument.

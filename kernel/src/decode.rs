@@ -50,7 +50,7 @@ pub struct DecodeArgs {
     pub max_pages: u32,
     /// Pages in the cache: page ids must lie in 0..num_blocks.
     pub num_blocks: u32,
-    /// Two i32 set to i32::MAX before the launch; the kernel lowers them to the smallest
+    /// Two i32 holding i32::MAX at the launch; the kernel lowers them to the smallest
     /// batch index with a bad page id (`ERROR_PAGE_ID`) or a length its block-table row
     /// cannot hold (`ERROR_LENGTH`).
     pub errors: *mut i32,
