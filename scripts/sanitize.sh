@@ -2,7 +2,8 @@
 # Runs ON the GPU machine, from the bundle of scripts/build-gpu-bundle.sh: NVIDIA
 # compute-sanitizer's four tools (memcheck, racecheck, synccheck, initcheck) over the fast
 # GPU tests — every test of dist/tests/gpu_primitives and `decode_smoke` +
-# `graph_replay_equals_eager` of dist/tests/gpu_decode — with `--error-exitcode 1`.
+# `graph_replay_equals_eager` + `checked_api_reports_bad_page_ids_and_lengths` of
+# dist/tests/gpu_decode — with `--error-exitcode 1`.
 # Prints one line per tool and binary with the verdict; exits non-zero if any run reports
 # errors, fails or times out (2 if compute-sanitizer or the binaries are missing).
 #
@@ -11,7 +12,7 @@
 #   COMPUTE_SANITIZER            the compute-sanitizer executable (else dist/sanitizer/bin/,
 #                                then PATH, then /usr/local/cuda*/bin)
 #   ETAP_SANITIZE_TOOLS          tools to run (default "memcheck racecheck synccheck initcheck")
-#   ETAP_SANITIZE_DECODE_TESTS   gpu_decode test filters (default "decode_smoke graph_replay")
+#   ETAP_SANITIZE_DECODE_TESTS   gpu_decode test filters (default "decode_smoke graph_replay checked_api")
 #   ETAP_SANITIZE_RACECHECK_DECODE_TESTS
 #                                the same for racecheck, which is much slower
 #                                (default "decode_smoke")
@@ -56,7 +57,7 @@ for b in gpu_primitives gpu_decode; do
 done
 
 tools="${ETAP_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}"
-decode_tests="${ETAP_SANITIZE_DECODE_TESTS:-decode_smoke graph_replay}"
+decode_tests="${ETAP_SANITIZE_DECODE_TESTS:-decode_smoke graph_replay checked_api}"
 race_decode_tests="${ETAP_SANITIZE_RACECHECK_DECODE_TESTS:-decode_smoke}"
 limit="${ETAP_SANITIZE_TIMEOUT:-900}"
 logs="${ETAP_SANITIZE_LOGS:-$dist/sanitize-logs}"

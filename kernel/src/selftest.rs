@@ -5,7 +5,7 @@ use crate::config::{BLOCK_BYTES, CONSUMER_WARPS, K_BLOCKS, QK_STEPS, TILE_BYTES,
 use crate::element::{Bf16, Element, F16};
 use crate::layout::{acc_coord, smem_desc, Major};
 use crate::ptx::wgmma::{self, MmaShape, N128, N16, N32, N64};
-use crate::ptx::{atomic, barrier, cp_async, fence, ids, mbarrier, regs, smem, tma, warp};
+use crate::ptx::{atomic, barrier, cp_async, fence, ids, mbarrier, opaque, regs, smem, tma, warp};
 use crate::tile::load_swizzled;
 
 /// Loads `n_pages` KV pages (ids in `pages`) of kv head `head` through the tensor map
@@ -100,7 +100,8 @@ unsafe fn gemm_mnmajor<T: Element, S: MmaShape>(a: *const u16, b: *const u16, c:
     cp_async::wait_all();
     fence::proxy_async_shared();
     barrier::sync_cta();
-    for mb in 0..V_BLOCKS {
+    // One m64 block at a time, not unrolled: at N = 128 an unrolled loop spills.
+    for mb in 0..opaque(V_BLOCKS as u64) as u32 {
         let mut acc = S::zero();
         wgmma::fence();
         for k in 0..4 {
