@@ -86,7 +86,7 @@ mod tests {
         let mut seen = [false; 64];
         for unit in 0..64u32 {
             let p = swizzle128(unit * 16);
-            assert!(p < 1024 && p % 16 == 0);
+            assert!(p < 1024 && p.is_multiple_of(16));
             assert!(!seen[(p / 16) as usize], "unit {unit} collides");
             seen[(p / 16) as usize] = true;
         }
