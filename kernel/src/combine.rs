@@ -7,6 +7,8 @@ use crate::ptx::{ids, math};
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 const DIMS_PER_THREAD: u32 = D_V / COMBINE_THREADS;
+/// Partial results a thread loads before combining them.
+const SPLIT_BATCH: usize = 8;
 
 /// Combine body: grid (s_q·h_q, batch), `COMBINE_THREADS` threads.
 #[allow(clippy::too_many_arguments)]
@@ -40,22 +42,49 @@ unsafe fn combine<T: Element>(
     let (s, h) = (row / h_q, row % h_q);
     let t = ids::thread();
     let slot_lse = |i: i32| *lse_accum.add(((first + i) as u32 * rows + row) as usize);
+    // This thread's 4 dims of partial result `i` (16-byte aligned: D_V and 4·t are multiples of 4).
+    let slot_o = |i: i32| {
+        *(o_accum.add((((first + i) as u32 * rows + row) * D_V + t * DIMS_PER_THREAD) as usize)
+            as *const [f32; DIMS_PER_THREAD as usize])
+    };
 
+    // Splits are read in batches of SPLIT_BATCH independent loads, so their latencies
+    // overlap instead of adding up (a single long request can have ~100 splits).
     let mut max = f32::NEG_INFINITY;
-    for i in 0..splits {
-        max = max.max(slot_lse(i));
+    let mut i = 0;
+    while i < splits {
+        let mut lse_batch = [f32::NEG_INFINITY; SPLIT_BATCH];
+        for (k, l) in lse_batch.iter_mut().enumerate() {
+            if i + (k as i32) < splits {
+                *l = slot_lse(i + k as i32);
+            }
+        }
+        for l in lse_batch.iter() {
+            max = max.max(*l);
+        }
+        i += SPLIT_BATCH as i32;
     }
     let mut acc = [0.0f32; DIMS_PER_THREAD as usize];
     let mut total = 0.0f32;
     if max != f32::NEG_INFINITY {
-        for i in 0..splits {
-            let w = math::exp2((slot_lse(i) - max) * LOG2_E);
-            total += w;
-            let src = o_accum
-                .add((((first + i) as u32 * rows + row) * D_V + t * DIMS_PER_THREAD) as usize);
-            for (d, a) in acc.iter_mut().enumerate() {
-                *a += w * *src.add(d);
+        let mut i = 0;
+        while i < splits {
+            let mut lse_batch = [f32::NEG_INFINITY; SPLIT_BATCH];
+            let mut o_batch = [[0.0f32; DIMS_PER_THREAD as usize]; SPLIT_BATCH];
+            for k in 0..SPLIT_BATCH {
+                if i + (k as i32) < splits {
+                    lse_batch[k] = slot_lse(i + k as i32);
+                    o_batch[k] = slot_o(i + k as i32);
+                }
             }
+            for k in 0..SPLIT_BATCH {
+                let w = math::exp2((lse_batch[k] - max) * LOG2_E);
+                total += w;
+                for (d, a) in acc.iter_mut().enumerate() {
+                    *a += w * o_batch[k][d];
+                }
+            }
+            i += SPLIT_BATCH as i32;
         }
     }
     let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
