@@ -1,9 +1,11 @@
 //! Builds the device crate `kernel/` to PTX with rustc's NVPTX backend, then assembles a
-//! sm_90a cubin with `ptxas` when it is available. Both are embedded by `host/module.rs`,
-//! together with ptxas's `-v` report (`$OUT_DIR/ptxas_report.txt`).
+//! sm_90a cubin with `ptxas`. Both are embedded by `host/module.rs`, together with ptxas's
+//! `-v` report (`$OUT_DIR/ptxas_report.txt`).
 //!
-//! Needs the nightly's `rust-src` component (for `-Zbuild-std=core`); ptxas is looked up
-//! in `$ETAP_PTXAS`, then `.tools/nvcc/nvidia/cuda_nvcc/bin/ptxas` (installed by `scripts/setup.sh`), then `PATH`.
+//! Needs the nightly's `rust-src` component (for `-Zbuild-std=core`) and ptxas, looked up in
+//! `$ETAP_PTXAS`, then `.tools/nvcc/nvidia/cuda_nvcc/bin/ptxas` (installed by
+//! `scripts/setup.sh`), then `PATH`. A missing piece stops the build with the command that
+//! installs it; `ETAP_ALLOW_PTX_ONLY=1` builds without ptxas (PTX JIT fallback only).
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,6 +19,7 @@ fn main() {
     println!("cargo:rerun-if-changed=kernel/build.rs");
     println!("cargo:rerun-if-changed=kernel/Cargo.toml");
     println!("cargo:rerun-if-env-changed=ETAP_PTXAS");
+    println!("cargo:rerun-if-env-changed=ETAP_ALLOW_PTX_ONLY");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
 
@@ -55,7 +58,7 @@ fn main() {
             std::fs::write(&report_out, report).expect("write ptxas_report.txt");
             println!("cargo:rustc-cfg=etap_cubin");
         }
-        None => {
+        None if env::var("ETAP_ALLOW_PTX_ONLY").as_deref() == Ok("1") => {
             std::fs::write(
                 &report_out,
                 "ptxas not available: no cubin was assembled at build time, so there is no \
@@ -63,10 +66,16 @@ fn main() {
             )
             .expect("write ptxas_report.txt");
             println!(
-                "cargo:warning=ptxas not found: no cubin embedded, the PTX will be JIT-compiled. \
-                 Install it with `scripts/setup.sh` (PyPI wheel nvidia-cuda-nvcc-cu12==12.9.86)."
+                "cargo:warning=ptxas not found and ETAP_ALLOW_PTX_ONLY=1: no cubin embedded, \
+                 the PTX will be JIT-compiled by the driver."
             )
         }
+        None => panic!(
+            "\n\nptxas (sm_90a) was not found: it assembles the device code into the embedded \
+             cubin.\nInstall it with:  scripts/setup.sh   (or: python3 -m pip install --target \
+             .tools/nvcc nvidia-cuda-nvcc-cu12==12.9.86)\nor point ETAP_PTXAS at a ptxas; \
+             ETAP_ALLOW_PTX_ONLY=1 builds with the PTX (JIT) fallback only.\n\n"
+        ),
     }
     println!("cargo:rustc-check-cfg=cfg(etap_cubin)");
     println!("cargo:rustc-env=ETAP_MAX_REGS={MAX_REGS}");
