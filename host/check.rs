@@ -13,15 +13,21 @@ use std::sync::Arc;
 /// One correctness case.
 #[derive(Clone, Debug)]
 pub struct Case {
+    /// Element type of q, the cache and (unless `out_f32`) out.
     pub dtype: Dtype,
+    /// Query tokens per request.
     pub s_q: usize,
+    /// Query heads.
     pub h_q: usize,
+    /// KV heads (`h_q` must be a multiple).
     pub h_kv: usize,
     /// cache_seqlens; the batch is its length.
     pub lengths: Vec<i32>,
+    /// Causal masking of the `s_q` queries.
     pub causal: bool,
     /// Output in f32 instead of the input dtype.
     pub out_f32: bool,
+    /// Seed of the generated inputs and page order.
     pub seed: u64,
 }
 
@@ -215,6 +221,7 @@ impl Case {
             seed: 0,
         }
     }
+    /// Requests in the case.
     pub fn batch(&self) -> usize {
         self.lengths.len()
     }
@@ -318,6 +325,7 @@ impl Case {
 
 /// f32 → a 16-bit element (the values are exact in it; NaN stays NaN).
 pub trait FromF32: Sized {
+    /// Converts `x` (exact in the target type, or NaN).
     fn from_f32(x: f32) -> Self;
 }
 impl FromF32 for half::bf16 {
@@ -333,6 +341,7 @@ impl FromF32 for half::f16 {
 
 /// An output element widened to f64.
 pub trait ToF64 {
+    /// The value as f64 (exact).
     fn to_f64(&self) -> f64;
 }
 impl ToF64 for half::bf16 {
@@ -435,4 +444,57 @@ pub fn grid() -> Vec<Case> {
         });
     }
     cases
+}
+
+/// The accuracy cases of `../shared/ANCHORS.md` (inputs N(0, 0.1²), lengths ~ Normal(s_k,
+/// s_k/2) at least s_q, bf16) with FlashMLA's measured RMSE / rounding-floor ratio on each:
+/// our ratio on the same kind of case must not be worse.
+pub fn anchor_accuracy_cases() -> Vec<(Case, f64)> {
+    let mut rng = crate::reference::SplitMix64(4096);
+    let mut normal = |mean: f64, sd: f64, min: i32| -> i32 {
+        // Box-Muller on the shared generator; lengths are clamped below at `min`.
+        let (u, v) = (rng.next_unit().max(1e-12), rng.next_unit());
+        let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+        ((mean + sd * z).round() as i32).max(min)
+    };
+    let lengths = |n: usize, s_k: f64, s_q: i32, normal: &mut dyn FnMut(f64, f64, i32) -> i32| {
+        (0..n)
+            .map(|_| normal(s_k, s_k / 2.0, s_q))
+            .collect::<Vec<i32>>()
+    };
+    vec![
+        // h_q = 16, s_q = 1, b = 4, s_k ≈ 4096: FlashMLA 2.88e-6 against a floor of 2.37e-6.
+        (
+            Case::new(
+                Dtype::Bf16,
+                1,
+                16,
+                lengths(4, 4096.0, 1, &mut normal),
+                false,
+            ),
+            2.88 / 2.37,
+        ),
+        // h_q = 128, s_q = 1, b = 4, s_k ≈ 4096: 2.82e-6 against 2.28e-6.
+        (
+            Case::new(
+                Dtype::Bf16,
+                1,
+                128,
+                lengths(4, 4096.0, 1, &mut normal),
+                false,
+            ),
+            2.82 / 2.28,
+        ),
+        // h_q = 128, s_q = 2, causal, b = 2, s_k ≈ 8192: 2.02e-6 against 1.66e-6.
+        (
+            Case::new(
+                Dtype::Bf16,
+                2,
+                128,
+                lengths(2, 8192.0, 2, &mut normal),
+                true,
+            ),
+            2.02 / 1.66,
+        ),
+    ]
 }

@@ -188,3 +188,26 @@ fn checked_api_reports_bad_page_ids_and_lengths() {
         .unwrap();
     println!("checked API: bad page ids (i32::MAX, -5, num_blocks) and a too-long length reported with their batch index");
 }
+
+/// On the accuracy cases of ANCHORS.md, the RMSE / rounding-floor ratio is at most
+/// FlashMLA's on the same kind of case.
+#[test]
+fn accuracy_not_worse_than_flashmla() {
+    let gpu = require_gpu!("accuracy_not_worse_than_flashmla");
+    let decoder = Decoder::new(&gpu).unwrap();
+    for (case, flashmla_ratio) in flashmla_etap::check::anchor_accuracy_cases() {
+        let r = case.run(&decoder).unwrap();
+        println!(
+            "{}: {} (FlashMLA ratio {flashmla_ratio:.3})",
+            case.describe(),
+            r.summary()
+        );
+        assert!(r.passes(), "{}: {}", case.describe(), r.summary());
+        assert!(
+            r.ratio() <= flashmla_ratio,
+            "{}: RMSE/floor {:.3} is worse than FlashMLA's {flashmla_ratio:.3}",
+            case.describe(),
+            r.ratio()
+        );
+    }
+}
