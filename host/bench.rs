@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 /// Latent (K) width and V width of MLA.
 pub const D_QK: usize = 576;
+/// V width of MLA (the first 512 dims of a K row).
 pub const D_V: usize = 512;
 /// Tokens per KV-cache page.
 pub const PAGE: usize = 64;
@@ -50,7 +51,9 @@ pub const BUILD_COMMIT: &str = match option_env!("ETAP_GIT_COMMIT") {
 
 /// Context lengths and head counts of the anchor grid.
 pub const GRID_S_K: [usize; 8] = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
+/// Query-head counts of the anchor grid.
 pub const GRID_H_Q: [usize; 4] = [16, 32, 64, 128];
+/// Batch sizes of the anchor grid.
 pub const GRID_B: [usize; 2] = [16, 32];
 
 // ---------------------------------------------------------------------------------------
@@ -61,15 +64,21 @@ pub const GRID_B: [usize; 2] = [16, 32];
 /// lengths from Normal(s_k, s_k/2), at least s_q.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
+    /// Batch size (requests).
     pub b: usize,
+    /// Query tokens per request.
     pub s_q: usize,
+    /// Query heads (one KV head).
     pub h_q: usize,
+    /// Cached tokens per request (the mean when `varlen`).
     pub s_k: usize,
+    /// Lengths drawn per request instead of all `s_k`.
     #[serde(default)]
     pub varlen: bool,
 }
 
 impl Point {
+    /// A fixed-length point.
     pub const fn new(b: usize, s_q: usize, h_q: usize, s_k: usize) -> Point {
         Point {
             b,
@@ -79,10 +88,12 @@ impl Point {
             varlen: false,
         }
     }
+    /// The same point with variable lengths.
     pub const fn varlen(mut self) -> Point {
         self.varlen = true;
         self
     }
+    /// Whether the point runs causal (`s_q > 1`, as FlashMLA benchmarks MTP).
     pub fn causal(&self) -> bool {
         self.s_q > 1
     }
@@ -186,6 +197,7 @@ enum FilterKey {
 }
 
 impl Filter {
+    /// Parses `KEY=VALUE` (`s_k` also takes `4K`, `4096v`); an error names `--only`.
     pub fn parse(s: &str) -> Result<Filter> {
         let bad = |why: &str| Error::invalid("--only", format!("`{s}`: {why}"));
         let (k, v) = s
@@ -211,6 +223,7 @@ impl Filter {
         .map_err(|_| bad("VALUE must be a number (s_k also 4K or 4096v)"))?;
         Ok(Filter { key, value, varlen })
     }
+    /// Whether point `p` satisfies the condition.
     pub fn matches(&self, p: &Point) -> bool {
         let v = match self.key {
             FilterKey::B => p.b,
@@ -279,8 +292,10 @@ pub fn median(v: &[f64]) -> f64 {
 /// `bench/anchors.json`: ANCHORS.md's tables as data, keyed by card.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Anchors {
+    /// Where the numbers come from (free text).
     #[serde(default)]
     pub source: String,
+    /// The tables, keyed by card (e.g. "H100").
     pub cards: BTreeMap<String, CardAnchors>,
 }
 
@@ -293,27 +308,37 @@ pub struct CardAnchors {
     /// The copy bandwidth measured beside the peers (read + write counted).
     #[serde(default)]
     pub copy_gbps: Option<f64>,
+    /// The card's nominal peak memory bandwidth, GB/s.
     #[serde(default)]
     pub peak_gbps: Option<f64>,
     /// Peer names in display order.
     pub peers: Vec<String>,
+    /// The measured points.
     pub rows: Vec<AnchorRow>,
 }
 
+/// One point of a card's table with the peers' times.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AnchorRow {
+    /// The benchmark point (flattened into the JSON row).
     #[serde(flatten)]
     pub point: Point,
+    /// Each peer's time at this point, by peer name.
     pub peers: BTreeMap<String, PeerTime>,
 }
 
+/// One peer's measurement at one point.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PeerTime {
+    /// µs per decode call.
     pub us: f64,
+    /// Achieved bandwidth, GB/s (ANCHORS.md's accounting).
     pub gbps: f64,
 }
 
 impl Anchors {
+    /// Parses anchors JSON and checks every row names only the card's peers; `origin`
+    /// labels errors.
     pub fn parse(text: &str, origin: &str) -> Result<Anchors> {
         let a: Anchors = serde_json::from_str(text)
             .map_err(|e| Error::Other(format!("reading the anchors {origin}: {e}")))?;
@@ -355,6 +380,7 @@ impl Anchors {
 }
 
 impl CardAnchors {
+    /// The row measured at point `p`, if the table has one.
     pub fn row(&self, p: &Point) -> Option<&AnchorRow> {
         self.rows.iter().find(|r| r.point == *p)
     }
@@ -367,18 +393,24 @@ impl CardAnchors {
 /// One measured point.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PointResult {
+    /// The benchmark point (flattened into the JSON row).
     #[serde(flatten)]
     pub point: Point,
+    /// Whether the point ran causal.
     pub causal: bool,
     /// Σ lengths.
     pub total_len: u64,
+    /// Shortest request length.
     pub min_len: i32,
+    /// Longest request length.
     pub max_len: i32,
     /// µs per decode call (median replay / calls per graph).
     pub us: f64,
+    /// Achieved bandwidth, GB/s (ANCHORS.md's accounting).
     pub gbps: f64,
     /// GB/s as a percentage of the probed copy bandwidth.
     pub pct_copy: Option<f64>,
+    /// Achieved TFLOP/s (QK and PV of the valid tokens).
     pub tflops: f64,
     /// Each timed replay divided by the calls per graph, µs.
     pub replays_us: Vec<f64>,
@@ -429,14 +461,19 @@ impl PointResult {
 /// The run: card, driver, commit, time, probe, and every point.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
+    /// Name of the tool that wrote the report.
     pub tool: String,
+    /// Its crate version.
     pub version: String,
+    /// Commit the binary was built from ([`BUILD_COMMIT`]).
     pub git_commit: String,
     /// UTC, RFC 3339.
     pub timestamp: String,
+    /// GPU name as the driver reports it.
     pub device: String,
     /// CUDA version of the driver, e.g. "13.0".
     pub driver_version: String,
+    /// SMs of the GPU.
     pub sm_count: u32,
     /// Measured device-to-device copy bandwidth (read + write counted), GB/s.
     pub copy_gbps: Option<f64>,
@@ -444,7 +481,9 @@ pub struct Report {
     pub anchors_card: Option<String>,
     /// Peer names in display order.
     pub peers: Vec<String>,
+    /// How the times were taken (graph capture, calls, replays), one line.
     pub method: String,
+    /// Every measured point, in sweep order.
     pub points: Vec<PointResult>,
 }
 
@@ -662,6 +701,7 @@ pub fn to_csv(rep: &Report) -> String {
     s
 }
 
+/// The report as pretty-printed JSON (the `--json` output).
 pub fn to_json(rep: &Report) -> Result<String> {
     serde_json::to_string_pretty(rep).map_err(|e| Error::Other(format!("writing JSON: {e}")))
 }

@@ -16,11 +16,15 @@ pub const REQUIRED_CC: (i32, i32) = (9, 0);
 /// facts the planner and launchers need.
 #[derive(Debug, Clone)]
 pub struct Gpu {
+    /// The device's primary context.
     pub ctx: Arc<CudaContext>,
     /// A dedicated (non-default) stream: capturable into CUDA graphs.
     pub stream: Arc<CudaStream>,
+    /// Device ordinal it was opened with.
     pub ordinal: usize,
+    /// Device name as the driver reports it.
     pub name: String,
+    /// Streaming multiprocessors: sizes the split-KV grid.
     pub sm_count: u32,
     /// Compute capability (major, minor).
     pub cc: (i32, i32),

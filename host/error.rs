@@ -12,19 +12,29 @@ pub enum Error {
     NoDevice,
     /// The device is not a Hopper sm_90 part (the kernels use wgmma, TMA and clusters).
     UnsupportedDevice {
+        /// Device name.
         name: String,
+        /// Compute capability, major.
         major: i32,
+        /// Compute capability, minor.
         minor: i32,
     },
     /// A CUDA driver call failed; `context` says which call and why it was made.
     Driver {
+        /// What was being done.
         context: String,
+        /// The driver's status code.
         result: sys::CUresult,
     },
     /// The embedded cubin/PTX could not be loaded (includes the JIT error log when there is one).
     ModuleLoad(String),
     /// A caller-supplied argument broke a rule; `arg` names it, `rule` says what was expected.
-    InvalidArgument { arg: &'static str, rule: String },
+    InvalidArgument {
+        /// The argument's name.
+        arg: &'static str,
+        /// What it had to satisfy.
+        rule: String,
+    },
     /// The split-KV planner could not produce a schedule.
     Plan(String),
     /// Anything else.

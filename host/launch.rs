@@ -7,7 +7,9 @@ use std::ffi::c_void;
 /// Grid, block, dynamic shared memory and cluster shape of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchSpec {
+    /// Grid size in blocks (x, y, z).
     pub grid: (u32, u32, u32),
+    /// Block size in threads (x, y, z).
     pub block: (u32, u32, u32),
     /// Dynamic shared memory in bytes (above 48 KiB the kernel must first be allowed it
     /// with [`crate::module::Kernels::set_max_dynamic_smem`]).
@@ -151,8 +153,11 @@ pub unsafe fn launch(
 pub enum Arg {
     /// A device pointer (`CUdeviceptr`) or any 64-bit integer.
     U64(u64),
+    /// A 32-bit unsigned integer.
     U32(u32),
+    /// A 32-bit signed integer.
     I32(i32),
+    /// A 32-bit float.
     F32(f32),
 }
 
@@ -164,9 +169,11 @@ pub struct KernelArgs {
 }
 
 impl KernelArgs {
+    /// An empty list.
     pub fn new() -> Self {
         Self::default()
     }
+    /// Appends one argument (builder style, in the kernel's parameter order).
     pub fn arg(mut self, a: Arg) -> Self {
         self.slots.push(match a {
             Arg::U64(v) => v,
@@ -180,21 +187,27 @@ impl KernelArgs {
     pub fn ptr(self, p: u64) -> Self {
         self.arg(Arg::U64(p))
     }
+    /// A 64-bit integer argument.
     pub fn u64(self, v: u64) -> Self {
         self.arg(Arg::U64(v))
     }
+    /// A 32-bit unsigned argument.
     pub fn u32(self, v: u32) -> Self {
         self.arg(Arg::U32(v))
     }
+    /// A 32-bit signed argument.
     pub fn i32(self, v: i32) -> Self {
         self.arg(Arg::I32(v))
     }
+    /// A 32-bit float argument.
     pub fn f32(self, v: f32) -> Self {
         self.arg(Arg::F32(v))
     }
+    /// Number of arguments.
     pub fn len(&self) -> usize {
         self.slots.len()
     }
+    /// True when there are no arguments.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }

@@ -19,7 +19,9 @@ pub const D_V: usize = 512;
 /// Element type of q, the KV cache and out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dtype {
+    /// bfloat16.
     Bf16,
+    /// IEEE half precision.
     F16,
 }
 
@@ -32,6 +34,7 @@ impl Dtype {
         }
     }
 
+    /// Short name used in reports and the CLI (`bf16`, `fp16`).
     pub fn name(self) -> &'static str {
         match self {
             Dtype::Bf16 => "bf16",
@@ -45,10 +48,15 @@ impl Dtype {
 /// lse `batch·h_q·s_q`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MlaShape {
+    /// Requests.
     pub batch: usize,
+    /// Query tokens per request.
     pub s_q: usize,
+    /// Query heads.
     pub h_q: usize,
+    /// KV heads (`h_q` is a multiple of it).
     pub h_kv: usize,
+    /// Tokens per cache page.
     pub page_size: usize,
     /// Block-table width (pages per request at most).
     pub max_pages: usize,
@@ -78,18 +86,23 @@ impl MlaShape {
             num_blocks: lengths.iter().map(|&l| pages(l)).sum::<usize>() + 2,
         }
     }
+    /// Elements of q.
     pub fn q_len(&self) -> usize {
         self.batch * self.s_q * self.h_q * D_QK
     }
+    /// Elements of the KV cache.
     pub fn kv_len(&self) -> usize {
         self.num_blocks * self.page_size * self.h_kv * D_QK
     }
+    /// Entries of the block table.
     pub fn block_table_len(&self) -> usize {
         self.batch * self.max_pages
     }
+    /// Elements of out.
     pub fn out_len(&self) -> usize {
         self.batch * self.s_q * self.h_q * D_V
     }
+    /// Entries of lse.
     pub fn lse_len(&self) -> usize {
         self.batch * self.h_q * self.s_q
     }
@@ -108,7 +121,9 @@ impl MlaShape {
 /// +inf for a query that sees no key).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reference {
+    /// `[b, s_q, h_q, 512]`.
     pub out: Vec<f64>,
+    /// `[b, h_q, s_q]`, natural log.
     pub lse: Vec<f64>,
 }
 
@@ -135,6 +150,21 @@ const ROWS_PER_TASK: usize = 16;
 /// `h_q % h_kv != 0`, negative or too long lengths, and page ids outside `0..num_blocks`
 /// among the used block-table entries. Runs on all CPU cores; the result does not depend on
 /// their number.
+///
+/// With a single cached token the softmax has one term: out is that token's V and
+/// lse its score.
+///
+/// ```rust
+/// use flashmla_etap::reference::{reference_decode, MlaShape, D_QK};
+/// // One request, one query, one head, one cached token on page 0.
+/// let shape = MlaShape::for_lengths(1, 1, 1, 64, &[1]);
+/// let q = vec![0.5f32; D_QK];
+/// let mut kv = vec![f32::NAN; shape.kv_len()]; // rows that must not be read
+/// kv[..D_QK].copy_from_slice(&[0.25f32; D_QK]);
+/// let r = reference_decode(&shape, &q, &kv, &[0], &[1], 0.5, false).unwrap();
+/// assert!(r.out.iter().all(|&o| o == 0.25));
+/// assert_eq!(r.lse, vec![0.5 * 576.0 * 0.5 * 0.25]);
+/// ```
 pub fn reference_decode(
     shape: &MlaShape,
     q: &[f32],
@@ -439,6 +469,7 @@ pub fn rounding_floor_rmse(out: &[f64], dtype: Dtype) -> f64 {
 /// Deterministic inputs for one shape (see [`generate`]).
 #[derive(Clone, Debug)]
 pub struct Inputs {
+    /// Element type the values are exact in.
     pub dtype: Dtype,
     /// `[batch, s_q, h_q, 576]`, values exact in `dtype`.
     pub q: Vec<f32>,
@@ -456,6 +487,7 @@ pub struct Inputs {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -33,13 +33,18 @@ const _: () =
 /// Element type of the tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TmaDtype {
+    /// bfloat16.
     Bf16,
+    /// IEEE half precision.
     F16,
+    /// 32-bit float.
     F32,
+    /// Bytes.
     U8,
 }
 
 impl TmaDtype {
+    /// Bytes per element.
     pub fn size_bytes(self) -> u64 {
         match self {
             TmaDtype::Bf16 | TmaDtype::F16 => 2,
@@ -61,9 +66,13 @@ impl TmaDtype {
 /// Shared-memory swizzle of the box (must match the wgmma descriptors' layout type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Swizzle {
+    /// No swizzle.
     None,
+    /// 32-byte swizzle.
     B32,
+    /// 64-byte swizzle.
     B64,
+    /// 128-byte swizzle (what the kernels use: rows of 64 16-bit elements).
     B128,
 }
 
@@ -241,6 +250,7 @@ pub fn encode_tiled(
 }
 
 impl TensorMap {
+    /// The opaque 128-byte descriptor, as the kernel parameter takes it.
     pub fn as_bytes(&self) -> &[u8; 128] {
         &self.0
     }

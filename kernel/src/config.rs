@@ -86,6 +86,8 @@ pub struct DecodeSmem {
 }
 
 impl DecodeSmem {
+    /// The layout for a CTA of `rows_cta` query rows (one of [`ROW_TILES`]); offsets of the
+    /// swizzled regions are 1024-byte aligned.
     pub const fn new(rows_cta: u32) -> Self {
         let kv = 0;
         let q = kv + STAGES * TILE_BYTES;

@@ -18,6 +18,16 @@ pub const fn swizzle128(offset: u32) -> u32 {
 
 /// Byte offset of element (`row`, `col`) of a tile of 16-bit values stored as rows of 64
 /// elements (128 bytes) with the 128-byte swizzle; the tile base must be 1024-byte aligned.
+///
+/// ```rust
+/// use etap_kernel::layout::swizzled_offset;
+/// // Row 0 is stored as is; row 1 swaps its 16-byte units pairwise (unit 0 <-> unit 1).
+/// assert_eq!(swizzled_offset(0, 8), 16);
+/// assert_eq!(swizzled_offset(1, 0), 128 + 16);
+/// assert_eq!(swizzled_offset(1, 8), 128);
+/// // The pattern repeats every 8 rows (1024 bytes).
+/// assert_eq!(swizzled_offset(9, 3), 1024 + swizzled_offset(1, 3));
+/// ```
 #[inline(always)]
 pub const fn swizzled_offset(row: u32, col: u32) -> u32 {
     swizzle128(row * SWIZZLE_ROW_BYTES + col * 2)

@@ -3,6 +3,7 @@
 //! Built twice: for `nvptx64-nvidia-cuda` (the kernels, `no_std`) and for the host, where
 //! only the pure configuration, layout and planning math is compiled, so that the host
 //! library shares it and unit tests cover it on the CPU.
+#![warn(missing_docs)]
 #![cfg_attr(target_arch = "nvptx64", no_std)]
 #![cfg_attr(
     target_arch = "nvptx64",

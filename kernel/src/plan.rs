@@ -55,11 +55,17 @@ pub const FIXED_OVERHEAD_PAGES: u32 = 5;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PartWork {
+    /// First request of the partition (always has pages unless idle).
     pub begin_req: i32,
+    /// First page of `begin_req` this partition processes.
     pub begin_page: i32,
+    /// Last request of the partition (inclusive); `-1` when idle.
     pub end_req: i32,
+    /// End page (exclusive) of `end_req` in this partition.
     pub end_page: i32,
+    /// Piece index of this partition's piece of `begin_req` (its partial slot offset).
     pub first_split: i32,
+    /// Padding to 32 bytes (the layout the kernel and the host agree on); always 0.
     pub _pad: [i32; 3],
 }
 
@@ -87,18 +93,32 @@ impl PartWork {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlanError {
     /// `seqlens[batch_index] = len < 0`.
-    NegativeLength { batch_index: usize, len: i32 },
+    NegativeLength {
+        /// Index of the offending request.
+        batch_index: usize,
+        /// Its length.
+        len: i32,
+    },
     /// `seqlens[batch_index] = len` exceeds `capacity = max_pages_per_seq * page_size` tokens.
     TooLong {
+        /// Index of the offending request.
         batch_index: usize,
+        /// Its length.
         len: i32,
+        /// Tokens its block-table row can hold.
         capacity: u64,
     },
     /// Zero partitions, `page_size == 0`, output buffers too small, or counts that do not fit
     /// the kernel's `i32` fields.
-    BadShape { reason: &'static str },
+    BadShape {
+        /// Which check failed.
+        reason: &'static str,
+    },
     /// Not reachable (the greedy provably places all work); reported instead of panicking.
-    Internal { reason: &'static str },
+    Internal {
+        /// Which invariant broke.
+        reason: &'static str,
+    },
 }
 
 impl core::fmt::Display for PlanError {
@@ -192,6 +212,27 @@ fn set(split_offsets: &mut [i32], i: usize, v: u64) {
 ///   step merges the `n` slots.
 ///
 /// On error nothing useful is in the output buffers (they may be partly written).
+///
+/// ```rust
+/// use etap_kernel::plan::{plan, PartWork, FIXED_OVERHEAD_PAGES, PAGE_SIZE};
+/// // Two requests of 20 and 2 pages over 2 partitions.
+/// let seqlens = [20 * 64, 2 * 64 - 5];
+/// let mut parts = [PartWork::IDLE; 2];
+/// let mut split_offsets = [0i32; 3];
+/// let stats = plan(&seqlens, 32, PAGE_SIZE, 2, &mut parts, &mut split_offsets).unwrap();
+/// assert_eq!(stats.total_pages, 22);
+/// // T = (20 + 5) + (2 + 5) = 32: each partition may cost ceil(32 / 2) + 5 = 21.
+/// assert_eq!(FIXED_OVERHEAD_PAGES, 5);
+/// assert_eq!(stats.payload, 21);
+/// assert!(stats.max_part_cost <= stats.payload);
+/// // Partition 0 takes pages 0..16 of request 0 (16 pages + 5 overhead = 21) ...
+/// assert_eq!((parts[0].begin_req, parts[0].end_req, parts[0].end_page), (0, 0, 16));
+/// // ... partition 1 the rest of request 0 (as its piece 1) and all of request 1.
+/// assert_eq!((parts[1].begin_req, parts[1].begin_page, parts[1].first_split), (0, 16, 1));
+/// assert_eq!((parts[1].end_req, parts[1].end_page), (1, 2));
+/// // Request 0 has 2 pieces (partial slots 0 and 1), request 1 one (written directly).
+/// assert_eq!(split_offsets, [0, 2, 3]);
+/// ```
 pub fn plan(
     seqlens: &[i32],
     max_pages_per_seq: usize,
@@ -364,6 +405,7 @@ pub fn plan(
 /// One request piece of a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Piece {
+    /// Request index.
     pub req: i32,
     /// First page (inclusive) of the request processed by this piece.
     pub page_begin: i32,
