@@ -97,6 +97,15 @@ impl DecodeConfig {
     /// of h_kv, `s_q · h_q ≤ 65535`, max_pages in `1..=2^31/64`, softmax_scale finite and
     /// positive. Head dims (576/512) and the page size (64) are fixed by the API and show up
     /// as buffer lengths ([`DecodeConfig::check_buffers`], [`KvCache::check_shape`]).
+    ///
+    /// ```rust
+    /// use flashmla_etap::decode::DecodeConfig;
+    /// // 8 requests, 2 query positions (MTP), 128 heads, block tables of 64 pages.
+    /// let config = DecodeConfig::new(8, 128, 64).s_q(2).causal(true);
+    /// assert!(config.validate().is_ok());
+    /// // 5 query positions are more than the kernels support.
+    /// assert!(DecodeConfig::new(8, 128, 64).s_q(5).validate().is_err());
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.batch == 0 || self.batch > MAX_BATCH {
             return Err(Error::invalid(
@@ -122,7 +131,8 @@ impl DecodeConfig {
                 ),
             ));
         }
-        if self.s_q * self.h_q > 65535 {
+        // s_q is in 1..=4 here; dividing keeps a huge h_q from overflowing the product.
+        if self.h_q > 65535 / self.s_q {
             return Err(Error::invalid("h_q", "s_q · h_q must be at most 65535"));
         }
         if self.max_pages == 0 || self.max_pages > (i32::MAX as usize) / PAGE_SIZE as usize {
@@ -228,7 +238,7 @@ pub struct KvCache<'a, T: KvElement> {
 impl<'a, T: KvElement> KvCache<'a, T> {
     /// Wraps `data` (exactly `num_blocks · 64 · h_kv · 576` elements).
     ///
-    /// The page size is fixed at 64 tokens ([`PAGE_SIZE`](etap_kernel::config::PAGE_SIZE)):
+    /// The page size is fixed at 64 tokens ([`PAGE_SIZE`]):
     /// the cache is described by its page count, so no other page size can be passed. The
     /// element type `T` is shared with q and out by the type system (`decode` is generic over
     /// one `T`), so a dtype mismatch does not compile.
@@ -268,9 +278,10 @@ impl<'a, T: KvElement> KvCache<'a, T> {
                 format!("{num_blocks} is not in 1..=2^31/64"),
             ));
         }
-        let want = num_blocks
-            .checked_mul(PAGE_SIZE as usize * h_kv * D_QK as usize)
-            .ok_or_else(|| Error::invalid("num_blocks", "cache size overflows"))?;
+        let want = [PAGE_SIZE as usize, h_kv, D_QK as usize]
+            .iter()
+            .try_fold(num_blocks, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::invalid("kv_cache", "num_blocks · 64 · h_kv · 576 overflows"))?;
         if len != want {
             return Err(Error::invalid(
                 "kv_cache",

@@ -105,6 +105,19 @@ fn rows_per_call_bounded() {
     DecodeConfig::new(1, 16383, 1).s_q(4).validate().unwrap();
 }
 
+/// Found by `fuzz/` (validate target): `s_q · h_q` overflowed for a huge h_q (a panic in
+/// debug builds; in release 4 · 2^62 wrapped to 0 and passed).
+#[test]
+fn huge_h_q_does_not_overflow() {
+    for h_q in [usize::MAX, 1 << 62, usize::MAX / 2 + 1] {
+        assert_invalid(
+            DecodeConfig::new(1, h_q, 1).s_q(4).validate(),
+            "h_q",
+            &["65535"],
+        );
+    }
+}
+
 #[test]
 fn max_pages_range() {
     assert_invalid(
@@ -255,6 +268,12 @@ fn kv_cache_shape() {
         KvCache::<half::bf16>::check_shape(10 * per_page + 1, 10, 1),
         "kv_cache",
         &[],
+    );
+    // Found by `fuzz/` (validate target): a huge h_kv overflowed `64 · h_kv · 576`.
+    assert_invalid(
+        KvCache::<half::bf16>::check_shape(0, 10, usize::MAX / 1000),
+        "kv_cache",
+        &["overflows"],
     );
 }
 
