@@ -4,10 +4,12 @@
 //! with the KV length as the wgmma M dimension and the CTA's query rows as N.
 //!
 //! Warpgroup 0 is the producer (one thread issues the TMA loads of each page); warpgroups
-//! 1 and 2 each own half of the CTA's query rows (N = rows/2) and all 512 dims of Oᵀ.
-//! A CTA works on one partition of the plan (`crate::plan::PartWork`) for one chunk of
-//! query rows of one KV head; requests split over several partitions write partial
-//! (O, lse) pairs that `crate::combine` merges.
+//! 1 and 2 each own half of the CTA's query rows (N = rows/2) and all 512 dims of Oᵀ, and
+//! take turns issuing their wgmma phases (`Turn`), so one's softmax overlaps the other's
+//! GEMMs. A CTA works on one partition of the plan (`crate::plan::PartWork`) for one chunk
+//! of query rows of one KV head; requests split over several partitions write partial
+//! (O, lse) pairs that `crate::combine` merges. Page ids outside the cache and lengths past
+//! the block-table row are reported in the error words and never read past the cache.
 use crate::config::*;
 use crate::element::Element;
 use crate::layout::{acc_coord, desc_add, smem_desc, swizzled_offset, Major};
