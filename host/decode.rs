@@ -10,10 +10,10 @@ use crate::launch::{launch, LaunchSpec};
 use crate::module::Kernels;
 use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
+use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
     row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, TILE_TOKENS,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES, TILE_TOKENS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -312,8 +312,8 @@ pub struct DecodePlan {
     config: DecodeConfig,
     /// Host copy of the lengths the plan was built from.
     seqlens: Vec<i32>,
-    parts_host: Vec<PartWork>,
-    split_offsets_host: Vec<i32>,
+    /// The CPU schedule the device copies below were made from.
+    schedule: Schedule,
     parts: CudaSlice<i32>,
     split_offsets: CudaSlice<i32>,
     o_accum: CudaSlice<f32>,
@@ -321,9 +321,6 @@ pub struct DecodePlan {
     /// The kernels' error words: `ERROR_WORDS` armed with i32::MAX (the decode lowers
     /// them), then the last call's values (published by the combine kernel).
     errors: CudaSlice<i32>,
-    num_parts: usize,
-    rows_per_cta: u32,
-    row_chunks: u32,
 }
 
 impl DecodePlan {
@@ -334,38 +331,17 @@ impl DecodePlan {
     /// `cache_seqlens` when it has the wrong length or a length is negative or exceeds
     /// `max_pages · 64` (the message names the batch index).
     pub fn new(gpu: &Gpu, config: DecodeConfig, seqlens: &[i32]) -> Result<Self> {
-        let Schedule {
-            parts: parts_host,
-            split_offsets: split_offsets_host,
-            num_parts,
-            rows_per_cta,
-            row_chunks,
-        } = Self::schedule(&config, seqlens, gpu.sm_count)?;
-        let slots = (split_offsets_host[config.batch] as usize).max(1);
+        let schedule = Self::schedule(&config, seqlens, gpu.sm_count)?;
+        let slots = (schedule.split_offsets[config.batch] as usize).max(1);
         let rows = config.s_q * config.h_q;
         let stream = &gpu.stream;
-        let words: Vec<i32> = parts_host
-            .iter()
-            .flat_map(|p| {
-                let [a, b, c] = p._pad;
-                [
-                    p.begin_req,
-                    p.begin_page,
-                    p.end_req,
-                    p.end_page,
-                    p.first_split,
-                    a,
-                    b,
-                    c,
-                ]
-            })
-            .collect();
+        let words: Vec<i32> = schedule.parts.iter().flat_map(PartWork::words).collect();
         let drv = |e| Error::driver("allocating the decode plan", e);
         Ok(DecodePlan {
             config,
             seqlens: seqlens.to_vec(),
             parts: stream.clone_htod(&words).map_err(drv)?,
-            split_offsets: stream.clone_htod(&split_offsets_host).map_err(drv)?,
+            split_offsets: stream.clone_htod(&schedule.split_offsets).map_err(drv)?,
             o_accum: stream
                 .alloc_zeros(slots * rows * D_V as usize)
                 .map_err(drv)?,
@@ -373,11 +349,7 @@ impl DecodePlan {
             errors: stream
                 .clone_htod(&[i32::MAX; 2 * ERROR_WORDS])
                 .map_err(drv)?,
-            parts_host,
-            split_offsets_host,
-            num_parts,
-            rows_per_cta,
-            row_chunks,
+            schedule,
         })
     }
     /// The CPU part of [`DecodePlan::new`] (no GPU needed): validates `config` and the
@@ -433,15 +405,15 @@ impl DecodePlan {
     }
     /// Partitions (grid columns) of the decode kernel.
     pub fn num_parts(&self) -> usize {
-        self.num_parts
+        self.schedule.num_parts
     }
     /// The schedule: one [`PartWork`] per partition.
     pub fn parts(&self) -> &[PartWork] {
-        &self.parts_host
+        &self.schedule.parts
     }
     /// Exclusive prefix sum of pieces per request.
     pub fn split_offsets(&self) -> &[i32] {
-        &self.split_offsets_host
+        &self.schedule.split_offsets
     }
     /// The lengths the plan was built for.
     pub fn seqlens(&self) -> &[i32] {
@@ -543,23 +515,52 @@ impl OutElement<half::f16> for half::f16 {
 pub struct Decoder {
     gpu: Gpu,
     kernels: Arc<Kernels>,
+    functions: Functions,
+}
+
+/// Handles of the decode and combine kernels, looked up once when the module is loaded
+/// rather than by name on every (per-layer) decode call.
+struct Functions {
+    /// `[dtype][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}`.
+    decode: [[sys::CUfunction; ROW_TILES.len()]; 2],
+    /// `[dtype]`: `etap_combine_{bf16,f16}`.
+    combine: [sys::CUfunction; 2],
+}
+
+// SAFETY: the handles belong to the module that `Decoder::kernels` keeps loaded, and a
+// CUfunction may be launched from any thread of its context (`launch` binds it first).
+unsafe impl Send for Functions {}
+unsafe impl Sync for Functions {}
+
+/// Kernel-name part and table index of a dtype.
+fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
+    match dtype {
+        Dtype::Bf16 => ("bf16", 0),
+        Dtype::F16 => ("f16", 1),
+    }
 }
 
 impl Decoder {
     /// Loads the kernels on `gpu` and allows the decode kernels their shared memory.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let kernels = Kernels::load(gpu)?;
-        for dtype in ["bf16", "f16"] {
-            for rows in etap_kernel::config::ROW_TILES {
-                kernels.set_max_dynamic_smem(
-                    &format!("etap_decode_{dtype}_r{rows}"),
-                    DecodeSmem::new(rows).bytes,
-                )?;
+        let mut functions = Functions {
+            decode: [[std::ptr::null_mut(); ROW_TILES.len()]; 2],
+            combine: [std::ptr::null_mut(); 2],
+        };
+        for dtype in [Dtype::Bf16, Dtype::F16] {
+            let (name, d) = dtype_kernel(dtype);
+            for (r, rows) in ROW_TILES.into_iter().enumerate() {
+                let kernel = format!("etap_decode_{name}_r{rows}");
+                kernels.set_max_dynamic_smem(&kernel, DecodeSmem::new(rows).bytes)?;
+                functions.decode[d][r] = kernels.function(&kernel)?;
             }
+            functions.combine[d] = kernels.function(&format!("etap_combine_{name}"))?;
         }
         Ok(Decoder {
             gpu: gpu.clone(),
             kernels: Arc::new(kernels),
+            functions,
         })
     }
     /// The GPU the kernels are loaded on.
@@ -601,42 +602,39 @@ impl Decoder {
             cache_seqlens: cache_seqlens.len(),
             cache_h_kv: cache.h_kv,
         })?;
-        let dtype = match T::DTYPE {
-            Dtype::Bf16 => "bf16",
-            Dtype::F16 => "f16",
-        };
-        let decode_fn = self
-            .kernels
-            .function(&format!("etap_decode_{dtype}_r{}", plan.rows_per_cta))?;
-        let combine_fn = self.kernels.function(&format!("etap_combine_{dtype}"))?;
-        let flags = if c.causal { FLAG_CAUSAL } else { 0 } | if O::F32 { FLAG_OUT_F32 } else { 0 };
+        let sched = &plan.schedule;
+        let (_, d) = dtype_kernel(T::DTYPE);
+        let tile = ROW_TILES
+            .iter()
+            .position(|&rows| rows == sched.rows_per_cta)
+            .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
+        let (decode_fn, combine_fn) = (self.functions.decode[d][tile], self.functions.combine[d]);
+        let mut flags =
+            if c.causal { FLAG_CAUSAL } else { 0 } | if O::F32 { FLAG_OUT_F32 } else { 0 };
 
-        let (map, _s0) = cache.map.device_ptr(stream);
-        let (q_ptr, _s1) = q.device_ptr(stream);
-        let (bt, _s2) = block_table.device_ptr(stream);
-        let (sl, _s3) = cache_seqlens.device_ptr(stream);
-        let (parts, _s4) = plan.parts.device_ptr(stream);
-        let (so, _s5) = plan.split_offsets.device_ptr(stream);
-        let (out_ptr, _s6) = out.device_ptr_mut(stream);
-        let (lse_ptr, _s7) = lse.device_ptr_mut(stream);
-        let (oacc, _s8) = plan.o_accum.device_ptr_mut(stream);
-        let (lacc, _s9) = plan.lse_accum.device_ptr_mut(stream);
-        let (errors, _s10) = plan.errors.device_ptr_mut(stream);
-        let (mut num_blocks, mut errors) = (cache.num_blocks as u32, errors);
+        let (mut map, _s0) = cache.map.device_ptr(stream);
+        let (mut q_ptr, _s1) = q.device_ptr(stream);
+        let (mut bt, _s2) = block_table.device_ptr(stream);
+        let (mut sl, _s3) = cache_seqlens.device_ptr(stream);
+        let (mut parts, _s4) = plan.parts.device_ptr(stream);
+        let (mut so, _s5) = plan.split_offsets.device_ptr(stream);
+        let (mut out_ptr, _s6) = out.device_ptr_mut(stream);
+        let (mut lse_ptr, _s7) = lse.device_ptr_mut(stream);
+        let (mut oacc, _s8) = plan.o_accum.device_ptr_mut(stream);
+        let (mut lacc, _s9) = plan.lse_accum.device_ptr_mut(stream);
+        let (mut errors, _s10) = plan.errors.device_ptr_mut(stream);
+        let mut num_blocks = cache.num_blocks as u32;
         let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
-        let (mut max_pages, mut row_chunks) = (c.max_pages as u32, plan.row_chunks);
-        let (mut scale, mut flags) = (c.softmax_scale, flags);
-        let (mut map, mut q_ptr, mut bt, mut sl, mut parts, mut so) =
-            (map, q_ptr, bt, sl, parts, so);
-        let (mut out_ptr, mut lse_ptr, mut oacc, mut lacc) = (out_ptr, lse_ptr, oacc, lacc);
+        let (mut max_pages, mut row_chunks) = (c.max_pages as u32, sched.row_chunks);
+        let mut scale = c.softmax_scale;
         let mut args = crate::kernel_args![
             map, q_ptr, bt, sl, parts, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv, max_pages,
             num_blocks, errors, row_chunks, scale, flags
         ];
         let spec = LaunchSpec {
-            grid: (plan.num_parts as u32, plan.row_chunks * h_kv, 1),
+            grid: (sched.num_parts as u32, sched.row_chunks * h_kv, 1),
             block: (DECODE_THREADS, 1, 1),
-            dyn_smem: DecodeSmem::new(plan.rows_per_cta).bytes,
+            dyn_smem: DecodeSmem::new(sched.rows_per_cta).bytes,
             cluster: None,
         };
         // SAFETY: the argument list matches the kernel's parameters in order and type, and

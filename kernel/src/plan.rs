@@ -82,6 +82,21 @@ impl PartWork {
         _pad: [0; 3],
     };
 
+    /// The eight `i32` words the kernel reads, in field order (the host uploads these).
+    pub const fn words(&self) -> [i32; 8] {
+        let [a, b, c] = self._pad;
+        [
+            self.begin_req,
+            self.begin_page,
+            self.end_req,
+            self.end_page,
+            self.first_split,
+            a,
+            b,
+            c,
+        ]
+    }
+
     /// True if the partition has no work (`begin_req > end_req`).
     #[inline]
     pub const fn is_idle(&self) -> bool {
