@@ -40,6 +40,11 @@ pub const MAX_ROWS_PER_CTA: u32 = 64;
 /// Query-row tiles (rows per CTA) that decode kernels are built for.
 pub const ROW_TILES: [u32; 3] = [16, 32, 64];
 
+/// Log2 headroom by which a tile's scores may exceed a column's running max and still be
+/// exponentiated against it (P ≤ 2^8, fine for f32 sums and bf16/fp16 P); a tile that goes
+/// further takes the exact cross-warp max.
+pub const SOFTMAX_SLACK: f32 = 8.0;
+
 /// Named barriers (barrier 0 is `bar.sync 0`, the whole CTA).
 #[derive(Clone, Copy)]
 #[repr(u32)]

@@ -12,11 +12,13 @@
 //! the block-table row are reported in the error words and never read past the cache.
 use crate::config::*;
 use crate::element::Element;
-use crate::layout::{acc_coord, desc_add, smem_desc, swizzled_offset, Major};
+use crate::layout::{
+    acc_coord, desc_add, p_store_coord, p_store_pair, smem_desc, swizzled_offset, Major,
+};
 use crate::plan::PartWork;
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
-    atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, tma, warp,
+    atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, stmatrix, tma, warp,
 };
 use crate::tile::load_swizzled;
 
@@ -89,6 +91,9 @@ fn length_fits(seqlen: i32, max_pages: u32) -> bool {
 
 /// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
 const MAX_COLS_PER_THREAD: usize = (MAX_ROWS_PER_CTA / CONSUMER_WARPGROUPS / 4) as usize;
+
+/// stmatrix calls per P store (4 blocks of 8×8 each) at the widest N.
+const MAX_P_STORES: usize = MAX_COLS_PER_THREAD / 4;
 
 /// Index c = 2j + e, among a thread's owned columns (8j + 2(lane%4) + e), of the column
 /// of accumulator element `i` (= 4j + 2h + e): a constant once loops are unrolled.
@@ -228,6 +233,14 @@ unsafe fn consume<T: Element, S: MmaShape>(
     let row_of = |col: u32| row0 + col;
     let query_of = |row: u32| (row / heads_per_kv, head * heads_per_kv + row % heads_per_kv);
 
+    // This lane's row address in Pᵀ for each stmatrix call of `store_p`.
+    let p_groups = (n as usize / 4).div_ceil(4);
+    let mut p_rows = [0u32; MAX_P_STORES];
+    for (g, row) in p_rows.iter_mut().enumerate().take(p_groups) {
+        let (col, tok) = p_store_coord(t, g as u32);
+        *row = p_smem + swizzled_offset(col, tok);
+    }
+
     let turn = Turn::new(wg);
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
@@ -313,9 +326,11 @@ unsafe fn consume<T: Element, S: MmaShape>(
             wgmma::wait_all();
 
             // On the tiles that reach past a column's last visible key (the length, or
-            // the causal limit), mask the keys beyond it.
+            // the causal limit), mask the keys beyond it. Every later tile of the piece is
+            // then such a tile too.
             let sv = st.as_mut();
-            if (page * PAGE_SIZE + TILE_TOKENS) as i32 > first_limit + 1 {
+            let boundary = (page * PAGE_SIZE + TILE_TOKENS) as i32 > first_limit + 1;
+            if boundary {
                 for (i, x) in sv.iter_mut().enumerate() {
                     let (tok, col) = acc_coord(t, i as u32);
                     if (page * PAGE_SIZE + tok) as i32 > limit_of(col) {
@@ -324,62 +339,35 @@ unsafe fn consume<T: Element, S: MmaShape>(
                 }
             }
 
-            // Column maxima of the raw scores over the tile: the 2 rows of a thread, the 8
-            // lanes sharing lane%4 (xor 4, 8, 16), then the 4 warps through shared memory.
-            for c in 0..cols {
-                let (j, e) = (c / 2, c % 2);
-                let mx = warp::max_over_fragment_rows(sv[4 * j + e].max(sv[4 * j + 2 + e]));
-                if lane < 4 {
-                    smem::st_f32(
-                        red + 4 * (warp_id * n + 8 * j as u32 + 2 * lane + e as u32),
-                        mx,
-                    );
+            // Most tiles raise no column's score more than SOFTMAX_SLACK above its running
+            // max: P is then taken against the running max as it stands, after one vote
+            // instead of a cross-warp max. The first tile of a piece (no max yet) and the
+            // masked ones always take the exact path.
+            let exact = page == first || boundary || {
+                let mut over = false;
+                for c in 0..cols {
+                    let (j, e) = (c / 2, c % 2);
+                    let mx = sv[4 * j + e].max(sv[4 * j + 2 + e]);
+                    over |= math::fma(mx, scale_log2, -m[c]) > SOFTMAX_SLACK;
                 }
-            }
-            barrier::sync_named(group_bar, 128);
-            // P = 2^(s·scale·log2e − m), with m the running max in the same base-2 units.
-            let mut alpha = [1.0f32; MAX_COLS_PER_THREAD];
-            let mut rescale = false;
-            for c in 0..cols {
-                let (j, e) = (c / 2, c % 2);
-                let col = 8 * j as u32 + 2 * (lane % 4) + e as u32;
-                let mut tile_max = f32::NEG_INFINITY;
-                for w in 0..4 {
-                    tile_max = tile_max.max(smem::ld_f32(red + 4 * (w * n + col)));
-                }
-                let m_new = m[c].max(tile_max * scale_log2);
-                // A column that has seen no key yet keeps max -inf: use 0 as its offset.
-                let m_use = if m_new == f32::NEG_INFINITY {
-                    0.0
-                } else {
-                    m_new
-                };
-                if m_new != m[c] {
-                    alpha[c] = math::exp2(m[c] - m_use);
-                    rescale = true;
-                }
-                m[c] = m_new;
-                let p0 = math::exp2(math::fma(sv[4 * j + e], scale_log2, -m_use));
-                let p1 = math::exp2(math::fma(sv[4 * j + 2 + e], scale_log2, -m_use));
-                l[c] = l[c] * alpha[c] + p0 + p1;
-                sv[4 * j + e] = p0;
-                sv[4 * j + 2 + e] = p1;
-            }
-            // Oᵀ columns whose max moved are rescaled (most tiles after the first few
-            // leave every max in place and skip this).
-            if rescale {
-                for ob in o.iter_mut() {
-                    for (i, v) in ob.as_mut().iter_mut().enumerate() {
-                        *v *= alpha[column_slot(i)];
-                    }
+                barrier::sync_named_any(group_bar, 128, over)
+            };
+            if exact {
+                exact_softmax::<S>(sv, m, l, &mut o, red, group_bar, scale_log2);
+            } else {
+                for c in 0..cols {
+                    let (j, e) = (c / 2, c % 2);
+                    let p0 = math::exp2(math::fma(sv[4 * j + e], scale_log2, -m[c]));
+                    let p1 = math::exp2(math::fma(sv[4 * j + 2 + e], scale_log2, -m[c]));
+                    l[c] += p0 + p1;
+                    sv[4 * j + e] = p0;
+                    sv[4 * j + 2 + e] = p1;
                 }
             }
 
-            // Pᵀ → shared memory as the K-major B operand: row = query column, 64 tokens.
-            for (i, p) in sv.iter().enumerate() {
-                let (tok, col) = acc_coord(t, i as u32);
-                smem::st_u16(p_smem + swizzled_offset(col, tok), T::from_f32(*p));
-            }
+            // Pᵀ → shared memory as the K-major B operand (row = query column, 64 tokens),
+            // 8×8 blocks at a time.
+            store_p::<T>(sv, &p_rows[..p_groups]);
             fence::proxy_async_shared();
             barrier::sync_named(group_bar, 128);
 
@@ -459,6 +447,91 @@ unsafe fn issue_pv<T: Element, S: MmaShape>(o: &mut [S::Acc; V_BLOCKS as usize],
     }
 }
 
+/// The exact online-softmax step of a tile: column maxima over the 64 tokens (the 2 rows of
+/// a thread, the 8 lanes sharing lane%4, then the 4 warps through `red`), the running max
+/// `m` raised to them, Oᵀ and the sums `l` rescaled where it moved, and `sv` turned into
+/// P = 2^(s·scale·log2e − m).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn exact_softmax<S: MmaShape>(
+    sv: &mut [f32],
+    m: &mut [f32],
+    l: &mut [f32],
+    o: &mut [S::Acc; V_BLOCKS as usize],
+    red: u32,
+    group_bar: u32,
+    scale_log2: f32,
+) {
+    let n = S::N as u32;
+    let lane = ids::thread() % 32;
+    let warp_id = (ids::thread() % 128) / 32;
+    let cols = m.len();
+    // Every lane stores: the 8 lanes sharing lane%4 hold the same maximum.
+    for c in 0..cols {
+        let (j, e) = (c / 2, c % 2);
+        let mx = warp::max_over_fragment_rows(sv[4 * j + e].max(sv[4 * j + 2 + e]));
+        smem::st_f32(
+            red + 4 * (warp_id * n + 8 * j as u32 + 2 * (lane % 4) + e as u32),
+            mx,
+        );
+    }
+    barrier::sync_named(group_bar, 128);
+    let mut alpha = [1.0f32; MAX_COLS_PER_THREAD];
+    let mut rescale = false;
+    for c in 0..cols {
+        let (j, e) = (c / 2, c % 2);
+        let col = 8 * j as u32 + 2 * (lane % 4) + e as u32;
+        let mut tile_max = f32::NEG_INFINITY;
+        for w in 0..4 {
+            tile_max = tile_max.max(smem::ld_f32(red + 4 * (w * n + col)));
+        }
+        let m_new = m[c].max(tile_max * scale_log2);
+        // A column that has seen no key yet keeps max -inf: use 0 as its offset.
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        if m_new != m[c] {
+            alpha[c] = math::exp2(m[c] - m_use);
+            rescale = true;
+        }
+        m[c] = m_new;
+        let p0 = math::exp2(math::fma(sv[4 * j + e], scale_log2, -m_use));
+        let p1 = math::exp2(math::fma(sv[4 * j + 2 + e], scale_log2, -m_use));
+        l[c] = l[c] * alpha[c] + p0 + p1;
+        sv[4 * j + e] = p0;
+        sv[4 * j + 2 + e] = p1;
+    }
+    // Oᵀ columns whose max moved are rescaled.
+    if rescale {
+        for ob in o.iter_mut() {
+            for (i, v) in ob.as_mut().iter_mut().enumerate() {
+                *v *= alpha[column_slot(i)];
+            }
+        }
+    }
+}
+
+/// Stores P (this thread's fragment `sv` of the 64 × N tile) rounded to `T` as the
+/// K-major Pᵀ operand, with one `stmatrix .trans` per 4 blocks of 8×8; `rows` holds this
+/// lane's row address of each call (`p_store_coord`).
+#[inline(always)]
+unsafe fn store_p<T: Element>(sv: &[f32], rows: &[u32]) {
+    let pair = |k: u32| {
+        let i = p_store_pair(k) as usize;
+        T::pack2(sv[i], sv[i + 1])
+    };
+    if sv.len() == 4 {
+        stmatrix::store_x2_trans(rows[0], [pair(0), pair(1)]);
+    } else {
+        for (g, &addr) in rows.iter().enumerate() {
+            let k = 4 * g as u32;
+            stmatrix::store_x4_trans(addr, [pair(k), pair(k + 1), pair(k + 2), pair(k + 3)]);
+        }
+    }
+}
+
 /// Ping-pong between the two consumer warpgroups: a warpgroup issues its next wgmma batch
 /// only after the other has issued its previous one (named barriers `Turn0 + wg`).
 struct Turn {
@@ -513,7 +586,8 @@ unsafe fn zero_v_rows(kv: u32, valid: u32, ct: u32) {
 }
 
 /// Writes this warpgroup's normalised Oᵀ columns and their lse: straight to `out`/`lse`
-/// when the request is not split, else to its partial slot.
+/// when the request is not split, else to its partial slot. Everything that depends only
+/// on the column (its query row, 1/l, the row's offset) is worked out once per owned column.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn store_output<T: Element, S: MmaShape>(
@@ -533,41 +607,23 @@ unsafe fn store_output<T: Element, S: MmaShape>(
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
     let out_f32 = a.flags & FLAG_OUT_F32 != 0;
-    for (mb, ob) in o.iter().enumerate() {
-        for (i, v) in ob.as_ref().iter().enumerate() {
-            let (dim, col) = acc_coord(t, i as u32);
-            let row = row0 + col;
-            if row >= rows_total {
-                continue;
-            }
-            let c = column_slot(i);
-            let inv = if l[c] > 0.0 { 1.0 / l[c] } else { 0.0 };
-            let val = *v * inv;
-            let (s, h) = query_of(row);
-            let d = mb as u32 * 64 + dim;
-            let qrow = s * a.h_q + h;
-            if final_out {
-                let idx = ((r * rows_per_req + qrow) * D_V + d) as usize;
-                if out_f32 {
-                    *(a.out as *mut f32).add(idx) = val;
-                } else {
-                    *(a.out as *mut u16).add(idx) = T::from_f32(val);
-                }
-            } else {
-                *a.o_accum
-                    .add(((slot * rows_per_req + qrow) * D_V + d) as usize) = val;
-            }
+    // Per owned column c = 2j + e (column 8j + 2(lane%4) + e): the element offset of its
+    // output row (u32::MAX past the last row), 1/l, and its lse.
+    let mut row_at = [u32::MAX; MAX_COLS_PER_THREAD];
+    let mut inv = [0.0f32; MAX_COLS_PER_THREAD];
+    for c in 0..m.len() {
+        let col = 8 * (c as u32 / 2) + 2 * (lane % 4) + c as u32 % 2;
+        let row = row0 + col;
+        if row >= rows_total {
+            continue;
         }
-    }
-    // Threads 0..4 of warp 0 hold every column once (rows 0 and 8 of the fragment).
-    if t < 4 {
-        for c in 0..m.len() {
-            let col = 8 * (c as u32 / 2) + 2 * lane + c as u32 % 2;
-            let row = row0 + col;
-            if row >= rows_total {
-                continue;
-            }
-            let (s, h) = query_of(row);
+        let (s, h) = query_of(row);
+        let qrow = s * a.h_q + h;
+        let req_row = if final_out { r } else { slot } * rows_per_req + qrow;
+        row_at[c] = req_row * D_V;
+        inv[c] = if l[c] > 0.0 { 1.0 / l[c] } else { 0.0 };
+        // Threads 0..4 of warp 0 hold every column once (rows 0 and 8 of the fragment).
+        if t < 4 {
             let lse = if l[c] > 0.0 {
                 (m[c] + math::log2(l[c])) * core::f32::consts::LN_2
             } else if final_out {
@@ -578,8 +634,25 @@ unsafe fn store_output<T: Element, S: MmaShape>(
             if final_out {
                 *a.lse.add(((r * a.h_q + h) * a.s_q + s) as usize) = lse;
             } else {
-                *a.lse_accum
-                    .add((slot * rows_per_req + s * a.h_q + h) as usize) = lse;
+                *a.lse_accum.add(req_row as usize) = lse;
+            }
+        }
+    }
+    for (mb, ob) in o.iter().enumerate() {
+        for (i, v) in ob.as_ref().iter().enumerate() {
+            let c = column_slot(i);
+            if row_at[c] == u32::MAX {
+                continue;
+            }
+            let (dim, _) = acc_coord(t, i as u32);
+            let idx = (row_at[c] + mb as u32 * 64 + dim) as usize;
+            let val = *v * inv[c];
+            if !final_out {
+                *a.o_accum.add(idx) = val;
+            } else if out_f32 {
+                *(a.out as *mut f32).add(idx) = val;
+            } else {
+                *(a.out as *mut u16).add(idx) = T::from_f32(val);
             }
         }
     }

@@ -87,6 +87,25 @@ pub const fn acc_coord(thread: u32, i: u32) -> (u32, u32) {
     (row, col)
 }
 
+/// Where `stmatrix .trans` call `group` of `thread` (0..128) sends the row it addresses,
+/// when the warpgroup stores its Sᵀ-shaped fragment (64 tokens × N columns) as the K-major
+/// Pᵀ operand: returns (Pᵀ row = query column, first of its 8 tokens). Matrix k = 4·group +
+/// lane/8 is fragment block (j, h) = (k/2, k%2): columns 8j..8j+8, tokens 16w + 8h..+8.
+#[inline(always)]
+pub const fn p_store_coord(thread: u32, group: u32) -> (u32, u32) {
+    let warp = thread / 32;
+    let lane = thread % 32;
+    let k = 4 * group + lane / 8;
+    (8 * (k / 2) + lane % 8, 16 * warp + 8 * (k % 2))
+}
+
+/// Fragment element pair of `stmatrix` matrix `k` (see [`p_store_coord`]): accumulator
+/// elements 4j + 2h and 4j + 2h + 1.
+#[inline(always)]
+pub const fn p_store_pair(k: u32) -> u32 {
+    4 * (k / 2) + 2 * (k % 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +152,30 @@ mod tests {
                 }
             }
             assert!(seen.iter().all(|&s| s));
+        }
+    }
+
+    #[test]
+    fn transposed_fragment_store_matches_the_accumulator_layout() {
+        // stmatrix .trans: lane l's pair (row l/4, columns 2(l%4)+e) of matrix m goes to
+        // memory row 2(l%4)+e, element l/4, of the row address lane 8(m%4) + row gives.
+        for n in [8u32, 16, 32, 64] {
+            let groups = (n / 4).div_ceil(4);
+            for t in 0..128 {
+                let (warp, lane) = (t / 32, t % 32);
+                for k in 0..n / 4 {
+                    for e in 0..2 {
+                        let i = p_store_pair(k) + e;
+                        let (tok, col) = acc_coord(t, i);
+                        let mem_row = 2 * (lane % 4) + e;
+                        let addr_lane = 8 * (k % 4) + mem_row;
+                        assert!(k / 4 < groups);
+                        let (row, tok0) = p_store_coord(32 * warp + addr_lane, k / 4);
+                        let got = swizzled_offset(row, tok0) + 2 * (lane / 4);
+                        assert_eq!(got, swizzled_offset(col, tok), "n={n} t={t} k={k} e={e}");
+                    }
+                }
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod math;
 pub mod mbarrier;
 pub mod regs;
 pub mod smem;
+pub mod stmatrix;
 pub mod tma;
 pub mod warp;
 pub mod wgmma;
