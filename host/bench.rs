@@ -15,7 +15,7 @@
 //!
 //! Everything that does not need a GPU (the sweep, the metric accounting, the anchors file,
 //! the table / CSV / JSON / SVG output) is plain functions tested below.
-use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache};
+use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, Precision};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::reference::{Normal, SplitMix64};
@@ -483,6 +483,10 @@ pub struct Report {
     pub peers: Vec<String>,
     /// How the times were taken (graph capture, calls, replays), one line.
     pub method: String,
+    /// How P was rounded (`Accurate` or `Fast`, see `Precision`); empty in reports written
+    /// before the option existed (those used one rounding, as `Fast`).
+    #[serde(default)]
+    pub precision: String,
     /// Every measured point, in sweep order.
     pub points: Vec<PointResult>,
 }
@@ -661,7 +665,7 @@ fn csv_field(s: &str) -> String {
 /// CSV: one row per point, each repeating the run's device, driver, commit and time.
 pub fn to_csv(rep: &Report) -> String {
     let mut s = String::from(
-        "device,driver,git_commit,timestamp,copy_gbps,b,s_q,h_q,s_k,varlen,causal,total_len,us,gbps,pct_copy,tflops",
+        "device,driver,git_commit,timestamp,precision,copy_gbps,b,s_q,h_q,s_k,varlen,causal,total_len,us,gbps,pct_copy,tflops",
     );
     for p in &rep.peers {
         let _ = write!(s, ",{}_us", csv_field(p));
@@ -675,11 +679,12 @@ pub fn to_csv(rep: &Report) -> String {
         let p = &r.point;
         let _ = write!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{:.4},{:.3},{},{:.4}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.4},{:.3},{},{:.4}",
             csv_field(&rep.device),
             csv_field(&rep.driver_version),
             csv_field(&rep.git_commit),
             csv_field(&rep.timestamp),
+            csv_field(&rep.precision),
             num(rep.copy_gbps),
             p.b,
             p.s_q,
@@ -1045,6 +1050,7 @@ pub fn measure(
     decoder: &Decoder,
     pool: &CudaSlice<bf16>,
     p: &Point,
+    precision: Precision,
 ) -> Result<(Vec<i32>, Vec<f64>)> {
     let gpu = decoder.gpu();
     let s = &gpu.stream;
@@ -1084,7 +1090,8 @@ pub fn measure(
     let cache = KvCache::new(gpu, &kv, num_blocks, 1)?;
     let config = DecodeConfig::new(p.b, p.h_q, max_pages)
         .s_q(p.s_q)
-        .causal(p.causal());
+        .causal(p.causal())
+        .precision(precision);
     let mut plan = DecodePlan::new(gpu, config, &lengths)?;
     // One eager call first: a launch error surfaces here, outside the capture.
     decoder.decode::<bf16, bf16>(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)?;
@@ -1149,6 +1156,29 @@ pub struct BenchArgs {
     /// [default: picked from the GPU name].
     #[arg(long, value_name = "KEY")]
     pub card: Option<String>,
+    /// How P is rounded for the Oᵀ GEMM: `accurate` (two 16-bit terms, the library's
+    /// default) or `fast` (one, as FlashMLA).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Accurate)]
+    pub precision: PrecisionArg,
+}
+
+/// The `--precision` values of `bench` ([`Precision`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PrecisionArg {
+    /// [`Precision::Accurate`].
+    #[default]
+    Accurate,
+    /// [`Precision::Fast`].
+    Fast,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Accurate => Precision::Accurate,
+            PrecisionArg::Fast => Precision::Fast,
+        }
+    }
 }
 
 /// Runs `flashmla-etap bench` on device `ordinal`.
@@ -1208,6 +1238,10 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
             anchors.cards.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
     }
+    eprintln!(
+        "precision: {:?} (P in the Oᵀ GEMM; --precision fast|accurate)",
+        Precision::from(args.precision)
+    );
     let decoder = Decoder::new(&gpu)?;
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
@@ -1234,7 +1268,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     let mut results = Vec::with_capacity(points.len());
     for p in &points {
         bar.set_message(p.label());
-        let measured = measure(&decoder, &pool, p);
+        let measured = measure(&decoder, &pool, p, args.precision.into());
         let (lengths, ms) = match measured {
             Ok(v) => v,
             Err(e) => {
@@ -1262,6 +1296,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         anchors_card: card_key.filter(|_| card.is_some()),
         peers,
         method: method_line(),
+        precision: format!("{:?}", Precision::from(args.precision)),
         points: results,
     };
     if let Some(path) = &args.json {
@@ -1296,6 +1331,7 @@ mod tests {
             anchors_card: Some("H100".into()),
             peers,
             method: method_line(),
+            precision: "Accurate".into(),
             points,
         }
     }

@@ -13,7 +13,8 @@ use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
     row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES, TILE_TOKENS,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, FLAG_SPLIT_P, PAGE_SIZE, ROW_TILES,
+    TILE_TOKENS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -38,6 +39,19 @@ impl KvElement for half::f16 {
     const DTYPE: Dtype = Dtype::F16;
 }
 
+/// How the softmax probabilities P enter the second GEMM, Oᵀ = Vᵀ·Pᵀ, whose operands must
+/// be 16-bit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// P rounded once to the input type, as FlashMLA does: that rounding adds to the
+    /// output's error (RMSE about 1.2× the rounding floor with bf16).
+    Fast,
+    /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
+    /// error is the rounding floor's. The Oᵀ GEMM does twice the tensor work.
+    #[default]
+    Accurate,
+}
+
 /// The shape and options of one decode step (shared by every layer that uses the plan).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DecodeConfig {
@@ -55,6 +69,8 @@ pub struct DecodeConfig {
     pub causal: bool,
     /// Defaults to 576^-0.5.
     pub softmax_scale: f32,
+    /// Defaults to [`Precision::Accurate`].
+    pub precision: Precision,
 }
 
 impl DecodeConfig {
@@ -69,6 +85,7 @@ impl DecodeConfig {
             max_pages,
             causal: false,
             softmax_scale: (D_QK as f32).powf(-0.5),
+            precision: Precision::default(),
         }
     }
     /// Sets the query positions per request (`1..=4`).
@@ -89,6 +106,11 @@ impl DecodeConfig {
     /// Sets the softmax scale (finite, positive).
     pub fn softmax_scale(mut self, scale: f32) -> Self {
         self.softmax_scale = scale;
+        self
+    }
+    /// Sets how P is rounded for the Oᵀ GEMM.
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 
@@ -609,8 +631,12 @@ impl Decoder {
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
         let (decode_fn, combine_fn) = (self.functions.decode[d][tile], self.functions.combine[d]);
-        let mut flags =
-            if c.causal { FLAG_CAUSAL } else { 0 } | if O::F32 { FLAG_OUT_F32 } else { 0 };
+        let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
+            | if O::F32 { FLAG_OUT_F32 } else { 0 }
+            | match c.precision {
+                Precision::Fast => 0,
+                Precision::Accurate => FLAG_SPLIT_P,
+            };
 
         let (mut map, _s0) = cache.map.device_ptr(stream);
         let (mut q_ptr, _s1) = q.device_ptr(stream);

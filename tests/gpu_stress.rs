@@ -14,7 +14,9 @@ use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
 use flashmla_etap::check::{
     reference_for, upload_inputs, Case, CaseResult, DeviceInputs, FromF32, ToF64,
 };
-use flashmla_etap::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, KvElement, OutElement};
+use flashmla_etap::decode::{
+    DecodeConfig, DecodePlan, Decoder, KvCache, KvElement, OutElement, Precision,
+};
 use flashmla_etap::reference::{generate, Dtype, Inputs, MlaShape, Reference, SplitMix64, D_QK};
 use std::sync::Arc;
 use std::time::Instant;
@@ -101,6 +103,11 @@ fn draw_once(rng: &mut SplitMix64) -> Case {
         h_kv,
         out_f32: rng.below(16) == 0,
         seed: rng.next_u64(),
+        precision: if rng.below(4) == 0 {
+            Precision::Fast
+        } else {
+            Precision::Accurate
+        },
         ..Case::new(dtype, s_q, h_q, lengths, causal)
     }
 }
@@ -137,6 +144,7 @@ fn stress_draw_is_deterministic_and_cheap() {
     assert!(mean < 5e7, "mean reference cost {mean:.2e} flops per case");
     let has = |f: &dyn Fn(&Case) -> bool| a.iter().any(f);
     assert!(has(&|c| c.h_kv == 2) && has(&|c| c.out_f32) && has(&|c| c.causal));
+    assert!(has(&|c| c.precision == Precision::Fast));
     assert!(has(&|c| c.dtype == Dtype::F16) && has(&|c| c.s_q == 4));
     assert!(has(&|c| c.h_q == 128) && has(&|c| c.h_q == 63) && has(&|c| c.batch() > 32));
     assert!(has(&|c| c.lengths.contains(&0)) && has(&|c| c.lengths.contains(&65)));
@@ -268,7 +276,16 @@ fn read_bits<O: DeviceRepr + ToF64>(
 fn check_against_reference<T: DeviceRepr>(what: &str, work: &Work<T>, dtype: Dtype, bits: &Bits) {
     let out: Vec<f64> = bits.0.iter().map(|&b| f64::from_bits(b)).collect();
     let lse: Vec<f32> = bits.1.iter().map(|&b| f32::from_bits(b)).collect();
-    let r = CaseResult::measure(&out, &lse, &work.reference, dtype, false, true);
+    let r = CaseResult::measure(
+        &out,
+        &lse,
+        &work.reference,
+        dtype,
+        false,
+        true,
+        // `Work::config` leaves the precision at its default.
+        Precision::default(),
+    );
     say(&format!("{what}: {r}"));
     assert!(r.passes(), "{what} differs from the reference: {r}");
 }

@@ -56,6 +56,9 @@ pub enum NamedBarrier {
     /// Consumer warpgroup 0 may issue its next wgmma batch (256 threads: it syncs, the
     /// other warpgroup arrives); warpgroup 1 uses the next id.
     Turn0 = 4,
+    /// Both consumer warpgroups (256 threads): both have finished Sᵀ of the tile, so the
+    /// stage's RoPE block (no longer read) may take the low half of a split Pᵀ.
+    ScoresDone = 6,
 }
 
 /// Slot of the decode kernel's error words: smallest batch index with a page id outside
@@ -72,6 +75,12 @@ pub const ERROR_WORDS: usize = 2;
 pub const FLAG_CAUSAL: u32 = 1;
 /// Write `out` as f32 instead of the input dtype.
 pub const FLAG_OUT_F32: u32 = 2;
+/// Split P into two 16-bit terms, P ≈ P_hi + P_lo, and compute Oᵀ += Vᵀ·P_hiᵀ + Vᵀ·P_loᵀ:
+/// removes P's rounding from the output error (twice the Oᵀ tensor work).
+pub const FLAG_SPLIT_P: u32 = 4;
+/// Column block of a KV stage that holds the low half of a split Pᵀ once Sᵀ is done: the
+/// RoPE dims (512..576), which Oᵀ does not read.
+pub const P_LO_BLOCK: u32 = K_BLOCKS - 1;
 
 /// Byte offsets of the decode kernel's dynamic shared memory for `rows_cta` query rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -233,13 +233,14 @@ unsafe fn consume<T: Element, S: MmaShape>(
     let row_of = |col: u32| row0 + col;
     let query_of = |row: u32| (row / heads_per_kv, head * heads_per_kv + row % heads_per_kv);
 
-    // This lane's row address in Pᵀ for each stmatrix call of `store_p`.
+    // This lane's row offset in a Pᵀ buffer for each stmatrix call of `store_p`.
     let p_groups = (n as usize / 4).div_ceil(4);
     let mut p_rows = [0u32; MAX_P_STORES];
     for (g, row) in p_rows.iter_mut().enumerate().take(p_groups) {
         let (col, tok) = p_store_coord(t, g as u32);
-        *row = p_smem + swizzled_offset(col, tok);
+        *row = swizzled_offset(col, tok);
     }
+    let split_p = a.flags & FLAG_SPLIT_P != 0;
 
     let turn = Turn::new(wg);
     let mut it = 0;
@@ -366,14 +367,18 @@ unsafe fn consume<T: Element, S: MmaShape>(
             }
 
             // Pᵀ → shared memory as the K-major B operand (row = query column, 64 tokens),
-            // 8×8 blocks at a time.
-            store_p::<T>(sv, &p_rows[..p_groups]);
+            // 8×8 blocks at a time; split, its low half goes to the stage's RoPE block
+            // once both warpgroups are done reading it.
+            let p_lo = kv + P_LO_BLOCK * BLOCK_BYTES + wg * n * 128;
+            if split_p {
+                barrier::sync_named(NamedBarrier::ScoresDone as u32, 256);
+            }
+            store_p::<T>(sv, p_smem, split_p.then_some(p_lo), &p_rows[..p_groups]);
             fence::proxy_async_shared();
             barrier::sync_named(group_bar, 128);
 
             turn.wait();
-            wgmma::fence();
-            issue_pv::<T, S>(&mut o, kv, p_smem);
+            issue_pv::<T, S>(&mut o, kv, p_smem, split_p.then_some(p_lo));
             wgmma::commit();
             turn.pass();
             wgmma::wait_all();
@@ -433,16 +438,39 @@ unsafe fn issue_qk<T: Element, S: MmaShape>(st: &mut S::Acc, kv: u32, q: u32, q_
     }
 }
 
-/// Issues Oᵀ += Vᵀ·Pᵀ for one tile: per 64-dim block of V (A, MN-major), K = 64 tokens.
+/// Fences and issues Oᵀ += Vᵀ·Pᵀ for one tile: per 64-dim block of V (A, MN-major), K = 64
+/// tokens; with a split P (`p_lo`), the same V block once more against P_lo.
 #[inline(always)]
-unsafe fn issue_pv<T: Element, S: MmaShape>(o: &mut [S::Acc; V_BLOCKS as usize], kv: u32, p: u32) {
+unsafe fn issue_pv<T: Element, S: MmaShape>(
+    o: &mut [S::Acc; V_BLOCKS as usize],
+    kv: u32,
+    p: u32,
+    p_lo: Option<u32>,
+) {
     let v_desc = opaque(smem_desc(kv, Major::MN, BLOCK_BYTES));
     let p_desc = opaque(smem_desc(p, Major::K, 0));
-    for (mb, ob) in o.iter_mut().enumerate() {
-        for k in 0..PV_STEPS {
-            let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
-            let db = desc_add(p_desc, k * 32);
-            T::mma_ta::<S>(ob, da, db, true);
+    // Two loops rather than a branch per wgmma, each opened by its own fence: ptxas must
+    // not see control flow between a fence and the wgmma of its batch.
+    match p_lo {
+        None => {
+            wgmma::fence();
+            for (mb, ob) in o.iter_mut().enumerate() {
+                for k in 0..PV_STEPS {
+                    let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
+                    T::mma_ta::<S>(ob, da, desc_add(p_desc, k * 32), true);
+                }
+            }
+        }
+        Some(lo) => {
+            let lo_desc = opaque(smem_desc(lo, Major::K, 0));
+            wgmma::fence();
+            for (mb, ob) in o.iter_mut().enumerate() {
+                for k in 0..PV_STEPS {
+                    let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
+                    T::mma_ta::<S>(ob, da, desc_add(p_desc, k * 32), true);
+                    T::mma_ta::<S>(ob, da, desc_add(lo_desc, k * 32), true);
+                }
+            }
         }
     }
 }
@@ -514,20 +542,39 @@ unsafe fn exact_softmax<S: MmaShape>(
 }
 
 /// Stores P (this thread's fragment `sv` of the 64 × N tile) rounded to `T` as the
-/// K-major Pᵀ operand, with one `stmatrix .trans` per 4 blocks of 8×8; `rows` holds this
-/// lane's row address of each call (`p_store_coord`).
+/// K-major Pᵀ operand at `p`, with one `stmatrix .trans` per 4 blocks of 8×8; `rows` holds
+/// this lane's row offset for each call (`p_store_coord`). With `p_lo`, the rounding
+/// remainder P − P_hi goes there, rounded to `T` as well.
 #[inline(always)]
-unsafe fn store_p<T: Element>(sv: &[f32], rows: &[u32]) {
-    let pair = |k: u32| {
+unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: Option<u32>, rows: &[u32]) {
+    let hi = |k: u32| {
         let i = p_store_pair(k) as usize;
         T::pack2(sv[i], sv[i + 1])
     };
-    if sv.len() == 4 {
-        stmatrix::store_x2_trans(rows[0], [pair(0), pair(1)]);
+    let lo = |k: u32| {
+        let i = p_store_pair(k) as usize;
+        let h = hi(k);
+        T::pack2(
+            sv[i] - T::to_f32(h as u16),
+            sv[i + 1] - T::to_f32((h >> 16) as u16),
+        )
+    };
+    store_fragment(sv.len(), p, rows, hi);
+    if let Some(lo_base) = p_lo {
+        store_fragment(sv.len(), lo_base, rows, lo);
+    }
+}
+
+/// The stmatrix calls of `store_p` for one buffer: `pair(k)` is the packed element pair of
+/// matrix k; `len` is the fragment's element count (4 at N = 8: two matrices).
+#[inline(always)]
+unsafe fn store_fragment(len: usize, base: u32, rows: &[u32], pair: impl Fn(u32) -> u32) {
+    if len == 4 {
+        stmatrix::store_x2_trans(base + rows[0], [pair(0), pair(1)]);
     } else {
-        for (g, &addr) in rows.iter().enumerate() {
+        for (g, &row) in rows.iter().enumerate() {
             let k = 4 * g as u32;
-            stmatrix::store_x4_trans(addr, [pair(k), pair(k + 1), pair(k + 2), pair(k + 3)]);
+            stmatrix::store_x4_trans(base + row, [pair(k), pair(k + 1), pair(k + 2), pair(k + 3)]);
         }
     }
 }
