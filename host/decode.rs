@@ -13,8 +13,7 @@ use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
     row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, FLAG_SPLIT_P, PAGE_SIZE, ROW_TILES,
-    TILE_TOKENS,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES, TILE_TOKENS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -543,8 +542,9 @@ pub struct Decoder {
 /// Handles of the decode and combine kernels, looked up once when the module is loaded
 /// rather than by name on every (per-layer) decode call.
 struct Functions {
-    /// `[dtype][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}`.
-    decode: [[sys::CUfunction; ROW_TILES.len()]; 2],
+    /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}` (Fast) and the
+    /// same with `_split` (Accurate).
+    decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype]`: `etap_combine_{bf16,f16}`.
     combine: [sys::CUfunction; 2],
 }
@@ -562,20 +562,31 @@ fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
     }
 }
 
+/// Kernel-name suffix and table index of a precision.
+fn precision_kernel(precision: Precision) -> (&'static str, usize) {
+    match precision {
+        Precision::Fast => ("", 0),
+        Precision::Accurate => ("_split", 1),
+    }
+}
+
 impl Decoder {
     /// Loads the kernels on `gpu` and allows the decode kernels their shared memory.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let kernels = Kernels::load(gpu)?;
         let mut functions = Functions {
-            decode: [[std::ptr::null_mut(); ROW_TILES.len()]; 2],
+            decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
             combine: [std::ptr::null_mut(); 2],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let (name, d) = dtype_kernel(dtype);
-            for (r, rows) in ROW_TILES.into_iter().enumerate() {
-                let kernel = format!("etap_decode_{name}_r{rows}");
-                kernels.set_max_dynamic_smem(&kernel, DecodeSmem::new(rows).bytes)?;
-                functions.decode[d][r] = kernels.function(&kernel)?;
+            for precision in [Precision::Fast, Precision::Accurate] {
+                let (suffix, p) = precision_kernel(precision);
+                for (r, rows) in ROW_TILES.into_iter().enumerate() {
+                    let kernel = format!("etap_decode_{name}_r{rows}{suffix}");
+                    kernels.set_max_dynamic_smem(&kernel, DecodeSmem::new(rows).bytes)?;
+                    functions.decode[d][p][r] = kernels.function(&kernel)?;
+                }
             }
             functions.combine[d] = kernels.function(&format!("etap_combine_{name}"))?;
         }
@@ -630,13 +641,11 @@ impl Decoder {
             .iter()
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
-        let (decode_fn, combine_fn) = (self.functions.decode[d][tile], self.functions.combine[d]);
-        let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
-            | if O::F32 { FLAG_OUT_F32 } else { 0 }
-            | match c.precision {
-                Precision::Fast => 0,
-                Precision::Accurate => FLAG_SPLIT_P,
-            };
+        let p = precision_kernel(c.precision).1;
+        let (decode_fn, combine_fn) =
+            (self.functions.decode[d][p][tile], self.functions.combine[d]);
+        let mut flags =
+            if c.causal { FLAG_CAUSAL } else { 0 } | if O::F32 { FLAG_OUT_F32 } else { 0 };
 
         let (mut map, _s0) = cache.map.device_ptr(stream);
         let (mut q_ptr, _s1) = q.device_ptr(stream);

@@ -75,11 +75,9 @@ pub const ERROR_WORDS: usize = 2;
 pub const FLAG_CAUSAL: u32 = 1;
 /// Write `out` as f32 instead of the input dtype.
 pub const FLAG_OUT_F32: u32 = 2;
-/// Split P into two 16-bit terms, P ≈ P_hi + P_lo, and compute Oᵀ += Vᵀ·P_hiᵀ + Vᵀ·P_loᵀ:
-/// removes P's rounding from the output error (twice the Oᵀ tensor work).
-pub const FLAG_SPLIT_P: u32 = 4;
-/// Column block of a KV stage that holds the low half of a split Pᵀ once Sᵀ is done: the
-/// RoPE dims (512..576), which Oᵀ does not read.
+/// Column block of a KV stage that holds the low half of a split Pᵀ (the `_split` kernels:
+/// P ≈ P_hi + P_lo, Oᵀ += Vᵀ·P_hiᵀ + Vᵀ·P_loᵀ) once Sᵀ is done: the RoPE dims (512..576),
+/// which Oᵀ does not read.
 pub const P_LO_BLOCK: u32 = K_BLOCKS - 1;
 
 /// Byte offsets of the decode kernel's dynamic shared memory for `rows_cta` query rows.

@@ -109,9 +109,9 @@ fn stage_of(it: u32) -> (u32, u32) {
 }
 
 /// The decode kernel body for element type `T` and N = `S::N` query rows per consumer
-/// warpgroup (the CTA handles 2·N rows).
+/// warpgroup (the CTA handles 2·N rows); `SPLIT_P` splits P into two 16-bit terms.
 #[inline(always)]
-pub unsafe fn decode<T: Element, S: MmaShape>(a: &DecodeArgs) {
+pub unsafe fn decode<T: Element, S: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
     let rows_cta = 2 * S::N as u32;
     let lay = DecodeSmem::new(rows_cta);
     let part = *a.parts.add(ids::block_x() as usize);
@@ -139,7 +139,7 @@ pub unsafe fn decode<T: Element, S: MmaShape>(a: &DecodeArgs) {
         }
     } else {
         regs::claim_232();
-        consume::<T, S>(a, &part, chunk, head, &lay, base, full, empty);
+        consume::<T, S, SPLIT_P>(a, &part, chunk, head, &lay, base, full, empty);
     }
 }
 
@@ -204,7 +204,7 @@ unsafe fn produce(
 /// attention of its N query rows over the piece's pages, then the (partial) output.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn consume<T: Element, S: MmaShape>(
+unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
     a: &DecodeArgs,
     part: &PartWork,
     chunk: u32,
@@ -240,7 +240,6 @@ unsafe fn consume<T: Element, S: MmaShape>(
         let (col, tok) = p_store_coord(t, g as u32);
         *row = swizzled_offset(col, tok);
     }
-    let split_p = a.flags & FLAG_SPLIT_P != 0;
 
     let turn = Turn::new(wg);
     let mut it = 0;
@@ -370,15 +369,15 @@ unsafe fn consume<T: Element, S: MmaShape>(
             // 8×8 blocks at a time; split, its low half goes to the stage's RoPE block
             // once both warpgroups are done reading it.
             let p_lo = kv + P_LO_BLOCK * BLOCK_BYTES + wg * n * 128;
-            if split_p {
+            if SPLIT_P {
                 barrier::sync_named(NamedBarrier::ScoresDone as u32, 256);
             }
-            store_p::<T>(sv, p_smem, split_p.then_some(p_lo), &p_rows[..p_groups]);
+            store_p::<T>(sv, p_smem, SPLIT_P.then_some(p_lo), &p_rows[..p_groups]);
             fence::proxy_async_shared();
             barrier::sync_named(group_bar, 128);
 
             turn.wait();
-            issue_pv::<T, S>(&mut o, kv, p_smem, split_p.then_some(p_lo));
+            issue_pv::<T, S>(&mut o, kv, p_smem, SPLIT_P.then_some(p_lo));
             wgmma::commit();
             turn.pass();
             wgmma::wait_all();
@@ -706,7 +705,7 @@ unsafe fn store_output<T: Element, S: MmaShape>(
 }
 
 macro_rules! decode_kernels {
-    ($($name:ident $t:ty, $s:ty;)*) => {$(
+    ($($name:ident $t:ty, $s:ty, $split:literal;)*) => {$(
         /// Decode kernel entry point; see `DecodeArgs` for the parameters.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -730,7 +729,7 @@ macro_rules! decode_kernels {
             softmax_scale: f32,
             flags: u32,
         ) {
-            decode::<$t, $s>(&DecodeArgs {
+            decode::<$t, $s, $split>(&DecodeArgs {
                 kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
                 s_q, h_q, h_kv, max_pages,
                 num_blocks,
@@ -743,11 +742,20 @@ macro_rules! decode_kernels {
 
 use crate::element::{Bf16, F16};
 use crate::ptx::wgmma::{N16, N32, N8};
+// `_split`: P split into two 16-bit terms (`Precision::Accurate` on the host). A kernel of
+// its own rather than a flag: a run-time branch around the Oᵀ wgmma batch makes ptxas
+// spill the accumulators.
 decode_kernels! {
-    etap_decode_bf16_r16 Bf16, N8;
-    etap_decode_bf16_r32 Bf16, N16;
-    etap_decode_bf16_r64 Bf16, N32;
-    etap_decode_f16_r16 F16, N8;
-    etap_decode_f16_r32 F16, N16;
-    etap_decode_f16_r64 F16, N32;
+    etap_decode_bf16_r16 Bf16, N8, false;
+    etap_decode_bf16_r32 Bf16, N16, false;
+    etap_decode_bf16_r64 Bf16, N32, false;
+    etap_decode_f16_r16 F16, N8, false;
+    etap_decode_f16_r32 F16, N16, false;
+    etap_decode_f16_r64 F16, N32, false;
+    etap_decode_bf16_r16_split Bf16, N8, true;
+    etap_decode_bf16_r32_split Bf16, N16, true;
+    etap_decode_bf16_r64_split Bf16, N32, true;
+    etap_decode_f16_r16_split F16, N8, true;
+    etap_decode_f16_r32_split F16, N16, true;
+    etap_decode_f16_r64_split F16, N32, true;
 }
