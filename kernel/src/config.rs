@@ -87,7 +87,7 @@ pub struct DecodeSmem {
     pub kv: u32,
     /// Q: `K_BLOCKS` swizzled blocks of `rows_cta` rows × 64 dims.
     pub q: u32,
-    /// Pᵀ per consumer warpgroup: rows_cta/2 rows × 64 tokens, swizzled.
+    /// Pᵀ per consumer warpgroup: `p_buffer_rows(rows_cta)` rows × 64 tokens, swizzled.
     pub p: u32,
     /// Cross-warp reduction scratch: per consumer warpgroup, 4 warps × rows/2 f32.
     pub red: u32,
@@ -104,7 +104,7 @@ impl DecodeSmem {
         let kv = 0;
         let q = kv + STAGES * TILE_BYTES;
         let p = q + K_BLOCKS * rows_cta * 128;
-        let red = p + rows_cta * 128;
+        let red = p + CONSUMER_WARPGROUPS * p_buffer_rows(rows_cta) * 128;
         let bars = red + CONSUMER_WARPGROUPS * 4 * (rows_cta / 2) * 4;
         let bytes = bars + 2 * STAGES * 8;
         DecodeSmem {
@@ -115,6 +115,17 @@ impl DecodeSmem {
             bars,
             bytes,
         }
+    }
+}
+
+/// Rows of one consumer warpgroup's Pᵀ buffer in a CTA of `rows_cta` query rows: its
+/// N = rows_cta/2 columns, twice that up to 32 rows a CTA, where the split-P kernels stack
+/// P's low half under its high half (at 64 rows the low half goes to the stage's RoPE block).
+pub const fn p_buffer_rows(rows_cta: u32) -> u32 {
+    if rows_cta <= 32 {
+        rows_cta
+    } else {
+        rows_cta / 2
     }
 }
 
@@ -147,7 +158,7 @@ mod tests {
                 assert_eq!(off % 1024, 0, "swizzled regions need 1024-byte alignment");
             }
             assert_eq!(
-                (s.p + (rows / 2) * 128) % 1024,
+                (s.p + p_buffer_rows(rows) * 128) % 1024,
                 0,
                 "second Pᵀ buffer aligned"
             );

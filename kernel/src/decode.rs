@@ -102,6 +102,13 @@ const fn column_slot(i: usize) -> usize {
     2 * (i / 4) + i % 2
 }
 
+/// Whether a decode with QK shape `S` and Oᵀ shape `O` stacks a split P's low half under
+/// its high half (`O` twice as wide as `S`) rather than adding a second k pass.
+#[inline(always)]
+const fn stacked_split<S: MmaShape, O: MmaShape>(split_p: bool) -> bool {
+    split_p && O::N == 2 * S::N
+}
+
 /// Stage and phase parity of the `it`-th tile a CTA streams.
 #[inline(always)]
 fn stage_of(it: u32) -> (u32, u32) {
@@ -109,9 +116,11 @@ fn stage_of(it: u32) -> (u32, u32) {
 }
 
 /// The decode kernel body for element type `T` and N = `S::N` query rows per consumer
-/// warpgroup (the CTA handles 2·N rows); `SPLIT_P` splits P into two 16-bit terms.
+/// warpgroup (the CTA handles 2·N rows). `SPLIT_P` splits P into two 16-bit terms; Oᵀ is an
+/// `O`-shaped accumulator: `S` itself, or twice as wide with the split P's low half stacked
+/// under the high half as N more columns of Pᵀ (`stacked_split`).
 #[inline(always)]
-pub unsafe fn decode<T: Element, S: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
+pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
     let rows_cta = 2 * S::N as u32;
     let lay = DecodeSmem::new(rows_cta);
     let part = *a.parts.add(ids::block_x() as usize);
@@ -139,7 +148,7 @@ pub unsafe fn decode<T: Element, S: MmaShape, const SPLIT_P: bool>(a: &DecodeArg
         }
     } else {
         regs::claim_232();
-        consume::<T, S, SPLIT_P>(a, &part, chunk, head, &lay, base, full, empty);
+        consume::<T, S, O, SPLIT_P>(a, &part, chunk, head, &lay, base, full, empty);
     }
 }
 
@@ -204,7 +213,7 @@ unsafe fn produce(
 /// attention of its N query rows over the piece's pages, then the (partial) output.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
+unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
     a: &DecodeArgs,
     part: &PartWork,
     chunk: u32,
@@ -225,7 +234,8 @@ unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
     let row0 = chunk * 2 * n + wg * n;
     let q_smem = base + lay.q + wg * n * 128;
     let q_block_stride = 2 * n * 128;
-    let p_smem = base + lay.p + wg * n * 128;
+    let stacked = stacked_split::<S, O>(SPLIT_P);
+    let p_smem = base + lay.p + wg * p_buffer_rows(2 * n) * 128;
     let red = base + lay.red + wg * 4 * n * 4;
     let scale_log2 = a.softmax_scale * LOG2_E;
     let causal = a.flags & FLAG_CAUSAL != 0;
@@ -284,7 +294,7 @@ unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
         } else {
             seqlen - 1
         };
-        let mut o = [S::zero(); V_BLOCKS as usize];
+        let mut o = [O::zero(); V_BLOCKS as usize];
         // Per owned column c = 2j + e: running max (base-2 scaled) and this thread's sum.
         let mut m_buf = [f32::NEG_INFINITY; MAX_COLS_PER_THREAD];
         let mut l_buf = [0.0f32; MAX_COLS_PER_THREAD];
@@ -353,7 +363,7 @@ unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
                 barrier::sync_named_any(group_bar, 128, over)
             };
             if exact {
-                exact_softmax::<S>(sv, m, l, &mut o, red, group_bar, scale_log2);
+                exact_softmax::<S, O>(sv, m, l, &mut o, red, group_bar, scale_log2);
             } else {
                 for c in 0..cols {
                     let (j, e) = (c / 2, c % 2);
@@ -366,10 +376,14 @@ unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
             }
 
             // Pᵀ → shared memory as the K-major B operand (row = query column, 64 tokens),
-            // 8×8 blocks at a time; split, its low half goes to the stage's RoPE block
-            // once both warpgroups are done reading it.
-            let p_lo = kv + P_LO_BLOCK * BLOCK_BYTES + wg * n * 128;
-            if SPLIT_P {
+            // 8×8 blocks at a time. A split P's low half goes under the high half (stacked)
+            // or else to the stage's RoPE block, once both warpgroups are done reading it.
+            let p_lo = if stacked {
+                p_smem + n * 128
+            } else {
+                kv + P_LO_BLOCK * BLOCK_BYTES + wg * n * 128
+            };
+            if SPLIT_P && !stacked {
                 barrier::sync_named(NamedBarrier::ScoresDone as u32, 256);
             }
             store_p::<T>(sv, p_smem, SPLIT_P.then_some(p_lo), &p_rows[..p_groups]);
@@ -377,7 +391,7 @@ unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
             barrier::sync_named(group_bar, 128);
 
             turn.wait();
-            issue_pv::<T, S>(&mut o, kv, p_smem, SPLIT_P.then_some(p_lo));
+            issue_pv::<T, O>(&mut o, kv, p_smem, (SPLIT_P && !stacked).then_some(p_lo));
             wgmma::commit();
             turn.pass();
             wgmma::wait_all();
@@ -408,7 +422,7 @@ unsafe fn consume<T: Element, S: MmaShape, const SPLIT_P: bool>(
         }
         barrier::sync_named(group_bar, 128);
 
-        store_output::<T, S>(
+        store_output::<T, S, O>(
             a,
             &o,
             m,
@@ -480,11 +494,11 @@ unsafe fn issue_pv<T: Element, S: MmaShape>(
 /// P = 2^(s·scale·log2e − m).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn exact_softmax<S: MmaShape>(
+unsafe fn exact_softmax<S: MmaShape, O: MmaShape>(
     sv: &mut [f32],
     m: &mut [f32],
     l: &mut [f32],
-    o: &mut [S::Acc; V_BLOCKS as usize],
+    o: &mut [O::Acc; V_BLOCKS as usize],
     red: u32,
     group_bar: u32,
     scale_log2: f32,
@@ -534,7 +548,7 @@ unsafe fn exact_softmax<S: MmaShape>(
     if rescale {
         for ob in o.iter_mut() {
             for (i, v) in ob.as_mut().iter_mut().enumerate() {
-                *v *= alpha[column_slot(i)];
+                *v *= alpha[column_slot(i % (S::N / 2))];
             }
         }
     }
@@ -636,9 +650,9 @@ unsafe fn zero_v_rows(kv: u32, valid: u32, ct: u32) {
 /// on the column (its query row, 1/l, the row's offset) is worked out once per owned column.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn store_output<T: Element, S: MmaShape>(
+unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     a: &DecodeArgs,
-    o: &[S::Acc; V_BLOCKS as usize],
+    o: &[O::Acc; V_BLOCKS as usize],
     m: &[f32],
     l: &[f32],
     r: u32,
@@ -684,15 +698,24 @@ unsafe fn store_output<T: Element, S: MmaShape>(
             }
         }
     }
+    // A stacked split P's Oᵀ holds each column twice (high, then low half, N/2 elements
+    // further on); they add up to the column's result.
+    let half = S::N / 2;
     for (mb, ob) in o.iter().enumerate() {
-        for (i, v) in ob.as_ref().iter().enumerate() {
+        let v = ob.as_ref();
+        for i in 0..half {
             let c = column_slot(i);
             if row_at[c] == u32::MAX {
                 continue;
             }
             let (dim, _) = acc_coord(t, i as u32);
             let idx = (row_at[c] + mb as u32 * 64 + dim) as usize;
-            let val = *v * inv[c];
+            let sum = if v.len() > half {
+                v[i] + v[i + half]
+            } else {
+                v[i]
+            };
+            let val = sum * inv[c];
             if !final_out {
                 *a.o_accum.add(idx) = val;
             } else if out_f32 {
@@ -705,7 +728,7 @@ unsafe fn store_output<T: Element, S: MmaShape>(
 }
 
 macro_rules! decode_kernels {
-    ($($name:ident $t:ty, $s:ty, $split:literal;)*) => {$(
+    ($($name:ident $t:ty, $s:ty, $o:ty, $split:literal;)*) => {$(
         /// Decode kernel entry point; see `DecodeArgs` for the parameters.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -729,7 +752,7 @@ macro_rules! decode_kernels {
             softmax_scale: f32,
             flags: u32,
         ) {
-            decode::<$t, $s, $split>(&DecodeArgs {
+            decode::<$t, $s, $o, $split>(&DecodeArgs {
                 kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
                 s_q, h_q, h_kv, max_pages,
                 num_blocks,
@@ -742,20 +765,21 @@ macro_rules! decode_kernels {
 
 use crate::element::{Bf16, F16};
 use crate::ptx::wgmma::{N16, N32, N8};
-// `_split`: P split into two 16-bit terms (`Precision::Accurate` on the host). A kernel of
-// its own rather than a flag: a run-time branch around the Oᵀ wgmma batch makes ptxas
-// spill the accumulators.
+// `_split`: P split into two 16-bit terms (`Precision::Accurate` on the host), stacked as
+// N more columns of Pᵀ where the doubled Oᵀ still fits the registers (r16, r32), else a
+// second k pass (r64). Kernels of their own rather than a flag: a run-time branch around
+// the Oᵀ wgmma batch makes ptxas spill the accumulators.
 decode_kernels! {
-    etap_decode_bf16_r16 Bf16, N8, false;
-    etap_decode_bf16_r32 Bf16, N16, false;
-    etap_decode_bf16_r64 Bf16, N32, false;
-    etap_decode_f16_r16 F16, N8, false;
-    etap_decode_f16_r32 F16, N16, false;
-    etap_decode_f16_r64 F16, N32, false;
-    etap_decode_bf16_r16_split Bf16, N8, true;
-    etap_decode_bf16_r32_split Bf16, N16, true;
-    etap_decode_bf16_r64_split Bf16, N32, true;
-    etap_decode_f16_r16_split F16, N8, true;
-    etap_decode_f16_r32_split F16, N16, true;
-    etap_decode_f16_r64_split F16, N32, true;
+    etap_decode_bf16_r16 Bf16, N8, N8, false;
+    etap_decode_bf16_r32 Bf16, N16, N16, false;
+    etap_decode_bf16_r64 Bf16, N32, N32, false;
+    etap_decode_f16_r16 F16, N8, N8, false;
+    etap_decode_f16_r32 F16, N16, N16, false;
+    etap_decode_f16_r64 F16, N32, N32, false;
+    etap_decode_bf16_r16_split Bf16, N8, N16, true;
+    etap_decode_bf16_r32_split Bf16, N16, N32, true;
+    etap_decode_bf16_r64_split Bf16, N32, N32, true;
+    etap_decode_f16_r16_split F16, N8, N16, true;
+    etap_decode_f16_r32_split F16, N16, N32, true;
+    etap_decode_f16_r64_split F16, N32, N32, true;
 }
