@@ -42,11 +42,13 @@ impl KvElement for half::f16 {
 /// be 16-bit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
-    /// P rounded once to the input type, as FlashMLA does: that rounding adds to the
-    /// output's error (RMSE about 1.2× the rounding floor with bf16).
+    /// P rounded once to the input type, as FlashMLA does, where more than 32 query rows
+    /// share a KV head (64-row tiles): that rounding adds to the output's error (RMSE about
+    /// 1.2× the rounding floor with bf16). Up to 32 rows the split of `Accurate` rides in
+    /// the same GEMM at about no cost and is always used.
     Fast,
     /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
-    /// error is the rounding floor's. The Oᵀ GEMM does twice the tensor work.
+    /// error is the rounding floor's. On 64-row tiles the Oᵀ GEMM does twice the work.
     #[default]
     Accurate,
 }
@@ -542,8 +544,8 @@ pub struct Decoder {
 /// Handles of the decode and combine kernels, looked up once when the module is loaded
 /// rather than by name on every (per-layer) decode call.
 struct Functions {
-    /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}` (Fast) and the
-    /// same with `_split` (Accurate).
+    /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}_split`, and
+    /// `etap_decode_{bf16,f16}_r64` for Fast at 64 rows.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype]`: `etap_combine_{bf16,f16}`.
     combine: [sys::CUfunction; 2],
@@ -562,11 +564,11 @@ fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
     }
 }
 
-/// Kernel-name suffix and table index of a precision.
-fn precision_kernel(precision: Precision) -> (&'static str, usize) {
+/// Table index of a precision.
+fn precision_index(precision: Precision) -> usize {
     match precision {
-        Precision::Fast => ("", 0),
-        Precision::Accurate => ("_split", 1),
+        Precision::Fast => 0,
+        Precision::Accurate => 1,
     }
 }
 
@@ -581,8 +583,10 @@ impl Decoder {
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let (name, d) = dtype_kernel(dtype);
             for precision in [Precision::Fast, Precision::Accurate] {
-                let (suffix, p) = precision_kernel(precision);
+                let p = precision_index(precision);
                 for (r, rows) in ROW_TILES.into_iter().enumerate() {
+                    let split = precision == Precision::Accurate || rows <= 32;
+                    let suffix = if split { "_split" } else { "" };
                     let kernel = format!("etap_decode_{name}_r{rows}{suffix}");
                     kernels.set_max_dynamic_smem(&kernel, DecodeSmem::new(rows).bytes)?;
                     functions.decode[d][p][r] = kernels.function(&kernel)?;
@@ -641,7 +645,7 @@ impl Decoder {
             .iter()
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
-        let p = precision_kernel(c.precision).1;
+        let p = precision_index(c.precision);
         let (decode_fn, combine_fn) =
             (self.functions.decode[d][p][tile], self.functions.combine[d]);
         let mut flags =
@@ -671,6 +675,7 @@ impl Decoder {
             block: (DECODE_THREADS, 1, 1),
             dyn_smem: DecodeSmem::new(sched.rows_per_cta).bytes,
             cluster: None,
+            early_launch: false,
         };
         // SAFETY: the argument list matches the kernel's parameters in order and type, and
         // every buffer was checked above against the shapes the kernel indexes with.
@@ -683,6 +688,8 @@ impl Decoder {
             block: (COMBINE_THREADS, 1, 1),
             dyn_smem: 0,
             cluster: None,
+            // Launched while the decode runs; its CTAs wait for the decode's results.
+            early_launch: true,
         };
         // SAFETY: as above, for the combine kernel's parameters.
         unsafe { launch(combine_fn, &cspec, stream, &mut cargs) }

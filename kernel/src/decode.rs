@@ -18,7 +18,8 @@ use crate::layout::{
 use crate::plan::PartWork;
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
-    atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, stmatrix, tma, warp,
+    atomic, barrier, cp_async, fence, griddep, ids, math, mbarrier, opaque, regs, smem, stmatrix,
+    tma, warp,
 };
 use crate::tile::load_swizzled;
 
@@ -123,6 +124,9 @@ fn stage_of(it: u32) -> (u32, u32) {
 pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
     let rows_cta = 2 * S::N as u32;
     let lay = DecodeSmem::new(rows_cta);
+    // Let the combine grid launch now, so its launch overlaps this grid's work (its CTAs
+    // wait for our results with griddepcontrol.wait).
+    griddep::launch_dependents();
     let part = *a.parts.add(ids::block_x() as usize);
     if part.begin_req > part.end_req {
         return;
@@ -766,15 +770,12 @@ macro_rules! decode_kernels {
 use crate::element::{Bf16, F16};
 use crate::ptx::wgmma::{N16, N32, N8};
 // `_split`: P split into two 16-bit terms (`Precision::Accurate` on the host), stacked as
-// N more columns of Pᵀ where the doubled Oᵀ still fits the registers (r16, r32), else a
-// second k pass (r64). Kernels of their own rather than a flag: a run-time branch around
-// the Oᵀ wgmma batch makes ptxas spill the accumulators.
+// N more columns of Pᵀ where the doubled Oᵀ still fits the registers (r16, r32: at about no
+// cost, so those tiles have no single-rounding kernel), else a second k pass (r64).
+// Kernels of their own rather than a flag: a run-time branch around the Oᵀ wgmma batch
+// makes ptxas spill the accumulators.
 decode_kernels! {
-    etap_decode_bf16_r16 Bf16, N8, N8, false;
-    etap_decode_bf16_r32 Bf16, N16, N16, false;
     etap_decode_bf16_r64 Bf16, N32, N32, false;
-    etap_decode_f16_r16 F16, N8, N8, false;
-    etap_decode_f16_r32 F16, N16, N16, false;
     etap_decode_f16_r64 F16, N32, N32, false;
     etap_decode_bf16_r16_split Bf16, N8, N16, true;
     etap_decode_bf16_r32_split Bf16, N16, N32, true;
