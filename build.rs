@@ -79,6 +79,19 @@ fn main() {
     }
     println!("cargo:rustc-check-cfg=cfg(etap_cubin)");
     println!("cargo:rustc-env=ETAP_MAX_REGS={MAX_REGS}");
+    // The commit stamp follows HEAD (a new commit or checkout re-runs this script).
+    let git_dir = root.join(".git");
+    if let Ok(head) = std::fs::read_to_string(git_dir.join("HEAD")) {
+        println!("cargo:rerun-if-changed=.git/HEAD");
+        if let Some(reference) = head.trim().strip_prefix("ref: ") {
+            if git_dir.join(reference).exists() {
+                println!("cargo:rerun-if-changed=.git/{reference}");
+            }
+        }
+        if git_dir.join("packed-refs").exists() {
+            println!("cargo:rerun-if-changed=.git/packed-refs");
+        }
+    }
     let commit = Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .current_dir(&root)

@@ -536,28 +536,14 @@ fn now_rfc3339() -> String {
     rfc3339_utc(secs)
 }
 
-/// The commit to record: `$ETAP_GIT_COMMIT` at run time, else `git rev-parse --short HEAD`
-/// in the source tree the binary was built from (when it is still there), else the commit
-/// recorded at build time.
+/// The commit to record: `$ETAP_GIT_COMMIT` at run time, else the commit the binary was
+/// built from ([`BUILD_COMMIT`]). Not the checkout's HEAD at run time: the binary may be
+/// older than the tree it runs in.
 pub fn git_commit() -> String {
-    if let Ok(c) = std::env::var("ETAP_GIT_COMMIT") {
-        if !c.trim().is_empty() {
-            return c.trim().to_string();
-        }
+    match std::env::var("ETAP_GIT_COMMIT") {
+        Ok(c) if !c.trim().is_empty() => c.trim().to_string(),
+        _ => BUILD_COMMIT.to_string(),
     }
-    let dir = env!("CARGO_MANIFEST_DIR");
-    if Path::new(dir).join(".git").exists() {
-        if let Ok(out) = std::process::Command::new("git")
-            .args(["-C", dir, "rev-parse", "--short", "HEAD"])
-            .output()
-        {
-            let c = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if out.status.success() && !c.is_empty() {
-                return c;
-            }
-        }
-    }
-    BUILD_COMMIT.to_string()
 }
 
 // ---------------------------------------------------------------------------------------
