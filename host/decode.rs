@@ -675,7 +675,6 @@ impl Decoder {
             block: (DECODE_THREADS, 1, 1),
             dyn_smem: DecodeSmem::new(sched.rows_per_cta).bytes,
             cluster: None,
-            early_launch: false,
         };
         // SAFETY: the argument list matches the kernel's parameters in order and type, and
         // every buffer was checked above against the shapes the kernel indexes with.
@@ -688,8 +687,6 @@ impl Decoder {
             block: (COMBINE_THREADS, 1, 1),
             dyn_smem: 0,
             cluster: None,
-            // Launched while the decode runs; its CTAs wait for the decode's results.
-            early_launch: true,
         };
         // SAFETY: as above, for the combine kernel's parameters.
         unsafe { launch(combine_fn, &cspec, stream, &mut cargs) }

@@ -16,11 +16,6 @@ pub struct LaunchSpec {
     pub dyn_smem: u32,
     /// Thread-block cluster shape; each grid dimension must be a multiple of it.
     pub cluster: Option<(u32, u32, u32)>,
-    /// Programmatic dependent launch: the grid may be launched while the previous kernel
-    /// on the stream still runs (once all its CTAs have executed
-    /// `griddepcontrol.launch_dependents` or exited). The kernel must execute
-    /// `griddepcontrol.wait` before it reads anything that kernel writes.
-    pub early_launch: bool,
 }
 
 impl LaunchSpec {
@@ -31,7 +26,6 @@ impl LaunchSpec {
             block: (block, 1, 1),
             dyn_smem,
             cluster: None,
-            early_launch: false,
         }
     }
 
@@ -116,7 +110,7 @@ pub unsafe fn launch(
         .context()
         .bind_to_thread()
         .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
-    let mut attrs: Vec<sys::CUlaunchAttribute> = Vec::with_capacity(2);
+    let mut attrs: Vec<sys::CUlaunchAttribute> = Vec::with_capacity(1);
     if let Some((x, y, z)) = spec.cluster {
         // SAFETY: an all-zero CUlaunchAttribute is a valid bit pattern (plain C data).
         let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -124,13 +118,6 @@ pub unsafe fn launch(
         a.value.clusterDim.x = x;
         a.value.clusterDim.y = y;
         a.value.clusterDim.z = z;
-        attrs.push(a);
-    }
-    if spec.early_launch {
-        // SAFETY: as above.
-        let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
-        a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        a.value.programmaticStreamSerializationAllowed = 1;
         attrs.push(a);
     }
     let config = sys::CUlaunchConfig {

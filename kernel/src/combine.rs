@@ -3,7 +3,7 @@
 //! (query row, request); requests handled in one piece were written by the decode.
 use crate::config::{COMBINE_THREADS, D_V, ERROR_WORDS, FLAG_OUT_F32};
 use crate::element::{Bf16, Element, F16};
-use crate::ptx::{griddep, ids, math};
+use crate::ptx::{ids, math};
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 const DIMS_PER_THREAD: u32 = D_V / COMBINE_THREADS;
@@ -24,9 +24,6 @@ unsafe fn combine<T: Element>(
     h_q: u32,
     flags: u32,
 ) {
-    // Launched early (programmatic dependent launch): the decode's results are complete
-    // and visible only after this.
-    griddep::wait();
     let (row, r) = (ids::block_x(), ids::block_y());
     if row == 0 && r == 0 && ids::thread() == 0 {
         // The decode has finished: publish its error words and re-arm them for the next

@@ -18,8 +18,7 @@ use crate::layout::{
 use crate::plan::PartWork;
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
-    atomic, barrier, cp_async, fence, griddep, ids, math, mbarrier, opaque, regs, smem, stmatrix,
-    tma, warp,
+    atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, stmatrix, tma, warp,
 };
 use crate::tile::load_swizzled;
 
@@ -124,9 +123,6 @@ fn stage_of(it: u32) -> (u32, u32) {
 pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
     let rows_cta = 2 * S::N as u32;
     let lay = DecodeSmem::new(rows_cta);
-    // Let the combine grid launch now, so its launch overlaps this grid's work (its CTAs
-    // wait for our results with griddepcontrol.wait).
-    griddep::launch_dependents();
     let part = *a.parts.add(ids::block_x() as usize);
     if part.begin_req > part.end_req {
         return;

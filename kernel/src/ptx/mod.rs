@@ -3,7 +3,6 @@ pub mod atomic;
 pub mod barrier;
 pub mod cp_async;
 pub mod fence;
-pub mod griddep;
 pub mod ids;
 pub mod math;
 pub mod mbarrier;
