@@ -5,8 +5,9 @@
 //! (cost = Σ over its pieces of pages + overhead), and every active partition except the last
 //! one costs at least `ceil(T / N)`.
 use etap_kernel::plan::{
-    for_each_piece, max_split_slots, num_pages, num_parts_for, num_splits, partial_slot, piece_of,
-    pieces, plan, PartWork, PlanError, PlanStats, FIXED_OVERHEAD_PAGES, PAGE_SIZE,
+    clamped_piece, for_each_piece, length_fits, max_split_slots, num_pages, num_parts_for,
+    num_splits, partial_slot, piece_of, pieces, plan, PartWork, PlanError, PlanStats,
+    FIXED_OVERHEAD_PAGES, PAGE_SIZE,
 };
 use proptest::prelude::*;
 
@@ -115,6 +116,16 @@ fn check(
                 piece_of(p, x.req, seqlens, page_size),
                 (x.page_begin, x.page_end)
             );
+            if page_size == PAGE_SIZE {
+                // The kernels' clamped view agrees wherever the length fits its row.
+                let len = seqlens[x.req as usize];
+                let row = np[x.req as usize] as u32;
+                assert!(length_fits(len, row));
+                assert_eq!(
+                    clamped_piece(p, x.req, len, row),
+                    (x.page_begin as u32, x.page_end as u32)
+                );
+            }
             // Contiguity in global order.
             match prev {
                 None => assert_eq!((x.req, x.page_begin), (first_nonzero(&np), 0)),

@@ -15,7 +15,7 @@ use crate::element::Element;
 use crate::layout::{
     acc_coord, desc_add, p_store_coord, p_store_pair, smem_desc, swizzled_offset, Major,
 };
-use crate::plan::PartWork;
+use crate::plan::{clamped_piece, length_fits, PartWork};
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
     atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, stmatrix, tma, warp,
@@ -63,30 +63,6 @@ pub struct DecodeArgs {
     pub softmax_scale: f32,
     /// `FLAG_CAUSAL` | `FLAG_OUT_F32`.
     pub flags: u32,
-}
-
-/// Pages [begin, end) of request `r` that partition `part` covers, never past the
-/// block-table row (`max_pages`) nor below 0, whatever the device lengths hold.
-#[inline(always)]
-fn piece(part: &PartWork, r: i32, seqlen: i32, max_pages: u32) -> (u32, u32) {
-    let pages = (seqlen.max(0) as u32).div_ceil(PAGE_SIZE);
-    let begin = if r == part.begin_req {
-        part.begin_page.max(0) as u32
-    } else {
-        0
-    };
-    let end = if r == part.end_req {
-        part.end_page.max(0) as u32
-    } else {
-        pages
-    };
-    (begin.min(max_pages), end.min(max_pages))
-}
-
-/// Whether a request's length fits its block-table row.
-#[inline(always)]
-fn length_fits(seqlen: i32, max_pages: u32) -> bool {
-    seqlen >= 0 && (seqlen as u32).div_ceil(PAGE_SIZE) <= max_pages
 }
 
 /// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
@@ -169,7 +145,7 @@ unsafe fn produce(
         if !length_fits(seqlen, a.max_pages) {
             atomic::min_i32(a.errors.add(ERROR_LENGTH), r);
         }
-        let (first, last) = piece(part, r, seqlen, a.max_pages);
+        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
         let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
         // The page id of the next tile is read one tile ahead, so its latency overlaps the
         // wait for a free stage.
@@ -255,7 +231,7 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
         let seqlen = *a.seqlens.add(r as usize);
-        let (first, last) = piece(part, r, seqlen, a.max_pages);
+        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
         if first >= last {
             // A request with no pages inside the range: the combine writes its result.
             continue;

@@ -461,6 +461,33 @@ pub fn piece_of(part: &PartWork, r: i32, seqlens: &[i32], page_size: usize) -> (
     }
 }
 
+/// The kernels' view of [`piece_of`] with 64-token pages: pages `[begin, end)` of request
+/// `r` in partition `part`, from the request's device length `seqlen`, never past the
+/// block-table row (`max_pages`) nor below 0, whatever the device lengths hold. Equal to
+/// `piece_of` whenever the lengths are the plan's and fit their rows; `begin >= end` means
+/// no piece.
+#[inline(always)]
+pub fn clamped_piece(part: &PartWork, r: i32, seqlen: i32, max_pages: u32) -> (u32, u32) {
+    let pages = (seqlen.max(0) as u32).div_ceil(crate::config::PAGE_SIZE);
+    let begin = if r == part.begin_req {
+        part.begin_page.max(0) as u32
+    } else {
+        0
+    };
+    let end = if r == part.end_req {
+        part.end_page.max(0) as u32
+    } else {
+        pages
+    };
+    (begin.min(max_pages), end.min(max_pages))
+}
+
+/// Whether a request of length `seqlen` fits a block-table row of `max_pages` 64-token pages.
+#[inline(always)]
+pub fn length_fits(seqlen: i32, max_pages: u32) -> bool {
+    seqlen >= 0 && (seqlen as u32).div_ceil(crate::config::PAGE_SIZE) <= max_pages
+}
+
 /// Iterator over the non-empty pieces of a partition, in order (see [`pieces`]).
 #[derive(Clone, Debug)]
 pub struct Pieces<'a> {
