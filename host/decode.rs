@@ -564,6 +564,14 @@ fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
     }
 }
 
+/// The decode kernel for `dtype`, `precision` and a tile of `rows` query rows: the split-P
+/// kernel (`_split`) unless P is rounded once, which only 64-row tiles offer.
+fn decode_kernel_name(dtype: Dtype, precision: Precision, rows: u32) -> String {
+    let split = precision == Precision::Accurate || rows <= 32;
+    let suffix = if split { "_split" } else { "" };
+    format!("etap_decode_{}_r{rows}{suffix}", dtype_kernel(dtype).0)
+}
+
 /// Table index of a precision.
 fn precision_index(precision: Precision) -> usize {
     match precision {
@@ -585,9 +593,7 @@ impl Decoder {
             for precision in [Precision::Fast, Precision::Accurate] {
                 let p = precision_index(precision);
                 for (r, rows) in ROW_TILES.into_iter().enumerate() {
-                    let split = precision == Precision::Accurate || rows <= 32;
-                    let suffix = if split { "_split" } else { "" };
-                    let kernel = format!("etap_decode_{name}_r{rows}{suffix}");
+                    let kernel = decode_kernel_name(dtype, precision, rows);
                     kernels.set_max_dynamic_smem(&kernel, DecodeSmem::new(rows).bytes)?;
                     functions.decode[d][p][r] = kernels.function(&kernel)?;
                 }
@@ -737,5 +743,34 @@ impl Decoder {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_decode_kernel_the_decoder_looks_up_is_in_the_module() {
+        let entries = crate::module::kernel_names();
+        for dtype in [Dtype::Bf16, Dtype::F16] {
+            for precision in [Precision::Fast, Precision::Accurate] {
+                for rows in ROW_TILES {
+                    let name = decode_kernel_name(dtype, precision, rows);
+                    assert!(entries.contains(&name.as_str()), "{name} is not a kernel");
+                }
+            }
+            let combine = format!("etap_combine_{}", dtype_kernel(dtype).0);
+            assert!(entries.contains(&combine.as_str()));
+        }
+        // Only 64-row tiles have a kernel that rounds P once.
+        assert_eq!(
+            decode_kernel_name(Dtype::Bf16, Precision::Fast, 64),
+            "etap_decode_bf16_r64"
+        );
+        assert_eq!(
+            decode_kernel_name(Dtype::F16, Precision::Fast, 32),
+            "etap_decode_f16_r32_split"
+        );
     }
 }
