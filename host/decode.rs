@@ -13,7 +13,8 @@ use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
     row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES, TILE_TOKENS,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES,
+    STACKED_SPLIT_MAX_ROWS, TILE_TOKENS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use std::sync::Arc;
 pub const MAX_S_Q: usize = 4;
 /// Most requests per call (the combine grid's y dimension).
 pub const MAX_BATCH: usize = 65535;
+/// Element counts the kernels index with 32-bit arithmetic must stay below this.
+const INDEX_LIMIT: u64 = 1 << 32;
 
 /// An element type of q, the KV cache and out.
 ///
@@ -118,7 +121,8 @@ impl DecodeConfig {
     /// Checks every rule on the shape; the error ([`Error::InvalidArgument`]) names the field
     /// and the rule: batch in `1..=65535`, s_q in `1..=4`, h_kv ≥ 1, h_q a positive multiple
     /// of h_kv, `s_q · h_q ≤ 65535`, max_pages in `1..=2^31/64`, softmax_scale finite and
-    /// positive. Head dims (576/512) and the page size (64) are fixed by the API and show up
+    /// positive, and (the kernels index in 32 bits) `batch · s_q · h_q · 576 < 2^32` and
+    /// `batch · max_pages < 2^32`. Head dims (576/512) and the page size (64) are fixed by the API and show up
     /// as buffer lengths ([`DecodeConfig::check_buffers`], [`KvCache::check_shape`]).
     ///
     /// ```rust
@@ -160,6 +164,21 @@ impl DecodeConfig {
         }
         if self.max_pages == 0 || self.max_pages > (i32::MAX as usize) / PAGE_SIZE as usize {
             return Err(Error::invalid("max_pages", "must be in 1..=2^31/64"));
+        }
+        // The kernels index q, out, lse, the block table and the partial outputs in 32 bits.
+        // The partial outputs hold (batch + partitions) · s_q · h_q · 512 elements, and
+        // partitions · s_q · h_q ≤ SMs · 64, so they stay below q's 576 per row.
+        if (self.batch * self.s_q * self.h_q) as u64 * D_QK as u64 >= INDEX_LIMIT {
+            return Err(Error::invalid(
+                "batch",
+                "batch · s_q · h_q · 576 (the elements of q) must be below 2^32",
+            ));
+        }
+        if (self.batch * self.max_pages) as u64 >= INDEX_LIMIT {
+            return Err(Error::invalid(
+                "max_pages",
+                "batch · max_pages (the block-table entries) must be below 2^32",
+            ));
         }
         if !(self.softmax_scale.is_finite() && self.softmax_scale > 0.0) {
             return Err(Error::invalid(
@@ -222,6 +241,11 @@ impl DecodeConfig {
     /// Query rows per KV head.
     fn rows_per_kv(&self) -> u32 {
         (self.s_q * self.h_q / self.h_kv) as u32
+    }
+    /// Whether the decode rounds P once (`Precision::Fast` on tiles wider than
+    /// `STACKED_SPLIT_MAX_ROWS`) rather than splitting it into two 16-bit terms.
+    pub fn rounds_p_once(&self) -> bool {
+        rounds_p_once(self.precision, self.row_tiling().0)
     }
     /// Rows one CTA handles (a kernel variant) and CTAs per KV head.
     fn row_tiling(&self) -> (u32, u32) {
@@ -564,11 +588,20 @@ fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
     }
 }
 
+/// Whether `precision` rounds P once on a tile of `rows` query rows: only `Fast`, and only
+/// where the split would cost a second k pass.
+fn rounds_p_once(precision: Precision, rows: u32) -> bool {
+    precision == Precision::Fast && rows > STACKED_SPLIT_MAX_ROWS
+}
+
 /// The decode kernel for `dtype`, `precision` and a tile of `rows` query rows: the split-P
-/// kernel (`_split`) unless P is rounded once, which only 64-row tiles offer.
+/// kernel (`_split`) unless P is rounded once.
 fn decode_kernel_name(dtype: Dtype, precision: Precision, rows: u32) -> String {
-    let split = precision == Precision::Accurate || rows <= 32;
-    let suffix = if split { "_split" } else { "" };
+    let suffix = if rounds_p_once(precision, rows) {
+        ""
+    } else {
+        "_split"
+    };
     format!("etap_decode_{}_r{rows}{suffix}", dtype_kernel(dtype).0)
 }
 

@@ -11,6 +11,7 @@
 //! - cache_seqlens negative or beyond the block table: `DecodePlan::schedule` (the planner,
 //!   what `DecodePlan::new` runs), naming the batch index;
 //! - page ids out of range among the used pages: `validate_block_table` (the checked API).
+use etap_kernel::plan::max_split_slots;
 use flashmla_etap::decode::{
     validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_S_Q,
 };
@@ -58,8 +59,39 @@ fn default_config_is_valid() {
     for s_q in 1..=MAX_S_Q {
         cfg().s_q(s_q).causal(true).validate().unwrap();
     }
-    DecodeConfig::new(MAX_BATCH, 128, 1).validate().unwrap();
+    DecodeConfig::new(MAX_BATCH, 64, 1).validate().unwrap();
     DecodeConfig::new(1, 1, 1).validate().unwrap();
+}
+
+/// The kernels index q, out, the block table and the partial outputs in 32 bits: shapes
+/// whose element counts reach 2^32 are refused (found by review: 65535 requests of 128
+/// heads passed and would have wrapped).
+#[test]
+fn element_counts_fit_32_bit_indexing() {
+    assert_invalid(
+        DecodeConfig::new(MAX_BATCH, 128, 1).validate(),
+        "batch",
+        &["576", "2^32"],
+    );
+    assert_invalid(
+        DecodeConfig::new(MAX_BATCH, 16, 65538).validate(),
+        "max_pages",
+        &["block-table", "2^32"],
+    );
+    // 65535 · 65537 = 2^32 - 1.
+    DecodeConfig::new(MAX_BATCH, 16, 65537).validate().unwrap();
+    // The partial outputs, (batch + partitions) · s_q · h_q · 512 elements, stay below q's
+    // count (partitions · s_q · h_q ≤ SMs · 64) at large accepted shapes.
+    for (batch, h_q, s_q) in [(MAX_BATCH, 64, 1), (1, 16383, 4), (7000, 256, 4)] {
+        let c = DecodeConfig::new(batch, h_q, 1).s_q(s_q);
+        c.validate().unwrap();
+        let s = DecodePlan::schedule(&c, &vec![64; batch], 132).unwrap();
+        let slots = max_split_slots(batch, s.num_parts);
+        assert!(
+            ((slots * s_q * h_q * 512) as u64) < 1 << 32,
+            "{batch} {h_q} {s_q}"
+        );
+    }
 }
 
 #[test]
@@ -440,6 +472,8 @@ proptest! {
             && h_q % h_kv == 0
             && s_q * h_q <= 65535
             && max_pages >= 1
+            && ((batch * s_q * h_q * 576) as u64) < 1 << 32
+            && ((batch * max_pages) as u64) < 1 << 32
             && scale.is_finite()
             && scale > 0.0;
         match c.validate() {

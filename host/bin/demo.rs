@@ -182,7 +182,7 @@ fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
         Dtype::Bf16,
         false,
         true,
-        config.precision,
+        config.rounds_p_once(),
     );
     let (err, floor, lse_err, bad) = (
         accuracy.rmse,
@@ -246,7 +246,7 @@ fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
          non-finite/mismatched values {bad}; graph replay == eager: {}",
         accuracy.ratio(),
         accuracy.bound(),
-        accuracy.precision,
+        config.precision,
         if replay_equal { "bitwise" } else { "NO" }
     );
     println!("check: {}", if passed { "PASSED" } else { "FAILED" });

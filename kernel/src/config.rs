@@ -24,6 +24,13 @@ pub const TILE_BYTES: u32 = K_BLOCKS * BLOCK_BYTES;
 pub const QK_STEPS: u32 = D_QK / 16;
 /// wgmma k16 steps of Oᵀ += Vᵀ·Pᵀ per V block (64 tokens / 16).
 pub const PV_STEPS: u32 = TILE_TOKENS / 16;
+/// Most query rows per CTA at which the split-P kernels (P ≈ P_hi + P_lo, Oᵀ += Vᵀ·P_hiᵀ +
+/// Vᵀ·P_loᵀ) stack P_lo under P_hi as N more columns of one wgmma (the Oᵀ accumulator twice
+/// as wide); wider tiles make a second k pass instead.
+pub const STACKED_SPLIT_MAX_ROWS: u32 = 32;
+/// Column block of a KV stage that holds a wider tile's P_lo once Sᵀ is done: the RoPE dims
+/// (512..576), which Oᵀ does not read.
+pub const P_LO_BLOCK: u32 = K_BLOCKS - 1;
 
 /// Warpgroup roles of the decode kernel: warpgroup 0 produces (TMA), 1 and 2 consume.
 pub const PRODUCER_WARPGROUP: u32 = 0;
@@ -75,10 +82,6 @@ pub const ERROR_WORDS: usize = 2;
 pub const FLAG_CAUSAL: u32 = 1;
 /// Write `out` as f32 instead of the input dtype.
 pub const FLAG_OUT_F32: u32 = 2;
-/// Column block of a KV stage that holds the low half of a split Pᵀ (the `_split` kernels:
-/// P ≈ P_hi + P_lo, Oᵀ += Vᵀ·P_hiᵀ + Vᵀ·P_loᵀ) once Sᵀ is done: the RoPE dims (512..576),
-/// which Oᵀ does not read.
-pub const P_LO_BLOCK: u32 = K_BLOCKS - 1;
 
 /// Byte offsets of the decode kernel's dynamic shared memory for `rows_cta` query rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,10 +122,10 @@ impl DecodeSmem {
 }
 
 /// Rows of one consumer warpgroup's Pᵀ buffer in a CTA of `rows_cta` query rows: its
-/// N = rows_cta/2 columns, twice that up to 32 rows a CTA, where the split-P kernels stack
-/// P's low half under its high half (at 64 rows the low half goes to the stage's RoPE block).
+/// N = rows_cta/2 columns, twice that up to `STACKED_SPLIT_MAX_ROWS`, where the split-P
+/// kernels stack P's low half under its high half (wider tiles put it in `P_LO_BLOCK`).
 pub const fn p_buffer_rows(rows_cta: u32) -> u32 {
-    if rows_cta <= 32 {
+    if rows_cta <= STACKED_SPLIT_MAX_ROWS {
         rows_cta
     } else {
         rows_cta / 2

@@ -3,6 +3,12 @@
 //!   → Pᵀ to shared memory → Oᵀ += Vᵀ·Pᵀ,
 //! with the KV length as the wgmma M dimension and the CTA's query rows as N.
 //!
+//! The softmax takes the exact cross-warp column max only on a piece's first tile, on
+//! masked tiles and when a one-barrier vote finds a score more than `SOFTMAX_SLACK` above a
+//! column's running max; otherwise P is taken against the running max as it stands. The
+//! `_split` kernels round P to two 16-bit terms, P_hi + P_lo, for `Precision::Accurate`:
+//! stacked as N more columns of Pᵀ up to `STACKED_SPLIT_MAX_ROWS`, a second k pass beyond.
+//!
 //! Warpgroup 0 is the producer (one thread issues the TMA loads of each page); warpgroups
 //! 1 and 2 each own half of the CTA's query rows (N = rows/2) and all 512 dims of Oᵀ, and
 //! take turns issuing their wgmma phases (`Turn`), so one's softmax overlaps the other's
@@ -68,7 +74,8 @@ pub struct DecodeArgs {
 /// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
 const MAX_COLS_PER_THREAD: usize = (MAX_ROWS_PER_CTA / CONSUMER_WARPGROUPS / 4) as usize;
 
-/// stmatrix calls per P store (4 blocks of 8×8 each) at the widest N.
+/// stmatrix calls per P store at the widest N: a thread's fragment holds N/4 8×8 blocks
+/// (as many as its owned columns), stored 4 at a time.
 const MAX_P_STORES: usize = MAX_COLS_PER_THREAD / 4;
 
 /// Index c = 2j + e, among a thread's owned columns (8j + 2(lane%4) + e), of the column
@@ -79,9 +86,15 @@ const fn column_slot(i: usize) -> usize {
 }
 
 /// Whether a decode with QK shape `S` and Oᵀ shape `O` stacks a split P's low half under
-/// its high half (`O` twice as wide as `S`) rather than adding a second k pass.
+/// its high half (`O` twice as wide as `S`) rather than adding a second k pass. Only these
+/// combinations are kernels: `O` = `S`, or a split P stacked within
+/// `STACKED_SPLIT_MAX_ROWS` (whose Pᵀ buffers `p_buffer_rows` sizes).
 #[inline(always)]
 const fn stacked_split<S: MmaShape, O: MmaShape>(split_p: bool) -> bool {
+    assert!(
+        O::N == S::N || (split_p && O::N == 2 * S::N && O::N as u32 <= STACKED_SPLIT_MAX_ROWS),
+        "unsupported (S, O, SPLIT_P) combination"
+    );
     split_p && O::N == 2 * S::N
 }
 
@@ -210,7 +223,7 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
     let row0 = chunk * 2 * n + wg * n;
     let q_smem = base + lay.q + wg * n * 128;
     let q_block_stride = 2 * n * 128;
-    let stacked = stacked_split::<S, O>(SPLIT_P);
+    let stacked = const { stacked_split::<S, O>(SPLIT_P) };
     let p_smem = base + lay.p + wg * p_buffer_rows(2 * n) * 128;
     let red = base + lay.red + wg * 4 * n * 4;
     let scale_log2 = a.softmax_scale * LOG2_E;

@@ -36,8 +36,3 @@ pub fn warp() -> u32 {
 pub fn warpgroup() -> u32 {
     thread() / WARPGROUP
 }
-/// Warp index within its warpgroup.
-#[inline(always)]
-pub fn warp_in_group() -> u32 {
-    warp() % 4
-}

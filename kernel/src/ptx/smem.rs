@@ -12,16 +12,6 @@ pub fn base() -> u32 {
     r
 }
 
-/// st.shared.b16
-#[inline(always)]
-pub unsafe fn st_u16(addr: u32, v: u16) {
-    asm!("st.shared.b16 [{a}], {v};", a = in(reg32) addr, v = in(reg16) v, options(nostack));
-}
-/// st.shared.b32
-#[inline(always)]
-pub unsafe fn st_u32(addr: u32, v: u32) {
-    asm!("st.shared.b32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack));
-}
 /// st.shared.f32
 #[inline(always)]
 pub unsafe fn st_f32(addr: u32, v: f32) {
@@ -46,12 +36,4 @@ pub unsafe fn ld_u32(addr: u32) -> u32 {
 pub unsafe fn st_v4(addr: u32, v: [u32; 4]) {
     asm!("st.shared.v4.b32 [{a}], {{{x}, {y}, {z}, {w}}};", a = in(reg32) addr,
         x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2], w = in(reg32) v[3], options(nostack));
-}
-/// ld.shared.v4.b32: 16 bytes, `addr` 16-byte aligned.
-#[inline(always)]
-pub unsafe fn ld_v4(addr: u32) -> [u32; 4] {
-    let (x, y, z, w): (u32, u32, u32, u32);
-    asm!("ld.shared.v4.b32 {{{x}, {y}, {z}, {w}}}, [{a}];", a = in(reg32) addr,
-        x = out(reg32) x, y = out(reg32) y, z = out(reg32) z, w = out(reg32) w, options(nostack, readonly));
-    [x, y, z, w]
 }

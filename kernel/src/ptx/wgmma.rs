@@ -35,9 +35,3 @@ pub fn commit() {
 pub fn wait_all() {
     unsafe { asm!("wgmma.wait_group.sync.aligned 0;", options(nostack)) };
 }
-
-/// wgmma.wait_group 1: waits until at most one committed group is still in flight.
-#[inline(always)]
-pub fn wait_one_pending() {
-    unsafe { asm!("wgmma.wait_group.sync.aligned 1;", options(nostack)) };
-}
