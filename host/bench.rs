@@ -1144,27 +1144,8 @@ pub struct BenchArgs {
     pub card: Option<String>,
     /// How P is rounded for the Oᵀ GEMM: `accurate` (two 16-bit terms, the library's
     /// default) or `fast` (one, as FlashMLA).
-    #[arg(long, value_enum, default_value_t = PrecisionArg::Accurate)]
-    pub precision: PrecisionArg,
-}
-
-/// The `--precision` values of `bench` ([`Precision`]).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PrecisionArg {
-    /// [`Precision::Accurate`].
-    #[default]
-    Accurate,
-    /// [`Precision::Fast`].
-    Fast,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Precision {
-        match p {
-            PrecisionArg::Accurate => Precision::Accurate,
-            PrecisionArg::Fast => Precision::Fast,
-        }
-    }
+    #[arg(long, value_enum, default_value_t = Precision::Accurate)]
+    pub precision: Precision,
 }
 
 /// Runs `flashmla-etap bench` on device `ordinal`.
@@ -1226,7 +1207,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     }
     eprintln!(
         "precision: {:?} (P in the Oᵀ GEMM; --precision fast|accurate)",
-        Precision::from(args.precision)
+        args.precision
     );
     let decoder = Decoder::new(&gpu)?;
     let copy = copy_bandwidth(&gpu)?;
@@ -1254,7 +1235,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     let mut results = Vec::with_capacity(points.len());
     for p in &points {
         bar.set_message(p.label());
-        let measured = measure(&decoder, &pool, p, args.precision.into());
+        let measured = measure(&decoder, &pool, p, args.precision);
         let (lengths, ms) = match measured {
             Ok(v) => v,
             Err(e) => {
@@ -1282,7 +1263,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         anchors_card: card_key.filter(|_| card.is_some()),
         peers,
         method: method_line(),
-        precision: format!("{:?}", Precision::from(args.precision)),
+        precision: format!("{:?}", args.precision),
         points: results,
     };
     if let Some(path) = &args.json {

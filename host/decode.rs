@@ -43,7 +43,7 @@ impl KvElement for half::f16 {
 
 /// How the softmax probabilities P enter the second GEMM, Oᵀ = Vᵀ·Pᵀ, whose operands must
 /// be 16-bit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Precision {
     /// P rounded once to the input type, as FlashMLA does, where more than 32 query rows
     /// share a KV head (64-row tiles): that rounding adds to the output's error (RMSE about
