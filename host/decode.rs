@@ -12,8 +12,8 @@ use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    decode_smem_bytes, row_tile_for, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V,
-    ERROR_LENGTH, ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES,
+    row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES,
     STACKED_SPLIT_MAX_ROWS, TILE_TOKENS,
 };
 use etap_kernel::plan::{self, PartWork};
@@ -627,10 +627,7 @@ impl Decoder {
                 let p = precision_index(precision);
                 for (r, rows) in ROW_TILES.into_iter().enumerate() {
                     let kernel = decode_kernel_name(dtype, precision, rows);
-                    kernels.set_max_dynamic_smem(
-                        &kernel,
-                        decode_smem_bytes(rows, !rounds_p_once(precision, rows)),
-                    )?;
+                    kernels.set_max_dynamic_smem(&kernel, DecodeSmem::new(rows).bytes)?;
                     functions.decode[d][p][r] = kernels.function(&kernel)?;
                 }
             }
@@ -715,7 +712,7 @@ impl Decoder {
         let spec = LaunchSpec {
             grid: (sched.num_parts as u32, sched.row_chunks * h_kv, 1),
             block: (DECODE_THREADS, 1, 1),
-            dyn_smem: decode_smem_bytes(sched.rows_per_cta, !c.rounds_p_once()),
+            dyn_smem: DecodeSmem::new(sched.rows_per_cta).bytes,
             cluster: None,
         };
         // SAFETY: the argument list matches the kernel's parameters in order and type, and

@@ -28,9 +28,9 @@ pub const PV_STEPS: u32 = TILE_TOKENS / 16;
 /// Vᵀ·P_loᵀ) stack P_lo under P_hi as N more columns of one wgmma (the Oᵀ accumulator twice
 /// as wide); wider tiles make a second k pass instead.
 pub const STACKED_SPLIT_MAX_ROWS: u32 = 32;
-/// Column block of a KV stage that the 64-row decode reuses for the tile's Pᵀ once Sᵀ is
-/// done: the RoPE dims (512..576), which Oᵀ does not read.
-pub const ROPE_BLOCK: u32 = K_BLOCKS - 1;
+/// Column block of a KV stage that holds a wider tile's P_lo once Sᵀ is done: the RoPE dims
+/// (512..576), which Oᵀ does not read.
+pub const P_LO_BLOCK: u32 = K_BLOCKS - 1;
 
 /// Warpgroup roles of the decode kernel: warpgroup 0 produces (TMA), 1 and 2 consume.
 pub const PRODUCER_WARPGROUP: u32 = 0;
@@ -46,10 +46,6 @@ pub const STAGES: u32 = 2;
 pub const MAX_ROWS_PER_CTA: u32 = 64;
 /// Query-row tiles (rows per CTA) that decode kernels are built for.
 pub const ROW_TILES: [u32; 3] = [16, 32, 64];
-/// Rows per CTA of the wide decode (`decode_wide`): both warpgroups work on all of them.
-pub const WIDE_ROWS: u32 = MAX_ROWS_PER_CTA;
-/// V blocks of Oᵀ per consumer warpgroup in the wide decode: each owns half of the dims.
-pub const WIDE_V_BLOCKS: u32 = V_BLOCKS / CONSUMER_WARPGROUPS;
 
 /// Log2 headroom by which a tile's scores may exceed a column's running max and still be
 /// exponentiated against it (P ≤ 2^8, fine for f32 sums and bf16/fp16 P); a tile that goes
@@ -67,13 +63,9 @@ pub enum NamedBarrier {
     /// Consumer warpgroup 0 may issue its next wgmma batch (256 threads: it syncs, the
     /// other warpgroup arrives); warpgroup 1 uses the next id.
     Turn0 = 4,
-    /// Wide decode: warpgroup 0 has published the Pᵀ and running max of its tile (256
-    /// threads: it arrives, the other syncs); warpgroup 1 uses the next id.
-    PReady0 = 6,
-    /// Wide decode with a split P: warpgroup 0's Oᵀ of its last tile is complete, so the
-    /// shared P_lo buffer may be overwritten (it arrives, the other syncs); warpgroup 1
-    /// uses the next id.
-    PvDone0 = 8,
+    /// Both consumer warpgroups (256 threads): both have finished Sᵀ of the tile, so the
+    /// stage's RoPE block (no longer read) may take the low half of a split Pᵀ.
+    ScoresDone = 6,
 }
 
 /// Slot of the decode kernel's error words: smallest batch index with a page id outside
@@ -129,66 +121,9 @@ impl DecodeSmem {
     }
 }
 
-/// Byte offsets of the wide decode's dynamic shared memory (`WIDE_ROWS` query rows).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WideSmem {
-    /// `STAGES` KV tiles, as in [`DecodeSmem`]; a tile's RoPE block takes its Pᵀ once Sᵀ is
-    /// done.
-    pub kv: u32,
-    /// Q: `K_BLOCKS` swizzled blocks of `WIDE_ROWS` rows × 64 dims.
-    pub q: u32,
-    /// The low half of a split Pᵀ (one buffer, `WIDE_ROWS` rows × 64 tokens); empty
-    /// without a split P.
-    pub p_lo: u32,
-    /// Running max per query row after each of the last two tiles (f32, by tile parity).
-    pub max: u32,
-    /// Per tile parity: nonzero if the tile moved some row's max (the Oᵀ rescale flag).
-    pub flags: u32,
-    /// Cross-warp reduction scratch: per consumer warpgroup, 4 warps × `WIDE_ROWS` f32.
-    pub red: u32,
-    /// mbarriers: `STAGES` "full" then `STAGES` "empty".
-    pub bars: u32,
-    /// Total bytes to request.
-    pub bytes: u32,
-}
-
-impl WideSmem {
-    /// The layout with (`split_p`) or without the P_lo buffer.
-    pub const fn new(split_p: bool) -> Self {
-        let kv = 0;
-        let q = kv + STAGES * TILE_BYTES;
-        let p_lo = q + K_BLOCKS * WIDE_ROWS * 128;
-        let max = p_lo + if split_p { WIDE_ROWS * 128 } else { 0 };
-        let flags = max + 2 * WIDE_ROWS * 4;
-        let red = flags + 16;
-        let bars = red + CONSUMER_WARPGROUPS * 4 * WIDE_ROWS * 4;
-        let bytes = bars + 2 * STAGES * 8;
-        WideSmem {
-            kv,
-            q,
-            p_lo,
-            max,
-            flags,
-            red,
-            bars,
-            bytes,
-        }
-    }
-}
-
-/// Dynamic shared memory of the decode kernel for `rows_cta` query rows (one of
-/// [`ROW_TILES`]), with or without a split P.
-pub const fn decode_smem_bytes(rows_cta: u32, split_p: bool) -> u32 {
-    if rows_cta == WIDE_ROWS {
-        WideSmem::new(split_p).bytes
-    } else {
-        DecodeSmem::new(rows_cta).bytes
-    }
-}
-
 /// Rows of one consumer warpgroup's Pᵀ buffer in a CTA of `rows_cta` query rows: its
 /// N = rows_cta/2 columns, twice that up to `STACKED_SPLIT_MAX_ROWS`, where the split-P
-/// kernels stack P's low half under its high half.
+/// kernels stack P's low half under its high half (wider tiles put it in `P_LO_BLOCK`).
 pub const fn p_buffer_rows(rows_cta: u32) -> u32 {
     if rows_cta <= STACKED_SPLIT_MAX_ROWS {
         rows_cta
@@ -232,21 +167,6 @@ mod tests {
             );
             assert_eq!(s.bars % 8, 0);
         }
-    }
-
-    #[test]
-    fn wide_shared_memory_fits_and_is_aligned() {
-        for split in [false, true] {
-            let s = WideSmem::new(split);
-            assert!(s.bytes <= 227 * 1024, "split {split}: {} bytes", s.bytes);
-            assert_eq!(s.q % 1024, 0);
-            assert_eq!(s.p_lo % 1024, 0);
-            assert_eq!(s.kv + ROPE_BLOCK * BLOCK_BYTES + BLOCK_BYTES, TILE_BYTES);
-            assert_eq!(s.max % 16, 0);
-            assert_eq!(s.bars % 8, 0);
-            assert_eq!(decode_smem_bytes(WIDE_ROWS, split), s.bytes);
-        }
-        assert_eq!(WIDE_V_BLOCKS * CONSUMER_WARPGROUPS, V_BLOCKS);
     }
 
     #[test]

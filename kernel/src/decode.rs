@@ -5,9 +5,9 @@
 //!
 //! The softmax takes the exact cross-warp column max only on a piece's first tile, on
 //! masked tiles and when a one-barrier vote finds a score more than `SOFTMAX_SLACK` above a
-//! column's running max; otherwise P is taken against the running max as it stands. These
-//! kernels (16 and 32 rows a CTA) round P to two 16-bit terms, P_hi + P_lo, stacked as N
-//! more columns of Pᵀ, at about no cost. The 64-row kernels are in `crate::decode_wide`.
+//! column's running max; otherwise P is taken against the running max as it stands. The
+//! `_split` kernels round P to two 16-bit terms, P_hi + P_lo, for `Precision::Accurate`:
+//! stacked as N more columns of Pᵀ up to `STACKED_SPLIT_MAX_ROWS`, a second k pass beyond.
 //!
 //! Warpgroup 0 is the producer (one thread issues the TMA loads of each page); warpgroups
 //! 1 and 2 each own half of the CTA's query rows (N = rows/2) and all 512 dims of Oᵀ, and
@@ -24,8 +24,7 @@ use crate::layout::{
 use crate::plan::{clamped_piece, length_fits, PartWork};
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
-    atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, opaque_u32, regs, smem,
-    stmatrix, tma, warp,
+    atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, stmatrix, tma, warp,
 };
 use crate::tile::load_swizzled;
 
@@ -75,9 +74,6 @@ pub struct DecodeArgs {
 /// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
 const MAX_COLS_PER_THREAD: usize = (MAX_ROWS_PER_CTA / CONSUMER_WARPGROUPS / 4) as usize;
 
-/// Query columns a thread owns in any decode kernel's fragments (N/4 at N = 64).
-pub(crate) const MAX_OWNED_COLUMNS: usize = (MAX_ROWS_PER_CTA / 4) as usize;
-
 /// stmatrix calls per P store at the widest N: a thread's fragment holds N/4 8×8 blocks
 /// (as many as its owned columns), stored 4 at a time.
 const MAX_P_STORES: usize = MAX_COLS_PER_THREAD / 4;
@@ -85,88 +81,48 @@ const MAX_P_STORES: usize = MAX_COLS_PER_THREAD / 4;
 /// Index c = 2j + e, among a thread's owned columns (8j + 2(lane%4) + e), of the column
 /// of accumulator element `i` (= 4j + 2h + e): a constant once loops are unrolled.
 #[inline(always)]
-pub(crate) const fn column_slot(i: usize) -> usize {
+const fn column_slot(i: usize) -> usize {
     2 * (i / 4) + i % 2
 }
 
 /// Whether a decode with QK shape `S` and Oᵀ shape `O` stacks a split P's low half under
-/// its high half (`O` twice as wide as `S`). Only these combinations are kernels: `O` =
-/// `S`, or a split P stacked within `STACKED_SPLIT_MAX_ROWS` (whose Pᵀ buffers
-/// `p_buffer_rows` sizes).
+/// its high half (`O` twice as wide as `S`) rather than adding a second k pass. Only these
+/// combinations are kernels: `O` = `S`, or a split P stacked within
+/// `STACKED_SPLIT_MAX_ROWS` (whose Pᵀ buffers `p_buffer_rows` sizes).
 #[inline(always)]
 const fn stacked_split<S: MmaShape, O: MmaShape>(split_p: bool) -> bool {
     assert!(
-        (!split_p && O::N == S::N)
-            || (split_p && O::N == 2 * S::N && O::N as u32 <= STACKED_SPLIT_MAX_ROWS),
+        O::N == S::N || (split_p && O::N == 2 * S::N && O::N as u32 <= STACKED_SPLIT_MAX_ROWS),
         "unsupported (S, O, SPLIT_P) combination"
     );
-    split_p
+    split_p && O::N == 2 * S::N
 }
 
 /// Stage and phase parity of the `it`-th tile a CTA streams.
 #[inline(always)]
-pub(crate) fn stage_of(it: u32) -> (u32, u32) {
+fn stage_of(it: u32) -> (u32, u32) {
     (it % STAGES, (it / STAGES) & 1)
 }
 
-/// The KV stages of a CTA in shared memory: the tiles and their mbarriers.
-#[derive(Clone, Copy)]
-pub(crate) struct Stages {
-    kv: u32,
-    bars: u32,
-}
-
-impl Stages {
-    /// Shared address of stage `s`'s tile.
-    #[inline(always)]
-    pub(crate) fn tile(&self, s: u32) -> u32 {
-        self.kv + s * TILE_BYTES
-    }
-    /// "Full" mbarrier of stage `s`: its tile has landed (one arrival plus the TMA bytes).
-    #[inline(always)]
-    pub(crate) fn full(&self, s: u32) -> u32 {
-        self.bars + 8 * s
-    }
-    /// "Empty" mbarrier of stage `s`: every consumer warp is done with its tile.
-    #[inline(always)]
-    pub(crate) fn empty(&self, s: u32) -> u32 {
-        self.bars + 8 * (STAGES + s)
-    }
-}
-
-/// What a consumer warpgroup of a decode CTA works on.
-pub(crate) struct ConsumerWork {
-    /// The CTA's partition of the plan.
-    pub part: PartWork,
-    /// Its chunk of query rows and its KV head.
-    pub chunk: u32,
-    pub head: u32,
-    /// Shared address of the dynamic shared memory.
-    pub base: u32,
-    pub stages: Stages,
-}
-
-/// What every decode CTA does first: sets up the stage barriers, then warpgroup 0 streams
-/// the partition's pages; the consumer warpgroups get their work back (`None` for the
-/// producer and for idle partitions) and must claim their registers
-/// (`regs::claim_232`) before they start on it, in the branch that runs it, so ptxas
-/// allocates that code against the larger budget. `kv` and `bars` are the byte offsets of
-/// the stages' tiles and mbarriers in the dynamic shared memory.
+/// The decode kernel body for element type `T` and N = `S::N` query rows per consumer
+/// warpgroup (the CTA handles 2·N rows). `SPLIT_P` splits P into two 16-bit terms; Oᵀ is an
+/// `O`-shaped accumulator: `S` itself, or twice as wide with the split P's low half stacked
+/// under the high half as N more columns of Pᵀ (`stacked_split`).
 #[inline(always)]
-pub(crate) unsafe fn start_cta(a: &DecodeArgs, kv: u32, bars: u32) -> Option<ConsumerWork> {
+pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
+    let rows_cta = 2 * S::N as u32;
+    let lay = DecodeSmem::new(rows_cta);
     let part = *a.parts.add(ids::block_x() as usize);
     if part.begin_req > part.end_req {
-        return None;
+        return;
     }
     let base = smem::base();
-    let stages = Stages {
-        kv: base + kv,
-        bars: base + bars,
-    };
+    let full = |s: u32| base + lay.bars + 8 * s;
+    let empty = |s: u32| base + lay.bars + 8 * (STAGES + s);
     if ids::thread() == 0 {
         for s in 0..STAGES {
-            mbarrier::init(stages.full(s), 1);
-            mbarrier::init(stages.empty(s), CONSUMER_WARPS);
+            mbarrier::init(full(s), 1);
+            mbarrier::init(empty(s), CONSUMER_WARPS);
         }
         fence::mbarrier_init();
     }
@@ -177,36 +133,24 @@ pub(crate) unsafe fn start_cta(a: &DecodeArgs, kv: u32, bars: u32) -> Option<Con
     if ids::warpgroup() == PRODUCER_WARPGROUP {
         regs::release_to_40();
         if ids::thread() == 0 {
-            produce(a, &part, head, &stages);
+            produce(a, &part, head, base + lay.kv, full, empty);
         }
-        None
     } else {
-        Some(ConsumerWork {
-            part,
-            chunk,
-            head,
-            base,
-            stages,
-        })
-    }
-}
-
-/// The decode kernel body for element type `T` and N = `S::N` query rows per consumer
-/// warpgroup (the CTA handles 2·N rows). `SPLIT_P` splits P into two 16-bit terms; Oᵀ is an
-/// `O`-shaped accumulator: `S` itself, or twice as wide with the split P's low half stacked
-/// under the high half as N more columns of Pᵀ (`stacked_split`).
-#[inline(always)]
-pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
-    let lay = DecodeSmem::new(2 * S::N as u32);
-    if let Some(w) = start_cta(a, lay.kv, lay.bars) {
         regs::claim_232();
-        consume::<T, S, O, SPLIT_P>(a, &w.part, w.chunk, w.head, &lay, w.base, &w.stages);
+        consume::<T, S, O, SPLIT_P>(a, &part, chunk, head, &lay, base, full, empty);
     }
 }
 
 /// Producer: streams every page of the partition through the stages, in order.
 #[inline(always)]
-unsafe fn produce(a: &DecodeArgs, part: &PartWork, head: u32, stages: &Stages) {
+unsafe fn produce(
+    a: &DecodeArgs,
+    part: &PartWork,
+    head: u32,
+    kv: u32,
+    full: impl Fn(u32) -> u32,
+    empty: impl Fn(u32) -> u32,
+) {
     tma::prefetch_map(a.kv_map);
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
@@ -236,14 +180,14 @@ unsafe fn produce(a: &DecodeArgs, part: &PartWork, head: u32, stages: &Stages) {
                 next_id = *pages.add(page as usize + 1);
             }
             let (s, phase) = stage_of(it);
-            mbarrier::wait(stages.empty(s), phase ^ 1);
-            mbarrier::arrive_expect_tx(stages.full(s), TILE_BYTES);
+            mbarrier::wait(empty(s), phase ^ 1);
+            mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
             for c in 0..K_BLOCKS {
-                let dst = stages.tile(s) + c * BLOCK_BYTES;
+                let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES;
                 tma::load_3d(
                     dst,
                     a.kv_map,
-                    stages.full(s),
+                    full(s),
                     (c * COL_BLOCK) as i32,
                     head as i32,
                     token0,
@@ -265,7 +209,8 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
     head: u32,
     lay: &DecodeSmem,
     base: u32,
-    stages: &Stages,
+    full: impl Fn(u32) -> u32,
+    empty: impl Fn(u32) -> u32,
 ) {
     let n = S::N as u32;
     let cols = (n / 4) as usize;
@@ -304,7 +249,13 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
             // A request with no pages inside the range: the combine writes its result.
             continue;
         }
-        let (splits, slot) = output_slot(a, part, r);
+        let split_begin = *a.split_offsets.add(r as usize);
+        let splits = *a.split_offsets.add(r as usize + 1) - split_begin;
+        let split_idx = if r == part.begin_req {
+            part.first_split
+        } else {
+            0
+        };
 
         // Q rows of this warpgroup → swizzled shared memory (zeros past the last row).
         load_swizzled(n, K_BLOCKS, q_smem, q_block_stride, t, 128, |rr| {
@@ -342,11 +293,11 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
         // shared address.
         let prepare = |page: u32, it: u32| {
             let (s, phase) = stage_of(it);
-            mbarrier::wait(stages.full(s), phase);
-            let kv = warp::uniform(stages.tile(s));
-            let valid = valid_tokens(seqlen, page);
+            mbarrier::wait(full(s), phase);
+            let kv = warp::uniform(base + lay.kv + s * TILE_BYTES);
+            let valid = (seqlen - (page * PAGE_SIZE) as i32).min(TILE_TOKENS as i32) as u32;
             if valid < TILE_TOKENS {
-                zero_v_rows(kv, valid, ids::thread() - 128, 256);
+                zero_v_rows(kv, valid, ids::thread() - 128);
                 fence::proxy_async_shared();
                 barrier::sync_named(NamedBarrier::Consumers as u32, 256);
             }
@@ -357,7 +308,7 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
         let release = |it: u32| {
             warp::sync();
             if lane == 0 {
-                mbarrier::arrive(stages.empty(stage_of(it).0));
+                mbarrier::arrive(empty(stage_of(it).0));
             }
         };
 
@@ -414,14 +365,22 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
             }
 
             // Pᵀ → shared memory as the K-major B operand (row = query column, 64 tokens),
-            // 8×8 blocks at a time; a split P's low half goes under the high half.
-            let p_lo = stacked.then_some(p_smem + n * 128);
-            store_p::<T>(sv, p_smem, p_lo, &p_rows[..p_groups]);
+            // 8×8 blocks at a time. A split P's low half goes under the high half (stacked)
+            // or else to the stage's RoPE block, once both warpgroups are done reading it.
+            let p_lo = if stacked {
+                p_smem + n * 128
+            } else {
+                kv + P_LO_BLOCK * BLOCK_BYTES + wg * n * 128
+            };
+            if SPLIT_P && !stacked {
+                barrier::sync_named(NamedBarrier::ScoresDone as u32, 256);
+            }
+            store_p::<T>(sv, p_smem, SPLIT_P.then_some(p_lo), &p_rows[..p_groups]);
             fence::proxy_async_shared();
             barrier::sync_named(group_bar, 128);
 
             turn.wait();
-            issue_pv::<T, O>(&mut o, kv, p_smem, None);
+            issue_pv::<T, O>(&mut o, kv, p_smem, (SPLIT_P && !stacked).then_some(p_lo));
             wgmma::commit();
             turn.pass();
             wgmma::wait_all();
@@ -453,40 +412,24 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
         barrier::sync_named(group_bar, 128);
 
         store_output::<T, S, O>(
-            a, &o, 0, true, m, l, r as u32, splits, slot, row0, rows_total, &query_of,
+            a,
+            &o,
+            m,
+            l,
+            r as u32,
+            splits,
+            (split_begin + split_idx) as u32,
+            row0,
+            rows_total,
+            &query_of,
         );
     }
     turn.finish(wg);
 }
 
-/// How many pieces request `r` is split into, and the partial-output slot of its piece in
-/// `part` (used when there is more than one).
-#[inline(always)]
-pub(crate) unsafe fn output_slot(a: &DecodeArgs, part: &PartWork, r: i32) -> (i32, u32) {
-    let split_begin = *a.split_offsets.add(r as usize);
-    let splits = *a.split_offsets.add(r as usize + 1) - split_begin;
-    let split_idx = if r == part.begin_req {
-        part.first_split
-    } else {
-        0
-    };
-    (splits, (split_begin + split_idx) as u32)
-}
-
-/// Tokens of the tile of page `page` that lie inside a sequence of length `seqlen`.
-#[inline(always)]
-pub(crate) fn valid_tokens(seqlen: i32, page: u32) -> u32 {
-    (seqlen - (page * PAGE_SIZE) as i32).min(TILE_TOKENS as i32) as u32
-}
-
 /// Issues Sᵀ = K·Qᵀ for one tile: 64 tokens × N query rows, K = 576 (K-major A and B).
 #[inline(always)]
-pub(crate) unsafe fn issue_qk<T: Element, S: MmaShape>(
-    st: &mut S::Acc,
-    kv: u32,
-    q: u32,
-    q_block_stride: u32,
-) {
+unsafe fn issue_qk<T: Element, S: MmaShape>(st: &mut S::Acc, kv: u32, q: u32, q_block_stride: u32) {
     let k_desc = opaque(smem_desc(kv, Major::K, 0));
     let q_desc = opaque(smem_desc(q, Major::K, 0));
     for k in 0..QK_STEPS {
@@ -497,12 +440,11 @@ pub(crate) unsafe fn issue_qk<T: Element, S: MmaShape>(
     }
 }
 
-/// Fences and issues Oᵀ += Vᵀ·Pᵀ for one tile: per 64-dim block of V (A, MN-major) from
-/// `kv` on, one per accumulator of `o`, K = 64 tokens; with a split P (`p_lo`), the same V
-/// block once more against P_lo.
+/// Fences and issues Oᵀ += Vᵀ·Pᵀ for one tile: per 64-dim block of V (A, MN-major), K = 64
+/// tokens; with a split P (`p_lo`), the same V block once more against P_lo.
 #[inline(always)]
-pub(crate) unsafe fn issue_pv<T: Element, S: MmaShape>(
-    o: &mut [S::Acc],
+unsafe fn issue_pv<T: Element, S: MmaShape>(
+    o: &mut [S::Acc; V_BLOCKS as usize],
     kv: u32,
     p: u32,
     p_lo: Option<u32>,
@@ -606,7 +548,7 @@ unsafe fn exact_softmax<S: MmaShape, O: MmaShape>(
 /// this lane's row offset for each call (`p_store_coord`). With `p_lo`, the rounding
 /// remainder P − P_hi goes there, rounded to `T` as well.
 #[inline(always)]
-pub(crate) unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: Option<u32>, rows: &[u32]) {
+unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: Option<u32>, rows: &[u32]) {
     let hi = |k: u32| {
         let i = p_store_pair(k) as usize;
         T::pack2(sv[i], sv[i + 1])
@@ -679,31 +621,27 @@ impl Turn {
 }
 
 /// Zeroes V rows `valid..64` of a tile (all 8 V blocks): rows past a sequence's length may
-/// hold anything (NaN), and 0·NaN would poison Oᵀ. Spread over `nthreads` threads, this
-/// one being `tid`.
+/// hold anything (NaN), and 0·NaN would poison Oᵀ. Spread over the 256 consumer threads.
 #[inline(always)]
-pub(crate) unsafe fn zero_v_rows(kv: u32, valid: u32, tid: u32, nthreads: u32) {
+unsafe fn zero_v_rows(kv: u32, valid: u32, ct: u32) {
     let units = (TILE_TOKENS - valid) * V_BLOCKS * 8;
-    let mut u = tid;
+    let mut u = ct;
     while u < units {
         let row = valid + u / (V_BLOCKS * 8);
         let blk = (u / 8) % V_BLOCKS;
         smem::st_v4(kv + blk * BLOCK_BYTES + row * 128 + (u % 8) * 16, [0; 4]);
-        u += nthreads;
+        u += 256;
     }
 }
 
-/// Writes this warpgroup's normalised Oᵀ columns (V blocks `first_block`.. of `o`) and,
-/// with `write_lse`, their lse: straight to `out`/`lse` when the request is not split, else
-/// to its partial slot. Everything that depends only on the column (its query row, 1/l,
-/// the row's offset) is worked out once per owned column.
+/// Writes this warpgroup's normalised Oᵀ columns and their lse: straight to `out`/`lse`
+/// when the request is not split, else to its partial slot. Everything that depends only
+/// on the column (its query row, 1/l, the row's offset) is worked out once per owned column.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
+unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     a: &DecodeArgs,
-    o: &[O::Acc],
-    first_block: u32,
-    write_lse: bool,
+    o: &[O::Acc; V_BLOCKS as usize],
     m: &[f32],
     l: &[f32],
     r: u32,
@@ -713,16 +651,15 @@ pub(crate) unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     rows_total: u32,
     query_of: &impl Fn(u32) -> (u32, u32),
 ) {
-    // Opaque, so that the per-column values below are not precomputed before the mainloop.
-    let t = opaque_u32(ids::thread() % 128);
+    let t = ids::thread() % 128;
     let lane = t % 32;
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
     let out_f32 = a.flags & FLAG_OUT_F32 != 0;
     // Per owned column c = 2j + e (column 8j + 2(lane%4) + e): the element offset of its
     // output row (u32::MAX past the last row), 1/l, and its lse.
-    let mut row_at = [u32::MAX; MAX_OWNED_COLUMNS];
-    let mut inv = [0.0f32; MAX_OWNED_COLUMNS];
+    let mut row_at = [u32::MAX; MAX_COLS_PER_THREAD];
+    let mut inv = [0.0f32; MAX_COLS_PER_THREAD];
     for c in 0..m.len() {
         let col = 8 * (c as u32 / 2) + 2 * (lane % 4) + c as u32 % 2;
         let row = row0 + col;
@@ -735,7 +672,7 @@ pub(crate) unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
         row_at[c] = req_row * D_V;
         inv[c] = if l[c] > 0.0 { 1.0 / l[c] } else { 0.0 };
         // Threads 0..4 of warp 0 hold every column once (rows 0 and 8 of the fragment).
-        if write_lse && t < 4 {
+        if t < 4 {
             let lse = if l[c] > 0.0 {
                 (m[c] + math::log2(l[c])) * core::f32::consts::LN_2
             } else if final_out {
@@ -750,35 +687,8 @@ pub(crate) unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
             }
         }
     }
-    // One straight loop per destination: a branch per element makes ptxas spill.
-    let blocks = (o, first_block, &row_at, &inv, t);
-    if !final_out {
-        for_each_output::<S, O>(blocks, |idx, val| *a.o_accum.add(idx) = val);
-    } else if out_f32 {
-        for_each_output::<S, O>(blocks, |idx, val| *(a.out as *mut f32).add(idx) = val);
-    } else {
-        for_each_output::<S, O>(blocks, |idx, val| {
-            *(a.out as *mut u16).add(idx) = T::from_f32(val)
-        });
-    }
-}
-
-/// Calls `put(index, value)` for every element of the Oᵀ blocks `o` (V blocks
-/// `first_block`..) whose column has an output row: its element index in a row-major
-/// [rows, 512] output (`row_at[c]` + dim) and its value scaled by `inv[c]`. A stacked split
-/// P's Oᵀ holds each column twice (high, then low half, N/2 elements further on); the two
-/// are added.
-#[inline(always)]
-unsafe fn for_each_output<S: MmaShape, O: MmaShape>(
-    (o, first_block, row_at, inv, t): (
-        &[O::Acc],
-        u32,
-        &[u32; MAX_OWNED_COLUMNS],
-        &[f32; MAX_OWNED_COLUMNS],
-        u32,
-    ),
-    mut put: impl FnMut(usize, f32),
-) {
+    // A stacked split P's Oᵀ holds each column twice (high, then low half, N/2 elements
+    // further on); they add up to the column's result.
     let half = S::N / 2;
     for (mb, ob) in o.iter().enumerate() {
         let v = ob.as_ref();
@@ -788,19 +698,26 @@ unsafe fn for_each_output<S: MmaShape, O: MmaShape>(
                 continue;
             }
             let (dim, _) = acc_coord(t, i as u32);
-            let idx = (row_at[c] + (first_block + mb as u32) * 64 + dim) as usize;
+            let idx = (row_at[c] + mb as u32 * 64 + dim) as usize;
             let sum = if v.len() > half {
                 v[i] + v[i + half]
             } else {
                 v[i]
             };
-            put(idx, sum * inv[c]);
+            let val = sum * inv[c];
+            if !final_out {
+                *a.o_accum.add(idx) = val;
+            } else if out_f32 {
+                *(a.out as *mut f32).add(idx) = val;
+            } else {
+                *(a.out as *mut u16).add(idx) = T::from_f32(val);
+            }
         }
     }
 }
 
 macro_rules! decode_kernels {
-    ($($name:ident => $body:path;)*) => {$(
+    ($($name:ident $t:ty, $s:ty, $o:ty, $split:literal;)*) => {$(
         /// Decode kernel entry point; see `DecodeArgs` for the parameters.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -824,7 +741,7 @@ macro_rules! decode_kernels {
             softmax_scale: f32,
             flags: u32,
         ) {
-            $body(&DecodeArgs {
+            decode::<$t, $s, $o, $split>(&DecodeArgs {
                 kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
                 s_q, h_q, h_kv, max_pages,
                 num_blocks,
@@ -835,21 +752,20 @@ macro_rules! decode_kernels {
     )*};
 }
 
-use crate::decode_wide::decode_wide;
 use crate::element::{Bf16, F16};
 use crate::ptx::wgmma::{N16, N32, N8};
-// `_split`: P split into two 16-bit terms (`Precision::Accurate` on the host). At 16 and 32
-// rows a CTA it is stacked as N more columns of Pᵀ, at about no cost, so those tiles have
-// no single-rounding kernel; at 64 rows (`decode_wide`) it is a second k pass. Kernels of
-// their own rather than a flag: a run-time branch around the Oᵀ wgmma batch makes ptxas
-// spill the accumulators.
+// `_split`: P split into two 16-bit terms (`Precision::Accurate` on the host), stacked as
+// N more columns of Pᵀ where the doubled Oᵀ still fits the registers (r16, r32: at about no
+// cost, so those tiles have no single-rounding kernel), else a second k pass (r64).
+// Kernels of their own rather than a flag: a run-time branch around the Oᵀ wgmma batch
+// makes ptxas spill the accumulators.
 decode_kernels! {
-    etap_decode_bf16_r16_split => decode::<Bf16, N8, N16, true>;
-    etap_decode_bf16_r32_split => decode::<Bf16, N16, N32, true>;
-    etap_decode_f16_r16_split => decode::<F16, N8, N16, true>;
-    etap_decode_f16_r32_split => decode::<F16, N16, N32, true>;
-    etap_decode_bf16_r64 => decode_wide::<Bf16, false>;
-    etap_decode_f16_r64 => decode_wide::<F16, false>;
-    etap_decode_bf16_r64_split => decode_wide::<Bf16, true>;
-    etap_decode_f16_r64_split => decode_wide::<F16, true>;
+    etap_decode_bf16_r64 Bf16, N32, N32, false;
+    etap_decode_f16_r64 F16, N32, N32, false;
+    etap_decode_bf16_r16_split Bf16, N8, N16, true;
+    etap_decode_bf16_r32_split Bf16, N16, N32, true;
+    etap_decode_bf16_r64_split Bf16, N32, N32, true;
+    etap_decode_f16_r16_split F16, N8, N16, true;
+    etap_decode_f16_r32_split F16, N16, N32, true;
+    etap_decode_f16_r64_split F16, N32, N32, true;
 }

@@ -19,8 +19,6 @@ mod combine;
 #[cfg(target_arch = "nvptx64")]
 mod decode;
 #[cfg(target_arch = "nvptx64")]
-mod decode_wide;
-#[cfg(target_arch = "nvptx64")]
 mod element;
 #[cfg(target_arch = "nvptx64")]
 mod ptx;

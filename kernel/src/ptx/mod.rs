@@ -22,12 +22,3 @@ pub fn opaque(x: u64) -> u64 {
     unsafe { core::arch::asm!("/* {x} */", x = inout(reg64) x, options(nomem, nostack)) };
     x
 }
-
-/// `opaque` for a 32-bit value: shared addresses derived from it inside a loop stay
-/// `register + constant` there rather than being precomputed (and spilled) outside it.
-#[inline(always)]
-pub fn opaque_u32(x: u32) -> u32 {
-    let mut x = x;
-    unsafe { core::arch::asm!("/* {x} */", x = inout(reg32) x, options(nomem, nostack)) };
-    x
-}

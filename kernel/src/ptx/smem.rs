@@ -17,11 +17,6 @@ pub fn base() -> u32 {
 pub unsafe fn st_f32(addr: u32, v: f32) {
     asm!("st.shared.f32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack));
 }
-/// st.shared.b32
-#[inline(always)]
-pub unsafe fn st_u32(addr: u32, v: u32) {
-    asm!("st.shared.b32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack));
-}
 /// ld.shared.f32
 #[inline(always)]
 pub unsafe fn ld_f32(addr: u32) -> f32 {

@@ -30,12 +30,6 @@ pub fn commit() {
     unsafe { asm!("wgmma.commit_group.sync.aligned;", options(nostack)) };
 }
 
-/// wgmma.wait_group 1: waits until every committed group but the most recent has completed.
-#[inline(always)]
-pub fn wait_all_but_last() {
-    unsafe { asm!("wgmma.wait_group.sync.aligned 1;", options(nostack)) };
-}
-
 /// wgmma.wait_group 0: waits until every committed group has completed.
 #[inline(always)]
 pub fn wait_all() {
