@@ -12,7 +12,8 @@ use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_THREADS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
+    combine_smem_bytes, row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_GROUP_THREADS,
+    COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
     ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES,
     STACKED_SPLIT_MAX_ROWS, TILE_TOKENS,
 };
@@ -427,12 +428,18 @@ impl DecodePlan {
             }
             other => Error::Plan(other.to_string()),
         })?;
+        let max_splits = split_offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as u32)
+            .max()
+            .unwrap_or(0);
         Ok(Schedule {
             parts,
             split_offsets,
             num_parts,
             rows_per_cta,
             row_chunks,
+            max_splits,
         })
     }
     /// The checked API's block-table check: every *used* entry (pages
@@ -482,6 +489,8 @@ pub struct Schedule {
     pub rows_per_cta: u32,
     /// CTAs per KV head over the query rows.
     pub row_chunks: u32,
+    /// Most pieces any one request is split into (selects the combine kernel).
+    pub max_splits: u32,
 }
 
 /// [`DecodePlan::validate_block_table`] without a plan (CPU only): checks the shapes
@@ -572,7 +581,8 @@ struct Functions {
     /// `etap_decode_{bf16,f16}_r64` for Fast at 64 rows.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype]`: `etap_combine_{bf16,f16}`.
-    combine: [sys::CUfunction; 2],
+    /// Per dtype: the one-group and the wide combine kernel.
+    combine: [[sys::CUfunction; 2]; 2],
 }
 
 // SAFETY: the handles belong to the module that `Decoder::kernels` keeps loaded, and a
@@ -619,7 +629,7 @@ impl Decoder {
         let kernels = Kernels::load(gpu)?;
         let mut functions = Functions {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
-            combine: [std::ptr::null_mut(); 2],
+            combine: [[std::ptr::null_mut(); 2]; 2],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let (name, d) = dtype_kernel(dtype);
@@ -631,7 +641,10 @@ impl Decoder {
                     functions.decode[d][p][r] = kernels.function(&kernel)?;
                 }
             }
-            functions.combine[d] = kernels.function(&format!("etap_combine_{name}"))?;
+            functions.combine[d] = [
+                kernels.function(&format!("etap_combine_{name}"))?,
+                kernels.function(&format!("etap_combine_{name}_wide"))?,
+            ];
         }
         Ok(Decoder {
             gpu: gpu.clone(),
@@ -685,8 +698,13 @@ impl Decoder {
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
         let p = precision_index(c.precision);
-        let (decode_fn, combine_fn) =
-            (self.functions.decode[d][p][tile], self.functions.combine[d]);
+        // Requests split many times are merged by four thread groups a row.
+        let wide = sched.max_splits >= COMBINE_WIDE_MIN_SPLITS;
+        let combine_groups = if wide { COMBINE_WIDE_GROUPS } else { 1 };
+        let (decode_fn, combine_fn) = (
+            self.functions.decode[d][p][tile],
+            self.functions.combine[d][wide as usize],
+        );
         let mut flags =
             if c.causal { FLAG_CAUSAL } else { 0 } | if O::F32 { FLAG_OUT_F32 } else { 0 };
 
@@ -723,8 +741,8 @@ impl Decoder {
             crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, errors, s_q, h_q, flags];
         let cspec = LaunchSpec {
             grid: (s_q * h_q, c.batch as u32, 1),
-            block: (COMBINE_THREADS, 1, 1),
-            dyn_smem: 0,
+            block: (combine_groups * COMBINE_GROUP_THREADS, 1, 1),
+            dyn_smem: combine_smem_bytes(combine_groups),
             cluster: None,
         };
         // SAFETY: as above, for the combine kernel's parameters.

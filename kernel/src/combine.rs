@@ -1,19 +1,23 @@
 //! Merges the partial (O, lse) of requests split over several partitions, and writes the
 //! empty result (out = 0, lse = +inf) of requests with no KV at all. One CTA per
-//! (query row, request); requests handled in one piece were written by the decode.
-use crate::config::{COMBINE_THREADS, D_V, ERROR_WORDS, FLAG_OUT_F32};
+//! (query row, request); requests handled in one piece were written by the decode. The
+//! `_wide` kernels, for requests split many times, run `COMBINE_WIDE_GROUPS` groups of 128
+//! threads that each take every `COMBINE_WIDE_GROUPS`-th partial result and meet in shared
+//! memory.
+use crate::config::{COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_OUT_F32};
 use crate::element::{Bf16, Element, F16};
-use crate::ptx::{ids, math};
+use crate::ptx::{barrier, ids, math, smem};
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
-const DIMS_PER_THREAD: u32 = D_V / COMBINE_THREADS;
+/// V dims per thread of a group.
+const DIMS_PER_THREAD: u32 = D_V / COMBINE_GROUP_THREADS;
 /// Partial results a thread loads before combining them.
 const SPLIT_BATCH: usize = 8;
 
-/// Combine body: grid (s_q·h_q, batch), `COMBINE_THREADS` threads.
+/// Combine body: grid (s_q·h_q, batch), `GROUPS` · `COMBINE_GROUP_THREADS` threads.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn combine<T: Element>(
+unsafe fn combine<T: Element, const GROUPS: u32>(
     o_accum: *const f32,
     lse_accum: *const f32,
     split_offsets: *const i32,
@@ -40,41 +44,61 @@ unsafe fn combine<T: Element>(
     }
     let rows = s_q * h_q;
     let (s, h) = (row / h_q, row % h_q);
-    let t = ids::thread();
+    let (group, t) = (
+        ids::thread() / COMBINE_GROUP_THREADS,
+        ids::thread() % COMBINE_GROUP_THREADS,
+    );
+    // Shared memory: per group its max, its sum of weights, then its weighted dims.
+    let base = smem::base();
+    let max_at = |g: u32| base + 4 * g;
+    let total_at = |g: u32| base + 4 * (GROUPS + g);
+    let acc_at = |g: u32, d: u32| base + 4 * (2 * GROUPS + g * D_V + t * DIMS_PER_THREAD + d);
     let slot_lse = |i: i32| *lse_accum.add(((first + i) as u32 * rows + row) as usize);
     // This thread's 4 dims of partial result `i` (16-byte aligned: D_V and 4·t are multiples of 4).
     let slot_o = |i: i32| {
         *(o_accum.add((((first + i) as u32 * rows + row) * D_V + t * DIMS_PER_THREAD) as usize)
             as *const [f32; DIMS_PER_THREAD as usize])
     };
+    // The partial results of this group, SPLIT_BATCH at a time: independent loads, so their
+    // latencies overlap instead of adding up (a long request can have ~100 splits).
+    let stride = GROUPS as i32;
+    let batch_of = |i: i32, k: usize| i + stride * k as i32;
 
-    // Splits are read in batches of SPLIT_BATCH independent loads, so their latencies
-    // overlap instead of adding up (a single long request can have ~100 splits).
     let mut max = f32::NEG_INFINITY;
-    let mut i = 0;
+    let mut i = group as i32;
     while i < splits {
         let mut lse_batch = [f32::NEG_INFINITY; SPLIT_BATCH];
         for (k, l) in lse_batch.iter_mut().enumerate() {
-            if i + (k as i32) < splits {
-                *l = slot_lse(i + k as i32);
+            if batch_of(i, k) < splits {
+                *l = slot_lse(batch_of(i, k));
             }
         }
         for l in lse_batch.iter() {
             max = max.max(*l);
         }
-        i += SPLIT_BATCH as i32;
+        i += stride * SPLIT_BATCH as i32;
     }
+    if GROUPS > 1 {
+        if t == 0 {
+            smem::st_f32(max_at(group), max);
+        }
+        barrier::sync_cta();
+        for g in 0..GROUPS {
+            max = max.max(smem::ld_f32(max_at(g)));
+        }
+    }
+
     let mut acc = [0.0f32; DIMS_PER_THREAD as usize];
     let mut total = 0.0f32;
     if max != f32::NEG_INFINITY {
-        let mut i = 0;
+        let mut i = group as i32;
         while i < splits {
             let mut lse_batch = [f32::NEG_INFINITY; SPLIT_BATCH];
             let mut o_batch = [[0.0f32; DIMS_PER_THREAD as usize]; SPLIT_BATCH];
             for k in 0..SPLIT_BATCH {
-                if i + (k as i32) < splits {
-                    lse_batch[k] = slot_lse(i + k as i32);
-                    o_batch[k] = slot_o(i + k as i32);
+                if batch_of(i, k) < splits {
+                    lse_batch[k] = slot_lse(batch_of(i, k));
+                    o_batch[k] = slot_o(batch_of(i, k));
                 }
             }
             for k in 0..SPLIT_BATCH {
@@ -84,9 +108,30 @@ unsafe fn combine<T: Element>(
                     *a += w * o_batch[k][d];
                 }
             }
-            i += SPLIT_BATCH as i32;
+            i += stride * SPLIT_BATCH as i32;
         }
     }
+    if GROUPS > 1 {
+        if group > 0 {
+            for (d, a) in acc.iter().enumerate() {
+                smem::st_f32(acc_at(group, d as u32), *a);
+            }
+            if t == 0 {
+                smem::st_f32(total_at(group), total);
+            }
+        }
+        barrier::sync_cta();
+        if group > 0 {
+            return;
+        }
+        for g in 1..GROUPS {
+            for (d, a) in acc.iter_mut().enumerate() {
+                *a += smem::ld_f32(acc_at(g, d as u32));
+            }
+            total += smem::ld_f32(total_at(g));
+        }
+    }
+
     let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
     let dst = ((r * rows + row) * D_V + t * DIMS_PER_THREAD) as usize;
     for (d, a) in acc.iter().enumerate() {
@@ -107,7 +152,7 @@ unsafe fn combine<T: Element>(
 }
 
 macro_rules! combine_kernels {
-    ($($name:ident $t:ty;)*) => {$(
+    ($($name:ident $t:ty, $groups:expr;)*) => {$(
         /// Combine kernel entry point.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -121,12 +166,14 @@ macro_rules! combine_kernels {
             h_q: u32,
             flags: u32,
         ) {
-            combine::<$t>(o_accum, lse_accum, split_offsets, out, lse, errors, s_q, h_q, flags)
+            combine::<$t, { $groups }>(o_accum, lse_accum, split_offsets, out, lse, errors, s_q, h_q, flags)
         }
     )*};
 }
 
 combine_kernels! {
-    etap_combine_bf16 Bf16;
-    etap_combine_f16 F16;
+    etap_combine_bf16 Bf16, 1;
+    etap_combine_f16 F16, 1;
+    etap_combine_bf16_wide Bf16, COMBINE_WIDE_GROUPS;
+    etap_combine_f16_wide F16, COMBINE_WIDE_GROUPS;
 }

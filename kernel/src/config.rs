@@ -145,8 +145,25 @@ pub const fn row_tile_for(rows: u32) -> u32 {
     MAX_ROWS_PER_CTA
 }
 
-/// Threads of a combine CTA: one (request, query row), 4 of the 512 V dims a thread.
-pub const COMBINE_THREADS: u32 = 128;
+/// Threads of a combine group: 4 of the 512 V dims a thread. A combine CTA (one request
+/// and query row) is one group, or `COMBINE_WIDE_GROUPS` for requests split at least
+/// `COMBINE_WIDE_MIN_SPLITS` times: each group then merges every `COMBINE_WIDE_GROUPS`-th
+/// partial result, so that many more loads are in flight, and the groups meet in shared
+/// memory. (Four groups for every request cost ~10 % at a few splits.)
+pub const COMBINE_GROUP_THREADS: u32 = 128;
+/// Groups of the wide combine kernel.
+pub const COMBINE_WIDE_GROUPS: u32 = 4;
+/// Most splits of a request at which the one-group combine kernel is used.
+pub const COMBINE_WIDE_MIN_SPLITS: u32 = 16;
+/// Dynamic shared memory of a combine CTA of `groups` groups: per group its max and sum
+/// of weights, then its 512 weighted dims.
+pub const fn combine_smem_bytes(groups: u32) -> u32 {
+    if groups == 1 {
+        0
+    } else {
+        groups * (2 + D_V) * 4
+    }
+}
 
 #[cfg(test)]
 mod tests {
