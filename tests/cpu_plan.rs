@@ -1,17 +1,16 @@
 //! CPU tests of the split-KV planner (`etap_kernel::plan`).
 //!
-//! Guarantee checked on every plan: with `T = Σ_{r: pages_r > 0} (pages_r + FIXED_OVERHEAD_PAGES)`
-//! and `N = num_parts`, every partition costs at most `ceil(T / N) + FIXED_OVERHEAD_PAGES`
-//! (cost = Σ over its pieces of pages + overhead), and every active partition except the last
-//! one costs at least `ceil(T / N)`.
+//! Guarantee checked on every plan: with `O` the fixed cost of a piece (FIXED_OVERHEAD_PAGES,
+//! or 0 when `ceil(pages / N) <= SHORT_SHARE_PAGES`), `T = Σ_{r: pages_r > 0} (pages_r + O)`
+//! and `N = num_parts`, every partition costs at most `ceil(T / N) + O` (cost = Σ over its
+//! pieces of pages + O), and every active partition except the last one costs at least
+//! `ceil(T / N)`.
 use etap_kernel::plan::{
     clamped_piece, for_each_piece, length_fits, max_split_slots, num_pages, num_parts_for,
     num_splits, partial_slot, piece_of, pieces, plan, PartWork, PlanError, PlanStats,
-    FIXED_OVERHEAD_PAGES, PAGE_SIZE,
+    FIXED_OVERHEAD_PAGES, PAGE_SIZE, SHORT_SHARE_PAGES,
 };
 use proptest::prelude::*;
-
-const O: u64 = FIXED_OVERHEAD_PAGES as u64;
 
 /// Runs the planner with exactly sized buffers (pre-filled with junk) and checks every
 /// invariant. Returns the stats and the plan.
@@ -60,9 +59,15 @@ fn check(
     let np: Vec<u64> = seqlens.iter().map(|&l| num_pages(l, page_size)).collect();
     let total_pages: u64 = np.iter().sum();
     let nonzero = np.iter().filter(|&&p| p > 0).count() as u64;
-    let total_cost: u64 = total_pages + O * nonzero;
-    let payload = total_cost.div_ceil(num_parts as u64) + O;
+    let o = if total_pages.div_ceil(num_parts as u64) <= SHORT_SHARE_PAGES {
+        0
+    } else {
+        FIXED_OVERHEAD_PAGES as u64
+    };
+    let total_cost: u64 = total_pages + o * nonzero;
+    let payload = total_cost.div_ceil(num_parts as u64) + o;
     assert_eq!(stats.total_pages, total_pages);
+    assert_eq!(stats.overhead, o);
     assert_eq!(stats.payload, payload);
 
     // split_offsets: exclusive prefix sum, starts at 0, non-decreasing.
@@ -142,7 +147,7 @@ fn check(
             }
             prev = Some((x.req, x.page_end));
             per_req[x.req as usize].push((x.page_begin, x.page_end, x.split_index));
-            cost += (x.page_end - x.page_begin) as u64 + O;
+            cost += (x.page_end - x.page_begin) as u64 + o;
         }
         // piece_of is empty for every request of the partition's range without a piece,
         // and outside the range.
@@ -157,9 +162,9 @@ fn check(
         );
         if pi + 1 < active {
             assert!(
-                cost + O >= payload,
+                cost + o >= payload,
                 "partition {pi} costs {cost}, less than ceil(T/N) = {}",
-                payload - O
+                payload - o
             );
         }
         max_cost = max_cost.max(cost);
@@ -251,11 +256,12 @@ fn exhaustive_small() {
 
 #[test]
 fn single_request_spreads_over_all_parts() {
-    // 64K tokens = 1024 pages over 132 partitions: T = 1029, payload = ceil(1029/132) + 5
-    // = 13, so each partition takes 8 pages (as FlashMLA's planner does) and 128 are busy.
+    // 64K tokens = 1024 pages over 132 partitions: 8 pages a partition, a short share, so
+    // pieces cost no overhead: payload = ceil(1024/132) = 8, and 128 partitions are busy.
     let (stats, parts, offsets) = plan_and_check(&[65536], 64, 132);
+    assert_eq!(stats.overhead, 0);
     assert_eq!(stats.active_parts, 128);
-    assert_eq!(stats.max_part_cost, 13);
+    assert_eq!(stats.max_part_cost, 8);
     assert_eq!(offsets, vec![0, 128]);
     for (i, p) in parts[..128].iter().enumerate() {
         assert_eq!((p.begin_req, p.end_req, p.first_split), (0, 0, i as i32));
@@ -263,9 +269,22 @@ fn single_request_spreads_over_all_parts() {
 }
 
 #[test]
+fn long_shares_charge_the_piece_overhead() {
+    // 16 requests of 512 pages over 132 partitions: 63 pages a partition, so each piece costs
+    // FIXED_OVERHEAD_PAGES more: T = 16 · 517, payload = ceil(8272/132) + 5 = 68.
+    let (stats, _, offsets) = plan_and_check(&[512 * 64; 16], 64, 132);
+    assert_eq!(stats.overhead, FIXED_OVERHEAD_PAGES as u64);
+    assert_eq!(stats.payload, 68);
+    // Exactly SHORT_SHARE_PAGES a partition still counts as short.
+    let (stats, ..) = plan_and_check(&[32 * 64; 132], 64, 132);
+    assert_eq!(stats.overhead, 0);
+    assert!(offsets[16] >= 16);
+}
+
+#[test]
 fn short_requests_are_not_split() {
-    // 16 requests of 1 page over 132 partitions: 6 pages of cost each; payload = ceil(96/132) + 5
-    // = 6, so one request per partition, none split.
+    // 16 requests of 1 page over 132 partitions: a short share, no piece overhead, payload
+    // = ceil(16/132) = 1, so one request per partition, none split.
     let (stats, parts, offsets) = plan_and_check(&[64; 16], 64, 132);
     assert_eq!(stats.active_parts, 16);
     assert_eq!(stats.num_splits_total, 16);

@@ -6,7 +6,7 @@
 
 use etap_kernel::plan::{
     max_split_slots, num_pages, num_splits, partial_slot, pieces, plan, PartWork, PlanError,
-    FIXED_OVERHEAD_PAGES, PAGE_SIZE,
+    FIXED_OVERHEAD_PAGES, PAGE_SIZE, SHORT_SHARE_PAGES,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -136,8 +136,14 @@ fuzz_target!(|data: &[u8]| {
     assert!(seqlens.iter().all(|&l| l >= 0 && l as u64 <= capacity));
 
     let np: Vec<u64> = seqlens.iter().map(|&l| num_pages(l, page_size)).collect();
-    let overhead = FIXED_OVERHEAD_PAGES as u64;
     let total: u64 = np.iter().sum();
+    // The fixed cost of a piece: none while the share per partition is short.
+    let overhead = if total.div_ceil(num_parts as u64) <= SHORT_SHARE_PAGES {
+        0
+    } else {
+        FIXED_OVERHEAD_PAGES as u64
+    };
+    assert_eq!(stats.overhead, overhead);
     let t: u64 = np.iter().filter(|&&p| p > 0).map(|&p| p + overhead).sum();
     assert_eq!(stats.total_pages, total);
     // The balance bound of plan.rs: payload = ceil(T / N) + overhead bounds every partition.

@@ -5,7 +5,7 @@
 #![no_main]
 
 use flashmla_etap::decode::{
-    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH,
+    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, Precision, MAX_BATCH,
 };
 use half::bf16;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
@@ -42,6 +42,11 @@ fn run(u: &mut Unstructured) -> Result<()> {
         softmax_scale: match u.int_in_range(0u8..=3)? {
             0 => u.arbitrary()?,
             _ => 0.0416,
+        },
+        precision: if u.arbitrary()? {
+            Precision::Fast
+        } else {
+            Precision::Accurate
         },
     };
     let valid = config.validate().is_ok();

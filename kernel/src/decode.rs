@@ -21,7 +21,7 @@ use crate::element::Element;
 use crate::layout::{
     acc_coord, desc_add, p_store_coord, p_store_pair, smem_desc, swizzled_offset, Major,
 };
-use crate::plan::{clamped_piece, length_fits, PartWork};
+use crate::plan::{clamped_piece, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
     atomic, barrier, cp_async, fence, ids, math, mbarrier, opaque, regs, smem, stmatrix, tma, warp,
@@ -154,19 +154,21 @@ unsafe fn produce(
     tma::prefetch_map(a.kv_map);
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
+        // The page id of the next tile is read one tile ahead, so its latency overlaps the
+        // wait for a free stage; the first one alongside the length, which it does not
+        // depend on (its entry lies in the row whatever the length).
+        let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
+        let begin = piece_begin(part, r, a.max_pages);
+        let mut next_id = if begin < a.max_pages {
+            *pages.add(begin as usize)
+        } else {
+            0
+        };
         let seqlen = *a.seqlens.add(r as usize);
         if !length_fits(seqlen, a.max_pages) {
             atomic::min_i32(a.errors.add(ERROR_LENGTH), r);
         }
         let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
-        let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
-        // The page id of the next tile is read one tile ahead, so its latency overlaps the
-        // wait for a free stage.
-        let mut next_id = if first < last {
-            *pages.add(first as usize)
-        } else {
-            0
-        };
         for page in first..last {
             // A page id outside the cache is reported and loaded as an all-out-of-bounds
             // box (TMA fills it with zeros): nothing outside the cache is read.

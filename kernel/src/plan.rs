@@ -13,17 +13,19 @@
 //! the part of one request that lies in one partition is a *piece*. A piece is never empty,
 //! and requests with 0 pages have no pieces at all (and 0 splits).
 //!
-//! Cost of a piece = its pages + [`FIXED_OVERHEAD_PAGES`]. With
-//! `T = Σ_{r: num_pages(r) > 0} (num_pages(r) + FIXED_OVERHEAD_PAGES)` and
-//! `N = num_parts`, the planner hands every partition a budget
-//! `payload = ceil(T / N) + FIXED_OVERHEAD_PAGES` and fills the partitions greedily:
+//! Cost of a piece = its pages + `O`, the fixed cost of a piece in pages
+//! ([`piece_overhead`]: [`FIXED_OVERHEAD_PAGES`], or 0 when the partitions' share of the
+//! pages is at most [`SHORT_SHARE_PAGES`]). With
+//! `T = Σ_{r: num_pages(r) > 0} (num_pages(r) + O)` and `N = num_parts`, the planner
+//! hands every partition a budget `payload = ceil(T / N) + O` and fills the partitions
+//! greedily:
 //! a whole remaining request if it fits in what is left of the budget, otherwise a split
 //! piece that uses the budget up exactly (if at least one page fits after the overhead).
 //!
 //! # Guarantees (tested in `tests/cpu_plan.rs`)
 //!
-//! - Balance: every partition's cost (Σ over its pieces of pages + overhead) is at most
-//!   `payload = ceil(T / N) + FIXED_OVERHEAD_PAGES` ([`PlanStats::payload`]).
+//! - Balance: every partition's cost (Σ over its pieces of pages + O) is at most
+//!   `payload = ceil(T / N) + O` ([`PlanStats::payload`]).
 //! - Completion: all pages are placed within the `N` partitions. (Proof: count the remaining
 //!   work as Σ over unfinished requests of remaining pages + overhead, starting at `T`. A
 //!   partition that is not the last one with work removes at least `payload - overhead =
@@ -40,6 +42,25 @@
 pub const PAGE_SIZE: usize = 64;
 /// Cost of starting a request piece, in page units (FlashMLA's `fixed_overhead_num_blocks`).
 pub const FIXED_OVERHEAD_PAGES: u32 = 5;
+
+/// Share of the pages per partition (`ceil(pages / num_parts)`) up to which pieces are
+/// charged no fixed cost: with little work per SM, spreading it over every partition beats
+/// saving pieces (measured on the H200 at b 16/32, 512..8K: up to 1.3x faster), while longer
+/// contexts gain ~1-3 % from fewer pieces.
+pub const SHORT_SHARE_PAGES: u64 = 32;
+
+/// The fixed cost of a piece, in pages, that the planner charges for `total_pages` pages
+/// over `num_parts` partitions: [`FIXED_OVERHEAD_PAGES`], or 0 when the share per
+/// partition is at most [`SHORT_SHARE_PAGES`] (`num_parts = 0` counts as 1).
+#[inline]
+pub const fn piece_overhead(total_pages: u64, num_parts: usize) -> u64 {
+    let n = if num_parts == 0 { 1 } else { num_parts as u64 };
+    if total_pages.div_ceil(n) <= SHORT_SHARE_PAGES {
+        0
+    } else {
+        FIXED_OVERHEAD_PAGES as u64
+    }
+}
 
 /// The work of one partition, read by the kernel (32 bytes).
 ///
@@ -164,13 +185,15 @@ impl std::error::Error for PlanError {}
 pub struct PlanStats {
     /// Σ num_pages(r).
     pub total_pages: u64,
-    /// Largest partition cost (Σ over its pieces of pages + [`FIXED_OVERHEAD_PAGES`]).
+    /// Largest partition cost (Σ over its pieces of pages + `overhead`).
     pub max_part_cost: u64,
     /// Number of pieces = partial-result slots = `split_offsets[batch]`.
     pub num_splits_total: u32,
-    /// The per-partition budget `ceil(T / num_parts) + FIXED_OVERHEAD_PAGES`, which bounds
+    /// The per-partition budget `ceil(T / num_parts) + overhead`, which bounds
     /// `max_part_cost` (`T` = Σ over requests with pages of pages + overhead).
     pub payload: u64,
+    /// The fixed cost of a piece charged by this plan ([`piece_overhead`]).
+    pub overhead: u64,
     /// Partitions with work (they come first).
     pub active_parts: u32,
 }
@@ -230,21 +253,22 @@ fn set(split_offsets: &mut [i32], i: usize, v: u64) {
 ///
 /// ```rust
 /// use etap_kernel::plan::{plan, PartWork, FIXED_OVERHEAD_PAGES, PAGE_SIZE};
-/// // Two requests of 20 and 2 pages over 2 partitions.
-/// let seqlens = [20 * 64, 2 * 64 - 5];
+/// // Two requests of 80 and 8 pages over 2 partitions: 44 pages a partition, more than
+/// // SHORT_SHARE_PAGES, so a piece costs FIXED_OVERHEAD_PAGES more.
+/// let seqlens = [80 * 64, 8 * 64 - 5];
 /// let mut parts = [PartWork::IDLE; 2];
 /// let mut split_offsets = [0i32; 3];
-/// let stats = plan(&seqlens, 32, PAGE_SIZE, 2, &mut parts, &mut split_offsets).unwrap();
-/// assert_eq!(stats.total_pages, 22);
-/// // T = (20 + 5) + (2 + 5) = 32: each partition may cost ceil(32 / 2) + 5 = 21.
-/// assert_eq!(FIXED_OVERHEAD_PAGES, 5);
-/// assert_eq!(stats.payload, 21);
+/// let stats = plan(&seqlens, 128, PAGE_SIZE, 2, &mut parts, &mut split_offsets).unwrap();
+/// assert_eq!(stats.total_pages, 88);
+/// assert_eq!((FIXED_OVERHEAD_PAGES, stats.overhead), (5, 5));
+/// // T = (80 + 5) + (8 + 5) = 98: each partition may cost ceil(98 / 2) + 5 = 54.
+/// assert_eq!(stats.payload, 54);
 /// assert!(stats.max_part_cost <= stats.payload);
-/// // Partition 0 takes pages 0..16 of request 0 (16 pages + 5 overhead = 21) ...
-/// assert_eq!((parts[0].begin_req, parts[0].end_req, parts[0].end_page), (0, 0, 16));
+/// // Partition 0 takes pages 0..49 of request 0 (49 pages + 5 overhead = 54) ...
+/// assert_eq!((parts[0].begin_req, parts[0].end_req, parts[0].end_page), (0, 0, 49));
 /// // ... partition 1 the rest of request 0 (as its piece 1) and all of request 1.
-/// assert_eq!((parts[1].begin_req, parts[1].begin_page, parts[1].first_split), (0, 16, 1));
-/// assert_eq!((parts[1].end_req, parts[1].end_page), (1, 2));
+/// assert_eq!((parts[1].begin_req, parts[1].begin_page, parts[1].first_split), (0, 49, 1));
+/// assert_eq!((parts[1].end_req, parts[1].end_page), (1, 8));
 /// // Request 0 has 2 pieces (partial slots 0 and 1), request 1 one (written directly).
 /// assert_eq!(split_offsets, [0, 2, 3]);
 /// ```
@@ -288,9 +312,8 @@ pub fn plan(
 
     // Validation, totals.
     let capacity = (max_pages_per_seq as u64).saturating_mul(page_size as u64);
-    let overhead = FIXED_OVERHEAD_PAGES as u64;
     let mut total_pages: u64 = 0;
-    let mut total_cost: u64 = 0;
+    let mut nonzero: u64 = 0;
     let mut i = 0usize;
     while i < batch {
         let len = match seqlens.get(i) {
@@ -313,10 +336,12 @@ pub fn plan(
         let p = num_pages(len, page_size);
         if p > 0 {
             total_pages += p;
-            total_cost += p + overhead;
+            nonzero += 1;
         }
         i += 1;
     }
+    let overhead = piece_overhead(total_pages, num_parts);
+    let total_cost = total_pages + overhead * nonzero;
     let payload = total_cost.div_ceil(num_parts as u64) + overhead;
 
     // Greedy fill. State: request `r`, its first unplaced page `page`, the index `split` of
@@ -413,6 +438,7 @@ pub fn plan(
         max_part_cost: max_cost,
         num_splits_total: cum as u32,
         payload,
+        overhead,
         active_parts: active,
     })
 }
@@ -469,17 +495,24 @@ pub fn piece_of(part: &PartWork, r: i32, seqlens: &[i32], page_size: usize) -> (
 #[inline(always)]
 pub fn clamped_piece(part: &PartWork, r: i32, seqlen: i32, max_pages: u32) -> (u32, u32) {
     let pages = (seqlen.max(0) as u32).div_ceil(crate::config::PAGE_SIZE);
-    let begin = if r == part.begin_req {
-        part.begin_page.max(0) as u32
-    } else {
-        0
-    };
     let end = if r == part.end_req {
         part.end_page.max(0) as u32
     } else {
         pages
     };
-    (begin.min(max_pages), end.min(max_pages))
+    (piece_begin(part, r, max_pages), end.min(max_pages))
+}
+
+/// The first page of [`clamped_piece`], which does not depend on the length: the kernels
+/// read its page id while the length is still loading.
+#[inline(always)]
+pub fn piece_begin(part: &PartWork, r: i32, max_pages: u32) -> u32 {
+    let begin = if r == part.begin_req {
+        part.begin_page.max(0) as u32
+    } else {
+        0
+    };
+    begin.min(max_pages)
 }
 
 /// Whether a request of length `seqlen` fits a block-table row of `max_pages` 64-token pages.
