@@ -235,12 +235,13 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
     let query_of = |row: u32| (row / heads_per_kv, head * heads_per_kv + row % heads_per_kv);
 
     // This lane's row offset in a Pᵀ buffer for each stmatrix call of `store_p`.
+    // (All MAX_P_STORES of them, unused ones included: a loop of run-time length would
+    // leave the array in local memory.)
     let p_groups = (n as usize / 4).div_ceil(4);
-    let mut p_rows = [0u32; MAX_P_STORES];
-    for (g, row) in p_rows.iter_mut().enumerate().take(p_groups) {
+    let p_rows: [u32; MAX_P_STORES] = core::array::from_fn(|g| {
         let (col, tok) = p_store_coord(t, g as u32);
-        *row = swizzled_offset(col, tok);
-    }
+        swizzled_offset(col, tok)
+    });
 
     let turn = Turn::new(wg);
     let mut it = 0;
