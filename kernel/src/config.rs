@@ -63,10 +63,9 @@ pub enum NamedBarrier {
     /// Consumer warpgroup 0 may issue its next wgmma batch (256 threads: it syncs, the
     /// other warpgroup arrives); warpgroup 1 uses the next id.
     Turn0 = 4,
-    /// Consumer warpgroup 0 has finished Sᵀ of the tile (256 threads: it arrives, the other
-    /// syncs before it stores the low half of a split Pᵀ into the stage's RoPE block, which
-    /// Sᵀ reads); warpgroup 1 uses the next id.
-    ScoresDone0 = 6,
+    /// Both consumer warpgroups (256 threads): both have finished Sᵀ of the tile, so the
+    /// stage's RoPE block (no longer read) may take the low half of a split Pᵀ.
+    ScoresDone = 6,
 }
 
 /// Slot of the decode kernel's error words: smallest batch index with a page id outside

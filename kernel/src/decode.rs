@@ -326,9 +326,6 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
             wgmma::commit();
             turn.pass();
             wgmma::wait_all();
-            if SPLIT_P && !stacked {
-                barrier::arrive_named(NamedBarrier::ScoresDone0 as u32 + wg, 256);
-            }
 
             // On the tiles that reach past a column's last visible key (the length, or
             // the causal limit), mask the keys beyond it. Every later tile of the piece is
@@ -372,15 +369,14 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
 
             // Pᵀ → shared memory as the K-major B operand (row = query column, 64 tokens),
             // 8×8 blocks at a time. A split P's low half goes under the high half (stacked)
-            // or else to the stage's RoPE block, once the other warpgroup's Sᵀ is done
-            // reading it (waiting for that alone, not for its softmax, keeps the ping-pong).
+            // or else to the stage's RoPE block, once both warpgroups are done reading it.
             let p_lo = if stacked {
                 p_smem + n * 128
             } else {
                 kv + P_LO_BLOCK * BLOCK_BYTES + wg * n * 128
             };
             if SPLIT_P && !stacked {
-                barrier::sync_named(NamedBarrier::ScoresDone0 as u32 + 1 - wg, 256);
+                barrier::sync_named(NamedBarrier::ScoresDone as u32, 256);
             }
             store_p::<T>(sv, p_smem, SPLIT_P.then_some(p_lo), &p_rows[..p_groups]);
             fence::proxy_async_shared();
