@@ -444,7 +444,7 @@ impl DecodePlan {
     }
     /// The checked API's block-table check: every *used* entry (pages
     /// `0..ceil(len/64)` of each request, lengths as the plan was built for) must be a page
-    /// id in `0..num_blocks`; entries past a request's last page are never read and may
+    /// id in `0..num_blocks`; entries past a request's last page are never used and may
     /// hold anything. `block_table_host` is the host copy of `[batch, max_pages]`.
     ///
     /// [`Decoder::decode`] does not call this (it would need the table on the host, or a
@@ -580,8 +580,7 @@ struct Functions {
     /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}_split`, and
     /// `etap_decode_{bf16,f16}_r64` for Fast at 64 rows.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
-    /// `[dtype]`: `etap_combine_{bf16,f16}`.
-    /// Per dtype: the one-group and the wide combine kernel.
+    /// `[dtype][wide]`: `etap_combine_{bf16,f16}` and `etap_combine_{bf16,f16}_wide`.
     combine: [[sys::CUfunction; 2]; 2],
 }
 

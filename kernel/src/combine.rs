@@ -166,7 +166,9 @@ macro_rules! combine_kernels {
             h_q: u32,
             flags: u32,
         ) {
-            combine::<$t, { $groups }>(o_accum, lse_accum, split_offsets, out, lse, errors, s_q, h_q, flags)
+            combine::<$t, { $groups }>(
+                o_accum, lse_accum, split_offsets, out, lse, errors, s_q, h_q, flags,
+            )
         }
     )*};
 }

@@ -153,7 +153,7 @@ pub const fn row_tile_for(rows: u32) -> u32 {
 pub const COMBINE_GROUP_THREADS: u32 = 128;
 /// Groups of the wide combine kernel.
 pub const COMBINE_WIDE_GROUPS: u32 = 4;
-/// Most splits of a request at which the one-group combine kernel is used.
+/// Fewest pieces of some request of the plan at which the host launches the wide combine.
 pub const COMBINE_WIDE_MIN_SPLITS: u32 = 16;
 /// Dynamic shared memory of a combine CTA of `groups` groups: per group its max and sum
 /// of weights, then its 512 weighted dims.
