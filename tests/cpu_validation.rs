@@ -11,6 +11,7 @@
 //! - cache_seqlens negative or beyond the block table: `DecodePlan::schedule` (the planner,
 //!   what `DecodePlan::new` runs), naming the batch index;
 //! - page ids out of range among the used pages: `validate_block_table` (the checked API).
+use etap_kernel::config::COMBINE_WIDE_MIN_SPLITS;
 use etap_kernel::plan::max_split_slots;
 use flashmla_etap::decode::{
     validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_S_Q,
@@ -318,6 +319,36 @@ fn schedule_accepts_valid_lengths() {
     assert_eq!(s.split_offsets.len(), 5);
     assert_eq!(s.parts.len(), s.num_parts);
     assert!(s.num_parts >= 1);
+}
+
+#[test]
+fn schedule_reports_the_most_pieces_of_a_request() {
+    // One request of 4K tokens (64 pages) over 132 partitions: one page a piece, so the
+    // decode launches the wide combine (COMBINE_WIDE_MIN_SPLITS).
+    let c = DecodeConfig::new(1, 16, 64);
+    let s = DecodePlan::schedule(&c, &[4096], 132).unwrap();
+    assert_eq!(s.max_splits, 64);
+    assert!(s.max_splits >= COMBINE_WIDE_MIN_SPLITS);
+    // Sixteen requests of 512 tokens: 128 pages over 132 partitions, one a piece, 8 a request.
+    let c = DecodeConfig::new(16, 16, 8);
+    let s = DecodePlan::schedule(&c, &[512; 16], 132).unwrap();
+    assert_eq!(s.max_splits, 8);
+    assert!(s.max_splits < COMBINE_WIDE_MIN_SPLITS);
+    // The largest count over the batch, from the split offsets; 0 when nothing has pages.
+    let s = DecodePlan::schedule(&cfg(), &[0, 1, 64, 512], 132).unwrap();
+    let most = s
+        .split_offsets
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap();
+    assert_eq!(s.max_splits, most as u32);
+    assert_eq!(
+        DecodePlan::schedule(&cfg(), &[0; 4], 132)
+            .unwrap()
+            .max_splits,
+        0
+    );
 }
 
 #[test]
