@@ -190,10 +190,12 @@ mod tests {
     fn combine_groups_cover_the_dims() {
         // 4 dims a thread (one 16-byte load of a partial result), no dynamic shared memory
         // for one group, and the wide kernel within the default 48 KB.
-        assert_eq!(D_V / COMBINE_GROUP_THREADS, 4);
-        assert_eq!(combine_smem_bytes(1), 0);
-        assert!(combine_smem_bytes(COMBINE_WIDE_GROUPS) <= 48 * 1024);
-        assert!(COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS <= 1024);
+        const {
+            assert!(D_V / COMBINE_GROUP_THREADS == 4);
+            assert!(combine_smem_bytes(1) == 0);
+            assert!(combine_smem_bytes(COMBINE_WIDE_GROUPS) <= 48 * 1024);
+            assert!(COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS <= 1024);
+        }
     }
 
     #[test]
