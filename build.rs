@@ -14,10 +14,22 @@ use std::process::Command;
 /// rounded down to a multiple of 8; consumers raise their own limit with setmaxnreg.
 const MAX_REGS: u32 = 168;
 
+/// The files that make the binaries: a change re-runs this script, which re-stamps the
+/// commit (with `-dirty` while any of them differs from it). Unchanged PTX is not
+/// re-assembled, so host-only edits cost a no-op device build.
+const CODE_PATHS: [&str; 6] = [
+    "kernel",
+    "host",
+    "build.rs",
+    "Cargo.toml",
+    "Cargo.lock",
+    "rust-toolchain.toml",
+];
+
 fn main() {
-    println!("cargo:rerun-if-changed=kernel/src");
-    println!("cargo:rerun-if-changed=kernel/build.rs");
-    println!("cargo:rerun-if-changed=kernel/Cargo.toml");
+    for path in CODE_PATHS {
+        println!("cargo:rerun-if-changed={path}");
+    }
     println!("cargo:rerun-if-env-changed=ETAP_PTXAS");
     println!("cargo:rerun-if-env-changed=ETAP_ALLOW_PTX_ONLY");
     let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
@@ -29,15 +41,25 @@ fn main() {
     std::fs::copy(&ptx, &ptx_out).expect("copy PTX");
 
     let cubin_out = out_dir.join("etap_kernel.cubin");
-    let _ = std::fs::remove_file(&cubin_out);
     let report_out = out_dir.join("ptxas_report.txt");
+    // What the cubin in OUT_DIR was assembled from: the ptxas command line and the PTX.
+    let assembled_cmd = out_dir.join("assembled_cmd.txt");
+    let assembled_ptx = out_dir.join("assembled.ptx");
     match find_ptxas(&root) {
+        Some(ptxas)
+            if std::fs::read_to_string(&assembled_cmd).ok() == Some(ptxas_cmd(&ptxas))
+                && std::fs::read(&assembled_ptx).ok() == std::fs::read(&ptx_out).ok()
+                && cubin_out.exists()
+                && report_out.exists() =>
+        {
+            println!("cargo:rustc-cfg=etap_cubin");
+        }
         Some(ptxas) => {
+            let _ = std::fs::remove_file(&assembled_cmd);
             // `-v` makes ptxas report registers, spills, stack and shared memory per kernel
             // on stderr; it is saved for the host crate (`include_str!`) and `scripts/test.sh`.
             let output = Command::new(&ptxas)
-                .args(["-arch=sm_90a", "-O3", "-v"])
-                .arg(format!("--maxrregcount={MAX_REGS}"))
+                .args(ptxas_args())
                 .arg(&ptx_out)
                 .arg("-o")
                 .arg(&cubin_out)
@@ -52,13 +74,18 @@ fn main() {
                 );
             }
             let report = format!(
-                "ptxas -arch=sm_90a -O3 -v --maxrregcount={MAX_REGS} ({})\n{stdout}{stderr}",
+                "ptxas {} ({})\n{stdout}{stderr}",
+                ptxas_args().join(" "),
                 ptxas.display()
             );
             std::fs::write(&report_out, report).expect("write ptxas_report.txt");
+            std::fs::copy(&ptx_out, &assembled_ptx).expect("copy PTX");
+            std::fs::write(&assembled_cmd, ptxas_cmd(&ptxas)).expect("write assembled_cmd.txt");
             println!("cargo:rustc-cfg=etap_cubin");
         }
         None if env::var("ETAP_ALLOW_PTX_ONLY").as_deref() == Ok("1") => {
+            let _ = std::fs::remove_file(&cubin_out);
+            let _ = std::fs::remove_file(&assembled_cmd);
             std::fs::write(
                 &report_out,
                 "ptxas not available: no cubin was assembled at build time, so there is no \
@@ -92,15 +119,37 @@ fn main() {
             println!("cargo:rerun-if-changed=.git/packed-refs");
         }
     }
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .current_dir(&root)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let mut commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    status.extend(CODE_PATHS);
+    if git(&status).is_some_and(|changes| !changes.is_empty()) {
+        commit.push_str("-dirty");
+    }
     println!("cargo:rustc-env=ETAP_GIT_COMMIT={commit}");
+}
+
+/// ptxas's options: sm_90a, `-v` for the register/spill report, the register cap.
+fn ptxas_args() -> [String; 4] {
+    [
+        "-arch=sm_90a".into(),
+        "-O3".into(),
+        "-v".into(),
+        format!("--maxrregcount={MAX_REGS}"),
+    ]
+}
+
+/// The ptxas command line (without its input and output) for `ptxas`.
+fn ptxas_cmd(ptxas: &Path) -> String {
+    format!("{} {}", ptxas.display(), ptxas_args().join(" "))
 }
 
 fn check_rust_src() {

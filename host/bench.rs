@@ -43,7 +43,8 @@ pub const PROBE_BYTES: usize = 2 << 30;
 pub const SEED: u64 = 0x00E7_A9B3_2026_1128;
 /// The anchors file shipped with the project (`bench/anchors.json`), the default `--peers`.
 pub const BUILTIN_ANCHORS: &str = include_str!("../bench/anchors.json");
-/// `git rev-parse --short HEAD` when the binary was built (see build.rs).
+/// `git rev-parse --short HEAD` when the binary was built, with `-dirty` if the code
+/// (kernel/, host/, build files) differed from it (see build.rs).
 pub const BUILD_COMMIT: &str = match option_env!("ETAP_GIT_COMMIT") {
     Some(c) => c,
     None => "unknown",
