@@ -31,6 +31,18 @@ fn len(u: &mut Unstructured, dims: &[usize]) -> Result<usize> {
     })
 }
 
+/// `n` i32: mostly in `0..=max`, sometimes arbitrary (negative, huge).
+fn ints(u: &mut Unstructured, n: usize, max: i32) -> Result<Vec<i32>> {
+    (0..n)
+        .map(|_| {
+            Ok(match u.int_in_range(0u8..=3)? {
+                0 => u.arbitrary()?,
+                _ => u.int_in_range(0..=max)?,
+            })
+        })
+        .collect()
+}
+
 fn run(u: &mut Unstructured) -> Result<()> {
     let config = DecodeConfig {
         batch: dim(u, 8)?,
@@ -85,26 +97,12 @@ fn run(u: &mut Unstructured) -> Result<()> {
     } else {
         u.int_in_range(0..=64)?
     };
-    let seqlens = (0..n)
-        .map(|_| {
-            Ok(match u.int_in_range(0u8..=3)? {
-                0 => u.arbitrary()?,
-                _ => u.int_in_range(0..=600)?,
-            })
-        })
-        .collect::<Result<Vec<i32>>>()?;
+    let seqlens = ints(u, n, 600)?;
     let bt_len = match b.checked_mul(config.max_pages) {
         Some(n) if n <= 4096 && u.arbitrary()? => n,
         _ => u.int_in_range(0..=256)?,
     };
-    let block_table = (0..bt_len)
-        .map(|_| {
-            Ok(match u.int_in_range(0u8..=3)? {
-                0 => u.arbitrary()?,
-                _ => u.int_in_range(0..=64)?,
-            })
-        })
-        .collect::<Result<Vec<i32>>>()?;
+    let block_table = ints(u, bt_len, 64)?;
     let _ = validate_block_table(&config, &seqlens, &block_table, num_blocks);
 
     // The planner allocates one partition per SM: keep the SM count realistic.
