@@ -67,4 +67,5 @@ pub use timing::{GpuTimer, Graph};
 pub mod bench;
 pub mod check;
 pub mod decode;
+pub mod probe;
 pub mod reference;

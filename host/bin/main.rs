@@ -32,6 +32,8 @@ enum Command {
     Bench(flashmla_etap::bench::BenchArgs),
     /// Run the correctness grid on the GPU against the float64 CPU reference.
     Check(demo::CheckArgs),
+    /// Measure the cycles one wgmma takes at each N in the decode's operand layouts.
+    Probe,
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => return demo::demo(cli.device, &args),
         Command::Bench(args) => flashmla_etap::bench::main(cli.device, &args),
         Command::Check(args) => return demo::check(cli.device, &args),
+        Command::Probe => flashmla_etap::probe::main(cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -165,6 +165,16 @@ pub const fn combine_smem_bytes(groups: u32) -> u32 {
     }
 }
 
+/// wgmma per commit group of the throughput probe (`probe_wgmma_*`): as many as a
+/// decode tile's Oᵀ batch.
+pub const PROBE_BATCH: u32 = 32;
+
+/// Dynamic shared memory of a throughput-probe CTA of `warpgroups` warpgroups at N = `n`:
+/// the A block (64 × 64) and one B block (n × 64) per warpgroup.
+pub const fn probe_smem_bytes(n: u32, warpgroups: u32) -> u32 {
+    BLOCK_BYTES + warpgroups * n * 128
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

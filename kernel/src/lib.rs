@@ -21,6 +21,8 @@ mod decode;
 #[cfg(target_arch = "nvptx64")]
 mod element;
 #[cfg(target_arch = "nvptx64")]
+mod probe;
+#[cfg(target_arch = "nvptx64")]
 mod ptx;
 #[cfg(target_arch = "nvptx64")]
 mod selftest;

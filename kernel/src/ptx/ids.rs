@@ -21,6 +21,11 @@ pub fn block_x() -> u32 {
 pub fn block_y() -> u32 {
     unsafe { nvptx::_block_idx_y() as u32 }
 }
+/// %ntid.x
+#[inline(always)]
+pub fn block_threads() -> u32 {
+    unsafe { nvptx::_block_dim_x() as u32 }
+}
 /// Lane within the warp.
 #[inline(always)]
 pub fn lane() -> u32 {

@@ -31,6 +31,11 @@ pub unsafe fn ld_u32(addr: u32) -> u32 {
     asm!("ld.shared.b32 {v}, [{a}];", a = in(reg32) addr, v = out(reg32) v, options(nostack, readonly));
     v
 }
+/// st.shared.b32
+#[inline(always)]
+pub unsafe fn st_u32(addr: u32, v: u32) {
+    asm!("st.shared.b32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack));
+}
 /// st.shared.v4.b32: 16 bytes, `addr` 16-byte aligned.
 #[inline(always)]
 pub unsafe fn st_v4(addr: u32, v: [u32; 4]) {
