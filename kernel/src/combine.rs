@@ -60,46 +60,34 @@ unsafe fn combine<T: Element, const GROUPS: u32>(
             as *const [f32; DIMS_PER_THREAD as usize])
     };
     // The partial results of this group, SPLIT_BATCH at a time: independent loads, so their
-    // latencies overlap instead of adding up (a long request can have ~100 splits).
+    // latencies overlap instead of adding up (a long request can have ~100 splits). One
+    // pass with a running max (the sums rescaled when it rises), so the O loads do not
+    // wait for a separate pass over the lse values.
     let stride = GROUPS as i32;
     let batch_of = |i: i32, k: usize| i + stride * k as i32;
-
     let mut max = f32::NEG_INFINITY;
+    let mut acc = [0.0f32; DIMS_PER_THREAD as usize];
+    let mut total = 0.0f32;
     let mut i = group as i32;
     while i < splits {
         let mut lse_batch = [f32::NEG_INFINITY; SPLIT_BATCH];
-        for (k, l) in lse_batch.iter_mut().enumerate() {
+        let mut o_batch = [[0.0f32; DIMS_PER_THREAD as usize]; SPLIT_BATCH];
+        for k in 0..SPLIT_BATCH {
             if batch_of(i, k) < splits {
-                *l = slot_lse(batch_of(i, k));
+                lse_batch[k] = slot_lse(batch_of(i, k));
+                o_batch[k] = slot_o(batch_of(i, k));
             }
         }
-        for l in lse_batch.iter() {
-            max = max.max(*l);
-        }
-        i += stride * SPLIT_BATCH as i32;
-    }
-    if GROUPS > 1 {
-        if t == 0 {
-            smem::st_f32(max_at(group), max);
-        }
-        barrier::sync_cta();
-        for g in 0..GROUPS {
-            max = max.max(smem::ld_f32(max_at(g)));
-        }
-    }
-
-    let mut acc = [0.0f32; DIMS_PER_THREAD as usize];
-    let mut total = 0.0f32;
-    if max != f32::NEG_INFINITY {
-        let mut i = group as i32;
-        while i < splits {
-            let mut lse_batch = [f32::NEG_INFINITY; SPLIT_BATCH];
-            let mut o_batch = [[0.0f32; DIMS_PER_THREAD as usize]; SPLIT_BATCH];
-            for k in 0..SPLIT_BATCH {
-                if batch_of(i, k) < splits {
-                    lse_batch[k] = slot_lse(batch_of(i, k));
-                    o_batch[k] = slot_o(batch_of(i, k));
+        let batch_max = lse_batch.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
+        // Pieces with no visible key (lse = -inf) weigh nothing.
+        if batch_max != f32::NEG_INFINITY {
+            if batch_max > max {
+                let alpha = math::exp2((max - batch_max) * LOG2_E);
+                total *= alpha;
+                for a in acc.iter_mut() {
+                    *a *= alpha;
                 }
+                max = batch_max;
             }
             for k in 0..SPLIT_BATCH {
                 let w = math::exp2((lse_batch[k] - max) * LOG2_E);
@@ -108,10 +96,29 @@ unsafe fn combine<T: Element, const GROUPS: u32>(
                     *a += w * o_batch[k][d];
                 }
             }
-            i += stride * SPLIT_BATCH as i32;
         }
+        i += stride * SPLIT_BATCH as i32;
     }
     if GROUPS > 1 {
+        // The groups meet at the largest of their maxima.
+        if t == 0 {
+            smem::st_f32(max_at(group), max);
+        }
+        barrier::sync_cta();
+        let mut top = max;
+        for g in 0..GROUPS {
+            top = top.max(smem::ld_f32(max_at(g)));
+        }
+        let scale = if max == f32::NEG_INFINITY {
+            0.0
+        } else {
+            math::exp2((max - top) * LOG2_E)
+        };
+        max = top;
+        total *= scale;
+        for a in acc.iter_mut() {
+            *a *= scale;
+        }
         if group > 0 {
             for (d, a) in acc.iter().enumerate() {
                 smem::st_f32(acc_at(group, d as u32), *a);

@@ -247,20 +247,12 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
         let seqlen = *a.seqlens.add(r as usize);
-        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
-        if first >= last {
-            // A request with no pages inside the range: the combine writes its result.
-            continue;
-        }
         let split_begin = *a.split_offsets.add(r as usize);
-        let splits = *a.split_offsets.add(r as usize + 1) - split_begin;
-        let split_idx = if r == part.begin_req {
-            part.first_split
-        } else {
-            0
-        };
+        let split_end = *a.split_offsets.add(r as usize + 1);
 
         // Q rows of this warpgroup → swizzled shared memory (zeros past the last row).
+        // They depend on the request only, so they are on their way while the loads
+        // above complete.
         load_swizzled(n, K_BLOCKS, q_smem, q_block_stride, t, 128, |rr| {
             let row = row0 + rr;
             (row < rows_total).then(|| {
@@ -268,6 +260,18 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
                 a.q.add((((r as u32 * a.s_q + s) * a.h_q + h) * D_QK) as usize)
             })
         });
+        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
+        if first >= last {
+            // A request with no pages inside the range: the combine writes its result.
+            cp_async::wait_all();
+            continue;
+        }
+        let splits = split_end - split_begin;
+        let split_idx = if r == part.begin_req {
+            part.first_split
+        } else {
+            0
+        };
         cp_async::wait_all();
         fence::proxy_async_shared();
         barrier::sync_named(group_bar, 128);
