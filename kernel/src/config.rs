@@ -209,6 +209,17 @@ mod tests {
     }
 
     #[test]
+    fn probe_fits_shared_memory() {
+        // The widest probe (N = 256, two warpgroups) within the 227 KB opt-in, the A block
+        // 1024-byte aligned before the B blocks.
+        const {
+            assert!(probe_smem_bytes(256, 2) <= 227 * 1024);
+            assert!(BLOCK_BYTES % 1024 == 0);
+        }
+        assert_eq!(probe_smem_bytes(32, 2), 8192 + 2 * 32 * 128);
+    }
+
+    #[test]
     fn row_tiles() {
         assert_eq!(row_tile_for(1), 16);
         assert_eq!(row_tile_for(16), 16);
