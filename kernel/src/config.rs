@@ -214,7 +214,7 @@ mod tests {
         // 1024-byte aligned before the B blocks.
         const {
             assert!(probe_smem_bytes(256, 2) <= 227 * 1024);
-            assert!(BLOCK_BYTES % 1024 == 0);
+            assert!(BLOCK_BYTES.is_multiple_of(1024));
         }
         assert_eq!(probe_smem_bytes(32, 2), 8192 + 2 * 32 * 128);
     }
