@@ -49,8 +49,9 @@ pub fn wgmma_rates(gpu: &Gpu, kernels: &Kernels) -> Result<Vec<WgmmaRate>> {
             for warpgroups in [1u32, 2] {
                 let name = format!("probe_wgmma_{}_n{n}", if a_mn_major { "mn" } else { "k" });
                 let smem = probe_smem_bytes(n, warpgroups);
-                kernels.set_max_dynamic_smem(&name, smem)?;
                 let f = kernels.function(&name)?;
+                // SAFETY: `f` was just looked up in this loaded module.
+                unsafe { kernels.set_max_dynamic_smem_raw(f, smem)? };
                 let slots = (gpu.sm_count * warpgroups) as usize;
                 let mut d_cycles = s.alloc_zeros::<u64>(slots)?;
                 {

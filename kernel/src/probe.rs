@@ -40,11 +40,11 @@ unsafe fn wgmma_rate<S: MmaShape, const A_MN: bool>(iters: u32, cycles: *mut u64
         wgmma::fence();
         for i in 0..PROBE_BATCH {
             let k = i % 4;
-            let a_step = if A_MN { k * 16 * 128 } else { k * 32 };
+            let db = desc_add(b, k * 32);
             if A_MN {
-                Bf16::mma_ta::<S>(&mut acc, desc_add(a, a_step), desc_add(b, k * 32), true);
+                Bf16::mma_ta::<S>(&mut acc, desc_add(a, k * 16 * 128), db, true);
             } else {
-                Bf16::mma::<S>(&mut acc, desc_add(a, a_step), desc_add(b, k * 32), true);
+                Bf16::mma::<S>(&mut acc, desc_add(a, k * 32), db, true);
             }
         }
         wgmma::commit();
