@@ -493,11 +493,16 @@ pub struct Report {
 }
 
 /// The method line recorded in the report.
-pub fn method_line() -> String {
+pub fn method_line(serial_launch: bool) -> String {
     format!(
         "bf16, h_kv=1, page {PAGE}, scale 576^-0.5, permuted block table, N(0,0.1^2) inputs; \
          decode (plan reused) x{CALLS_PER_GRAPH} in one CUDA graph, 1 warm-up + {REPLAYS} timed \
-         replays, median/{CALLS_PER_GRAPH}; combine included; copy probe {} GiB dtod",
+         replays, median/{CALLS_PER_GRAPH}; combine included; {} launches; copy probe {} GiB dtod",
+        if serial_launch {
+            "serial"
+        } else {
+            "programmatic (overlapped)"
+        },
         PROBE_BYTES >> 30
     )
 }
@@ -1147,6 +1152,10 @@ pub struct BenchArgs {
     /// default) or `fast` (one, as FlashMLA).
     #[arg(long, value_enum, default_value_t = Precision::Accurate)]
     pub precision: Precision,
+    /// Launch each kernel only after the previous one has ended (no programmatic dependent
+    /// launch), to measure what the overlap of consecutive launches buys.
+    #[arg(long)]
+    pub serial_launch: bool,
 }
 
 /// Runs `flashmla-etap bench` on device `ordinal`.
@@ -1210,7 +1219,8 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         "precision: {:?} (P in the Oᵀ GEMM; --precision fast|accurate)",
         args.precision
     );
-    let decoder = Decoder::new(&gpu)?;
+    let mut decoder = Decoder::new(&gpu)?;
+    decoder.set_programmatic_launch(!args.serial_launch);
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
         "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",
@@ -1263,7 +1273,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         copy_gbps: Some(copy),
         anchors_card: card_key.filter(|_| card.is_some()),
         peers,
-        method: method_line(),
+        method: method_line(args.serial_launch),
         precision: format!("{:?}", args.precision),
         points: results,
     };
@@ -1298,7 +1308,7 @@ mod tests {
             copy_gbps: Some(2990.0),
             anchors_card: Some("H100".into()),
             peers,
-            method: method_line(),
+            method: method_line(false),
             precision: "Accurate".into(),
             points,
         }

@@ -433,10 +433,12 @@ impl DecodePlan {
             .map(|w| (w[1] - w[0]) as u32)
             .max()
             .unwrap_or(0);
+        let active_parts = parts.iter().take_while(|p| !p.is_idle()).count();
         Ok(Schedule {
             parts,
             split_offsets,
             num_parts,
+            active_parts,
             rows_per_cta,
             row_chunks,
             max_splits,
@@ -485,6 +487,9 @@ pub struct Schedule {
     pub split_offsets: Vec<i32>,
     /// Partitions (grid columns).
     pub num_parts: usize,
+    /// Partitions with work; they come first, and the decode grid launches only them
+    /// (at least one).
+    pub active_parts: usize,
     /// Query rows one CTA handles (selects the kernel variant).
     pub rows_per_cta: u32,
     /// CTAs per KV head over the query rows.
@@ -572,6 +577,7 @@ pub struct Decoder {
     gpu: Gpu,
     kernels: Arc<Kernels>,
     functions: Functions,
+    programmatic: bool,
 }
 
 /// Handles of the decode and combine kernels, looked up once when the module is loaded
@@ -649,7 +655,16 @@ impl Decoder {
             gpu: gpu.clone(),
             kernels: Arc::new(kernels),
             functions,
+            programmatic: true,
         })
+    }
+
+    /// Whether the decode and combine kernels are launched as programmatic dependents of
+    /// the kernel before them on the stream (on by default): each starts its set-up while
+    /// that kernel finishes and waits for it before touching memory, which takes a launch
+    /// gap off every call. Off, every launch waits for the previous kernel to end.
+    pub fn set_programmatic_launch(&mut self, on: bool) {
+        self.programmatic = on;
     }
     /// The GPU the kernels are loaded on.
     pub fn gpu(&self) -> &Gpu {
@@ -727,10 +742,11 @@ impl Decoder {
             num_blocks, errors, row_chunks, scale, flags
         ];
         let spec = LaunchSpec {
-            grid: (sched.num_parts as u32, sched.row_chunks * h_kv, 1),
+            grid: (sched.active_parts.max(1) as u32, sched.row_chunks * h_kv, 1),
             block: (DECODE_THREADS, 1, 1),
             dyn_smem: DecodeSmem::new(sched.rows_per_cta).bytes,
             cluster: None,
+            programmatic: self.programmatic,
         };
         // SAFETY: the argument list matches the kernel's parameters in order and type, and
         // every buffer was checked above against the shapes the kernel indexes with.
@@ -743,6 +759,7 @@ impl Decoder {
             block: (combine_groups * COMBINE_GROUP_THREADS, 1, 1),
             dyn_smem: combine_smem_bytes(combine_groups),
             cluster: None,
+            programmatic: self.programmatic,
         };
         // SAFETY: as above, for the combine kernel's parameters.
         unsafe { launch(combine_fn, &cspec, stream, &mut cargs) }

@@ -1,4 +1,5 @@
-//! Raw kernel launches through `cuLaunchKernelEx`, with optional thread-block clusters.
+//! Raw kernel launches through `cuLaunchKernelEx`, with optional thread-block clusters and
+//! programmatic dependent launch.
 
 use crate::error::{check, Error, Result};
 use cudarc::driver::{sys, CudaStream};
@@ -16,6 +17,11 @@ pub struct LaunchSpec {
     pub dyn_smem: u32,
     /// Thread-block cluster shape; each grid dimension must be a multiple of it.
     pub cluster: Option<(u32, u32, u32)>,
+    /// Programmatic dependent launch: the grid may start while the previous kernel of the
+    /// stream still runs (once each of its CTAs has executed
+    /// `griddepcontrol.launch_dependents` or exited). The kernel must execute
+    /// `griddepcontrol.wait` before it touches memory that kernel reads or writes.
+    pub programmatic: bool,
 }
 
 impl LaunchSpec {
@@ -26,6 +32,7 @@ impl LaunchSpec {
             block: (block, 1, 1),
             dyn_smem,
             cluster: None,
+            programmatic: false,
         }
     }
 
@@ -110,7 +117,7 @@ pub unsafe fn launch(
         .context()
         .bind_to_thread()
         .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
-    let mut attrs: Vec<sys::CUlaunchAttribute> = Vec::with_capacity(1);
+    let mut attrs: Vec<sys::CUlaunchAttribute> = Vec::with_capacity(2);
     if let Some((x, y, z)) = spec.cluster {
         // SAFETY: an all-zero CUlaunchAttribute is a valid bit pattern (plain C data).
         let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -118,6 +125,13 @@ pub unsafe fn launch(
         a.value.clusterDim.x = x;
         a.value.clusterDim.y = y;
         a.value.clusterDim.z = z;
+        attrs.push(a);
+    }
+    if spec.programmatic {
+        // SAFETY: as above.
+        let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        a.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        a.value.programmaticStreamSerializationAllowed = 1;
         attrs.push(a);
     }
     let config = sys::CUlaunchConfig {

@@ -352,6 +352,29 @@ fn schedule_reports_the_most_pieces_of_a_request() {
 }
 
 #[test]
+fn schedule_counts_the_partitions_with_work() {
+    // 64 pages over 132 partitions: one page each for the first 64, the rest idle; the
+    // decode grid launches only the active ones.
+    let c = DecodeConfig::new(1, 16, 64);
+    let s = DecodePlan::schedule(&c, &[4096], 132).unwrap();
+    assert_eq!(s.active_parts, 64);
+    assert!(s.parts[..64].iter().all(|p| !p.is_idle()));
+    assert!(s.parts[64..].iter().all(|p| p.is_idle()));
+    // 1024 pages in 8-page budgets: 128 partitions with work, first; and none at all.
+    let c = DecodeConfig::new(16, 16, 64);
+    let s = DecodePlan::schedule(&c, &[4096; 16], 132).unwrap();
+    assert_eq!(s.active_parts, 128);
+    assert_eq!(s.parts.iter().filter(|p| !p.is_idle()).count(), 128);
+    assert!(s.parts[..128].iter().all(|p| !p.is_idle()));
+    assert_eq!(
+        DecodePlan::schedule(&cfg(), &[0; 4], 132)
+            .unwrap()
+            .active_parts,
+        0
+    );
+}
+
+#[test]
 fn schedule_validates_the_config() {
     assert_invalid(
         DecodePlan::schedule(&cfg().s_q(9), &[1; 4], 132),

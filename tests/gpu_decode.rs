@@ -124,6 +124,124 @@ fn graph_replay_equals_eager() {
     println!("graph replay of the decode (3 replays) is bitwise equal to the eager call");
 }
 
+/// Consecutive calls on one stream stay ordered although each kernel starts while the one
+/// before it finishes (programmatic dependent launch): a call whose requests are split
+/// many times (its combine writes `out` late), then one whose requests are not split (its
+/// decode writes `out` directly) into the same `out` and `lse`, 20 times without a
+/// synchronisation, end bitwise equal to the second call run alone.
+#[test]
+fn back_to_back_calls_stay_ordered() {
+    use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
+    use flashmla_etap::reference::{generate, MlaShape};
+    use half::bf16;
+    let gpu = require_gpu!("back_to_back_calls_stay_ordered");
+    let decoder = Decoder::new(&gpu).unwrap();
+    let s = gpu.stream.clone();
+    let h_q = 64;
+    let split_lengths = vec![30000, 20000, 25000];
+    let direct_lengths = vec![64, 1, 50];
+    let split_shape = MlaShape::for_lengths(1, h_q, 1, 64, &split_lengths);
+    let direct_shape = MlaShape::for_lengths(1, h_q, 1, 64, &direct_lengths);
+    let split_in = generate(&split_shape, &split_lengths, Dtype::Bf16, 3);
+    let direct_in = generate(&direct_shape, &direct_lengths, Dtype::Bf16, 4);
+    let split_dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &split_in).unwrap();
+    let direct_dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &direct_in).unwrap();
+    let split_cache = KvCache::new(&gpu, &split_dev.kv_cache, split_shape.num_blocks, 1).unwrap();
+    let direct_cache =
+        KvCache::new(&gpu, &direct_dev.kv_cache, direct_shape.num_blocks, 1).unwrap();
+    let mut split_plan = DecodePlan::new(
+        &gpu,
+        DecodeConfig::new(3, h_q, split_shape.max_pages),
+        &split_lengths,
+    )
+    .unwrap();
+    let mut direct_plan = DecodePlan::new(
+        &gpu,
+        DecodeConfig::new(3, h_q, direct_shape.max_pages),
+        &direct_lengths,
+    )
+    .unwrap();
+    assert!(
+        split_plan.split_offsets()[3] >= 30,
+        "the first call is split many times"
+    );
+    assert_eq!(
+        direct_plan.split_offsets()[3],
+        3,
+        "the second call is not split"
+    );
+    let len = direct_shape.out_len();
+    assert_eq!(split_shape.out_len(), len);
+
+    let mut alone_out = s.alloc_zeros::<bf16>(len).unwrap();
+    let mut alone_lse = s.alloc_zeros::<f32>(direct_shape.lse_len()).unwrap();
+    let d = &direct_dev;
+    decoder
+        .decode(
+            &s,
+            &mut direct_plan,
+            &d.q,
+            &direct_cache,
+            &d.block_table,
+            &d.seqlens,
+            &mut alone_out,
+            &mut alone_lse,
+        )
+        .unwrap();
+    let mut out = s.alloc_zeros::<bf16>(len).unwrap();
+    let mut lse = s.alloc_zeros::<f32>(direct_shape.lse_len()).unwrap();
+    let p = &split_dev;
+    for _ in 0..20 {
+        decoder
+            .decode(
+                &s,
+                &mut split_plan,
+                &p.q,
+                &split_cache,
+                &p.block_table,
+                &p.seqlens,
+                &mut out,
+                &mut lse,
+            )
+            .unwrap();
+        decoder
+            .decode(
+                &s,
+                &mut direct_plan,
+                &d.q,
+                &direct_cache,
+                &d.block_table,
+                &d.seqlens,
+                &mut out,
+                &mut lse,
+            )
+            .unwrap();
+    }
+    let (a, b) = (
+        s.clone_dtoh(&alone_out).unwrap(),
+        s.clone_dtoh(&out).unwrap(),
+    );
+    let (la, lb) = (
+        s.clone_dtoh(&alone_lse).unwrap(),
+        s.clone_dtoh(&lse).unwrap(),
+    );
+    assert!(
+        a.iter().any(|x| x.to_f32() != 0.0),
+        "the call alone wrote an output"
+    );
+    let bad = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count();
+    assert_eq!(bad, 0, "{bad} of {len} outputs differ from the call alone");
+    assert!(
+        la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "lse differs from the call alone"
+    );
+    println!("20 split/unsplit call pairs on one stream: the last call's out and lse are exact");
+}
+
 /// The checked API: a used page id outside the cache, or a device length longer than the
 /// block-table row, is reported with the batch index, and the kernel reads nothing
 /// outside the cache meanwhile (compute-sanitizer memcheck runs this test too).

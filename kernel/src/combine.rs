@@ -6,7 +6,7 @@
 //! memory.
 use crate::config::{COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_OUT_F32};
 use crate::element::{Bf16, Element, F16};
-use crate::ptx::{barrier, ids, math, smem};
+use crate::ptx::{barrier, griddep, ids, math, smem};
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 /// V dims per thread of a group.
@@ -28,6 +28,10 @@ unsafe fn combine<T: Element, const GROUPS: u32>(
     h_q: u32,
     flags: u32,
 ) {
+    // Launched as a programmatic dependent of the decode (and the next decode of this
+    // one): let that decode start its prologue now, and wait for this decode's results.
+    griddep::launch_dependents();
+    griddep::wait();
     let (row, r) = (ids::block_x(), ids::block_y());
     if row == 0 && r == 0 && ids::thread() == 0 {
         // The decode has finished: publish its error words and re-arm them for the next
