@@ -274,9 +274,60 @@ pub fn entry_names(ptx: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Registers per thread ptxas gave `kernel`, from a `ptxas -v` report.
+pub fn registers_of(report: &str, kernel: &str) -> Option<u32> {
+    let start = report.find(&format!("Compiling entry function '{kernel}'"))?;
+    let rest = &report[start..];
+    let used = rest.find("Used ")?;
+    rest[used + 5..].split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etap_kernel::config::{COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, DECODE_THREADS};
+
+    #[test]
+    fn reads_register_counts_from_the_report() {
+        let report = "ptxas info    : Compiling entry function 'a' for 'sm_90a'\n\
+                      ptxas info    : Used 80 registers, used 1 barriers\n\
+                      ptxas info    : Compiling entry function 'b' for 'sm_90a'\n\
+                      ptxas info    : Used 168 registers\n";
+        assert_eq!(registers_of(report, "a"), Some(80));
+        assert_eq!(registers_of(report, "b"), Some(168));
+        assert_eq!(registers_of(report, "c"), None);
+    }
+
+    /// Every decode and combine kernel fits one SM's 64K registers at its block size
+    /// (allocated per thread in units of 8), else its launch fails with
+    /// CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES.
+    #[test]
+    fn every_kernel_fits_the_register_file_at_its_block_size() {
+        if CUBIN.is_none() {
+            println!("skipped: built without ptxas (no register counts)");
+            return;
+        }
+        let mut checked = 0;
+        for name in kernel_names() {
+            let threads = if name.starts_with("etap_decode") {
+                DECODE_THREADS
+            } else if name.starts_with("etap_combine") && name.ends_with("_wide") {
+                COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS
+            } else if name.starts_with("etap_combine") {
+                COMBINE_GROUP_THREADS
+            } else {
+                continue;
+            };
+            let regs = registers_of(PTXAS_REPORT, name)
+                .unwrap_or_else(|| panic!("no register count for {name} in the ptxas report"));
+            assert!(
+                regs.div_ceil(8) * 8 * threads <= 65536,
+                "{name}: {regs} registers x {threads} threads exceed the 64K register file"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 8, "only {checked} decode/combine kernels found");
+    }
 
     #[test]
     fn parses_entry_lines() {

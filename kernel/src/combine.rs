@@ -28,12 +28,20 @@ unsafe fn combine<T: Element, const GROUPS: u32>(
     h_q: u32,
     flags: u32,
 ) {
-    // Launched as a programmatic dependent of the decode (and the next decode of this
-    // one): let that decode start its prologue now, and wait for this decode's results.
+    // Launched as a programmatic dependent of the decode: let the next decode start its
+    // set-up now. The split offsets are the plan's, written before the decode.
     griddep::launch_dependents();
-    griddep::wait();
     let (row, r) = (ids::block_x(), ids::block_y());
-    if row == 0 && r == 0 && ids::thread() == 0 {
+    let first = *split_offsets.add(r as usize);
+    let splits = *split_offsets.add(r as usize + 1) - first;
+    let publishes_errors = row == 0 && r == 0;
+    if splits == 1 && !publishes_errors {
+        // Written by the decode. (One CTA always waits for it below, so the combine
+        // never completes before the decode.)
+        return;
+    }
+    griddep::wait();
+    if publishes_errors && ids::thread() == 0 {
         // The decode has finished: publish its error words and re-arm them for the next
         // call, which saves a memset per call.
         for w in 0..ERROR_WORDS {
@@ -41,8 +49,6 @@ unsafe fn combine<T: Element, const GROUPS: u32>(
             *errors.add(w) = i32::MAX;
         }
     }
-    let first = *split_offsets.add(r as usize);
-    let splits = *split_offsets.add(r as usize + 1) - first;
     if splits == 1 {
         return;
     }

@@ -126,10 +126,12 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
             mbarrier::init(empty(s), CONSUMER_WARPS);
         }
         fence::mbarrier_init();
+        tma::prefetch_map(a.kv_map);
     }
     // Launched as a programmatic dependent of the previous grid on the stream (the last
-    // call's combine): the launch and the set-up above overlap its tail. Everything
-    // below reads inputs a previous kernel may write, or writes what the combine reads.
+    // call's combine): the launch and the set-up above (which reads only the plan and the
+    // tensor map) overlap its tail. Everything below reads inputs a previous kernel may
+    // write, or writes what the combine reads.
     griddep::wait();
     barrier::sync_cta();
 
@@ -159,7 +161,6 @@ unsafe fn produce(
     full: impl Fn(u32) -> u32,
     empty: impl Fn(u32) -> u32,
 ) {
-    tma::prefetch_map(a.kv_map);
     let mut it = 0;
     for r in part.begin_req..=part.end_req {
         // The page id of the next tile is read one tile ahead, so its latency overlaps the
