@@ -340,7 +340,7 @@ impl Case {
             self.dtype,
             O::F32,
             deterministic,
-            config.rounds_p_once(),
+            plan.rounds_p_once(),
         ))
     }
 }

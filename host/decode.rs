@@ -243,16 +243,12 @@ impl DecodeConfig {
     fn rows_per_kv(&self) -> u32 {
         (self.s_q * self.h_q / self.h_kv) as u32
     }
-    /// Whether the decode rounds P once (`Precision::Fast` on tiles wider than
-    /// `STACKED_SPLIT_MAX_ROWS`) rather than splitting it into two 16-bit terms.
+    /// Whether a decode with this config may round P once (`Precision::Fast` on tiles wider
+    /// than `STACKED_SPLIT_MAX_ROWS`) rather than split it into two 16-bit terms. A plan for
+    /// short contexts may still pick narrower tiles, which split P:
+    /// [`DecodePlan::rounds_p_once`] says what a given plan does.
     pub fn rounds_p_once(&self) -> bool {
-        rounds_p_once(self.precision, self.row_tiling().0)
-    }
-    /// Rows one CTA handles (a kernel variant) and CTAs per KV head.
-    fn row_tiling(&self) -> (u32, u32) {
-        let rows = self.rows_per_kv();
-        let tile = row_tile_for(rows);
-        (tile, rows.div_ceil(tile))
+        rounds_p_once(self.precision, row_tile_for(self.rows_per_kv()))
     }
 }
 
@@ -410,7 +406,17 @@ impl DecodePlan {
                 format!("has {} entries for batch {}", seqlens.len(), config.batch),
             ));
         }
-        let (rows_per_cta, row_chunks) = config.row_tiling();
+        let total_pages = seqlens
+            .iter()
+            .map(|&len| (len.max(0) as u64).div_ceil(PAGE_SIZE as u64))
+            .sum();
+        let (rows_per_cta, row_chunks) = plan::row_tiling(
+            config.rows_per_kv(),
+            total_pages,
+            sm_count,
+            config.h_kv as u32,
+            config.precision == Precision::Accurate,
+        );
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
         let mut parts = vec![PartWork::IDLE; num_parts];
         let mut split_offsets = vec![0i32; config.batch + 1];
@@ -474,6 +480,11 @@ impl DecodePlan {
     /// The lengths the plan was built for.
     pub fn seqlens(&self) -> &[i32] {
         &self.seqlens
+    }
+    /// Whether the decode with this plan rounds P once (`Precision::Fast` on the plan's
+    /// tiles, when wider than `STACKED_SPLIT_MAX_ROWS`) rather than splitting it.
+    pub fn rounds_p_once(&self) -> bool {
+        rounds_p_once(self.config.precision, self.schedule.rows_per_cta)
     }
 }
 

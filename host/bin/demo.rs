@@ -182,7 +182,7 @@ fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
         Dtype::Bf16,
         false,
         true,
-        config.rounds_p_once(),
+        plan.rounds_p_once(),
     );
     let (err, floor, lse_err, bad) = (
         accuracy.rmse,

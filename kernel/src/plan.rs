@@ -38,6 +38,8 @@
 //! - Every partition with work holds at least one page; the partitions with work come first
 //!   and idle ones (encoded as [`PartWork::IDLE`]) last.
 
+use crate::config::{row_tile_for, MAX_ROWS_PER_CTA, ROW_TILES};
+
 /// Tokens per page of the paged KV cache (FlashMLA's block size).
 pub const PAGE_SIZE: usize = 64;
 /// Cost of starting a request piece, in page units (FlashMLA's `fixed_overhead_num_blocks`).
@@ -222,6 +224,48 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
     } else {
         n as usize
     }
+}
+
+/// Pages per partition up to which more than 32 query rows per KV head run as 32-row tiles
+/// rather than 64-row ones when P is rounded once (`Precision::Fast`): twice the CTAs per KV
+/// head, each carrying half the Q rows and half the partial results. H100, same run: 1.08x
+/// to 1.35x faster at 1 to 4 pages a partition. At 8 it is mixed (0.93x to 1.11x), and
+/// from 16 up it is slower.
+pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 4;
+/// The same with a split P (`Precision::Accurate`), where the 64-row tile pays a second
+/// k pass and the 32-row one does not. H100: 1.07x to 1.52x faster up to 8 pages a
+/// partition, and 0.99x to 1.07x at 16.
+pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 8;
+
+/// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head
+/// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
+/// heads. The widest tile that holds the rows ([`row_tile_for`]); but where that is a
+/// 64-row tile and the 64-row plan would give each partition at most
+/// [`NARROW_TILE_MAX_SHARE_SPLIT`] pages (with `split_p`; else
+/// [`NARROW_TILE_MAX_SHARE_FAST`]), 32-row tiles.
+pub const fn row_tiling(
+    rows_per_kv: u32,
+    total_pages: u64,
+    sm_count: u32,
+    h_kv: u32,
+    split_p: bool,
+) -> (u32, u32) {
+    let rows = if rows_per_kv == 0 { 1 } else { rows_per_kv };
+    let tile = row_tile_for(rows);
+    if tile == MAX_ROWS_PER_CTA {
+        let chunks = rows.div_ceil(tile);
+        let parts = num_parts_for(sm_count, chunks.saturating_mul(h_kv)) as u64;
+        let max_share = if split_p {
+            NARROW_TILE_MAX_SHARE_SPLIT
+        } else {
+            NARROW_TILE_MAX_SHARE_FAST
+        };
+        if total_pages.div_ceil(parts) <= max_share {
+            let narrow = ROW_TILES[ROW_TILES.len() - 2];
+            return (narrow, rows.div_ceil(narrow));
+        }
+    }
+    (tile, rows.div_ceil(tile))
 }
 
 /// Upper bound on partial-result slots (`split_offsets[batch]`) for any plan of `batch`
