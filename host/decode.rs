@@ -408,7 +408,7 @@ impl DecodePlan {
         }
         let total_pages = seqlens
             .iter()
-            .map(|&len| (len.max(0) as u64).div_ceil(PAGE_SIZE as u64))
+            .map(|&len| plan::num_pages(len, PAGE_SIZE as usize))
             .sum();
         let (rows_per_cta, row_chunks) = plan::row_tiling(
             config.rows_per_kv(),

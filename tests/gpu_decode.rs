@@ -173,49 +173,39 @@ fn back_to_back_calls_stay_ordered() {
     let len = direct_shape.out_len();
     assert_eq!(split_shape.out_len(), len);
 
+    let (p, d) = (&split_dev, &direct_dev);
+    let run = |plan: &mut DecodePlan,
+               dev: &flashmla_etap::check::DeviceInputs<bf16>,
+               cache: &KvCache<'_, bf16>,
+               out: &mut _,
+               lse: &mut _| {
+        decoder
+            .decode(
+                &s,
+                plan,
+                &dev.q,
+                cache,
+                &dev.block_table,
+                &dev.seqlens,
+                out,
+                lse,
+            )
+            .unwrap()
+    };
     let mut alone_out = s.alloc_zeros::<bf16>(len).unwrap();
     let mut alone_lse = s.alloc_zeros::<f32>(direct_shape.lse_len()).unwrap();
-    let d = &direct_dev;
-    decoder
-        .decode(
-            &s,
-            &mut direct_plan,
-            &d.q,
-            &direct_cache,
-            &d.block_table,
-            &d.seqlens,
-            &mut alone_out,
-            &mut alone_lse,
-        )
-        .unwrap();
+    run(
+        &mut direct_plan,
+        d,
+        &direct_cache,
+        &mut alone_out,
+        &mut alone_lse,
+    );
     let mut out = s.alloc_zeros::<bf16>(len).unwrap();
     let mut lse = s.alloc_zeros::<f32>(direct_shape.lse_len()).unwrap();
-    let p = &split_dev;
     for _ in 0..20 {
-        decoder
-            .decode(
-                &s,
-                &mut split_plan,
-                &p.q,
-                &split_cache,
-                &p.block_table,
-                &p.seqlens,
-                &mut out,
-                &mut lse,
-            )
-            .unwrap();
-        decoder
-            .decode(
-                &s,
-                &mut direct_plan,
-                &d.q,
-                &direct_cache,
-                &d.block_table,
-                &d.seqlens,
-                &mut out,
-                &mut lse,
-            )
-            .unwrap();
+        run(&mut split_plan, p, &split_cache, &mut out, &mut lse);
+        run(&mut direct_plan, d, &direct_cache, &mut out, &mut lse);
     }
     let (a, b) = (
         s.clone_dtoh(&alone_out).unwrap(),
