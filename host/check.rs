@@ -469,6 +469,25 @@ pub fn grid() -> Vec<Case> {
             });
         }
     }
+    // Long pieces on the seesaw kernel (64-row tiles, P rounded once): partitions of many
+    // pages, odd and even counts, several requests each, a partial last page.
+    cases.push(Case {
+        precision: Precision::Fast,
+        seed: 5100,
+        ..Case::new(Dtype::Bf16, 1, 128, vec![16000, 9000, 4100, 700, 65], false)
+    });
+    cases.push(Case {
+        precision: Precision::Fast,
+        seed: 5101,
+        ..Case::new(Dtype::F16, 2, 64, vec![32768, 5000, 4100, 700], true)
+    });
+    cases.push(Case {
+        precision: Precision::Fast,
+        h_kv: 2,
+        out_f32: true,
+        seed: 5102,
+        ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
+    });
     for dtype in [Dtype::Bf16, Dtype::F16] {
         cases.push(Case {
             out_f32: true,

@@ -12,7 +12,7 @@ use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    combine_smem_bytes, row_tile_for, DecodeSmem, COL_BLOCK, COMBINE_GROUP_THREADS,
+    combine_smem_bytes, decode_smem_bytes, row_tile_for, COL_BLOCK, COMBINE_GROUP_THREADS,
     COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
     ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES,
     STACKED_SPLIT_MAX_ROWS, TILE_TOKENS,
@@ -595,7 +595,7 @@ pub struct Decoder {
 /// rather than by name on every (per-layer) decode call.
 struct Functions {
     /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}_split`, and
-    /// `etap_decode_{bf16,f16}_r64` for Fast at 64 rows.
+    /// `etap_decode_{bf16,f16}_r64` for Fast at 64 rows (64 rows: the seesaw kernels).
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype][wide]`: `etap_combine_{bf16,f16}` and `etap_combine_{bf16,f16}_wide`.
     combine: [[sys::CUfunction; 2]; 2],
@@ -653,7 +653,7 @@ impl Decoder {
                 let p = precision_index(precision);
                 for (r, rows) in ROW_TILES.into_iter().enumerate() {
                     let kernel = decode_kernel_name(dtype, precision, rows);
-                    kernels.set_max_dynamic_smem(&kernel, DecodeSmem::new(rows).bytes)?;
+                    kernels.set_max_dynamic_smem(&kernel, decode_smem_bytes(rows))?;
                     functions.decode[d][p][r] = kernels.function(&kernel)?;
                 }
             }
@@ -755,7 +755,7 @@ impl Decoder {
         let spec = LaunchSpec {
             grid: (sched.active_parts.max(1) as u32, sched.row_chunks * h_kv, 1),
             block: (DECODE_THREADS, 1, 1),
-            dyn_smem: DecodeSmem::new(sched.rows_per_cta).bytes,
+            dyn_smem: decode_smem_bytes(sched.rows_per_cta),
             cluster: None,
             programmatic: self.programmatic,
         };

@@ -26,26 +26,50 @@ fn main() {
         )
         .unwrap();
         for (dtype, ty) in [("bf16", "bf16"), ("f16", "f16")] {
-            for (suffix, trans_a) in [("", 0), ("_ta", 1)] {
-                let operands: Vec<String> = (0..regs).map(|i| format!("{{d{i}}}")).collect();
+            let operands: Vec<String> = (0..regs).map(|i| format!("{{d{i}}}")).collect();
+            let operands = operands.join(", ");
+            // Both operands in shared memory: A K-major or transposed (`_ta`), B K-major or
+            // transposed (`_tb`).
+            for (suffix, trans_a, trans_b) in [("", 0, 0), ("_ta", 1, 0), ("_tb", 0, 1)] {
                 writeln!(src, "    #[inline(always)] unsafe fn mma_{dtype}{suffix}(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool) {{").unwrap();
                 writeln!(src, "        core::arch::asm!(").unwrap();
                 writeln!(
                     src,
-                    "            \"{{{{ .reg .pred p; setp.ne.b32 p, {{sd}}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{{{}}}}}, {{a}}, {{b}}, p, 1, 1, {trans_a}, 0; }}}}\",",
-                    operands.join(", ")
+                    "            \"{{{{ .reg .pred p; setp.ne.b32 p, {{sd}}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{{{operands}}}}}, {{a}}, {{b}}, p, 1, 1, {trans_a}, {trans_b}; }}}}\","
                 )
                 .unwrap();
-                for i in 0..regs {
-                    writeln!(src, "            d{i} = inout(reg32) acc[{i}],").unwrap();
-                }
+                write_acc_operands(&mut src, regs);
                 writeln!(src, "            a = in(reg64) a, b = in(reg64) b, sd = in(reg32) accumulate as u32,").unwrap();
                 writeln!(src, "            options(nostack));").unwrap();
                 writeln!(src, "    }}").unwrap();
             }
+            // A from registers (four packed pairs a thread), B transposed in shared memory.
+            writeln!(src, "    #[inline(always)] unsafe fn mma_{dtype}_rs_tb(acc: &mut Self::Acc, a: [u32; 4], b: u64, accumulate: bool) {{").unwrap();
+            writeln!(src, "        core::arch::asm!(").unwrap();
+            writeln!(
+                src,
+                "            \"{{{{ .reg .pred p; setp.ne.b32 p, {{sd}}, 0; wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ty}.{ty} {{{{{operands}}}}}, {{{{{{a0}}, {{a1}}, {{a2}}, {{a3}}}}}}, {{b}}, p, 1, 1, 1; }}}}\","
+            )
+            .unwrap();
+            write_acc_operands(&mut src, regs);
+            writeln!(src, "            a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],").unwrap();
+            writeln!(
+                src,
+                "            b = in(reg64) b, sd = in(reg32) accumulate as u32,"
+            )
+            .unwrap();
+            writeln!(src, "            options(nostack));").unwrap();
+            writeln!(src, "    }}").unwrap();
         }
         writeln!(src, "}}").unwrap();
     }
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("wgmma_gen.rs");
     std::fs::write(out, src).unwrap();
+}
+
+/// The `asm!` operand list binding accumulator element `i` to template operand `d{i}`.
+fn write_acc_operands(src: &mut String, regs: usize) {
+    for i in 0..regs {
+        writeln!(src, "            d{i} = inout(reg32) acc[{i}],").unwrap();
+    }
 }

@@ -24,13 +24,13 @@ pub const TILE_BYTES: u32 = K_BLOCKS * BLOCK_BYTES;
 pub const QK_STEPS: u32 = D_QK / 16;
 /// wgmma k16 steps of Oᵀ += Vᵀ·Pᵀ per V block (64 tokens / 16).
 pub const PV_STEPS: u32 = TILE_TOKENS / 16;
-/// Most query rows per CTA at which the split-P kernels (P ≈ P_hi + P_lo, Oᵀ += Vᵀ·P_hiᵀ +
-/// Vᵀ·P_loᵀ) stack P_lo under P_hi as N more columns of one wgmma (the Oᵀ accumulator twice
-/// as wide); wider tiles make a second k pass instead.
+/// Most query rows per CTA of the transposed kernels, which split P (P ≈ P_hi + P_lo,
+/// Oᵀ += Vᵀ·P_hiᵀ + Vᵀ·P_loᵀ) with P_lo stacked under P_hi as N more columns of one wgmma
+/// (the Oᵀ accumulator twice as wide); 64-row tiles run the seesaw kernels.
 pub const STACKED_SPLIT_MAX_ROWS: u32 = 32;
-/// Column block of a KV stage that holds a wider tile's P_lo once Sᵀ is done: the RoPE dims
-/// (512..576), which Oᵀ does not read.
-pub const P_LO_BLOCK: u32 = K_BLOCKS - 1;
+/// Column block of a KV stage that holds the seesaw kernel's P once S is done: the RoPE
+/// dims (512..576), which O does not read.
+pub const ROPE_BLOCK: u32 = K_BLOCKS - 1;
 
 /// Warpgroup roles of the decode kernel: warpgroup 0 produces (TMA), 1 and 2 consume.
 pub const PRODUCER_WARPGROUP: u32 = 0;
@@ -63,9 +63,19 @@ pub enum NamedBarrier {
     /// Consumer warpgroup 0 may issue its next wgmma batch (256 threads: it syncs, the
     /// other warpgroup arrives); warpgroup 1 uses the next id.
     Turn0 = 4,
-    /// Both consumer warpgroups (256 threads): both have finished Sᵀ of the tile, so the
-    /// stage's RoPE block (no longer read) may take the low half of a split Pᵀ.
-    ScoresDone = 6,
+    /// Seesaw kernel (256 threads; warpgroup 0 arrives, 1 syncs): warpgroup 0's tile of the
+    /// pair has its running max and rescale factor published (in the split schedule, and
+    /// its P in shared memory).
+    ScaleA = 8,
+    /// Seesaw kernel (warpgroup 1 arrives, 0 syncs): the same for warpgroup 1's tile (in the
+    /// split schedule, once it is done reading warpgroup 0's P).
+    ScaleB = 9,
+    /// Seesaw kernel, P rounded once (warpgroup 0 arrives, 1 syncs): warpgroup 0's P, scaled
+    /// by warpgroup 1's factor, is in shared memory.
+    PaReady = 10,
+    /// Seesaw kernel, P rounded once (warpgroup 1 arrives, 0 syncs): warpgroup 1's P is in
+    /// shared memory and its last read of warpgroup 0's P is issued.
+    PbIssued = 11,
 }
 
 /// Slot of the decode kernel's error words: smallest batch index with a page id outside
@@ -90,7 +100,7 @@ pub struct DecodeSmem {
     pub kv: u32,
     /// Q: `K_BLOCKS` swizzled blocks of `rows_cta` rows × 64 dims.
     pub q: u32,
-    /// Pᵀ per consumer warpgroup: `p_buffer_rows(rows_cta)` rows × 64 tokens, swizzled.
+    /// Pᵀ per consumer warpgroup: P_hi then P_lo, rows_cta rows × 64 tokens, swizzled.
     pub p: u32,
     /// Cross-warp reduction scratch: per consumer warpgroup, 4 warps × rows/2 f32.
     pub red: u32,
@@ -101,13 +111,13 @@ pub struct DecodeSmem {
 }
 
 impl DecodeSmem {
-    /// The layout for a CTA of `rows_cta` query rows (one of [`ROW_TILES`]); offsets of the
+    /// The layout for a CTA of `rows_cta` query rows (16 or 32); offsets of the
     /// swizzled regions are 1024-byte aligned.
     pub const fn new(rows_cta: u32) -> Self {
         let kv = 0;
         let q = kv + STAGES * TILE_BYTES;
         let p = q + K_BLOCKS * rows_cta * 128;
-        let red = p + CONSUMER_WARPGROUPS * p_buffer_rows(rows_cta) * 128;
+        let red = p + CONSUMER_WARPGROUPS * rows_cta * 128;
         let bars = red + CONSUMER_WARPGROUPS * 4 * (rows_cta / 2) * 4;
         let bytes = bars + 2 * STAGES * 8;
         DecodeSmem {
@@ -121,14 +131,87 @@ impl DecodeSmem {
     }
 }
 
-/// Rows of one consumer warpgroup's Pᵀ buffer in a CTA of `rows_cta` query rows: its
-/// N = rows_cta/2 columns, twice that up to `STACKED_SPLIT_MAX_ROWS`, where the split-P
-/// kernels stack P's low half under its high half (wider tiles put it in `P_LO_BLOCK`).
-pub const fn p_buffer_rows(rows_cta: u32) -> u32 {
-    if rows_cta <= STACKED_SPLIT_MAX_ROWS {
-        rows_cta
+/// Query rows of a seesaw CTA: the wgmma M of S = Q·Kᵀ and O += P·V (FlashMLA's
+/// orientation, used for every 64-row tile).
+pub const SEESAW_ROWS: u32 = 64;
+/// V dims of O held by each consumer warpgroup of a seesaw CTA (an m64n256 accumulator).
+pub const SEESAW_HALF_DV: u32 = D_V / CONSUMER_WARPGROUPS;
+/// Column blocks of V (and K) each seesaw warpgroup reads in O += P·V.
+pub const SEESAW_V_BLOCKS: u32 = SEESAW_HALF_DV / COL_BLOCK;
+
+/// Column blocks (bit c = block c) of the half of a seesaw KV stage that consumer
+/// warpgroup `half` reloads once it is done with it: the V blocks it reads (0..4 or 4..8),
+/// plus the RoPE block for the warpgroup that reads the P kept there. The RoPE block of
+/// stage s, read by S only, holds P of the stage's tile once S is done; warpgroup 1 − s is
+/// its last reader.
+pub const fn seesaw_half_blocks(stage: u32, half: u32) -> u32 {
+    let v = ((1 << SEESAW_V_BLOCKS) - 1) << (half * SEESAW_V_BLOCKS);
+    if half == 1 - stage {
+        v | 1 << ROPE_BLOCK
     } else {
-        rows_cta / 2
+        v
+    }
+}
+
+/// Byte offsets of the seesaw kernel's dynamic shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeesawSmem {
+    /// Q: `K_BLOCKS` swizzled blocks of 64 rows × 64 dims.
+    pub q: u32,
+    /// `STAGES` KV tiles, each `K_BLOCKS` swizzled blocks of 64 tokens × 64 dims.
+    pub kv: u32,
+    /// The low half of a split P (64 rows × 64 tokens, swizzled), passed from one
+    /// warpgroup to the other in turn; the high half goes to the stage's RoPE block.
+    pub p_lo: u32,
+    /// Running max per row (base-2 scaled), shared by both warpgroups.
+    pub m: u32,
+    /// Rescale factor per row from each warpgroup's last tile (2 × 64 f32).
+    pub scale: u32,
+    /// Row sums per warpgroup at the end of a piece (2 × 64 f32).
+    pub l: u32,
+    /// mbarriers: per stage, one per column block.
+    pub bars: u32,
+    /// Total bytes to request.
+    pub bytes: u32,
+}
+
+impl SeesawSmem {
+    /// The layout; swizzled regions 1024-byte aligned.
+    pub const fn new() -> Self {
+        let q = 0;
+        let kv = q + K_BLOCKS * SEESAW_ROWS * 128;
+        let p_lo = kv + STAGES * TILE_BYTES;
+        let m = p_lo + BLOCK_BYTES;
+        let scale = m + SEESAW_ROWS * 4;
+        let l = scale + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
+        let bars = l + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
+        let bytes = bars + STAGES * K_BLOCKS * 8;
+        SeesawSmem {
+            q,
+            kv,
+            p_lo,
+            m,
+            scale,
+            l,
+            bars,
+            bytes,
+        }
+    }
+}
+
+impl Default for SeesawSmem {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Dynamic shared memory of the decode kernel for a tile of `rows` query rows: the seesaw
+/// kernel at 64 rows, a transposed one below.
+pub const fn decode_smem_bytes(rows: u32) -> u32 {
+    if rows == SEESAW_ROWS {
+        SeesawSmem::new().bytes
+    } else {
+        DecodeSmem::new(rows).bytes
     }
 }
 
@@ -181,19 +264,43 @@ mod tests {
 
     #[test]
     fn shared_memory_fits_and_is_aligned() {
-        for rows in ROW_TILES {
+        for rows in ROW_TILES
+            .into_iter()
+            .filter(|&r| r <= STACKED_SPLIT_MAX_ROWS)
+        {
             let s = DecodeSmem::new(rows);
             assert!(s.bytes <= 227 * 1024, "rows {rows}: {} bytes", s.bytes);
-            for off in [s.kv, s.q, s.p] {
+            // Each warpgroup's P_hi and P_lo (rows/2 rows each) start on a swizzle atom.
+            let (p_lo, p1) = (s.p + rows / 2 * 128, s.p + rows * 128);
+            for off in [s.kv, s.q, s.p, p_lo, p1] {
                 assert_eq!(off % 1024, 0, "swizzled regions need 1024-byte alignment");
             }
-            assert_eq!(
-                (s.p + p_buffer_rows(rows) * 128) % 1024,
-                0,
-                "second Pᵀ buffer aligned"
-            );
             assert_eq!(s.bars % 8, 0);
+            assert_eq!(decode_smem_bytes(rows), s.bytes);
         }
+        assert_eq!(decode_smem_bytes(SEESAW_ROWS), SeesawSmem::new().bytes);
+    }
+
+    #[test]
+    fn seesaw_shared_memory_fits_and_halves_cover_each_stage() {
+        let s = SeesawSmem::new();
+        assert!(s.bytes <= 227 * 1024, "{} bytes", s.bytes);
+        assert_eq!(s.kv % 1024, 0);
+        assert_eq!(s.p_lo % 1024, 0);
+        assert_eq!(s.bars % 8, 0);
+        assert_eq!(SEESAW_ROWS, MAX_ROWS_PER_CTA);
+        for stage in 0..STAGES {
+            let (lo, hi) = (seesaw_half_blocks(stage, 0), seesaw_half_blocks(stage, 1));
+            assert_eq!(lo & hi, 0, "stage {stage}: a block in both halves");
+            assert_eq!(
+                lo | hi,
+                (1 << K_BLOCKS) - 1,
+                "stage {stage}: a block in neither"
+            );
+        }
+        // The RoPE block (P of the stage's tile) goes with the warpgroup that reads P last.
+        assert_eq!(seesaw_half_blocks(0, 1) >> ROPE_BLOCK, 1);
+        assert_eq!(seesaw_half_blocks(1, 0) >> ROPE_BLOCK, 1);
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! The ETAP decode mainloop: per 64-token KV tile of a request,
+//! The ETAP decode mainloop for tiles of 16 and 32 query rows: per 64-token KV tile of a
+//! request,
 //!   load (TMA) → Sᵀ = K·Qᵀ → online softmax down the columns (over tokens)
 //!   → Pᵀ to shared memory → Oᵀ += Vᵀ·Pᵀ,
 //! with the KV length as the wgmma M dimension and the CTA's query rows as N.
 //!
 //! The softmax takes the exact cross-warp column max only on a piece's first tile, on
 //! masked tiles and when a one-barrier vote finds a score more than `SOFTMAX_SLACK` above a
-//! column's running max; otherwise P is taken against the running max as it stands. The
-//! `_split` kernels round P to two 16-bit terms, P_hi + P_lo, for `Precision::Accurate`:
-//! stacked as N more columns of Pᵀ up to `STACKED_SPLIT_MAX_ROWS`, a second k pass beyond.
+//! column's running max; otherwise P is taken against the running max as it stands. P is
+//! rounded to two 16-bit terms, P_hi + P_lo, stacked as N more columns of Pᵀ: at these
+//! widths it costs about nothing, so both precisions run these kernels. (64-row tiles run
+//! the seesaw kernels of `crate::seesaw`.)
 //!
 //! Warpgroup 0 is the producer (one thread issues the TMA loads of each page); warpgroups
 //! 1 and 2 each own half of the CTA's query rows (N = rows/2) and all 512 dims of Oᵀ, and
@@ -72,8 +74,8 @@ pub struct DecodeArgs {
     pub flags: u32,
 }
 
-/// Query columns a consumer thread owns in the accumulator fragment (N/4 for N ≤ 32).
-const MAX_COLS_PER_THREAD: usize = (MAX_ROWS_PER_CTA / CONSUMER_WARPGROUPS / 4) as usize;
+/// Query columns a consumer thread owns in the accumulator fragment (N/4 at the widest N).
+const MAX_COLS_PER_THREAD: usize = (STACKED_SPLIT_MAX_ROWS / CONSUMER_WARPGROUPS / 4) as usize;
 
 /// stmatrix calls per P store at the widest N: a thread's fragment holds N/4 8×8 blocks
 /// (as many as its owned columns), stored 4 at a time.
@@ -86,19 +88,6 @@ const fn column_slot(i: usize) -> usize {
     2 * (i / 4) + i % 2
 }
 
-/// Whether a decode with QK shape `S` and Oᵀ shape `O` stacks a split P's low half under
-/// its high half (`O` twice as wide as `S`) rather than adding a second k pass. Only these
-/// combinations are kernels: `O` = `S`, or a split P stacked within
-/// `STACKED_SPLIT_MAX_ROWS` (whose Pᵀ buffers `p_buffer_rows` sizes).
-#[inline(always)]
-const fn stacked_split<S: MmaShape, O: MmaShape>(split_p: bool) -> bool {
-    assert!(
-        O::N == S::N || (split_p && O::N == 2 * S::N && O::N as u32 <= STACKED_SPLIT_MAX_ROWS),
-        "unsupported (S, O, SPLIT_P) combination"
-    );
-    split_p && O::N == 2 * S::N
-}
-
 /// Stage and phase parity of the `it`-th tile a CTA streams.
 #[inline(always)]
 fn stage_of(it: u32) -> (u32, u32) {
@@ -106,34 +95,26 @@ fn stage_of(it: u32) -> (u32, u32) {
 }
 
 /// The decode kernel body for element type `T` and N = `S::N` query rows per consumer
-/// warpgroup (the CTA handles 2·N rows). `SPLIT_P` splits P into two 16-bit terms; Oᵀ is an
-/// `O`-shaped accumulator: `S` itself, or twice as wide with the split P's low half stacked
-/// under the high half as N more columns of Pᵀ (`stacked_split`).
+/// warpgroup (the CTA handles 2·N rows). Oᵀ is an `O`-shaped accumulator twice as wide as
+/// `S`: the split P's low half stacked under the high half as N more columns of Pᵀ.
 #[inline(always)]
-pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(a: &DecodeArgs) {
+pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
+    const {
+        assert!(O::N == 2 * S::N && O::N as u32 <= STACKED_SPLIT_MAX_ROWS);
+    }
     let rows_cta = 2 * S::N as u32;
     let lay = DecodeSmem::new(rows_cta);
-    let part = *a.parts.add(ids::block_x() as usize);
-    if part.begin_req > part.end_req {
-        return;
-    }
     let base = smem::base();
     let full = |s: u32| base + lay.bars + 8 * s;
     let empty = |s: u32| base + lay.bars + 8 * (STAGES + s);
-    if ids::thread() == 0 {
+    let Some(part) = enter(a, || {
         for s in 0..STAGES {
             mbarrier::init(full(s), 1);
             mbarrier::init(empty(s), CONSUMER_WARPS);
         }
-        fence::mbarrier_init();
-        tma::prefetch_map(a.kv_map);
-    }
-    // Launched as a programmatic dependent of the previous grid on the stream (the last
-    // call's combine): the launch and the set-up above (which reads only the plan and the
-    // tensor map) overlap its tail. Everything below reads inputs a previous kernel may
-    // write, or writes what the combine reads.
-    griddep::wait();
-    barrier::sync_cta();
+    }) else {
+        return;
+    };
 
     let chunk = ids::block_y() % a.row_chunks;
     let head = ids::block_y() / a.row_chunks;
@@ -144,11 +125,34 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
         }
     } else {
         regs::claim_232();
-        consume::<T, S, O, SPLIT_P>(a, &part, chunk, head, &lay, base, full, empty);
+        consume::<T, S, O>(a, &part, chunk, head, &lay, base, full, empty);
         // The combine may launch once every CTA is here. Any earlier and its many small
         // CTAs crowd onto the few SMs free at that moment (measured slower at b 16, h_q 16).
         griddep::launch_dependents();
     }
+}
+
+/// The start of a decode CTA: its partition of the plan (`None` when it has no work), with
+/// the mbarriers set up by `init_barriers` on thread 0 and the whole CTA past the wait for
+/// the previous grid.
+#[inline(always)]
+pub unsafe fn enter(a: &DecodeArgs, init_barriers: impl FnOnce()) -> Option<PartWork> {
+    let part = *a.parts.add(ids::block_x() as usize);
+    if part.begin_req > part.end_req {
+        return None;
+    }
+    if ids::thread() == 0 {
+        init_barriers();
+        fence::mbarrier_init();
+        tma::prefetch_map(a.kv_map);
+    }
+    // Launched as a programmatic dependent of the previous grid on the stream (the last
+    // call's combine): the launch and the set-up above (which reads only the plan and the
+    // tensor map) overlap its tail. Everything after reads inputs a previous kernel may
+    // write, or writes what the combine reads.
+    griddep::wait();
+    barrier::sync_cta();
+    Some(part)
 }
 
 /// Producer: streams every page of the partition through the stages, in order.
@@ -213,7 +217,7 @@ unsafe fn produce(
 /// attention of its N query rows over the piece's pages, then the (partial) output.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
+unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
     a: &DecodeArgs,
     part: &PartWork,
     chunk: u32,
@@ -234,8 +238,8 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
     let row0 = chunk * 2 * n + wg * n;
     let q_smem = base + lay.q + wg * n * 128;
     let q_block_stride = 2 * n * 128;
-    let stacked = const { stacked_split::<S, O>(SPLIT_P) };
-    let p_smem = base + lay.p + wg * p_buffer_rows(2 * n) * 128;
+    // This warpgroup's Pᵀ: N rows of P_hi, then N rows of P_lo.
+    let p_smem = base + lay.p + wg * 2 * n * 128;
     let red = base + lay.red + wg * 4 * n * 4;
     let scale_log2 = a.softmax_scale * LOG2_E;
     let causal = a.flags & FLAG_CAUSAL != 0;
@@ -381,22 +385,13 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape, const SPLIT_P: bool>(
             }
 
             // Pᵀ → shared memory as the K-major B operand (row = query column, 64 tokens),
-            // 8×8 blocks at a time. A split P's low half goes under the high half (stacked)
-            // or else to the stage's RoPE block, once both warpgroups are done reading it.
-            let p_lo = if stacked {
-                p_smem + n * 128
-            } else {
-                kv + P_LO_BLOCK * BLOCK_BYTES + wg * n * 128
-            };
-            if SPLIT_P && !stacked {
-                barrier::sync_named(NamedBarrier::ScoresDone as u32, 256);
-            }
-            store_p::<T>(sv, p_smem, SPLIT_P.then_some(p_lo), &p_rows[..p_groups]);
+            // 8×8 blocks at a time, P_lo under P_hi.
+            store_p::<T>(sv, p_smem, p_smem + n * 128, &p_rows[..p_groups]);
             fence::proxy_async_shared();
             barrier::sync_named(group_bar, 128);
 
             turn.wait();
-            issue_pv::<T, O>(&mut o, kv, p_smem, (SPLIT_P && !stacked).then_some(p_lo));
+            issue_pv::<T, O>(&mut o, kv, p_smem);
             wgmma::commit();
             turn.pass();
             wgmma::wait_all();
@@ -457,38 +452,16 @@ unsafe fn issue_qk<T: Element, S: MmaShape>(st: &mut S::Acc, kv: u32, q: u32, q_
 }
 
 /// Fences and issues Oᵀ += Vᵀ·Pᵀ for one tile: per 64-dim block of V (A, MN-major), K = 64
-/// tokens; with a split P (`p_lo`), the same V block once more against P_lo.
+/// tokens.
 #[inline(always)]
-unsafe fn issue_pv<T: Element, S: MmaShape>(
-    o: &mut [S::Acc; V_BLOCKS as usize],
-    kv: u32,
-    p: u32,
-    p_lo: Option<u32>,
-) {
+unsafe fn issue_pv<T: Element, S: MmaShape>(o: &mut [S::Acc; V_BLOCKS as usize], kv: u32, p: u32) {
     let v_desc = opaque(smem_desc(kv, Major::MN, BLOCK_BYTES));
     let p_desc = opaque(smem_desc(p, Major::K, 0));
-    // Two loops rather than a branch per wgmma, each opened by its own fence: ptxas must
-    // not see control flow between a fence and the wgmma of its batch.
-    match p_lo {
-        None => {
-            wgmma::fence();
-            for (mb, ob) in o.iter_mut().enumerate() {
-                for k in 0..PV_STEPS {
-                    let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
-                    T::mma_ta::<S>(ob, da, desc_add(p_desc, k * 32), true);
-                }
-            }
-        }
-        Some(lo) => {
-            let lo_desc = opaque(smem_desc(lo, Major::K, 0));
-            wgmma::fence();
-            for (mb, ob) in o.iter_mut().enumerate() {
-                for k in 0..PV_STEPS {
-                    let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
-                    T::mma_ta::<S>(ob, da, desc_add(p_desc, k * 32), true);
-                    T::mma_ta::<S>(ob, da, desc_add(lo_desc, k * 32), true);
-                }
-            }
+    wgmma::fence();
+    for (mb, ob) in o.iter_mut().enumerate() {
+        for k in 0..PV_STEPS {
+            let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
+            T::mma_ta::<S>(ob, da, desc_add(p_desc, k * 32), true);
         }
     }
 }
@@ -561,10 +534,10 @@ unsafe fn exact_softmax<S: MmaShape, O: MmaShape>(
 
 /// Stores P (this thread's fragment `sv` of the 64 × N tile) rounded to `T` as the
 /// K-major Pᵀ operand at `p`, with one `stmatrix .trans` per 4 blocks of 8×8; `rows` holds
-/// this lane's row offset for each call (`p_store_coord`). With `p_lo`, the rounding
-/// remainder P − P_hi goes there, rounded to `T` as well.
+/// this lane's row offset for each call (`p_store_coord`). The rounding remainder P − P_hi
+/// goes to `p_lo`, rounded to `T` as well.
 #[inline(always)]
-unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: Option<u32>, rows: &[u32]) {
+unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: u32, rows: &[u32]) {
     let hi = |k: u32| {
         let i = p_store_pair(k) as usize;
         T::pack2(sv[i], sv[i + 1])
@@ -578,9 +551,7 @@ unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: Option<u32>, rows: &[u32
         )
     };
     store_fragment(sv.len(), p, rows, hi);
-    if let Some(lo_base) = p_lo {
-        store_fragment(sv.len(), lo_base, rows, lo);
-    }
+    store_fragment(sv.len(), p_lo, rows, lo);
 }
 
 /// The stmatrix calls of `store_p` for one buffer: `pair(k)` is the packed element pair of
@@ -733,7 +704,7 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
 }
 
 macro_rules! decode_kernels {
-    ($($name:ident $t:ty, $s:ty, $o:ty, $split:literal;)*) => {$(
+    ($($name:ident => $body:expr;)*) => {$(
         /// Decode kernel entry point; see `DecodeArgs` for the parameters.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(
@@ -757,7 +728,7 @@ macro_rules! decode_kernels {
             softmax_scale: f32,
             flags: u32,
         ) {
-            decode::<$t, $s, $o, $split>(&DecodeArgs {
+            ($body)(&DecodeArgs {
                 kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
                 s_q, h_q, h_kv, max_pages,
                 num_blocks,
@@ -770,18 +741,19 @@ macro_rules! decode_kernels {
 
 use crate::element::{Bf16, F16};
 use crate::ptx::wgmma::{N16, N32, N8};
-// `_split`: P split into two 16-bit terms (`Precision::Accurate` on the host), stacked as
-// N more columns of Pᵀ where the doubled Oᵀ still fits the registers (r16, r32: at about no
-// cost, so those tiles have no single-rounding kernel), else a second k pass (r64).
-// Kernels of their own rather than a flag: a run-time branch around the Oᵀ wgmma batch
-// makes ptxas spill the accumulators.
+use crate::seesaw;
+// 64-row tiles run the seesaw kernel in FlashMLA's orientation; 16- and 32-row tiles the
+// transposed one. `_split`: P split into two 16-bit terms (`Precision::Accurate` on the
+// host); the transposed tiles stack the low half as N more columns of Pᵀ (at about no cost,
+// so they have no single-rounding kernel). Kernels of their own rather than a flag: a
+// run-time branch around the wgmma batches makes ptxas spill the accumulators.
 decode_kernels! {
-    etap_decode_bf16_r64 Bf16, N32, N32, false;
-    etap_decode_f16_r64 F16, N32, N32, false;
-    etap_decode_bf16_r16_split Bf16, N8, N16, true;
-    etap_decode_bf16_r32_split Bf16, N16, N32, true;
-    etap_decode_bf16_r64_split Bf16, N32, N32, true;
-    etap_decode_f16_r16_split F16, N8, N16, true;
-    etap_decode_f16_r32_split F16, N16, N32, true;
-    etap_decode_f16_r64_split F16, N32, N32, true;
+    etap_decode_bf16_r64 => seesaw::decode::<Bf16, false>;
+    etap_decode_f16_r64 => seesaw::decode::<F16, false>;
+    etap_decode_bf16_r64_split => seesaw::decode::<Bf16, true>;
+    etap_decode_f16_r64_split => seesaw::decode::<F16, true>;
+    etap_decode_bf16_r16_split => decode::<Bf16, N8, N16>;
+    etap_decode_bf16_r32_split => decode::<Bf16, N16, N32>;
+    etap_decode_f16_r16_split => decode::<F16, N8, N16>;
+    etap_decode_f16_r32_split => decode::<F16, N16, N32>;
 }

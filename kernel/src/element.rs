@@ -7,6 +7,10 @@ pub trait Element {
     unsafe fn mma<S: MmaShape>(acc: &mut S::Acc, a: u64, b: u64, accumulate: bool);
     /// D (+)= A·B, A MN-major (transposed), B K-major.
     unsafe fn mma_ta<S: MmaShape>(acc: &mut S::Acc, a: u64, b: u64, accumulate: bool);
+    /// D (+)= A·B, A K-major, B MN-major (transposed).
+    unsafe fn mma_tb<S: MmaShape>(acc: &mut S::Acc, a: u64, b: u64, accumulate: bool);
+    /// D (+)= A·B, A from registers (packed pairs), B MN-major (transposed).
+    unsafe fn mma_rs_tb<S: MmaShape>(acc: &mut S::Acc, a: [u32; 4], b: u64, accumulate: bool);
     /// Two f32 rounded to nearest into one packed pair, `lo` in the low half.
     fn pack2(lo: f32, hi: f32) -> u32;
     /// Bits to f32 (exact).
@@ -33,6 +37,14 @@ impl Element for Bf16 {
         S::mma_bf16_ta(acc, a, b, accumulate)
     }
     #[inline(always)]
+    unsafe fn mma_tb<S: MmaShape>(acc: &mut S::Acc, a: u64, b: u64, accumulate: bool) {
+        S::mma_bf16_tb(acc, a, b, accumulate)
+    }
+    #[inline(always)]
+    unsafe fn mma_rs_tb<S: MmaShape>(acc: &mut S::Acc, a: [u32; 4], b: u64, accumulate: bool) {
+        S::mma_bf16_rs_tb(acc, a, b, accumulate)
+    }
+    #[inline(always)]
     fn pack2(lo: f32, hi: f32) -> u32 {
         math::pack_bf16x2(lo, hi)
     }
@@ -50,6 +62,14 @@ impl Element for F16 {
     #[inline(always)]
     unsafe fn mma_ta<S: MmaShape>(acc: &mut S::Acc, a: u64, b: u64, accumulate: bool) {
         S::mma_f16_ta(acc, a, b, accumulate)
+    }
+    #[inline(always)]
+    unsafe fn mma_tb<S: MmaShape>(acc: &mut S::Acc, a: u64, b: u64, accumulate: bool) {
+        S::mma_f16_tb(acc, a, b, accumulate)
+    }
+    #[inline(always)]
+    unsafe fn mma_rs_tb<S: MmaShape>(acc: &mut S::Acc, a: [u32; 4], b: u64, accumulate: bool) {
+        S::mma_f16_rs_tb(acc, a, b, accumulate)
     }
     #[inline(always)]
     fn pack2(lo: f32, hi: f32) -> u32 {

@@ -106,6 +106,28 @@ pub const fn p_store_pair(k: u32) -> u32 {
     4 * (k / 2) + 2 * (k % 2)
 }
 
+/// Accumulator element holding the first of the pair in register `m` (0..4) of the wgmma
+/// A fragment for k16 step `kk`, when an m64n64 accumulator (S, rows × tokens) becomes the
+/// A operand of O += P·V: register m holds row l/4 + 8(m%2), columns 16kk + 8(m/2) +
+/// 2(l%4) + {0,1} — the elements 8kk + 2m and 8kk + 2m + 1 of the same lane.
+#[inline(always)]
+pub const fn a_fragment_pair(kk: u32, m: u32) -> u32 {
+    8 * kk + 2 * m
+}
+
+/// Where lane `thread` (0..128) of a warpgroup points the row address of a (non-transposed)
+/// `stmatrix .x4` that stores registers `a_fragment_pair(kk, 0..4)` of an m64n64
+/// accumulator row-major (row = query row, 64 tokens): returns (row, first column) of the
+/// 8-element row it addresses. Matrix q = lane/8 is rows 16w + 8(q%2).., columns
+/// 16kk + 8(q/2)...
+#[inline(always)]
+pub const fn p_rows_store_coord(thread: u32, kk: u32) -> (u32, u32) {
+    let warp = thread / 32;
+    let lane = thread % 32;
+    let q = lane / 8;
+    (16 * warp + 8 * (q % 2) + lane % 8, 16 * kk + 8 * (q / 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +174,43 @@ mod tests {
                 }
             }
             assert!(seen.iter().all(|&s| s));
+        }
+    }
+
+    #[test]
+    fn a_fragment_is_the_accumulator_of_the_same_lane() {
+        // wgmma m64k16 A fragment (16-bit): register m holds row l/4 + 8(m%2) (+16 per
+        // warp), columns 8(m/2) + 2(l%4) + e of the k16 step.
+        for t in 0..128 {
+            let (warp, lane) = (t / 32, t % 32);
+            for kk in 0..4 {
+                for m in 0..4 {
+                    for e in 0..2 {
+                        let row = 16 * warp + lane / 4 + 8 * (m % 2);
+                        let col = 16 * kk + 8 * (m / 2) + 2 * (lane % 4) + e;
+                        assert_eq!(acc_coord(t, a_fragment_pair(kk, m) + e), (row, col));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_major_fragment_store_matches_the_accumulator_layout() {
+        // stmatrix (not transposed): lane l's pair of matrix m lands in memory row l/4 of
+        // that matrix, columns 2(l%4)+e, at the row address lane 8m + l/4 gives.
+        for t in 0..128 {
+            let (warp, lane) = (t / 32, t % 32);
+            for kk in 0..4 {
+                for m in 0..4 {
+                    for e in 0..2 {
+                        let (row, col0) = p_rows_store_coord(32 * warp + 8 * m + lane / 4, kk);
+                        let got = swizzled_offset(row, col0) + 2 * (2 * (lane % 4) + e);
+                        let (r, c) = acc_coord(t, a_fragment_pair(kk, m) + e);
+                        assert_eq!(got, swizzled_offset(r, c), "t={t} kk={kk} m={m} e={e}");
+                    }
+                }
+            }
         }
     }
 

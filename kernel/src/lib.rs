@@ -25,6 +25,8 @@ mod probe;
 #[cfg(target_arch = "nvptx64")]
 mod ptx;
 #[cfg(target_arch = "nvptx64")]
+mod seesaw;
+#[cfg(target_arch = "nvptx64")]
 mod selftest;
 #[cfg(target_arch = "nvptx64")]
 mod tile;

@@ -19,6 +19,13 @@ pub unsafe fn arrive_expect_tx(bar: u32, bytes: u32) {
     asm!("mbarrier.arrive.expect_tx.shared::cta.b64 _, [{b}], {n};", b = in(reg32) bar, n = in(reg32) bytes, options(nostack));
 }
 
+/// `arrive_expect_tx` only where `pred` holds, without a branch (see `tma::load_3d_if`).
+#[inline(always)]
+pub unsafe fn arrive_expect_tx_if(pred: bool, bar: u32, bytes: u32) {
+    asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p mbarrier.arrive.expect_tx.shared::cta.b64 _, [{b}], {n}; }}",
+        pr = in(reg32) pred as u32, b = in(reg32) bar, n = in(reg32) bytes, options(nostack));
+}
+
 /// mbarrier.try_wait.parity: true once the phase of parity `parity` has completed.
 #[inline(always)]
 pub unsafe fn try_wait(bar: u32, parity: u32) -> bool {
@@ -34,4 +41,11 @@ pub unsafe fn try_wait(bar: u32, parity: u32) -> bool {
 #[inline(always)]
 pub unsafe fn wait(bar: u32, parity: u32) {
     while !try_wait(bar, parity) {}
+}
+
+/// `wait` for code with wgmma in flight: the loop exits on a warp-wide vote, so ptxas sees
+/// uniform control flow and does not serialise the wgmma around it.
+#[inline(always)]
+pub unsafe fn wait_warp(bar: u32, parity: u32) {
+    while !crate::ptx::warp::all(try_wait(bar, parity)) {}
 }

@@ -17,3 +17,12 @@ pub unsafe fn store_x2_trans(addr: u32, m: [u32; 2]) {
     asm!("stmatrix.sync.aligned.m8n8.x2.trans.shared.b16 [{a}], {{{r0}, {r1}}};",
         a = in(reg32) addr, r0 = in(reg32) m[0], r1 = in(reg32) m[1], options(nostack));
 }
+
+/// stmatrix .x4: four 8×8 b16 matrices, as `store_x4_trans` but not transposed: register m's
+/// pair (row l/4, columns 2(l%4), 2(l%4)+1) lands in memory row l/4 of matrix m.
+#[inline(always)]
+pub unsafe fn store_x4(addr: u32, m: [u32; 4]) {
+    asm!("stmatrix.sync.aligned.m8n8.x4.shared.b16 [{a}], {{{r0}, {r1}, {r2}, {r3}}};",
+        a = in(reg32) addr, r0 = in(reg32) m[0], r1 = in(reg32) m[1], r2 = in(reg32) m[2],
+        r3 = in(reg32) m[3], options(nostack));
+}

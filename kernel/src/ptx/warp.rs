@@ -1,4 +1,4 @@
-//! Warp shuffles and lane election (PTX ISA: shfl.sync, elect.sync).
+//! Warp shuffles and votes (PTX ISA: shfl.sync, vote.sync).
 use core::arch::asm;
 
 /// shfl.sync.bfly: the value of lane (lane ^ `mask`).
@@ -46,4 +46,17 @@ pub fn uniform(v: u32) -> u32 {
             options(nomem, nostack))
     };
     r
+}
+
+/// vote.sync.all: whether `pred` holds in every lane of the warp.
+#[inline(always)]
+pub fn all(pred: bool) -> bool {
+    let r: u32;
+    unsafe {
+        asm!(
+            "{{ .reg .pred p, q; setp.ne.u32 p, {c}, 0; vote.sync.all.pred q, p, 0xffffffff; selp.u32 {r}, 1, 0, q; }}",
+            c = in(reg32) pred as u32, r = out(reg32) r, options(nomem, nostack)
+        )
+    };
+    r != 0
 }

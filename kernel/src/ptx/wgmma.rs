@@ -5,7 +5,9 @@ use core::arch::asm;
 
 /// One m64nNk16 shape: its accumulator fragment and the instruction for each dtype.
 /// `mma_*` computes D (+)= A·B with A 64×16 and B 16×N; `_ta` reads A MN-major
-/// (transposed), otherwise A and B are K-major. `accumulate = false` ignores D's input.
+/// (transposed), `_tb` reads B MN-major, otherwise A and B are K-major; `_rs_tb` takes A
+/// from registers (the m64k16 A fragment: four packed pairs a thread) and B MN-major.
+/// `accumulate = false` ignores D's input.
 pub trait MmaShape {
     const N: usize;
     type Acc: Copy + AsMut<[f32]> + AsRef<[f32]>;
@@ -14,6 +16,10 @@ pub trait MmaShape {
     unsafe fn mma_bf16_ta(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
     unsafe fn mma_f16(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
     unsafe fn mma_f16_ta(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
+    unsafe fn mma_bf16_tb(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
+    unsafe fn mma_f16_tb(acc: &mut Self::Acc, a: u64, b: u64, accumulate: bool);
+    unsafe fn mma_bf16_rs_tb(acc: &mut Self::Acc, a: [u32; 4], b: u64, accumulate: bool);
+    unsafe fn mma_f16_rs_tb(acc: &mut Self::Acc, a: [u32; 4], b: u64, accumulate: bool);
 }
 
 include!(concat!(env!("OUT_DIR"), "/wgmma_gen.rs"));
@@ -34,4 +40,10 @@ pub fn commit() {
 #[inline(always)]
 pub fn wait_all() {
     unsafe { asm!("wgmma.wait_group.sync.aligned 0;", options(nostack)) };
+}
+
+/// wgmma.wait_group N: waits until at most `N` committed groups are still in flight.
+#[inline(always)]
+pub fn wait<const N: u32>() {
+    unsafe { asm!("wgmma.wait_group.sync.aligned {n};", n = const N, options(nostack)) };
 }

@@ -1,0 +1,952 @@
+//! The 64-row decode mainloop in FlashMLA's orientation, with a "seesaw" schedule of the
+//! two consumer warpgroups.
+//!
+//! At 64 rows per KV head the query rows fill the wgmma M dimension without padding, so
+//! S = Q·Kᵀ (M = 64 rows, N = 64 tokens) and O += P·V (N = 256 dims a warpgroup) run at the
+//! tensor core's full rate, where the transposed tile's N = 32 runs at 66 % of it (see
+//! `flashmla-etap probe`). The consumer warpgroups take a piece's tiles in pairs: warpgroup
+//! 0 computes S and the softmax of the even tile `a` (stage 0), warpgroup 1 of the odd tile
+//! `b` (stage 1). Each holds O for all 64 rows and half of the V dims, so each multiplies
+//! both tiles' P into its half: its own P from registers, the other's from shared memory
+//! (the stage's RoPE block, free once S is done; a split P's low half in a buffer of its
+//! own). Per pair:
+//!
+//! ```text
+//! wg 0: softmax(S_a), P_a out → O_L = O_L·s_a + P_a·V_aL → [P_b]
+//!       → O_L = O_L·s_b + P_b·V_bL → S_a+2
+//! wg 1: [P_a] O_R = O_R·s_a + P_a·V_aR, under it softmax(S_b) → P_b out
+//!       → O_R = O_R·s_b + P_b·V_bR → S_b+2
+//! ```
+//!
+//! The running max passes from one warpgroup's softmax to the other's through shared
+//! memory with the rescale factor s of each tile, so both halves of O see the same
+//! factors. That is the split-P schedule (`Precision::Accurate`: P ≈ P_hi + P_lo, twice
+//! the P·V products, one buffer for either warpgroup's P_lo in turn). With P rounded once
+//! the pair runs in FlashMLA's order instead (`fast_pair_wg0`): warpgroup 1's softmax
+//! first, and warpgroup 0 stores P_a scaled by s_b. A stage's halves are reloaded by the warpgroup that reads them last
+//! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
+//! own mbarrier, so the next pair's KV streams in under this pair's products and S starts
+//! on the first blocks to land. The producer warpgroup only hands its registers to the
+//! consumers.
+use crate::config::*;
+use crate::decode::{enter, DecodeArgs};
+use crate::element::Element;
+use crate::layout::{
+    a_fragment_pair, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
+};
+use crate::plan::{clamped_piece, length_fits, PartWork};
+use crate::ptx::wgmma::{self, MmaShape, N256, N64};
+use crate::ptx::{
+    atomic, barrier, cp_async, fence, griddep, ids, math, mbarrier, opaque, regs, smem, stmatrix,
+    tma, warp,
+};
+use crate::tile::load_swizzled;
+
+/// log2(e): the softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
+const LOG2_E: f32 = core::f32::consts::LOG2_E;
+
+/// S of one tile: 64 rows × 64 tokens.
+type Scores = <N64 as MmaShape>::Acc;
+/// One warpgroup's half of O: 64 rows × 256 dims.
+type OutHalf = <N256 as MmaShape>::Acc;
+/// P of one tile as the wgmma A fragment: four k16 steps of four packed pairs.
+type PFragment = [[u32; 4]; 4];
+
+/// The seesaw decode kernel body for element type `T` (one CTA: 64 query rows of one KV
+/// head over one partition of the plan).
+#[inline(always)]
+pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
+    let lay = SeesawSmem::new();
+    let base = smem::base();
+    let Some(part) = enter(a, || {
+        for b in 0..STAGES * K_BLOCKS {
+            mbarrier::init(base + lay.bars + 8 * b, 1);
+        }
+    }) else {
+        return;
+    };
+    if ids::warpgroup() == PRODUCER_WARPGROUP {
+        regs::release_to_40();
+        return;
+    }
+    regs::claim_232();
+    let chunk = ids::block_y() % a.row_chunks;
+    let head = ids::block_y() / a.row_chunks;
+    let wg = warp::uniform(ids::warpgroup()) - 1;
+    let t = ids::thread() % 128;
+    let (warp_id, lane) = (t / 32, t % 32);
+    let c = Cta {
+        a,
+        head,
+        base,
+        lay,
+        wg,
+        t,
+        lane,
+        rows: [16 * warp_id + lane / 4, 16 * warp_id + lane / 4 + 8],
+        row0: chunk * SEESAW_ROWS,
+        heads_per_kv: a.h_q / a.h_kv,
+        scale_log2: a.softmax_scale * LOG2_E,
+    };
+    consume::<T, SPLIT_P>(&c, &part);
+    griddep::launch_dependents();
+}
+
+/// What a consumer thread knows of its CTA.
+struct Cta<'a> {
+    a: &'a DecodeArgs,
+    head: u32,
+    base: u32,
+    lay: SeesawSmem,
+    /// Consumer warpgroup (0 or 1).
+    wg: u32,
+    /// Thread within the warpgroup.
+    t: u32,
+    lane: u32,
+    /// This thread's two accumulator rows (within the CTA's 64).
+    rows: [u32; 2],
+    /// First query row (of the KV head's s_q·h_q/h_kv) of the CTA.
+    row0: u32,
+    heads_per_kv: u32,
+    scale_log2: f32,
+}
+
+/// The request piece a CTA is working on.
+struct Piece {
+    /// Request index.
+    r: i32,
+    seqlen: i32,
+    /// First page and number of pages (tiles).
+    first: u32,
+    n: u32,
+    /// The request's block-table row.
+    pages: *const i32,
+    /// Last visible key of the first query row (the length, or its causal limit): tiles
+    /// reaching past it are masked.
+    first_limit: i32,
+    /// Last visible key of this thread's two rows.
+    lim: [i32; 2],
+}
+
+impl Cta<'_> {
+    /// Shared address of KV stage `s`.
+    fn stage(&self, s: u32) -> u32 {
+        self.base + self.lay.kv + s * TILE_BYTES
+    }
+    /// mbarrier of column block `c` of stage `s`.
+    fn bar(&self, s: u32, c: u32) -> u32 {
+        self.base + self.lay.bars + 8 * (s * K_BLOCKS + c)
+    }
+    /// P of stage `s`'s tile: its RoPE block.
+    fn p_buf(&self, s: u32) -> u32 {
+        self.stage(s) + ROPE_BLOCK * BLOCK_BYTES
+    }
+    /// The low half of a split P (either warpgroup's, in turn).
+    fn p_lo_buf(&self) -> u32 {
+        self.base + self.lay.p_lo
+    }
+    /// Stores this warpgroup's P fragments for the other warpgroup: the high half in stage
+    /// `s`'s RoPE block, the low half (`SPLIT_P`) in the shared buffer, then makes them
+    /// visible to its wgmma (the barrier that follows publishes them).
+    unsafe fn store_p<const SPLIT_P: bool>(&self, p: &[PFragment; 2], s: u32) {
+        store_fragment(&p[0], self.p_buf(s), self.t);
+        if SPLIT_P {
+            store_fragment(&p[1], self.p_lo_buf(), self.t);
+        }
+        fence::proxy_async_shared();
+    }
+    /// This warpgroup's V blocks of stage `s`.
+    fn v_half(&self, s: u32) -> u32 {
+        self.stage(s) + self.wg * SEESAW_V_BLOCKS * BLOCK_BYTES
+    }
+    /// Running max of CTA row `row`.
+    fn m_at(&self, row: u32) -> u32 {
+        self.base + self.lay.m + 4 * row
+    }
+    /// Rescale factor of warpgroup `wg`'s last tile for CTA row `row`.
+    fn scale_at(&self, wg: u32, row: u32) -> u32 {
+        self.base + self.lay.scale + 4 * (wg * SEESAW_ROWS + row)
+    }
+    /// Warpgroup `wg`'s row sum of CTA row `row` at the end of a piece.
+    fn l_at(&self, wg: u32, row: u32) -> u32 {
+        self.base + self.lay.l + 4 * (wg * SEESAW_ROWS + row)
+    }
+    /// Query (s index, head) of CTA row `row` (within `row0..`).
+    fn query_of(&self, row: u32) -> (u32, u32) {
+        let row = self.row0 + row;
+        (
+            row / self.heads_per_kv,
+            self.head * self.heads_per_kv + row % self.heads_per_kv,
+        )
+    }
+
+    /// Page id of tile `tile` of the piece (read early: its latency hides behind the pair).
+    unsafe fn page_id(&self, pc: &Piece, tile: u32) -> i32 {
+        *pc.pages.add((pc.first + tile) as usize)
+    }
+
+    /// Issues the TMA loads of half `half` of stage `s`, one mbarrier per column block, from
+    /// page `id`
+    /// (from thread 0 of the warpgroup only, without a branch: see `tma::load_3d_if`). A
+    /// page id outside the cache is reported and loaded as an all-out-of-bounds box (zeros).
+    unsafe fn load_half(&self, pc: &Piece, s: u32, half: u32, id: i32) {
+        let a = self.a;
+        let leader = self.t == 0;
+        let bad = id < 0 || id as u32 >= a.num_blocks;
+        atomic::min_i32_if(leader && bad, a.errors.add(ERROR_PAGE_ID), pc.r);
+        let token0 = if bad {
+            -(TILE_TOKENS as i32)
+        } else {
+            id * PAGE_SIZE as i32
+        };
+        let blocks = seesaw_half_blocks(s, half);
+        for c in 0..K_BLOCKS {
+            if blocks & (1 << c) != 0 {
+                let (dst, bar) = (self.stage(s) + c * BLOCK_BYTES, self.bar(s, c));
+                let x = (c * COL_BLOCK) as i32;
+                mbarrier::arrive_expect_tx_if(leader, bar, BLOCK_BYTES);
+                tma::load_3d_if(leader, dst, a.kv_map, bar, x, self.head as i32, token0);
+            }
+        }
+    }
+
+    /// Zeroes this warpgroup's V rows past the length in tile `tile` (stage `s`), if it is
+    /// the request's partial last page: those rows may hold anything (NaN), and 0·NaN would
+    /// poison O.
+    unsafe fn zero_tail_v(&self, pc: &Piece, tile: u32) {
+        let valid = pc.seqlen - ((pc.first + tile) * PAGE_SIZE) as i32;
+        if valid < TILE_TOKENS as i32 {
+            let (valid, v) = (valid.max(0) as u32, self.v_half(tile % STAGES));
+            let units = (TILE_TOKENS - valid) * SEESAW_V_BLOCKS * 8;
+            let mut u = self.t;
+            while u < units {
+                let row = valid + u / (SEESAW_V_BLOCKS * 8);
+                let blk = (u / 8) % SEESAW_V_BLOCKS;
+                smem::st_v4(v + blk * BLOCK_BYTES + row * 128 + (u % 8) * 16, [0; 4]);
+                u += 128;
+            }
+            fence::proxy_async_shared();
+            barrier::sync_named(NamedBarrier::ConsumerGroup0 as u32 + self.wg, 128);
+        }
+    }
+
+    /// The online-softmax step of tile `tile` on this warpgroup's S: keys past a row's
+    /// limit masked, row maxima (the 4 lanes of a row), the running max raised from
+    /// `m_old`, S turned into P = 2^(s·scale·log2e − m). Returns the new max, the factor
+    /// that rescales what was accumulated against `m_old`, and this thread's part of the
+    /// row sums of P.
+    fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> [[f32; 2]; 3] {
+        let tok0 = (pc.first + tile) * PAGE_SIZE;
+        if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
+            for (i, x) in st.iter_mut().enumerate() {
+                let (h, col) = (
+                    (i / 2) % 2,
+                    8 * (i as u32 / 4) + 2 * (self.lane % 4) + i as u32 % 2,
+                );
+                if (tok0 + col) as i32 > pc.lim[h] {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let mut out = [[0.0f32; 2]; 3];
+        for h in 0..2 {
+            let mut mx = f32::NEG_INFINITY;
+            for j in 0..8 {
+                mx = mx.max(st[4 * j + 2 * h]).max(st[4 * j + 2 * h + 1]);
+            }
+            mx = mx.max(warp::shfl_xor(mx, 1));
+            mx = mx.max(warp::shfl_xor(mx, 2));
+            let m_new = m_old[h].max(mx * self.scale_log2);
+            // A row that has seen no key yet keeps max -inf: use 0 as its offset.
+            let m_use = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            let mut sum = 0.0;
+            for j in 0..8 {
+                for e in 0..2 {
+                    let i = 4 * j + 2 * h + e;
+                    st[i] = math::exp2(math::fma(st[i], self.scale_log2, -m_use));
+                    sum += st[i];
+                }
+            }
+            out[0][h] = m_new;
+            out[1][h] = math::exp2(m_old[h] - m_use);
+            out[2][h] = sum;
+        }
+        out
+    }
+
+    /// Loads a per-row f32 of this thread's two rows.
+    unsafe fn rows_f32(&self, at: impl Fn(u32) -> u32) -> [f32; 2] {
+        [
+            smem::ld_f32(at(self.rows[0])),
+            smem::ld_f32(at(self.rows[1])),
+        ]
+    }
+
+    /// Publishes the running max and this warpgroup's rescale factor of its rows.
+    unsafe fn publish(&self, m: [f32; 2], scale: [f32; 2]) {
+        // The four lanes of a row hold the same values and all store them: no branch on
+        // the lane ahead of the wgmma (see `tma::load_3d_if`).
+        for h in 0..2 {
+            smem::st_f32(self.m_at(self.rows[h]), m[h]);
+            smem::st_f32(self.scale_at(self.wg, self.rows[h]), scale[h]);
+        }
+    }
+}
+
+/// P (f32, in place of S) times a per-row factor, rounded to `T` as the A fragment; with
+/// `SPLIT_P` also the rounding remainder, rounded to `T` (P ≈ hi + lo).
+#[inline(always)]
+fn pack_p<T: Element, const SPLIT_P: bool>(st: &Scores, scale: [f32; 2]) -> [PFragment; 2] {
+    let pair = |kk: usize, m: usize| a_fragment_pair(kk as u32, m as u32) as usize;
+    let x = |kk: usize, m: usize, e: usize| st[pair(kk, m) + e] * scale[m % 2];
+    let hi: PFragment =
+        core::array::from_fn(|kk| core::array::from_fn(|m| T::pack2(x(kk, m, 0), x(kk, m, 1))));
+    let lo: PFragment = core::array::from_fn(|kk| {
+        core::array::from_fn(|m| {
+            if !SPLIT_P {
+                return 0;
+            }
+            let h = hi[kk][m];
+            T::pack2(
+                x(kk, m, 0) - T::to_f32(h as u16),
+                x(kk, m, 1) - T::to_f32((h >> 16) as u16),
+            )
+        })
+    });
+    [hi, lo]
+}
+
+/// Stores a P fragment row-major (row = query row, 64 tokens, swizzled) at `buf`: the
+/// K-major A operand of the other warpgroup's O += P·V.
+#[inline(always)]
+unsafe fn store_fragment(p: &PFragment, buf: u32, t: u32) {
+    for (kk, regs) in p.iter().enumerate() {
+        let (row, col) = p_rows_store_coord(t, kk as u32);
+        stmatrix::store_x4(buf + swizzled_offset(row, col), *regs);
+    }
+}
+
+/// O rows scaled by this thread's two row factors.
+#[inline(always)]
+fn rescale(o: &mut OutHalf, f: [f32; 2]) {
+    for (i, v) in o.iter_mut().enumerate() {
+        *v *= f[(i / 2) % 2];
+    }
+}
+
+/// Issues S (+)= Q·Kᵀ over the column blocks `blocks` (bit c = block c) of stage `s` (A = Q,
+/// B = K, both K-major), each as soon as its mbarrier completes phase `phase`, so the
+/// products follow the blocks in; `zero` starts S afresh.
+#[inline(always)]
+unsafe fn issue_s<T: Element>(
+    c: &Cta,
+    st: &mut Scores,
+    s: u32,
+    blocks: u32,
+    phase: u32,
+    zero: bool,
+) {
+    let q_desc = opaque(smem_desc(c.base + c.lay.q, Major::K, 0));
+    let k_desc = opaque(smem_desc(c.stage(s), Major::K, 0));
+    let mut accumulate = !zero;
+    for blk in 0..K_BLOCKS {
+        if blocks & (1 << blk) != 0 {
+            mbarrier::wait_warp(c.bar(s, blk), phase);
+            wgmma::fence();
+            for k in 0..4 {
+                let off = blk * BLOCK_BYTES + k * 32;
+                T::mma::<N64>(st, desc_add(q_desc, off), desc_add(k_desc, off), accumulate);
+                accumulate = true;
+            }
+        }
+    }
+}
+
+/// Fences and issues O += P·V over this warpgroup's V blocks at `v` (B, MN-major), with P
+/// from registers (`p[1]`, the low half, too with `SPLIT_P`).
+#[inline(always)]
+unsafe fn issue_pv_own<T: Element, const SPLIT_P: bool>(
+    o: &mut OutHalf,
+    p: &[PFragment; 2],
+    v: u32,
+) {
+    let v_desc = opaque(smem_desc(v, Major::MN, BLOCK_BYTES));
+    wgmma::fence();
+    for kk in 0..PV_STEPS as usize {
+        let vk = desc_add(v_desc, kk as u32 * 16 * 128);
+        T::mma_rs_tb::<N256>(o, p[0][kk], vk, true);
+        if SPLIT_P {
+            T::mma_rs_tb::<N256>(o, p[1][kk], vk, true);
+        }
+    }
+}
+
+/// Fences and issues O += P·V with P from shared memory at `p` (A, K-major), and its low
+/// half at `p_lo` with `SPLIT_P`.
+#[inline(always)]
+unsafe fn issue_pv_other<T: Element, const SPLIT_P: bool>(
+    o: &mut OutHalf,
+    p: u32,
+    p_lo: u32,
+    v: u32,
+) {
+    let p_desc = opaque(smem_desc(p, Major::K, 0));
+    let lo_desc = opaque(smem_desc(p_lo, Major::K, 0));
+    let v_desc = opaque(smem_desc(v, Major::MN, BLOCK_BYTES));
+    wgmma::fence();
+    for kk in 0..PV_STEPS {
+        let vk = desc_add(v_desc, kk * 16 * 128);
+        T::mma_tb::<N256>(o, desc_add(p_desc, kk * 32), vk, true);
+        if SPLIT_P {
+            T::mma_tb::<N256>(o, desc_add(lo_desc, kk * 32), vk, true);
+        }
+    }
+}
+
+/// A consumer warpgroup's state over a piece.
+struct State {
+    o: OutHalf,
+    st: Scores,
+    /// This thread's part of its two rows' sums of P (of this warpgroup's tiles).
+    l: [f32; 2],
+    /// Parity of the next load of this warpgroup's stage.
+    phase: u32,
+}
+
+/// Consumer warpgroup: for each request piece of the partition, the attention of the CTA's
+/// 64 query rows over the piece's pages, then this warpgroup's 256 dims of the output.
+#[inline(always)]
+unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
+    let a = c.a;
+    let consumers = NamedBarrier::Consumers as u32;
+    let rows_total = a.s_q * c.heads_per_kv;
+    let causal = a.flags & FLAG_CAUSAL != 0;
+    let q_smem = c.base + c.lay.q;
+    let mut s = State {
+        o: N256::zero(),
+        st: N64::zero(),
+        l: [0.0; 2],
+        phase: 0,
+    };
+    for r in part.begin_req..=part.end_req {
+        let seqlen = *a.seqlens.add(r as usize);
+        let split_begin = *a.split_offsets.add(r as usize);
+        let split_end = *a.split_offsets.add(r as usize + 1);
+        let misfit = c.wg == 0 && c.t == 0 && !length_fits(seqlen, a.max_pages);
+        atomic::min_i32_if(misfit, a.errors.add(ERROR_LENGTH), r);
+        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
+        if first >= last {
+            // A request with no pages inside the range: the combine writes its result.
+            continue;
+        }
+        // Last visible key of a CTA row: the length, or its query's causal limit.
+        let limit_of = |row: u32| {
+            let causal_limit = seqlen - a.s_q as i32 + ((c.row0 + row) / c.heads_per_kv) as i32;
+            if causal {
+                causal_limit.min(seqlen - 1)
+            } else {
+                seqlen - 1
+            }
+        };
+        let pc = Piece {
+            r,
+            seqlen,
+            first,
+            n: last - first,
+            pages: a.block_table.add((r as u32 * a.max_pages) as usize),
+            first_limit: if causal {
+                seqlen - a.s_q as i32
+            } else {
+                seqlen - 1
+            },
+            lim: [limit_of(c.rows[0]), limit_of(c.rows[1])],
+        };
+        // The last piece is done with every buffer (both warpgroups waited on their wgmma).
+        barrier::sync_named(consumers, 256);
+        if c.wg == 0 {
+            for tile in 0..pc.n.min(STAGES) {
+                let id = c.page_id(&pc, tile);
+                c.load_half(&pc, tile, 0, id);
+                c.load_half(&pc, tile, 1, id);
+            }
+        }
+        // Q rows → swizzled shared memory (zeros past the last row), and the running max.
+        let ct = c.wg * 128 + c.t;
+        load_swizzled(
+            SEESAW_ROWS,
+            K_BLOCKS,
+            q_smem,
+            SEESAW_ROWS * 128,
+            ct,
+            256,
+            |rr| {
+                (c.row0 + rr < rows_total).then(|| {
+                    let (sq, h) = c.query_of(rr);
+                    a.q.add((((r as u32 * a.s_q + sq) * a.h_q + h) * D_QK) as usize)
+                })
+            },
+        );
+        if ct < SEESAW_ROWS {
+            smem::st_f32(c.m_at(ct), f32::NEG_INFINITY);
+        }
+        cp_async::wait_all();
+        fence::proxy_async_shared();
+        barrier::sync_named(consumers, 256);
+
+        s.o = N256::zero();
+        s.l = [0.0; 2];
+        // S of the piece's first tile of each warpgroup.
+        if c.wg < pc.n {
+            issue_s::<T>(c, &mut s.st, c.wg, (1 << K_BLOCKS) - 1, s.phase, true);
+            wgmma::commit();
+            wgmma::wait_all();
+            s.phase ^= 1;
+        }
+
+        // Pairs of tiles: all four of a, b, a+2, b+2 in the loop, then the tail.
+        let mut tile = 0;
+        if c.wg == 0 {
+            while tile + 3 < pc.n {
+                pair_wg0::<T, SPLIT_P, true, true, true>(c, &pc, tile, &mut s);
+                tile += 2;
+            }
+            match pc.n - tile {
+                3 => {
+                    pair_wg0::<T, SPLIT_P, true, true, false>(c, &pc, tile, &mut s);
+                    pair_wg0::<T, SPLIT_P, false, false, false>(c, &pc, tile + 2, &mut s);
+                }
+                2 => pair_wg0::<T, SPLIT_P, true, false, false>(c, &pc, tile, &mut s),
+                _ => pair_wg0::<T, SPLIT_P, false, false, false>(c, &pc, tile, &mut s),
+            }
+        } else {
+            while tile + 3 < pc.n {
+                pair_wg1::<T, SPLIT_P, true, true, true>(c, &pc, tile, &mut s);
+                tile += 2;
+            }
+            match pc.n - tile {
+                3 => {
+                    pair_wg1::<T, SPLIT_P, true, true, false>(c, &pc, tile, &mut s);
+                    pair_wg1::<T, SPLIT_P, false, false, false>(c, &pc, tile + 2, &mut s);
+                }
+                2 => pair_wg1::<T, SPLIT_P, true, false, false>(c, &pc, tile, &mut s),
+                _ => pair_wg1::<T, SPLIT_P, false, false, false>(c, &pc, tile, &mut s),
+            }
+        }
+
+        // Row sums: the 4 lanes of a row, then both warpgroups'.
+        for h in 0..2 {
+            let sum = s.l[h] + warp::shfl_xor(s.l[h], 1);
+            s.l[h] = sum + warp::shfl_xor(sum, 2);
+        }
+        for h in 0..2 {
+            smem::st_f32(c.l_at(c.wg, c.rows[h]), s.l[h]);
+        }
+        barrier::sync_named(consumers, 256);
+        let l = [
+            smem::ld_f32(c.l_at(0, c.rows[0])) + smem::ld_f32(c.l_at(1, c.rows[0])),
+            smem::ld_f32(c.l_at(0, c.rows[1])) + smem::ld_f32(c.l_at(1, c.rows[1])),
+        ];
+        let m = c.rows_f32(|row| c.m_at(row));
+        let split_idx = if r == part.begin_req {
+            part.first_split
+        } else {
+            0
+        };
+        store_output::<T>(
+            c,
+            &s.o,
+            m,
+            l,
+            r as u32,
+            split_end - split_begin,
+            (split_begin + split_idx) as u32,
+            rows_total,
+        );
+    }
+}
+
+/// Warpgroup 0's part of a pair: the split-P schedule or the single-rounding one.
+#[inline(always)]
+unsafe fn pair_wg0<
+    T: Element,
+    const SPLIT_P: bool,
+    const B: bool,
+    const A2: bool,
+    const B2: bool,
+>(
+    c: &Cta,
+    pc: &Piece,
+    a: u32,
+    s: &mut State,
+) {
+    if SPLIT_P {
+        split_pair_wg0::<T, B, A2, B2>(c, pc, a, s)
+    } else {
+        fast_pair_wg0::<T, B, A2, B2>(c, pc, a, s)
+    }
+}
+
+/// Warpgroup 1's part of a pair: the split-P schedule or the single-rounding one.
+#[inline(always)]
+unsafe fn pair_wg1<
+    T: Element,
+    const SPLIT_P: bool,
+    const B: bool,
+    const A2: bool,
+    const B2: bool,
+>(
+    c: &Cta,
+    pc: &Piece,
+    a: u32,
+    s: &mut State,
+) {
+    if SPLIT_P {
+        split_pair_wg1::<T, B, A2, B2>(c, pc, a, s)
+    } else {
+        fast_pair_wg1::<T, B, A2, B2>(c, pc, a, s)
+    }
+}
+
+/// Warpgroup 0's part of a pair in the schedule of the module docs (tile `a`, and `a + 1`
+/// if `B`); `A2` / `B2`: tiles `a + 2` / `a + 3` exist. On entry S_a is in `s.st`; on exit
+/// S_{a+2} (if `A2`). Used for the split P: one buffer holds either warpgroup's low half
+/// in turn (warpgroup 1 has read P_a before it stores P_b).
+#[inline(always)]
+unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bool>(
+    c: &Cta,
+    pc: &Piece,
+    a: u32,
+    s: &mut State,
+) {
+    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    // Softmax of S_a against the running max; P_a to shared memory for warpgroup 1.
+    let m_old = c.rows_f32(|row| c.m_at(row));
+    let [m_new, scale_a, sum] = c.softmax(&mut s.st, pc, a, m_old);
+    c.publish(m_new, scale_a);
+    rescale(&mut s.o, scale_a);
+    for h in 0..2 {
+        s.l[h] = s.l[h] * scale_a[h] + sum[h];
+    }
+    let p = pack_p::<T, true>(&s.st, [1.0; 2]);
+    c.store_p::<true>(&p, 0);
+    barrier::arrive_named(NamedBarrier::ScaleA as u32, 256);
+
+    // O_L = O_L·scale_a + P_a·V_aL.
+    if !B {
+        c.zero_tail_v(pc, a);
+    }
+    issue_pv_own::<T, true>(&mut s.o, &p, c.v_half(0));
+    wgmma::commit();
+
+    // O_L = O_L·scale_b + P_b·V_bL, once warpgroup 1 has P_b out.
+    if B {
+        barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
+        let scale_b = c.rows_f32(|row| c.scale_at(1, row));
+        wgmma::wait::<0>();
+        // Stage 0's V_L is done with: it takes tile a+2.
+        if A2 {
+            c.load_half(pc, 0, 0, id_a2);
+        } else {
+            c.zero_tail_v(pc, a + 1);
+        }
+        rescale(&mut s.o, scale_b);
+        for h in 0..2 {
+            s.l[h] *= scale_b[h];
+        }
+        issue_pv_other::<T, true>(&mut s.o, c.p_buf(1), c.p_lo_buf(), c.v_half(1));
+        wgmma::commit();
+    }
+
+    // S_{a+2}: the V_L half (loaded above) first, then the half warpgroup 1 loads.
+    if A2 {
+        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 0), s.phase, true);
+        wgmma::commit();
+        if B2 {
+            // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
+            wgmma::wait::<1>();
+            c.load_half(pc, 1, 0, id_b2);
+        }
+        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 1), s.phase, false);
+        wgmma::commit();
+        s.phase ^= 1;
+    }
+    wgmma::wait_all();
+}
+
+/// Warpgroup 1's part of a pair (see `split_pair_wg0`). On entry S_b is in `s.st` (if
+/// `B`); on exit S_{b+2} (if `B2`).
+#[inline(always)]
+unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bool>(
+    c: &Cta,
+    pc: &Piece,
+    a: u32,
+    s: &mut State,
+) {
+    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    // O_R = O_R·scale_a + P_a·V_aR, with P_a from warpgroup 0.
+    barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
+    let scale_a = c.rows_f32(|row| c.scale_at(0, row));
+    rescale(&mut s.o, scale_a);
+    for h in 0..2 {
+        s.l[h] *= scale_a[h];
+    }
+    if !B {
+        c.zero_tail_v(pc, a);
+    }
+    issue_pv_other::<T, true>(&mut s.o, c.p_buf(0), c.p_lo_buf(), c.v_half(0));
+    wgmma::commit();
+
+    if B {
+        // Softmax of S_b (against warpgroup 0's max of S_a) while that runs.
+        let m_old = c.rows_f32(|row| c.m_at(row));
+        let [m_new, scale_b, sum] = c.softmax(&mut s.st, pc, a + 1, m_old);
+        c.publish(m_new, scale_b);
+        for h in 0..2 {
+            s.l[h] = s.l[h] * scale_b[h] + sum[h];
+        }
+        let p = pack_p::<T, true>(&s.st, [1.0; 2]);
+        // P_a is read: stage 0's V_R and P_a's buffers may take tile a+2 and P_b.
+        wgmma::wait::<0>();
+        if A2 {
+            c.load_half(pc, 0, 1, id_a2);
+        }
+        c.store_p::<true>(&p, 1);
+        barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
+
+        // O_R = O_R·scale_b + P_b·V_bR.
+        rescale(&mut s.o, scale_b);
+        if !A2 {
+            c.zero_tail_v(pc, a + 1);
+        }
+        issue_pv_own::<T, true>(&mut s.o, &p, c.v_half(1));
+        wgmma::commit();
+
+        // Stage 1's V_R is done with once that has run: it takes tile b+2; then S_{b+2}.
+        if B2 {
+            wgmma::wait::<0>();
+            c.load_half(pc, 1, 1, id_b2);
+            issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 1), s.phase, true);
+            wgmma::commit();
+            issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 0), s.phase, false);
+            wgmma::commit();
+            s.phase ^= 1;
+        }
+    }
+    wgmma::wait_all();
+}
+
+/// Warpgroup 0's part of a pair with P rounded once (tile `a`, and `a + 1` if `B`; `A2` /
+/// `B2`: tiles `a + 2` / `a + 3` exist). Unlike the split schedule, warpgroup 1 runs its
+/// softmax first and multiplies P_a after its own P_b, so warpgroup 0 stores P_a scaled by
+/// s_b (rounded once from f32) and both halves of O see the same factors. Stage 1's V_R is
+/// then free earlier, and S_{b+2} waits less for its load: H200, same run, 3-10 % faster
+/// at h_q 128 from 4K than the split schedule with one rounding.
+#[inline(always)]
+unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bool>(
+    c: &Cta,
+    pc: &Piece,
+    a: u32,
+    s: &mut State,
+) {
+    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    // Softmax of S_a against the running max.
+    let m_old = c.rows_f32(|row| c.m_at(row));
+    let [m_new, scale_a, sum] = c.softmax(&mut s.st, pc, a, m_old);
+    c.publish(m_new, scale_a);
+    rescale(&mut s.o, scale_a);
+    for h in 0..2 {
+        s.l[h] = s.l[h] * scale_a[h] + sum[h];
+    }
+    let p = pack_p::<T, false>(&s.st, [1.0; 2]);
+    barrier::arrive_named(NamedBarrier::ScaleA as u32, 256);
+
+    // O_L += P_a·V_aL.
+    if !B {
+        c.zero_tail_v(pc, a);
+    }
+    issue_pv_own::<T, false>(&mut s.o, &p, c.v_half(0));
+    wgmma::commit();
+    wgmma::wait_all();
+
+    // Warpgroup 1's softmax of S_b is done: stage 0's V_L may take the next tile, and P_a
+    // goes out scaled by its factor.
+    barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
+    if A2 {
+        c.load_half(pc, 0, 0, id_a2);
+    }
+    let scale_b = if B {
+        c.rows_f32(|row| c.scale_at(1, row))
+    } else {
+        [1.0; 2]
+    };
+    c.store_p::<false>(&pack_p::<T, false>(&s.st, scale_b), 0);
+    barrier::arrive_named(NamedBarrier::PaReady as u32, 256);
+
+    // O_L = O_L·scale_b + P_b·V_bL.
+    if B {
+        barrier::sync_named(NamedBarrier::PbIssued as u32, 256);
+        if !A2 {
+            c.zero_tail_v(pc, a + 1);
+        }
+        rescale(&mut s.o, scale_b);
+        for h in 0..2 {
+            s.l[h] *= scale_b[h];
+        }
+        issue_pv_other::<T, false>(&mut s.o, c.p_buf(1), c.p_lo_buf(), c.v_half(1));
+        wgmma::commit();
+    }
+
+    // S_{a+2}: the V_L half (loaded above) first, then the half warpgroup 1 loads.
+    if A2 {
+        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 0), s.phase, true);
+        wgmma::commit();
+        if B2 {
+            // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
+            wgmma::wait::<1>();
+            c.load_half(pc, 1, 0, id_b2);
+        }
+        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 1), s.phase, false);
+        wgmma::commit();
+        s.phase ^= 1;
+    }
+    wgmma::wait_all();
+}
+
+/// Warpgroup 1's part of a pair with P rounded once (see `fast_pair_wg0`).
+#[inline(always)]
+unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bool>(
+    c: &Cta,
+    pc: &Piece,
+    a: u32,
+    s: &mut State,
+) {
+    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    // Softmax of S_b against warpgroup 0's max of S_a.
+    barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
+    let scale_a = c.rows_f32(|row| c.scale_at(0, row));
+    let mut p = [[[0u32; 4]; 4]; 2];
+    if B {
+        let m_old = c.rows_f32(|row| c.m_at(row));
+        let [m_new, scale_b, sum] = c.softmax(&mut s.st, pc, a + 1, m_old);
+        c.publish(m_new, scale_b);
+        let f = [scale_a[0] * scale_b[0], scale_a[1] * scale_b[1]];
+        for h in 0..2 {
+            s.l[h] = s.l[h] * f[h] + sum[h];
+        }
+        rescale(&mut s.o, f);
+        p = pack_p::<T, false>(&s.st, [1.0; 2]);
+    } else {
+        rescale(&mut s.o, scale_a);
+        for h in 0..2 {
+            s.l[h] *= scale_a[h];
+        }
+    }
+    barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
+
+    // P_b → shared memory for warpgroup 0; O_R += P_b·V_bR.
+    if B {
+        c.store_p::<false>(&p, 1);
+        if !A2 {
+            c.zero_tail_v(pc, a + 1);
+        }
+        issue_pv_own::<T, false>(&mut s.o, &p, c.v_half(1));
+        wgmma::commit();
+    }
+
+    // O_R += P_a·V_aR, with P_a from warpgroup 0 (already scaled by scale_b).
+    barrier::sync_named(NamedBarrier::PaReady as u32, 256);
+    if !B {
+        c.zero_tail_v(pc, a);
+    }
+    issue_pv_other::<T, false>(&mut s.o, c.p_buf(0), c.p_lo_buf(), c.v_half(0));
+    wgmma::commit();
+    if B {
+        barrier::arrive_named(NamedBarrier::PbIssued as u32, 256);
+    }
+
+    // Reload the halves this warpgroup read last, then S_{b+2}.
+    if B2 {
+        wgmma::wait::<1>();
+        c.load_half(pc, 1, 1, id_b2);
+    }
+    if A2 {
+        wgmma::wait::<0>();
+        c.load_half(pc, 0, 1, id_a2);
+    }
+    if B2 {
+        issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 1), s.phase, true);
+        wgmma::commit();
+        issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 0), s.phase, false);
+        wgmma::commit();
+        s.phase ^= 1;
+    }
+    wgmma::wait_all();
+}
+
+/// Writes this warpgroup's 256 dims of the normalised O rows and, from warpgroup 0, the
+/// rows' lse: straight to `out`/`lse` when the request is not split, else to its partial
+/// slot `slot`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn store_output<T: Element>(
+    c: &Cta,
+    o: &OutHalf,
+    m: [f32; 2],
+    l: [f32; 2],
+    r: u32,
+    splits: i32,
+    slot: u32,
+    rows_total: u32,
+) {
+    let a = c.a;
+    let final_out = splits == 1;
+    let rows_per_req = a.s_q * a.h_q;
+    let out_f32 = a.flags & FLAG_OUT_F32 != 0;
+    for h in 0..2 {
+        if c.row0 + c.rows[h] >= rows_total {
+            continue;
+        }
+        let (sq, hq) = c.query_of(c.rows[h]);
+        let req_row = if final_out { r } else { slot } * rows_per_req + sq * a.h_q + hq;
+        if c.wg == 0 && c.lane % 4 == 0 {
+            let lse = if l[h] > 0.0 {
+                (m[h] + math::log2(l[h])) * core::f32::consts::LN_2
+            } else if final_out {
+                f32::INFINITY
+            } else {
+                f32::NEG_INFINITY
+            };
+            if final_out {
+                *a.lse.add(((r * a.h_q + hq) * a.s_q + sq) as usize) = lse;
+            } else {
+                *a.lse_accum.add(req_row as usize) = lse;
+            }
+        }
+        let inv = if l[h] > 0.0 { 1.0 / l[h] } else { 0.0 };
+        // Element pairs (8j + 2(lane%4), +1) of the row: one 8-byte or 4-byte store each.
+        let pair0 = (req_row * D_V + c.wg * SEESAW_HALF_DV + 2 * (c.lane % 4)) / 2;
+        for j in 0..(SEESAW_HALF_DV / 8) as usize {
+            let (v0, v1) = (o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+            let pair = pair0 as usize + 4 * j;
+            if final_out && !out_f32 {
+                *(a.out as *mut u32).add(pair) = T::pack2(v0, v1);
+            } else {
+                let bits = v0.to_bits() as u64 | (v1.to_bits() as u64) << 32;
+                let dst = if final_out {
+                    a.out as *mut u64
+                } else {
+                    a.o_accum as *mut u64
+                };
+                *dst.add(pair) = bits;
+            }
+        }
+    }
+}
