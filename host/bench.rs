@@ -3,8 +3,9 @@
 //!
 //! Method (as ANCHORS.md): bf16, h_kv = 1, softmax scale 576^-0.5, page size 64, a randomly
 //! permuted block table, inputs ~ N(0, 0.1²) clamped to [-1, 1]. The decode call (plan built
-//! beforehand and reused) is captured 20 times in one CUDA graph; one warm-up replay, then 10
-//! replays each timed with CUDA events; µs per call = median / 20 (the combine kernel is
+//! beforehand and reused) is captured 20 times in one CUDA graph; warm-up replays for at
+//! least [`WARMUP_MS`] ms, then 10 replays each timed with CUDA events; µs per call =
+//! median / 20 (the combine kernel is
 //! included: [`Decoder::decode`] launches both). The card's bandwidth is probed in the same
 //! run by a 2-GiB device-to-device copy (read + write bytes counted).
 //!
@@ -37,6 +38,11 @@ pub const PAGE: usize = 64;
 pub const CALLS_PER_GRAPH: usize = 20;
 /// Timed graph replays (the median is taken).
 pub const REPLAYS: usize = 10;
+/// Least wall time of untimed replays before a point is timed. The clocks ramp up over
+/// milliseconds after the host-side set-up of a point (and recover from the power draw of
+/// the point before): with a single warm-up replay, short points measured after long ones
+/// came out up to 12 % slower than when benched alone (H200).
+pub const WARMUP_MS: u64 = 25;
 /// Bytes of the bandwidth probe's copy (source size; read + write are both counted).
 pub const PROBE_BYTES: usize = 2 << 30;
 /// Seed of the varlen lengths and of the input pool.
@@ -496,7 +502,7 @@ pub struct Report {
 pub fn method_line(serial_launch: bool) -> String {
     format!(
         "bf16, h_kv=1, page {PAGE}, scale 576^-0.5, permuted block table, N(0,0.1^2) inputs; \
-         decode (plan reused) x{CALLS_PER_GRAPH} in one CUDA graph, 1 warm-up + {REPLAYS} timed \
+         decode (plan reused) x{CALLS_PER_GRAPH} in one CUDA graph, warm-up >= {WARMUP_MS} ms + {REPLAYS} timed \
          replays, median/{CALLS_PER_GRAPH}; combine included; {} launches; copy probe {} GiB dtod",
         if serial_launch {
             "serial"
@@ -1036,7 +1042,7 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
 }
 
 /// Measures one point: builds its inputs, plans, captures [`CALLS_PER_GRAPH`] decode calls
-/// in one graph, replays it once untimed and [`REPLAYS`] times timed. Returns the lengths and
+/// in one graph, replays it untimed for [`WARMUP_MS`] and [`REPLAYS`] times timed. Returns the lengths and
 /// the replay times (ms per replay). Every buffer is freed on return.
 pub fn measure(
     decoder: &Decoder,
@@ -1096,8 +1102,11 @@ pub fn measure(
         Ok(())
     })?;
     graph.upload()?;
-    graph.launch(s)?;
-    gpu.synchronize()?;
+    let warm_up = std::time::Instant::now();
+    while warm_up.elapsed() < std::time::Duration::from_millis(WARMUP_MS) {
+        graph.launch(s)?;
+        gpu.synchronize()?;
+    }
     let timer = GpuTimer::new(s)?;
     let mut ms = Vec::with_capacity(REPLAYS);
     for _ in 0..REPLAYS {

@@ -3,7 +3,7 @@
 mod common;
 
 use flashmla_etap::check::Case;
-use flashmla_etap::decode::Decoder;
+use flashmla_etap::decode::{Decoder, Precision};
 use flashmla_etap::reference::Dtype;
 
 fn run_all(name: &str, cases: &[Case]) {
@@ -48,6 +48,12 @@ fn decode_smoke() {
             case(Dtype::Bf16, 1, 128, vec![1000; 3], false),
             case(Dtype::F16, 2, 16, vec![200; 2], true),
             case(Dtype::Bf16, 1, 3, vec![140; 2], false),
+            // Shares long enough for the seesaw kernels (64-row tiles) in both precisions.
+            case(Dtype::Bf16, 1, 128, vec![30000, 8000, 650], false),
+            Case {
+                precision: Precision::Fast,
+                ..case(Dtype::Bf16, 2, 64, vec![20000, 3001], true)
+            },
         ],
     );
 }
