@@ -23,7 +23,9 @@
 //! factors. That is the split-P schedule (`Precision::Accurate`: P ≈ P_hi + P_lo, twice
 //! the P·V products, one buffer for either warpgroup's P_lo in turn). With P rounded once
 //! the pair runs in FlashMLA's order instead (`fast_pair_wg0`): warpgroup 1's softmax
-//! first, and warpgroup 0 stores P_a scaled by s_b. A stage's halves are reloaded by the warpgroup that reads them last
+//! first, and warpgroup 0 stores P_a scaled by s_b.
+//!
+//! A stage's halves are reloaded by the warpgroup that reads them last
 //! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
 //! own mbarrier, so the next pair's KV streams in under this pair's products and S starts
 //! on the first blocks to land. The producer warpgroup only hands its registers to the
@@ -53,7 +55,7 @@ type OutHalf = <N256 as MmaShape>::Acc;
 type PFragment = [[u32; 4]; 4];
 
 /// The seesaw decode kernel body for element type `T` (one CTA: 64 query rows of one KV
-/// head over one partition of the plan).
+/// head over one partition of the plan); `SPLIT_P`: P split into P_hi + P_lo.
 #[inline(always)]
 pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
     let lay = SeesawSmem::new();
@@ -185,10 +187,10 @@ impl Cta<'_> {
         *pc.pages.add((pc.first + tile) as usize)
     }
 
-    /// Issues the TMA loads of half `half` of stage `s`, one mbarrier per column block, from
-    /// page `id`
-    /// (from thread 0 of the warpgroup only, without a branch: see `tma::load_3d_if`). A
-    /// page id outside the cache is reported and loaded as an all-out-of-bounds box (zeros).
+    /// Issues the TMA loads of half `half` of stage `s` from page `id`, one mbarrier per
+    /// column block (from thread 0 of the warpgroup only, without a branch: see
+    /// `tma::load_3d_if`). A page id outside the cache is reported and loaded as an
+    /// all-out-of-bounds box (zeros).
     unsafe fn load_half(&self, pc: &Piece, s: u32, half: u32, id: i32) {
         let a = self.a;
         let leader = self.t == 0;
@@ -210,9 +212,9 @@ impl Cta<'_> {
         }
     }
 
-    /// Zeroes this warpgroup's V rows past the length in tile `tile` (stage `s`), if it is
-    /// the request's partial last page: those rows may hold anything (NaN), and 0·NaN would
-    /// poison O.
+    /// Zeroes this warpgroup's V rows past the length in tile `tile` of the piece (in stage
+    /// `tile % STAGES`), if it is the request's partial last page: those rows may hold
+    /// anything (NaN), and 0·NaN would poison O.
     unsafe fn zero_tail_v(&self, pc: &Piece, tile: u32) {
         let valid = pc.seqlen - ((pc.first + tile) * PAGE_SIZE) as i32;
         if valid < TILE_TOKENS as i32 {
