@@ -3,7 +3,7 @@
 //!
 //! Method (as ANCHORS.md): bf16, h_kv = 1, softmax scale 576^-0.5, page size 64, a randomly
 //! permuted block table, inputs ~ N(0, 0.1²) clamped to [-1, 1]. The decode call (plan built
-//! beforehand and reused) is captured 20 times in one CUDA graph; warm-up replays for at
+//! beforehand and reused) is captured 20 times in one CUDA graph; untimed replays for at
 //! least [`WARMUP_MS`] ms, then 10 replays each timed with CUDA events; µs per call =
 //! median / 20 (the combine kernel is
 //! included: [`Decoder::decode`] launches both). The card's bandwidth is probed in the same
@@ -1042,7 +1042,8 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
 }
 
 /// Measures one point: builds its inputs, plans, captures [`CALLS_PER_GRAPH`] decode calls
-/// in one graph, replays it untimed for [`WARMUP_MS`] and [`REPLAYS`] times timed. Returns the lengths and
+/// in one graph, replays it untimed for at least [`WARMUP_MS`] ms and [`REPLAYS`] times
+/// timed. Returns the lengths and
 /// the replay times (ms per replay). Every buffer is freed on return.
 pub fn measure(
     decoder: &Decoder,
@@ -1157,7 +1158,7 @@ pub struct BenchArgs {
     /// [default: picked from the GPU name].
     #[arg(long, value_name = "KEY")]
     pub card: Option<String>,
-    /// How P is rounded for the Oᵀ GEMM: `accurate` (two 16-bit terms, the library's
+    /// How P is rounded for the P·V GEMM: `accurate` (two 16-bit terms, the library's
     /// default) or `fast` (one, as FlashMLA).
     #[arg(long, value_enum, default_value_t = Precision::Accurate)]
     pub precision: Precision,
@@ -1225,7 +1226,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         ),
     }
     eprintln!(
-        "precision: {:?} (P in the Oᵀ GEMM; --precision fast|accurate)",
+        "precision: {:?} (P in the P·V GEMM; --precision fast|accurate)",
         args.precision
     );
     let mut decoder = Decoder::new(&gpu)?;

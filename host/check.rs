@@ -458,8 +458,9 @@ pub fn grid() -> Vec<Case> {
         seed: 3,
         ..Case::new(Dtype::Bf16, 2, 32, vec![300, 77, 0], true)
     });
-    // Precision::Fast: single rounding on 64-row tiles (s_q·h_q > 32: h_q = 32, 64, 128
-    // here), the split below.
+    // Precision::Fast (single rounding on 64-row tiles) at every h_q. With these short
+    // lengths the plan picks 32-row tiles (split P) everywhere; the long cases below reach
+    // the seesaw kernels.
     for dtype in [Dtype::Bf16, Dtype::F16] {
         for (i, h_q) in [1, 16, 32, 64, 128].into_iter().enumerate() {
             cases.push(Case {
@@ -487,6 +488,17 @@ pub fn grid() -> Vec<Case> {
         out_f32: true,
         seed: 5102,
         ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
+    });
+    // The seesaw kernels with a partial row chunk (126 query rows per KV head: the second
+    // CTA of a head has 62 rows), in both precisions.
+    cases.push(Case {
+        precision: Precision::Fast,
+        seed: 5103,
+        ..Case::new(Dtype::Bf16, 1, 126, vec![20000, 9000, 3001], false)
+    });
+    cases.push(Case {
+        seed: 5104,
+        ..Case::new(Dtype::F16, 2, 63, vec![40000, 3000], true)
     });
     for dtype in [Dtype::Bf16, Dtype::F16] {
         cases.push(Case {

@@ -42,8 +42,8 @@ impl KvElement for half::f16 {
     const DTYPE: Dtype = Dtype::F16;
 }
 
-/// How the softmax probabilities P enter the second GEMM, Oᵀ = Vᵀ·Pᵀ, whose operands must
-/// be 16-bit.
+/// How the softmax probabilities P enter the second GEMM (Oᵀ = Vᵀ·Pᵀ on 16/32-row tiles,
+/// O = P·V on 64-row ones), whose operands must be 16-bit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Precision {
     /// P rounded once to the input type, as FlashMLA does, where more than 32 query rows
@@ -52,7 +52,7 @@ pub enum Precision {
     /// the same GEMM at about no cost and is always used.
     Fast,
     /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
-    /// error is the rounding floor's. On 64-row tiles the Oᵀ GEMM does twice the work.
+    /// error is the rounding floor's. On 64-row tiles the P·V GEMM does twice the work.
     #[default]
     Accurate,
 }
@@ -113,7 +113,7 @@ impl DecodeConfig {
         self.softmax_scale = scale;
         self
     }
-    /// Sets how P is rounded for the Oᵀ GEMM.
+    /// Sets how P is rounded for the P·V GEMM.
     pub fn precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
@@ -615,7 +615,8 @@ fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
 }
 
 /// Whether `precision` rounds P once on a tile of `rows` query rows: only `Fast`, and only
-/// where the split would cost a second k pass.
+/// on 64-row tiles (the seesaw kernels), where the split doubles the P·V products; up to 32
+/// rows the split rides in the same wgmma at about no cost and is always used.
 fn rounds_p_once(precision: Precision, rows: u32) -> bool {
     precision == Precision::Fast && rows > STACKED_SPLIT_MAX_ROWS
 }

@@ -547,3 +547,18 @@ fn smoke_cases_reach_the_seesaw_kernels() {
         (64, 2)
     );
 }
+
+/// The grid's seesaw cases with a partial row chunk (`check::grid`, seeds 5103 and 5104:
+/// 126 query rows per KV head) run 64-row tiles on a 132-SM card.
+#[test]
+fn grid_partial_chunk_cases_reach_the_seesaw_kernels() {
+    let pages = |lengths: &[u32]| lengths.iter().map(|l| l.div_ceil(64) as u64).sum::<u64>();
+    assert_eq!(
+        row_tiling(126, pages(&[20000, 9000, 3001]), 132, 1, false),
+        (64, 2)
+    );
+    assert_eq!(
+        row_tiling(126, pages(&[40000, 3000]), 132, 1, true),
+        (64, 2)
+    );
+}

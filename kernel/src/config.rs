@@ -28,13 +28,15 @@ pub const PV_STEPS: u32 = TILE_TOKENS / 16;
 /// Oᵀ += Vᵀ·P_hiᵀ + Vᵀ·P_loᵀ) with P_lo stacked under P_hi as N more columns of one wgmma
 /// (the Oᵀ accumulator twice as wide); 64-row tiles run the seesaw kernels.
 pub const STACKED_SPLIT_MAX_ROWS: u32 = 32;
-/// Column block of a KV stage that holds the seesaw kernel's P once S is done: the RoPE
-/// dims (512..576), which O does not read.
+/// Column block of a KV stage that holds the seesaw kernel's P (P_hi of a split P) once S
+/// is done: the RoPE dims (512..576), which O does not read.
 pub const ROPE_BLOCK: u32 = K_BLOCKS - 1;
 
-/// Warpgroup roles of the decode kernel: warpgroup 0 produces (TMA), 1 and 2 consume.
+/// Warpgroup roles of the decode kernels: warpgroup 0 produces (issues the TMA loads; in the
+/// seesaw kernels the consumers do, and it only hands its registers over), 1 and 2 consume.
 pub const PRODUCER_WARPGROUP: u32 = 0;
-/// Consumer warpgroups: each owns half of the CTA's query rows and all 512 V dims.
+/// Consumer warpgroups: in the transposed kernels each owns half of the CTA's query rows and
+/// all 512 V dims; in the seesaw kernels all the rows and half of the V dims.
 pub const CONSUMER_WARPGROUPS: u32 = 2;
 /// Threads of a decode CTA.
 pub const DECODE_THREADS: u32 = 128 * (1 + CONSUMER_WARPGROUPS);
@@ -42,7 +44,7 @@ pub const DECODE_THREADS: u32 = 128 * (1 + CONSUMER_WARPGROUPS);
 pub const CONSUMER_WARPS: u32 = 4 * CONSUMER_WARPGROUPS;
 /// KV pipeline depth (72 KB stages).
 pub const STAGES: u32 = 2;
-/// Most query rows (s_q·h_q/h_kv) one CTA handles: two consumer warpgroups of N = 32.
+/// Most query rows (s_q·h_q/h_kv) one CTA handles: the seesaw kernels' wgmma M.
 pub const MAX_ROWS_PER_CTA: u32 = 64;
 /// Query-row tiles (rows per CTA) that decode kernels are built for.
 pub const ROW_TILES: [u32; 3] = [16, 32, 64];
@@ -56,7 +58,8 @@ pub const SOFTMAX_SLACK: f32 = 8.0;
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum NamedBarrier {
-    /// Both consumer warpgroups (256 threads): a tile's masked rows were zeroed.
+    /// Both consumer warpgroups (256 threads): in the transposed kernels, a tile's rows past
+    /// the length were zeroed; in the seesaw kernels, the start and end of a piece.
     Consumers = 1,
     /// The 128 threads of consumer warpgroup 0; warpgroup 1 uses the next id.
     ConsumerGroup0 = 2,

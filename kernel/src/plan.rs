@@ -232,9 +232,10 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// to 1.35x faster at 1 to 4 pages a partition. At 8 it is mixed (0.93x to 1.11x), and
 /// from 16 up it is slower.
 pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 4;
-/// The same with a split P (`Precision::Accurate`), where the 64-row tile pays a second
-/// k pass and the 32-row one does not. H100: 1.07x to 1.52x faster up to 8 pages a
-/// partition, and 0.99x to 1.07x at 16.
+/// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
+/// products and the 32-row one stacks them at about no cost. H100, against the transposed
+/// 64-row kernel of c559b68: 1.07x to 1.52x faster up to 8 pages a partition, and 0.99x to
+/// 1.07x at 16. H200, against the seesaw kernel: 4 instead of 8 is within ±2 %, so 8 stays.
 pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 8;
 
 /// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head

@@ -34,7 +34,8 @@ use crate::config::*;
 use crate::decode::{enter, DecodeArgs};
 use crate::element::Element;
 use crate::layout::{
-    a_fragment_pair, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
+    a_fragment_pair, acc_coord, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
+    SWIZZLE_ROW_BYTES,
 };
 use crate::plan::{clamped_piece, length_fits, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
@@ -46,6 +47,18 @@ use crate::tile::load_swizzled;
 
 /// log2(e): the softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
+/// Bytes of one k16 step along a swizzled 128-byte row (K-major operands).
+const K_STEP_BYTES: u32 = 16 * 2;
+/// Bytes of one k16 step across rows of a swizzled block (MN-major operands: 16 rows).
+const MN_STEP_BYTES: u32 = 16 * SWIZZLE_ROW_BYTES;
+
+// The schedule pairs the two stages with the two consumer warpgroups (tile a in stage 0 for
+// warpgroup 0, tile b in stage 1 for warpgroup 1), and a tile's P (64 rows × 64 tokens)
+// takes exactly one column block, as do Q's 64 rows (its blocks are `BLOCK_BYTES` apart).
+const _: () = {
+    assert!(STAGES == 2 && CONSUMER_WARPGROUPS == 2);
+    assert!(SEESAW_ROWS == TILE_TOKENS && SEESAW_ROWS * SWIZZLE_ROW_BYTES == BLOCK_BYTES);
+};
 
 /// S of one tile: 64 rows × 64 tokens.
 type Scores = <N64 as MmaShape>::Acc;
@@ -149,7 +162,8 @@ impl Cta<'_> {
     }
     /// Stores this warpgroup's P fragments for the other warpgroup: the high half in stage
     /// `s`'s RoPE block, the low half (`SPLIT_P`) in the shared buffer, then makes them
-    /// visible to its wgmma (the barrier that follows publishes them).
+    /// visible to the async proxy, i.e. to the other warpgroup's wgmma once the barrier
+    /// that follows has published them.
     unsafe fn store_p<const SPLIT_P: bool>(&self, p: &[PFragment; 2], s: u32) {
         store_fragment(&p[0], self.p_buf(s), self.t);
         if SPLIT_P {
@@ -202,10 +216,10 @@ impl Cta<'_> {
             id * PAGE_SIZE as i32
         };
         let blocks = seesaw_half_blocks(s, half);
-        for c in 0..K_BLOCKS {
-            if blocks & (1 << c) != 0 {
-                let (dst, bar) = (self.stage(s) + c * BLOCK_BYTES, self.bar(s, c));
-                let x = (c * COL_BLOCK) as i32;
+        for blk in 0..K_BLOCKS {
+            if blocks & (1 << blk) != 0 {
+                let (dst, bar) = (self.stage(s) + blk * BLOCK_BYTES, self.bar(s, blk));
+                let x = (blk * COL_BLOCK) as i32;
                 mbarrier::arrive_expect_tx_if(leader, bar, BLOCK_BYTES);
                 tma::load_3d_if(leader, dst, a.kv_map, bar, x, self.head as i32, token0);
             }
@@ -234,23 +248,22 @@ impl Cta<'_> {
 
     /// The online-softmax step of tile `tile` on this warpgroup's S: keys past a row's
     /// limit masked, row maxima (the 4 lanes of a row), the running max raised from
-    /// `m_old`, S turned into P = 2^(s·scale·log2e − m). Returns the new max, the factor
-    /// that rescales what was accumulated against `m_old`, and this thread's part of the
-    /// row sums of P.
-    fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> [[f32; 2]; 3] {
+    /// `m_old`, S turned into P = 2^(s·scale·log2e − m).
+    fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
         let tok0 = (pc.first + tile) * PAGE_SIZE;
         if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
             for (i, x) in st.iter_mut().enumerate() {
-                let (h, col) = (
-                    (i / 2) % 2,
-                    8 * (i as u32 / 4) + 2 * (self.lane % 4) + i as u32 % 2,
-                );
+                let (h, col) = ((i / 2) % 2, acc_coord(self.t, i as u32).1);
                 if (tok0 + col) as i32 > pc.lim[h] {
                     *x = f32::NEG_INFINITY;
                 }
             }
         }
-        let mut out = [[0.0f32; 2]; 3];
+        let mut out = SoftmaxStep {
+            m: [0.0; 2],
+            scale: [0.0; 2],
+            sum: [0.0; 2],
+        };
         for h in 0..2 {
             let mut mx = f32::NEG_INFINITY;
             for j in 0..8 {
@@ -273,9 +286,9 @@ impl Cta<'_> {
                     sum += st[i];
                 }
             }
-            out[0][h] = m_new;
-            out[1][h] = math::exp2(m_old[h] - m_use);
-            out[2][h] = sum;
+            out.m[h] = m_new;
+            out.scale[h] = math::exp2(m_old[h] - m_use);
+            out.sum[h] = sum;
         }
         out
     }
@@ -297,6 +310,16 @@ impl Cta<'_> {
             smem::st_f32(self.scale_at(self.wg, self.rows[h]), scale[h]);
         }
     }
+}
+
+/// What a softmax step returns for this thread's two rows.
+struct SoftmaxStep {
+    /// The new running max (base-2 scaled).
+    m: [f32; 2],
+    /// The factor that rescales what was accumulated against the old max.
+    scale: [f32; 2],
+    /// This thread's part of the row sums of P.
+    sum: [f32; 2],
 }
 
 /// P (f32, in place of S) times a per-row factor, rounded to `T` as the A fragment; with
@@ -340,27 +363,27 @@ fn rescale(o: &mut OutHalf, f: [f32; 2]) {
     }
 }
 
-/// Issues S (+)= Q·Kᵀ over the column blocks `blocks` (bit c = block c) of stage `s` (A = Q,
+/// Issues S (+)= Q·Kᵀ over the column blocks `blocks` (bit c = block c) of stage `stage` (A = Q,
 /// B = K, both K-major), each as soon as its mbarrier completes phase `phase`, so the
 /// products follow the blocks in; `zero` starts S afresh.
 #[inline(always)]
 unsafe fn issue_s<T: Element>(
     c: &Cta,
     st: &mut Scores,
-    s: u32,
+    stage: u32,
     blocks: u32,
     phase: u32,
     zero: bool,
 ) {
     let q_desc = opaque(smem_desc(c.base + c.lay.q, Major::K, 0));
-    let k_desc = opaque(smem_desc(c.stage(s), Major::K, 0));
+    let k_desc = opaque(smem_desc(c.stage(stage), Major::K, 0));
     let mut accumulate = !zero;
     for blk in 0..K_BLOCKS {
         if blocks & (1 << blk) != 0 {
-            mbarrier::wait_warp(c.bar(s, blk), phase);
+            mbarrier::wait_warp(c.bar(stage, blk), phase);
             wgmma::fence();
-            for k in 0..4 {
-                let off = blk * BLOCK_BYTES + k * 32;
+            for k in 0..COL_BLOCK / 16 {
+                let off = blk * BLOCK_BYTES + k * K_STEP_BYTES;
                 T::mma::<N64>(st, desc_add(q_desc, off), desc_add(k_desc, off), accumulate);
                 accumulate = true;
             }
@@ -379,7 +402,7 @@ unsafe fn issue_pv_own<T: Element, const SPLIT_P: bool>(
     let v_desc = opaque(smem_desc(v, Major::MN, BLOCK_BYTES));
     wgmma::fence();
     for kk in 0..PV_STEPS as usize {
-        let vk = desc_add(v_desc, kk as u32 * 16 * 128);
+        let vk = desc_add(v_desc, kk as u32 * MN_STEP_BYTES);
         T::mma_rs_tb::<N256>(o, p[0][kk], vk, true);
         if SPLIT_P {
             T::mma_rs_tb::<N256>(o, p[1][kk], vk, true);
@@ -401,10 +424,10 @@ unsafe fn issue_pv_other<T: Element, const SPLIT_P: bool>(
     let v_desc = opaque(smem_desc(v, Major::MN, BLOCK_BYTES));
     wgmma::fence();
     for kk in 0..PV_STEPS {
-        let vk = desc_add(v_desc, kk * 16 * 128);
-        T::mma_tb::<N256>(o, desc_add(p_desc, kk * 32), vk, true);
+        let vk = desc_add(v_desc, kk * MN_STEP_BYTES);
+        T::mma_tb::<N256>(o, desc_add(p_desc, kk * K_STEP_BYTES), vk, true);
         if SPLIT_P {
-            T::mma_tb::<N256>(o, desc_add(lo_desc, kk * 32), vk, true);
+            T::mma_tb::<N256>(o, desc_add(lo_desc, kk * K_STEP_BYTES), vk, true);
         }
     }
 }
@@ -582,13 +605,13 @@ unsafe fn pair_wg0<
 >(
     c: &Cta,
     pc: &Piece,
-    a: u32,
+    ta: u32,
     s: &mut State,
 ) {
     if SPLIT_P {
-        split_pair_wg0::<T, B, A2, B2>(c, pc, a, s)
+        split_pair_wg0::<T, B, A2, B2>(c, pc, ta, s)
     } else {
-        fast_pair_wg0::<T, B, A2, B2>(c, pc, a, s)
+        fast_pair_wg0::<T, B, A2, B2>(c, pc, ta, s)
     }
 }
 
@@ -603,32 +626,36 @@ unsafe fn pair_wg1<
 >(
     c: &Cta,
     pc: &Piece,
-    a: u32,
+    ta: u32,
     s: &mut State,
 ) {
     if SPLIT_P {
-        split_pair_wg1::<T, B, A2, B2>(c, pc, a, s)
+        split_pair_wg1::<T, B, A2, B2>(c, pc, ta, s)
     } else {
-        fast_pair_wg1::<T, B, A2, B2>(c, pc, a, s)
+        fast_pair_wg1::<T, B, A2, B2>(c, pc, ta, s)
     }
 }
 
-/// Warpgroup 0's part of a pair in the schedule of the module docs (tile `a`, and `a + 1`
-/// if `B`); `A2` / `B2`: tiles `a + 2` / `a + 3` exist. On entry S_a is in `s.st`; on exit
-/// S_{a+2} (if `A2`). Used for the split P: one buffer holds either warpgroup's low half
-/// in turn (warpgroup 1 has read P_a before it stores P_b).
+/// Warpgroup 0's part of a pair in the schedule of the module docs: tile a = `ta`, and
+/// b = `ta + 1` if `B`; `A2` / `B2`: tiles a + 2 / a + 3 exist. On entry S_a is in `s.st`;
+/// on exit S_{a+2} (if `A2`). Used for the split P: one buffer holds either warpgroup's
+/// low half in turn (warpgroup 1 has read P_a before it stores P_b).
 #[inline(always)]
 unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bool>(
     c: &Cta,
     pc: &Piece,
-    a: u32,
+    ta: u32,
     s: &mut State,
 ) {
-    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
-    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // Softmax of S_a against the running max; P_a to shared memory for warpgroup 1.
     let m_old = c.rows_f32(|row| c.m_at(row));
-    let [m_new, scale_a, sum] = c.softmax(&mut s.st, pc, a, m_old);
+    let SoftmaxStep {
+        m: m_new,
+        scale: scale_a,
+        sum,
+    } = c.softmax(&mut s.st, pc, ta, m_old);
     c.publish(m_new, scale_a);
     rescale(&mut s.o, scale_a);
     for h in 0..2 {
@@ -640,7 +667,7 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
 
     // O_L = O_L·scale_a + P_a·V_aL.
     if !B {
-        c.zero_tail_v(pc, a);
+        c.zero_tail_v(pc, ta);
     }
     issue_pv_own::<T, true>(&mut s.o, &p, c.v_half(0));
     wgmma::commit();
@@ -654,7 +681,7 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
         if A2 {
             c.load_half(pc, 0, 0, id_a2);
         } else {
-            c.zero_tail_v(pc, a + 1);
+            c.zero_tail_v(pc, ta + 1);
         }
         rescale(&mut s.o, scale_b);
         for h in 0..2 {
@@ -686,11 +713,11 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
 unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bool>(
     c: &Cta,
     pc: &Piece,
-    a: u32,
+    ta: u32,
     s: &mut State,
 ) {
-    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
-    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // O_R = O_R·scale_a + P_a·V_aR, with P_a from warpgroup 0.
     barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
     let scale_a = c.rows_f32(|row| c.scale_at(0, row));
@@ -699,7 +726,7 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
         s.l[h] *= scale_a[h];
     }
     if !B {
-        c.zero_tail_v(pc, a);
+        c.zero_tail_v(pc, ta);
     }
     issue_pv_other::<T, true>(&mut s.o, c.p_buf(0), c.p_lo_buf(), c.v_half(0));
     wgmma::commit();
@@ -707,7 +734,11 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
     if B {
         // Softmax of S_b (against warpgroup 0's max of S_a) while that runs.
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let [m_new, scale_b, sum] = c.softmax(&mut s.st, pc, a + 1, m_old);
+        let SoftmaxStep {
+            m: m_new,
+            scale: scale_b,
+            sum,
+        } = c.softmax(&mut s.st, pc, ta + 1, m_old);
         c.publish(m_new, scale_b);
         for h in 0..2 {
             s.l[h] = s.l[h] * scale_b[h] + sum[h];
@@ -724,7 +755,7 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
         // O_R = O_R·scale_b + P_b·V_bR.
         rescale(&mut s.o, scale_b);
         if !A2 {
-            c.zero_tail_v(pc, a + 1);
+            c.zero_tail_v(pc, ta + 1);
         }
         issue_pv_own::<T, true>(&mut s.o, &p, c.v_half(1));
         wgmma::commit();
@@ -743,24 +774,28 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
     wgmma::wait_all();
 }
 
-/// Warpgroup 0's part of a pair with P rounded once (tile `a`, and `a + 1` if `B`; `A2` /
-/// `B2`: tiles `a + 2` / `a + 3` exist). Unlike the split schedule, warpgroup 1 runs its
-/// softmax first and multiplies P_a after its own P_b, so warpgroup 0 stores P_a scaled by
-/// s_b (rounded once from f32) and both halves of O see the same factors. Stage 1's V_R is
-/// then free earlier, and S_{b+2} waits less for its load: H200, same run, 3-10 % faster
-/// at h_q 128 from 4K than the split schedule with one rounding.
+/// Warpgroup 0's part of a pair with P rounded once (tile a = `ta`, and b = `ta + 1` if
+/// `B`; `A2` / `B2`: tiles a + 2 / a + 3 exist). Unlike the split schedule, warpgroup 1
+/// runs its softmax first and multiplies P_a after its own P_b, so warpgroup 0 stores P_a
+/// scaled by s_b (rounded once from f32) and both halves of O see the same factors. Stage
+/// 1's V_R is then free earlier, and S_{b+2} waits less for its load: H200, same run, 2-9 %
+/// faster at h_q 128 from 4K than the split schedule with one rounding.
 #[inline(always)]
 unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bool>(
     c: &Cta,
     pc: &Piece,
-    a: u32,
+    ta: u32,
     s: &mut State,
 ) {
-    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
-    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // Softmax of S_a against the running max.
     let m_old = c.rows_f32(|row| c.m_at(row));
-    let [m_new, scale_a, sum] = c.softmax(&mut s.st, pc, a, m_old);
+    let SoftmaxStep {
+        m: m_new,
+        scale: scale_a,
+        sum,
+    } = c.softmax(&mut s.st, pc, ta, m_old);
     c.publish(m_new, scale_a);
     rescale(&mut s.o, scale_a);
     for h in 0..2 {
@@ -771,14 +806,14 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
 
     // O_L += P_a·V_aL.
     if !B {
-        c.zero_tail_v(pc, a);
+        c.zero_tail_v(pc, ta);
     }
     issue_pv_own::<T, false>(&mut s.o, &p, c.v_half(0));
     wgmma::commit();
     wgmma::wait_all();
 
-    // Warpgroup 1's softmax of S_b is done: stage 0's V_L may take the next tile, and P_a
-    // goes out scaled by its factor.
+    // Stage 0's V_L, read only by this warpgroup's P·V (done), takes tile a+2; once
+    // warpgroup 1's softmax of S_b is done, P_a goes out scaled by its factor.
     barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
     if A2 {
         c.load_half(pc, 0, 0, id_a2);
@@ -795,7 +830,7 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
     if B {
         barrier::sync_named(NamedBarrier::PbIssued as u32, 256);
         if !A2 {
-            c.zero_tail_v(pc, a + 1);
+            c.zero_tail_v(pc, ta + 1);
         }
         rescale(&mut s.o, scale_b);
         for h in 0..2 {
@@ -826,18 +861,22 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
 unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bool>(
     c: &Cta,
     pc: &Piece,
-    a: u32,
+    ta: u32,
     s: &mut State,
 ) {
-    let id_a2 = if A2 { c.page_id(pc, a + 2) } else { 0 };
-    let id_b2 = if B2 { c.page_id(pc, a + 3) } else { 0 };
+    let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
+    let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // Softmax of S_b against warpgroup 0's max of S_a.
     barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
     let scale_a = c.rows_f32(|row| c.scale_at(0, row));
     let mut p = [[[0u32; 4]; 4]; 2];
     if B {
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let [m_new, scale_b, sum] = c.softmax(&mut s.st, pc, a + 1, m_old);
+        let SoftmaxStep {
+            m: m_new,
+            scale: scale_b,
+            sum,
+        } = c.softmax(&mut s.st, pc, ta + 1, m_old);
         c.publish(m_new, scale_b);
         let f = [scale_a[0] * scale_b[0], scale_a[1] * scale_b[1]];
         for h in 0..2 {
@@ -857,7 +896,7 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
     if B {
         c.store_p::<false>(&p, 1);
         if !A2 {
-            c.zero_tail_v(pc, a + 1);
+            c.zero_tail_v(pc, ta + 1);
         }
         issue_pv_own::<T, false>(&mut s.o, &p, c.v_half(1));
         wgmma::commit();
@@ -866,7 +905,7 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
     // O_R += P_a·V_aR, with P_a from warpgroup 0 (already scaled by scale_b).
     barrier::sync_named(NamedBarrier::PaReady as u32, 256);
     if !B {
-        c.zero_tail_v(pc, a);
+        c.zero_tail_v(pc, ta);
     }
     issue_pv_other::<T, false>(&mut s.o, c.p_buf(0), c.p_lo_buf(), c.v_half(0));
     wgmma::commit();

@@ -31,11 +31,6 @@ pub fn block_threads() -> u32 {
 pub fn lane() -> u32 {
     thread() % WARP
 }
-/// Warp index within the CTA.
-#[inline(always)]
-pub fn warp() -> u32 {
-    thread() / WARP
-}
 /// Warpgroup index within the CTA.
 #[inline(always)]
 pub fn warpgroup() -> u32 {
