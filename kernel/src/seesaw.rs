@@ -442,6 +442,52 @@ struct State {
     phase: u32,
 }
 
+impl State {
+    /// Softmax of this warpgroup's S (tile `tile` of the piece) against the running max,
+    /// the new max and factor published for the other warpgroup, and O and the row sums
+    /// rescaled: warpgroup 0's first step of a pair.
+    #[inline(always)]
+    unsafe fn softmax_rescaled(&mut self, c: &Cta, pc: &Piece, tile: u32) {
+        let m_old = c.rows_f32(|row| c.m_at(row));
+        let SoftmaxStep { m, scale, sum } = c.softmax(&mut self.st, pc, tile, m_old);
+        c.publish(m, scale);
+        rescale(&mut self.o, scale);
+        for h in 0..2 {
+            self.l[h] = self.l[h] * scale[h] + sum[h];
+        }
+    }
+
+    /// O and the row sums rescaled by this thread's two row factors (after a max moved).
+    #[inline(always)]
+    fn rescale(&mut self, f: [f32; 2]) {
+        rescale(&mut self.o, f);
+        for h in 0..2 {
+            self.l[h] *= f[h];
+        }
+    }
+
+    /// Issues S of the next tile of stage `STAGE` (this warpgroup's) in two commit groups:
+    /// the half this warpgroup loads itself, then the other's; `between` runs after the
+    /// first. The stage's next load phase is then due.
+    #[inline(always)]
+    unsafe fn issue_next_s<T: Element, const STAGE: u32>(
+        &mut self,
+        c: &Cta,
+        between: impl FnOnce(),
+    ) {
+        let (own, other) = (
+            seesaw_half_blocks(STAGE, STAGE),
+            seesaw_half_blocks(STAGE, 1 - STAGE),
+        );
+        issue_s::<T>(c, &mut self.st, STAGE, own, self.phase, true);
+        wgmma::commit();
+        between();
+        issue_s::<T>(c, &mut self.st, STAGE, other, self.phase, false);
+        wgmma::commit();
+        self.phase ^= 1;
+    }
+}
+
 /// Consumer warpgroup: for each request piece of the partition, the attention of the CTA's
 /// 64 query rows over the piece's pages, then this warpgroup's 256 dims of the output.
 #[inline(always)]
@@ -650,17 +696,7 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
     let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
     let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // Softmax of S_a against the running max; P_a to shared memory for warpgroup 1.
-    let m_old = c.rows_f32(|row| c.m_at(row));
-    let SoftmaxStep {
-        m: m_new,
-        scale: scale_a,
-        sum,
-    } = c.softmax(&mut s.st, pc, ta, m_old);
-    c.publish(m_new, scale_a);
-    rescale(&mut s.o, scale_a);
-    for h in 0..2 {
-        s.l[h] = s.l[h] * scale_a[h] + sum[h];
-    }
+    s.softmax_rescaled(c, pc, ta);
     let p = pack_p::<T, true>(&s.st, [1.0; 2]);
     c.store_p::<true>(&p, 0);
     barrier::arrive_named(NamedBarrier::ScaleA as u32, 256);
@@ -683,26 +719,20 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
         } else {
             c.zero_tail_v(pc, ta + 1);
         }
-        rescale(&mut s.o, scale_b);
-        for h in 0..2 {
-            s.l[h] *= scale_b[h];
-        }
+        s.rescale(scale_b);
         issue_pv_other::<T, true>(&mut s.o, c.p_buf(1), c.p_lo_buf(), c.v_half(1));
         wgmma::commit();
     }
 
     // S_{a+2}: the V_L half (loaded above) first, then the half warpgroup 1 loads.
     if A2 {
-        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 0), s.phase, true);
-        wgmma::commit();
-        if B2 {
-            // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
-            wgmma::wait::<1>();
-            c.load_half(pc, 1, 0, id_b2);
-        }
-        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 1), s.phase, false);
-        wgmma::commit();
-        s.phase ^= 1;
+        s.issue_next_s::<T, 0>(c, || {
+            if B2 {
+                // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
+                wgmma::wait::<1>();
+                c.load_half(pc, 1, 0, id_b2);
+            }
+        });
     }
     wgmma::wait_all();
 }
@@ -721,10 +751,7 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
     // O_R = O_R·scale_a + P_a·V_aR, with P_a from warpgroup 0.
     barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
     let scale_a = c.rows_f32(|row| c.scale_at(0, row));
-    rescale(&mut s.o, scale_a);
-    for h in 0..2 {
-        s.l[h] *= scale_a[h];
-    }
+    s.rescale(scale_a);
     if !B {
         c.zero_tail_v(pc, ta);
     }
@@ -764,11 +791,7 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
         if B2 {
             wgmma::wait::<0>();
             c.load_half(pc, 1, 1, id_b2);
-            issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 1), s.phase, true);
-            wgmma::commit();
-            issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 0), s.phase, false);
-            wgmma::commit();
-            s.phase ^= 1;
+            s.issue_next_s::<T, 1>(c, || {});
         }
     }
     wgmma::wait_all();
@@ -790,17 +813,7 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
     let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
     let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // Softmax of S_a against the running max.
-    let m_old = c.rows_f32(|row| c.m_at(row));
-    let SoftmaxStep {
-        m: m_new,
-        scale: scale_a,
-        sum,
-    } = c.softmax(&mut s.st, pc, ta, m_old);
-    c.publish(m_new, scale_a);
-    rescale(&mut s.o, scale_a);
-    for h in 0..2 {
-        s.l[h] = s.l[h] * scale_a[h] + sum[h];
-    }
+    s.softmax_rescaled(c, pc, ta);
     let p = pack_p::<T, false>(&s.st, [1.0; 2]);
     barrier::arrive_named(NamedBarrier::ScaleA as u32, 256);
 
@@ -832,26 +845,20 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
         if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
-        rescale(&mut s.o, scale_b);
-        for h in 0..2 {
-            s.l[h] *= scale_b[h];
-        }
+        s.rescale(scale_b);
         issue_pv_other::<T, false>(&mut s.o, c.p_buf(1), c.p_lo_buf(), c.v_half(1));
         wgmma::commit();
     }
 
     // S_{a+2}: the V_L half (loaded above) first, then the half warpgroup 1 loads.
     if A2 {
-        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 0), s.phase, true);
-        wgmma::commit();
-        if B2 {
-            // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
-            wgmma::wait::<1>();
-            c.load_half(pc, 1, 0, id_b2);
-        }
-        issue_s::<T>(c, &mut s.st, 0, seesaw_half_blocks(0, 1), s.phase, false);
-        wgmma::commit();
-        s.phase ^= 1;
+        s.issue_next_s::<T, 0>(c, || {
+            if B2 {
+                // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
+                wgmma::wait::<1>();
+                c.load_half(pc, 1, 0, id_b2);
+            }
+        });
     }
     wgmma::wait_all();
 }
@@ -885,10 +892,7 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
         rescale(&mut s.o, f);
         p = pack_p::<T, false>(&s.st, [1.0; 2]);
     } else {
-        rescale(&mut s.o, scale_a);
-        for h in 0..2 {
-            s.l[h] *= scale_a[h];
-        }
+        s.rescale(scale_a);
     }
     barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
 
@@ -923,11 +927,7 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
         c.load_half(pc, 0, 1, id_a2);
     }
     if B2 {
-        issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 1), s.phase, true);
-        wgmma::commit();
-        issue_s::<T>(c, &mut s.st, 1, seesaw_half_blocks(1, 0), s.phase, false);
-        wgmma::commit();
-        s.phase ^= 1;
+        s.issue_next_s::<T, 1>(c, || {});
     }
     wgmma::wait_all();
 }
