@@ -14,8 +14,8 @@ use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, Device
 use etap_kernel::config::{
     combine_smem_bytes, decode_smem_bytes, row_tile_for, COL_BLOCK, COMBINE_GROUP_THREADS,
     COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_OUT_F32, PAGE_SIZE, ROW_TILES,
-    STACKED_SPLIT_MAX_ROWS, TILE_TOKENS,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_OUT_F32, PAGE_SIZE,
+    ROW_TILES, STACKED_SPLIT_MAX_ROWS, TILE_TOKENS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -448,6 +448,7 @@ impl DecodePlan {
             rows_per_cta,
             row_chunks,
             max_splits,
+            kv_bytes: total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64,
         })
     }
     /// The checked API's block-table check: every *used* entry (pages
@@ -507,6 +508,18 @@ pub struct Schedule {
     pub row_chunks: u32,
     /// Most pieces any one request is split into (selects the combine kernel).
     pub max_splits: u32,
+    /// Bytes of KV cache one call reads (every used page, all KV heads).
+    pub kv_bytes: u64,
+}
+
+impl Schedule {
+    /// Whether the decode loads the KV cache with an L2 evict-first hint on a GPU with
+    /// `l2_bytes` of L2: when the call reads more KV than the L2 holds, so that streaming
+    /// it leaves the split-KV partial results in L2 for the combine. A smaller cache keeps
+    /// the default policy and stays in L2 for the next call over it.
+    pub fn kv_evict_first(&self, l2_bytes: u64) -> bool {
+        self.kv_bytes > l2_bytes
+    }
 }
 
 /// [`DecodePlan::validate_block_table`] without a plan (CPU only): checks the shapes
@@ -731,8 +744,13 @@ impl Decoder {
             self.functions.decode[d][p][tile],
             self.functions.combine[d][wide as usize],
         );
-        let mut flags =
-            if c.causal { FLAG_CAUSAL } else { 0 } | if O::F32 { FLAG_OUT_F32 } else { 0 };
+        let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
+            | if O::F32 { FLAG_OUT_F32 } else { 0 }
+            | if sched.kv_evict_first(self.gpu.l2_bytes) {
+                FLAG_KV_EVICT_FIRST
+            } else {
+                0
+            };
 
         let (mut map, _s0) = cache.map.device_ptr(stream);
         let (mut q_ptr, _s1) = q.device_ptr(stream);
@@ -851,5 +869,24 @@ mod tests {
             decode_kernel_name(Dtype::F16, Precision::Fast, 32),
             "etap_decode_f16_r32_split"
         );
+    }
+
+    #[test]
+    fn kv_is_streamed_past_l2_only_when_it_does_not_fit() {
+        let l2 = 50 * 1024 * 1024;
+        let schedule = |batch: usize, h_kv: usize, len: i32| {
+            let config = DecodeConfig::new(batch, 16 * h_kv, 64).h_kv(h_kv);
+            DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
+        };
+        // b 16 at 2K: 512 pages of 64 × 576 bf16 = 36 MiB, within the L2.
+        let small = schedule(16, 1, 2048);
+        assert_eq!(small.kv_bytes, 512 * 64 * 576 * 2);
+        assert!(!small.kv_evict_first(l2));
+        // Twice the length, or two KV heads, reads more than the L2 holds.
+        assert!(schedule(16, 1, 4096).kv_evict_first(l2));
+        assert_eq!(schedule(16, 2, 2048).kv_bytes, 2 * small.kv_bytes);
+        assert!(schedule(16, 2, 2048).kv_evict_first(l2));
+        // A partial last page is read whole.
+        assert_eq!(schedule(1, 1, 65).kv_bytes, 2 * 64 * 576 * 2);
     }
 }

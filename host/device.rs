@@ -34,6 +34,8 @@ pub struct Gpu {
     pub max_smem_optin: u32,
     /// Total device memory (bytes).
     pub total_mem: usize,
+    /// L2 cache size (bytes): above it the decode streams the KV cache past the L2.
+    pub l2_bytes: u64,
 }
 
 /// Whether a CUDA driver library can be loaded (without panicking when it cannot).
@@ -149,6 +151,7 @@ impl Gpu {
             CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             "max shared memory opt-in",
         )? as u32;
+        let l2_bytes = attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "L2 cache size")? as u64;
         let total_mem = ctx
             .total_mem()
             .map_err(|e| Error::driver("cuDeviceTotalMem", e))?;
@@ -171,6 +174,7 @@ impl Gpu {
             driver_version,
             max_smem_optin,
             total_mem,
+            l2_bytes,
         })
     }
 
@@ -185,13 +189,14 @@ impl Gpu {
     /// One line describing the device, e.g. for `flashmla-etap info`.
     pub fn describe(&self) -> String {
         format!(
-            "device {}: {} (sm_{}{}), {} SMs, {:.1} GiB, max dynamic smem {} KiB, driver CUDA {}.{}",
+            "device {}: {} (sm_{}{}), {} SMs, {:.1} GiB, L2 {} MiB, max dynamic smem {} KiB, driver CUDA {}.{}",
             self.ordinal,
             self.name,
             self.cc.0,
             self.cc.1,
             self.sm_count,
             self.total_mem as f64 / (1u64 << 30) as f64,
+            self.l2_bytes >> 20,
             self.max_smem_optin / 1024,
             self.driver_version / 1000,
             (self.driver_version % 1000) / 10

@@ -166,6 +166,8 @@ unsafe fn produce(
     empty: impl Fn(u32) -> u32,
 ) {
     let mut it = 0;
+    let evict_first = a.flags & FLAG_KV_EVICT_FIRST != 0;
+    let policy = tma::l2_policy(true);
     for r in part.begin_req..=part.end_req {
         // The page id of the next tile is read one tile ahead, so its latency overlaps the
         // wait for a free stage; the first one alongside the length, which it does not
@@ -199,14 +201,13 @@ unsafe fn produce(
             mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
             for c in 0..K_BLOCKS {
                 let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES;
-                tma::load_3d(
-                    dst,
-                    a.kv_map,
-                    full(s),
-                    (c * COL_BLOCK) as i32,
-                    head as i32,
-                    token0,
-                );
+                let (x, bar) = ((c * COL_BLOCK) as i32, full(s));
+                // No hint at all below the L2 size: an evict-normal one measured slower.
+                if evict_first {
+                    tma::load_3d_hint(dst, a.kv_map, bar, x, head as i32, token0, policy);
+                } else {
+                    tma::load_3d(dst, a.kv_map, bar, x, head as i32, token0);
+                }
             }
             it += 1;
         }

@@ -31,11 +31,44 @@ pub unsafe fn prefetch_map(map: *const u8) {
     asm!("prefetch.tensormap [{m}];", m = in(reg64) map, options(nostack));
 }
 
-/// `load_3d` issued only where `pred` holds, without a branch: a warp stays converged
+/// An L2 eviction policy for the `.L2::cache_hint` loads below: evict-first where
+/// `evict_first`, else evict-normal (PTX ISA: createpolicy).
+#[inline(always)]
+pub unsafe fn l2_policy(evict_first: bool) -> u64 {
+    let policy: u64;
+    asm!(
+        "{{ .reg .pred p; .reg .b64 f, n; createpolicy.fractional.L2::evict_first.b64 f, 1.0; createpolicy.fractional.L2::evict_normal.b64 n, 1.0; setp.ne.u32 p, {e}, 0; selp.b64 {pol}, f, n, p; }}",
+        e = in(reg32) evict_first as u32, pol = out(reg64) policy,
+        options(nostack, pure, nomem)
+    );
+    policy
+}
+
+/// `load_3d` with the L2 eviction policy `policy` (`l2_policy`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub unsafe fn load_3d_hint(
+    dst: u32,
+    map: *const u8,
+    bar: u32,
+    c0: i32,
+    c1: i32,
+    c2: i32,
+    policy: u64,
+) {
+    asm!(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [{d}], [{m}, {{{c0}, {c1}, {c2}}}], [{b}], {pol};",
+        d = in(reg32) dst, m = in(reg64) map, b = in(reg32) bar, c0 = in(reg32) c0, c1 = in(reg32) c1, c2 = in(reg32) c2, pol = in(reg64) policy,
+        options(nostack)
+    );
+}
+
+/// `load_3d_hint` issued only where `pred` holds, without a branch: a warp stays converged
 /// around it (a branch on the lane lets the optimiser duplicate the `.aligned` wgmma
 /// instructions after it into divergent paths).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub unsafe fn load_3d_if(
+pub unsafe fn load_3d_hint_if(
     pred: bool,
     dst: u32,
     map: *const u8,
@@ -43,10 +76,11 @@ pub unsafe fn load_3d_if(
     c0: i32,
     c1: i32,
     c2: i32,
+    policy: u64,
 ) {
     asm!(
-        "{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [{d}], [{m}, {{{c0}, {c1}, {c2}}}], [{b}]; }}",
-        pr = in(reg32) pred as u32, d = in(reg32) dst, m = in(reg64) map, b = in(reg32) bar, c0 = in(reg32) c0, c1 = in(reg32) c1, c2 = in(reg32) c2,
+        "{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [{d}], [{m}, {{{c0}, {c1}, {c2}}}], [{b}], {pol}; }}",
+        pr = in(reg32) pred as u32, d = in(reg32) dst, m = in(reg64) map, b = in(reg32) bar, c0 = in(reg32) c0, c1 = in(reg32) c1, c2 = in(reg32) c2, pol = in(reg64) policy,
         options(nostack)
     );
 }
