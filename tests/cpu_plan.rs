@@ -223,7 +223,7 @@ fn part_work_layout() {
 fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(
         (NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT),
-        (4, 8)
+        (2, 8)
     );
     // Up to 32 rows: the tile that holds them, whatever the lengths.
     for split in [false, true] {
@@ -241,14 +241,15 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(row_tiling(64, 1024, 132, 1, false), (64, 1));
     assert_eq!(row_tiling(64, 1024, 132, 1, true), (32, 2));
     // The share is counted over the 64-row plan's partitions: 128 rows are 2 CTAs per KV
-    // head, so 66 partitions; 264 pages are 4 a partition, 265 pages 5.
-    assert_eq!(row_tiling(128, 264, 132, 1, false), (32, 4));
-    assert_eq!(row_tiling(128, 265, 132, 1, false), (64, 2));
+    // head, so 66 partitions; 132 pages are 2 a partition, 133 pages 3 (and with a split P,
+    // 528 pages are 8, 529 pages 9).
+    assert_eq!(row_tiling(128, 132, 132, 1, false), (32, 4));
+    assert_eq!(row_tiling(128, 133, 132, 1, false), (64, 2));
     assert_eq!(row_tiling(128, 528, 132, 1, true), (32, 4));
     assert_eq!(row_tiling(128, 529, 132, 1, true), (64, 2));
     // Two KV heads halve the partitions again; 48 rows still count as a 64-row tile.
-    assert_eq!(row_tiling(64, 264, 132, 2, false), (32, 2));
-    assert_eq!(row_tiling(64, 265, 132, 2, false), (64, 1));
+    assert_eq!(row_tiling(64, 132, 132, 2, false), (32, 2));
+    assert_eq!(row_tiling(64, 133, 132, 2, false), (64, 1));
     assert_eq!(row_tiling(48, 100, 132, 1, false), (32, 2));
     // s_q 2, h_q 128 at 16K (b 16): 256 rows, 4096 pages, wide.
     assert_eq!(row_tiling(256, 4096, 132, 1, true), (64, 4));

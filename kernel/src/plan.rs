@@ -228,10 +228,11 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 
 /// Pages per partition up to which more than 32 query rows per KV head run as 32-row tiles
 /// rather than 64-row ones when P is rounded once (`Precision::Fast`): twice the CTAs per KV
-/// head, each carrying half the Q rows and half the partial results. H100, same run: 1.08x
-/// to 1.35x faster at 1 to 4 pages a partition. At 8 it is mixed (0.93x to 1.11x), and
-/// from 16 up it is slower.
-pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 4;
+/// head, each carrying half the Q rows and half the partial results. Against the seesaw
+/// kernel (H200, b1b38ba, A-B-A-B): at 4 pages a partition the 64-row tile is faster
+/// (b 16, h_q 128, 1K: 28.2-28.5 µs against 30.4-31.6; b 16, h_q 64, 2K: 30.0-30.4
+/// against 31.1-31.8), at 8 and more it was already chosen; 3 was not measured.
+pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
 /// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
 /// products and the 32-row one stacks them at about no cost. H100, against the transposed
 /// 64-row kernel of c559b68: 1.07x to 1.52x faster up to 8 pages a partition, and 0.99x to
