@@ -514,9 +514,9 @@ pub struct Schedule {
 
 impl Schedule {
     /// Whether the decode loads the KV cache with an L2 evict-first hint on a GPU with
-    /// `l2_bytes` of L2: when the call reads more KV than the L2 holds, so that streaming
-    /// it leaves the split-KV partial results in L2 for the combine. A smaller cache keeps
-    /// the default policy and stays in L2 for the next call over it.
+    /// `l2_bytes` of L2: when the call reads more KV than the L2 holds (measured faster
+    /// there, see `FLAG_KV_EVICT_FIRST`). A smaller cache keeps the default policy and
+    /// stays in L2 for the next call over it.
     pub fn kv_evict_first(&self, l2_bytes: u64) -> bool {
         self.kv_bytes > l2_bytes
     }

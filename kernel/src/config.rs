@@ -96,9 +96,9 @@ pub const FLAG_CAUSAL: u32 = 1;
 /// Write `out` as f32 instead of the input dtype.
 pub const FLAG_OUT_F32: u32 = 2;
 /// Load the KV cache with an L2 evict-first hint: set by the host when the call reads more
-/// KV than the L2 holds, so streaming it does not push out the split-KV partial results
-/// the combine reads next (H200: up to 8 % faster at h_q 32, 2K-8K). Below that size the
-/// default policy keeps the cache in L2 for the next call over it.
+/// KV than the L2 holds (H200: up to 8 % faster at h_q 32, 2K-8K; likely because the
+/// streamed KV then leaves the split-KV partial results in L2 for the combine). Below that
+/// size the default policy keeps the cache in L2 for the next call over it.
 pub const FLAG_KV_EVICT_FIRST: u32 = 4;
 
 /// Byte offsets of the decode kernel's dynamic shared memory for `rows_cta` query rows.

@@ -231,7 +231,7 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// head, each carrying half the Q rows and half the partial results. Against the seesaw
 /// kernel (H200, b1b38ba, A-B-A-B): at 4 pages a partition the 64-row tile is faster
 /// (b 16, h_q 128, 1K: 28.2-28.5 µs against 30.4-31.6; b 16, h_q 64, 2K: 30.0-30.4
-/// against 31.1-31.8), at 8 and more it was already chosen; 3 was not measured.
+/// against 31.1-31.8); a threshold of 8 was slower overall; 3 pages was not measured.
 pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
 /// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
 /// products and the 32-row one stacks them at about no cost. H100, against the transposed
