@@ -204,7 +204,7 @@ unsafe fn produce(
                 let (x, bar) = ((c * COL_BLOCK) as i32, full(s));
                 // No hint at all below the L2 size: an evict-normal one measured slower.
                 if evict_first {
-                    tma::load_3d_hint(dst, a.kv_map, bar, x, head as i32, token0, policy);
+                    tma::load_3d_hint_if(true, dst, a.kv_map, bar, x, head as i32, token0, policy);
                 } else {
                     tma::load_3d(dst, a.kv_map, bar, x, head as i32, token0);
                 }

@@ -44,28 +44,10 @@ pub unsafe fn l2_policy(evict_first: bool) -> u64 {
     policy
 }
 
-/// `load_3d` with the L2 eviction policy `policy` (`l2_policy`).
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub unsafe fn load_3d_hint(
-    dst: u32,
-    map: *const u8,
-    bar: u32,
-    c0: i32,
-    c1: i32,
-    c2: i32,
-    policy: u64,
-) {
-    asm!(
-        "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.L2::cache_hint [{d}], [{m}, {{{c0}, {c1}, {c2}}}], [{b}], {pol};",
-        d = in(reg32) dst, m = in(reg64) map, b = in(reg32) bar, c0 = in(reg32) c0, c1 = in(reg32) c1, c2 = in(reg32) c2, pol = in(reg64) policy,
-        options(nostack)
-    );
-}
-
-/// `load_3d_hint` issued only where `pred` holds, without a branch: a warp stays converged
-/// around it (a branch on the lane lets the optimiser duplicate the `.aligned` wgmma
-/// instructions after it into divergent paths).
+/// `load_3d` with the L2 eviction policy `policy` (`l2_policy`), issued only where `pred`
+/// holds, without a branch: a warp stays converged around it (a branch on the lane lets
+/// the optimiser duplicate the `.aligned` wgmma instructions after it into divergent
+/// paths).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub unsafe fn load_3d_hint_if(
