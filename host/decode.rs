@@ -12,10 +12,10 @@ use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    combine_smem_bytes, decode_smem_bytes, row_tile_for, COL_BLOCK, COMBINE_GROUP_THREADS,
-    COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_OUT_F32, PAGE_SIZE,
-    ROW_TILES, STACKED_SPLIT_MAX_ROWS, TILE_TOKENS,
+    combine_smem_bytes, decode_smem_bytes, kv_map_index, row_tile_for, COL_BLOCK,
+    COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V,
+    ERROR_LENGTH, ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_OUT_F32,
+    KV_BOX_TOKENS, PAGE_SIZE, ROW_TILES, STACKED_SPLIT_MAX_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -270,13 +270,14 @@ pub struct BufferLens {
     pub cache_h_kv: usize,
 }
 
-/// A paged KV cache `[num_blocks, 64, h_kv, 576]` on the device, with the TMA tensor map
-/// the kernel streams it through (encoded once, kept in device memory).
+/// A paged KV cache `[num_blocks, 64, h_kv, 576]` on the device, with the TMA tensor maps
+/// the kernels stream it through (encoded once, kept in device memory).
 pub struct KvCache<'a, T: KvElement> {
     data: &'a CudaSlice<T>,
     num_blocks: usize,
     h_kv: usize,
-    map: CudaSlice<u8>,
+    /// The tensor maps of `KV_BOX_TOKENS`, 128 bytes each.
+    maps: CudaSlice<u8>,
 }
 
 impl<'a, T: KvElement> KvCache<'a, T> {
@@ -294,19 +295,23 @@ impl<'a, T: KvElement> KvCache<'a, T> {
             Dtype::F16 => TmaDtype::F16,
         };
         let (ptr, _sync) = data.device_ptr(&gpu.stream);
-        let map: TensorMap = encode_tiled(
-            dtype,
-            ptr,
-            &[D_QK as u64, h_kv as u64, rows],
-            &[D_QK as u64 * 2, (h_kv * D_QK as usize * 2) as u64],
-            &[COL_BLOCK, 1, TILE_TOKENS],
-            Swizzle::B128,
-        )?;
+        // One map per box height the kernels load with (config::KV_BOX_TOKENS).
+        let mut maps = [TensorMap([0; 128]); KV_BOX_TOKENS.len()];
+        for (map, &box_tokens) in maps.iter_mut().zip(&KV_BOX_TOKENS) {
+            *map = encode_tiled(
+                dtype,
+                ptr,
+                &[D_QK as u64, h_kv as u64, rows],
+                &[D_QK as u64 * 2, (h_kv * D_QK as usize * 2) as u64],
+                &[COL_BLOCK, 1, box_tokens],
+                Swizzle::B128,
+            )?;
+        }
         Ok(KvCache {
             data,
             num_blocks,
             h_kv,
-            map: map.upload(gpu)?,
+            maps: TensorMap::upload_all(&maps, gpu)?,
         })
     }
     /// The argument checks of [`KvCache::new`], without a GPU: `h_kv ≥ 1`, `num_blocks` in
@@ -752,7 +757,8 @@ impl Decoder {
                 0
             };
 
-        let (mut map, _s0) = cache.map.device_ptr(stream);
+        let (maps, _s0) = cache.maps.device_ptr(stream);
+        let mut map = maps + 128 * kv_map_index(sched.rows_per_cta) as u64;
         let (mut q_ptr, _s1) = q.device_ptr(stream);
         let (mut bt, _s2) = block_table.device_ptr(stream);
         let (mut sl, _s3) = cache_seqlens.device_ptr(stream);

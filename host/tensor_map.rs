@@ -299,16 +299,18 @@ mod tests {
             Swizzle::B128
         )
         .is_ok());
-        // 3-D: [576, page_size, num_blocks].
-        assert!(validate_tiled(
-            TmaDtype::Bf16,
-            0x1000,
-            &[576, 64, 1024],
-            &[1152, 1152 * 64],
-            &[64, 64, 1],
-            Swizzle::B128
-        )
-        .is_ok());
+        // 3-D: [576, h_kv, rows], as the decoder encodes it, at every box height it loads.
+        for box_tokens in etap_kernel::config::KV_BOX_TOKENS {
+            assert!(validate_tiled(
+                TmaDtype::Bf16,
+                0x1000,
+                &[576, 2, rows],
+                &[1152, 1152 * 2],
+                &[64, 1, box_tokens],
+                Swizzle::B128
+            )
+            .is_ok());
+        }
     }
 
     #[test]

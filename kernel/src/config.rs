@@ -10,6 +10,31 @@ pub const D_V: u32 = 512;
 pub const PAGE_SIZE: u32 = 64;
 /// Tokens per KV tile: one page, the wgmma M of Sᵀ = K·Qᵀ.
 pub const TILE_TOKENS: u32 = 64;
+/// Tokens per TMA box of the KV loads, one tensor map each (all in one device buffer, 128
+/// bytes a map, in this order): whole tiles, and half tiles for the 16-row kernel. A tile is
+/// then two loads a column block; the 128-byte swizzle repeats every 8 rows, so the halves
+/// land exactly where one box would put them. H200, same runs, 16-row kernel against
+/// 64-token boxes: 1.4-2.7 % less time over the h_q 16 points of the bench on each of
+/// three cards (b 32, 64K: 590 -> 573 µs); with 32-row tiles a wash (up to 3 % faster to 8K,
+/// up to 4 % slower from 32K); 16-token boxes no better than 64; a block-major or
+/// token-major issue order the same.
+pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
+
+/// Index into [`KV_BOX_TOKENS`] (and the KV tensor maps) of the kernel for `rows_cta`
+/// query rows per CTA.
+pub const fn kv_map_index(rows_cta: u32) -> usize {
+    if rows_cta == ROW_TILES[0] {
+        1
+    } else {
+        0
+    }
+}
+
+/// Tokens per TMA box of the KV loads of the kernel for `rows_cta` query rows per CTA.
+pub const fn kv_box_tokens(rows_cta: u32) -> u32 {
+    KV_BOX_TOKENS[kv_map_index(rows_cta)]
+}
+
 /// Elements per swizzled column block (128 bytes of a 16-bit type): one TMA box width.
 pub const COL_BLOCK: u32 = 64;
 /// Column blocks of a K row (576 / 64).
@@ -332,6 +357,19 @@ mod tests {
             assert!(BLOCK_BYTES.is_multiple_of(1024));
         }
         assert_eq!(probe_smem_bytes(32, 2), 8192 + 2 * 32 * 128);
+    }
+
+    #[test]
+    fn kv_boxes_tile_the_pages() {
+        for rows in ROW_TILES {
+            let b = kv_box_tokens(rows);
+            assert!(TILE_TOKENS.is_multiple_of(b), "rows {rows}: box {b}");
+            // Each box starts on a 1024-byte swizzle atom (8 rows of 128 bytes).
+            assert!((b * 128).is_multiple_of(1024), "rows {rows}: box {b}");
+            assert!(b <= 256, "a TMA box extent is at most 256");
+        }
+        assert_eq!(kv_box_tokens(16), 32);
+        assert_eq!((kv_box_tokens(32), kv_box_tokens(64)), (64, 64));
     }
 
     #[test]

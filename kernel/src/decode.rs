@@ -121,7 +121,15 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
     if ids::warpgroup() == PRODUCER_WARPGROUP {
         regs::release_to_40();
         if ids::thread() == 0 {
-            produce(a, &part, head, base + lay.kv, full, empty);
+            produce(
+                a,
+                &part,
+                head,
+                base + lay.kv,
+                kv_box_tokens(rows_cta),
+                full,
+                empty,
+            );
         }
     } else {
         regs::claim_232();
@@ -155,13 +163,15 @@ pub unsafe fn enter(a: &DecodeArgs, init_barriers: impl FnOnce()) -> Option<Part
     Some(part)
 }
 
-/// Producer: streams every page of the partition through the stages, in order.
+/// Producer: streams every page of the partition through the stages, in order, in boxes of
+/// `box_tokens` tokens (the box of the tensor map the host passes for this kernel).
 #[inline(always)]
 unsafe fn produce(
     a: &DecodeArgs,
     part: &PartWork,
     head: u32,
     kv: u32,
+    box_tokens: u32,
     full: impl Fn(u32) -> u32,
     empty: impl Fn(u32) -> u32,
 ) {
@@ -185,8 +195,8 @@ unsafe fn produce(
         }
         let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
         for page in first..last {
-            // A page id outside the cache is reported and loaded as an all-out-of-bounds
-            // box (TMA fills it with zeros): nothing outside the cache is read.
+            // A page id outside the cache is reported and loaded as all-out-of-bounds
+            // boxes (TMA fills them with zeros): nothing outside the cache is read.
             let token0 = if next_id >= 0 && (next_id as u32) < a.num_blocks {
                 next_id * PAGE_SIZE as i32
             } else {
@@ -200,13 +210,25 @@ unsafe fn produce(
             mbarrier::wait(empty(s), phase ^ 1);
             mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
             for c in 0..K_BLOCKS {
-                let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES;
-                let (x, bar) = ((c * COL_BLOCK) as i32, full(s));
-                // No hint at all below the L2 size: an evict-normal one measured slower.
-                if evict_first {
-                    tma::load_3d_hint_if(true, dst, a.kv_map, bar, x, head as i32, token0, policy);
-                } else {
-                    tma::load_3d(dst, a.kv_map, bar, x, head as i32, token0);
+                for g in 0..TILE_TOKENS / box_tokens {
+                    let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES + g * box_tokens * 128;
+                    let (x, bar) = ((c * COL_BLOCK) as i32, full(s));
+                    let token = token0 + (g * box_tokens) as i32;
+                    // No hint at all below the L2 size: an evict-normal one measured slower.
+                    if evict_first {
+                        tma::load_3d_hint_if(
+                            true,
+                            dst,
+                            a.kv_map,
+                            bar,
+                            x,
+                            head as i32,
+                            token,
+                            policy,
+                        );
+                    } else {
+                        tma::load_3d(dst, a.kv_map, bar, x, head as i32, token);
+                    }
                 }
             }
             it += 1;
