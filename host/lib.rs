@@ -66,6 +66,7 @@ pub use tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 pub use timing::{GpuTimer, Graph};
 pub mod bench;
 pub mod check;
+pub mod compare;
 pub mod decode;
 pub mod probe;
 pub mod reference;

@@ -5,6 +5,7 @@
 #   dist/flashmla-etap       the release CLI
 #   dist/run-gpu-bundle.sh   the runner (a copy of scripts/run-gpu-bundle.sh)
 #   dist/sanitize.sh         compute-sanitizer over the fast GPU tests (scripts/sanitize.sh)
+#   dist/ab-bench.sh         A-B-B-A benchmark of two builds in one run (scripts/ab-bench.sh)
 #   dist/sanitizer/          only with ETAP_BUNDLE_SANITIZER=1: compute-sanitizer itself
 #                            (bin/ + lib/ of the nvidia-cuda-sanitizer-api-cu12 wheel, ~25 MB)
 #   dist/MANIFEST            commit and build facts
@@ -50,7 +51,8 @@ exe_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json
 cp "$exe_dir/flashmla-etap" dist/flashmla-etap
 cp scripts/run-gpu-bundle.sh dist/run-gpu-bundle.sh
 cp scripts/sanitize.sh dist/sanitize.sh
-chmod +x dist/run-gpu-bundle.sh dist/sanitize.sh dist/flashmla-etap dist/tests/*
+cp scripts/ab-bench.sh dist/ab-bench.sh
+chmod +x dist/run-gpu-bundle.sh dist/sanitize.sh dist/ab-bench.sh dist/flashmla-etap dist/tests/*
 rm -rf dist/sanitizer
 if [ "${ETAP_BUNDLE_SANITIZER:-0}" = 1 ]; then
     san=.tools/sanitizer/nvidia/cuda_sanitizer_api

@@ -34,6 +34,8 @@ enum Command {
     Check(demo::CheckArgs),
     /// Measure the cycles one wgmma takes at each N in the decode's operand layouts.
     Probe,
+    /// Compare `bench --json` reports of two builds point by point (A-B runs; no GPU needed).
+    Compare(flashmla_etap::compare::CompareArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => flashmla_etap::bench::main(cli.device, &args),
         Command::Check(args) => return demo::check(cli.device, &args),
         Command::Probe => flashmla_etap::probe::main(cli.device),
+        Command::Compare(args) => flashmla_etap::compare::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -367,7 +367,10 @@ mod tests {
             // Each box starts on a 1024-byte swizzle atom (8 rows of 128 bytes).
             assert!((b * 128).is_multiple_of(1024), "rows {rows}: box {b}");
             assert!(b <= 256, "a TMA box extent is at most 256");
-            assert!(kv_map_index(rows) < KV_BOX_TOKENS.len(), "rows {rows}: no such map");
+            assert!(
+                kv_map_index(rows) < KV_BOX_TOKENS.len(),
+                "rows {rows}: no such map"
+            );
         }
         assert_eq!(kv_box_tokens(16), 32);
         assert_eq!((kv_box_tokens(32), kv_box_tokens(64)), (64, 64));

@@ -1,0 +1,339 @@
+//! `flashmla-etap compare`: per-point A-B comparison of `bench --json` reports, without a
+//! GPU. The H200s of a device pool differ by a few percent from card to card, so a change
+//! is measured by alternating the two builds in one run (A-B-B-A) and comparing those
+//! reports: each side's time at a point is the geometric mean over its runs, and a point
+//! counts as moved only where the two sides' ranges of run times do not overlap.
+
+use crate::bench::{select, Filter, Point, Report};
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// Options of `flashmla-etap compare`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CompareArgs {
+    /// Reports (`bench --json`) of the base build; comma-separate or repeat for several runs.
+    #[arg(long, value_name = "PATH", value_delimiter = ',', required = true)]
+    pub base: Vec<PathBuf>,
+    /// Reports of the build under test, from the same run as the base's.
+    #[arg(long, value_name = "PATH", value_delimiter = ',', required = true)]
+    pub new: Vec<PathBuf>,
+    /// Keep only the points matching KEY=VALUE (as `bench --only`).
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+/// One point measured by every report of both sides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PointComparison {
+    /// The benchmark point.
+    pub point: Point,
+    /// Geometric mean of the base runs' µs.
+    pub base_us: f64,
+    /// Geometric mean of the new runs' µs.
+    pub new_us: f64,
+    /// `new_us / base_us`.
+    pub ratio: f64,
+    /// Where the new runs' range lies entirely below (`Less`) or above (`Greater`) the base
+    /// runs' range; `None` where they overlap or a side has a single run.
+    pub moved: Option<std::cmp::Ordering>,
+}
+
+/// The comparison of two sets of reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    /// Every point common to all reports, in the first base report's order.
+    pub points: Vec<PointComparison>,
+    /// Geometric mean of the per-point ratios (new / base).
+    pub geomean_ratio: f64,
+    /// Points of the first base report (after `--only`) missing from some report.
+    pub skipped: usize,
+}
+
+fn geomean(v: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x.ln(), n + 1));
+    (sum / n as f64).exp()
+}
+
+/// Compares `new` with `base` over the points (matching every filter) that all reports
+/// measured. Every report must come from the same GPU model and precision: anything else
+/// is an error naming the side (`--base` or `--new`) and the report.
+pub fn compare(base: &[Report], new: &[Report], filters: &[Filter]) -> Result<Comparison> {
+    let first = base
+        .first()
+        .ok_or_else(|| Error::invalid("--base", "needs at least one report"))?;
+    if new.is_empty() {
+        return Err(Error::invalid("--new", "needs at least one report"));
+    }
+    let sides = [("--base", base), ("--new", new)];
+    for (arg, reports) in sides {
+        for (i, r) in reports.iter().enumerate() {
+            if r.device != first.device || r.precision != first.precision {
+                return Err(Error::invalid(
+                    arg,
+                    format!(
+                        "report {} ran on {} with precision {:?}, the first --base report on {} with {:?}: compare runs of one card model and precision",
+                        i + 1,
+                        r.device,
+                        r.precision,
+                        first.device,
+                        first.precision
+                    ),
+                ));
+            }
+        }
+    }
+    let wanted = select(first.points.iter().map(|p| p.point).collect(), filters);
+    let times = |reports: &[Report], p: &Point| -> Option<Vec<f64>> {
+        reports
+            .iter()
+            .map(|r| r.points.iter().find(|q| q.point == *p).map(|q| q.us))
+            .collect()
+    };
+    let mut points = Vec::new();
+    for p in &wanted {
+        let (Some(b), Some(n)) = (times(base, p), times(new, p)) else {
+            continue;
+        };
+        let (base_us, new_us) = (geomean(b.iter().copied()), geomean(n.iter().copied()));
+        let range = |v: &[f64]| {
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            (lo, v.iter().copied().fold(lo, f64::max))
+        };
+        let ((b_lo, b_hi), (n_lo, n_hi)) = (range(&b), range(&n));
+        let moved = if b.len() < 2 || n.len() < 2 {
+            None
+        } else if n_hi < b_lo {
+            Some(std::cmp::Ordering::Less)
+        } else if n_lo > b_hi {
+            Some(std::cmp::Ordering::Greater)
+        } else {
+            None
+        };
+        points.push(PointComparison {
+            point: *p,
+            base_us,
+            new_us,
+            ratio: new_us / base_us,
+            moved,
+        });
+    }
+    if points.is_empty() {
+        return Err(Error::invalid(
+            "--only",
+            "no point is measured by every report (and matches the filters)",
+        ));
+    }
+    Ok(Comparison {
+        geomean_ratio: geomean(points.iter().map(|c| c.ratio)),
+        skipped: wanted.len() - points.len(),
+        points,
+    })
+}
+
+fn load(arg: &'static str, path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::invalid(arg, format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::invalid(
+            arg,
+            format!("{} is not a bench --json report: {e}", path.display()),
+        )
+    })
+}
+
+/// Runs `flashmla-etap compare`: prints every common point (base and new µs, their ratio,
+/// whether it moved beyond the runs' spread) and the geometric-mean ratio.
+pub fn main(args: &CompareArgs) -> Result<()> {
+    let filters = args
+        .only
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Filter::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let base = args
+        .base
+        .iter()
+        .map(|p| load("--base", p))
+        .collect::<Result<Vec<_>>>()?;
+    let new = args
+        .new
+        .iter()
+        .map(|p| load("--new", p))
+        .collect::<Result<Vec<_>>>()?;
+    let c = compare(&base, &new, &filters)?;
+    let commits = |r: &[Report]| {
+        r.iter()
+            .map(|r| r.git_commit.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{}, precision {}: base {} run(s) of {}; new {} run(s) of {}",
+        base[0].device,
+        base[0].precision,
+        base.len(),
+        commits(&base),
+        new.len(),
+        commits(&new)
+    );
+    println!(
+        "{:>30} | {:>9} {:>9} | {:>6}",
+        "point", "base µs", "new µs", "ratio"
+    );
+    for p in &c.points {
+        let note = match p.moved {
+            Some(std::cmp::Ordering::Less) => "  faster",
+            Some(std::cmp::Ordering::Greater) => "  slower",
+            _ => "",
+        };
+        println!(
+            "{:>30} | {:>9.1} {:>9.1} | {:>6.3}{note}",
+            p.point.label(),
+            p.base_us,
+            p.new_us,
+            p.ratio
+        );
+    }
+    let count = |o| c.points.iter().filter(|p| p.moved == Some(o)).count();
+    println!(
+        "geometric-mean ratio new/base {:.4} over {} points; outside the runs' spread: {} faster, {} slower{}",
+        c.geomean_ratio,
+        c.points.len(),
+        count(std::cmp::Ordering::Less),
+        count(std::cmp::Ordering::Greater),
+        if c.skipped > 0 {
+            format!("; {} points not in every report", c.skipped)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::PointResult;
+    use std::cmp::Ordering::{Greater, Less};
+
+    fn report(precision: &str, times: &[(Point, f64)]) -> Report {
+        Report {
+            tool: "flashmla-etap bench".into(),
+            version: "0".into(),
+            git_commit: "abc".into(),
+            timestamp: String::new(),
+            device: "NVIDIA H200".into(),
+            driver_version: "13.0".into(),
+            sm_count: 132,
+            copy_gbps: None,
+            anchors_card: None,
+            peers: vec![],
+            method: String::new(),
+            precision: precision.into(),
+            points: times
+                .iter()
+                .map(|&(p, us)| PointResult::new(p, &p.lengths(), &[us * 20e-3], None, None))
+                .collect(),
+        }
+    }
+
+    const A: Point = Point::new(16, 1, 16, 512);
+    const B: Point = Point::new(16, 1, 32, 512);
+    const C: Point = Point::new(32, 1, 16, 512);
+
+    #[test]
+    fn ratios_geomean_and_moves() {
+        let base = [
+            report("Fast", &[(A, 10.0), (B, 20.0), (C, 30.0)]),
+            report("Fast", &[(A, 10.4), (B, 21.0), (C, 30.0)]),
+        ];
+        let new = [
+            report("Fast", &[(A, 9.0), (B, 20.5), (C, 33.0)]),
+            report("Fast", &[(A, 9.2), (B, 19.0), (C, 32.0)]),
+        ];
+        let c = compare(&base, &new, &[]).unwrap();
+        assert_eq!(c.points.len(), 3);
+        assert!((c.points[0].base_us - (10.0f64 * 10.4).sqrt()).abs() < 1e-9);
+        assert!((c.points[0].new_us - (9.0f64 * 9.2).sqrt()).abs() < 1e-9);
+        let moves: Vec<_> = c.points.iter().map(|p| p.moved).collect();
+        assert_eq!(moves, [Some(Less), None, Some(Greater)]);
+        let want = (c.points[0].ratio * c.points[1].ratio * c.points[2].ratio).cbrt();
+        assert!((c.geomean_ratio - want).abs() < 1e-12);
+        assert_eq!(c.skipped, 0);
+        // One run a side: ratios, but no point is called moved.
+        let one = compare(&base[..1], &new[..1], &[]).unwrap();
+        assert!(one.points.iter().all(|p| p.moved.is_none()));
+        assert!((one.points[0].ratio - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn only_points_every_report_measured_and_matching_the_filters() {
+        let base = [report("Fast", &[(A, 10.0), (B, 20.0), (C, 30.0)])];
+        let new = [report("Fast", &[(C, 27.0), (A, 11.0)])];
+        let c = compare(&base, &new, &[]).unwrap();
+        let pts: Vec<_> = c.points.iter().map(|p| p.point).collect();
+        assert_eq!(pts, [A, C]);
+        assert_eq!(c.skipped, 1);
+        let f = [Filter::parse("b=32").unwrap()];
+        let c = compare(&base, &new, &f).unwrap();
+        assert_eq!(c.points.len(), 1);
+        assert!((c.points[0].ratio - 0.9).abs() < 1e-9);
+        let none = [Filter::parse("h_q=128").unwrap()];
+        assert!(matches!(
+            compare(&base, &new, &none),
+            Err(Error::InvalidArgument { arg: "--only", .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_mixed_precisions_cards_and_empty_sides() {
+        let fast = report("Fast", &[(A, 10.0)]);
+        let accurate = report("Accurate", &[(A, 12.0)]);
+        let err = compare(std::slice::from_ref(&fast), &[accurate], &[]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { arg: "--new", .. }));
+        let mut h100 = report("Fast", &[(A, 10.0)]);
+        h100.device = "NVIDIA H100 80GB HBM3".into();
+        let err = compare(&[fast.clone(), h100], std::slice::from_ref(&fast), &[]).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { arg: "--base", .. }));
+        assert!(matches!(
+            compare(&[], std::slice::from_ref(&fast), &[]),
+            Err(Error::InvalidArgument { arg: "--base", .. })
+        ));
+        assert!(matches!(
+            compare(std::slice::from_ref(&fast), &[], &[]),
+            Err(Error::InvalidArgument { arg: "--new", .. })
+        ));
+    }
+
+    #[test]
+    fn a_shipped_results_file_compared_with_itself() {
+        // Embedded: test binaries also run on GPU machines without the repository.
+        let r: Report =
+            serde_json::from_str(include_str!("../bench/results/h200_fast.json")).unwrap();
+        let c = compare(std::slice::from_ref(&r), std::slice::from_ref(&r), &[]).unwrap();
+        assert_eq!((c.points.len(), c.skipped), (r.points.len(), 0));
+        assert!(c.points.iter().all(|p| p.ratio == 1.0));
+        assert_eq!(c.geomean_ratio, 1.0);
+    }
+
+    #[test]
+    fn reads_the_reports_the_bench_writes() {
+        let dir = std::env::temp_dir().join(format!("etap-compare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("base.json");
+        let r = report("Fast", &[(A, 10.0)]);
+        std::fs::write(&path, serde_json::to_string(&r).unwrap()).unwrap();
+        let back = load("--base", &path).unwrap();
+        assert_eq!(back.points, r.points);
+        std::fs::write(&path, "{}").unwrap();
+        assert!(matches!(
+            load("--base", &path),
+            Err(Error::InvalidArgument { arg: "--base", .. })
+        ));
+        assert!(matches!(
+            load("--new", &dir.join("missing.json")),
+            Err(Error::InvalidArgument { arg: "--new", .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
