@@ -276,7 +276,7 @@ pub struct KvCache<'a, T: KvElement> {
     data: &'a CudaSlice<T>,
     num_blocks: usize,
     h_kv: usize,
-    /// The tensor maps of `KV_BOX_TOKENS`, 128 bytes each.
+    /// The tensor maps of `KV_BOX_TOKENS`, one after the other.
     maps: CudaSlice<u8>,
 }
 
@@ -758,7 +758,8 @@ impl Decoder {
             };
 
         let (maps, _s0) = cache.maps.device_ptr(stream);
-        let mut map = maps + 128 * kv_map_index(sched.rows_per_cta) as u64;
+        let map_bytes = std::mem::size_of::<TensorMap>() as u64;
+        let mut map = maps + map_bytes * kv_map_index(sched.rows_per_cta) as u64;
         let (mut q_ptr, _s1) = q.device_ptr(stream);
         let (mut bt, _s2) = block_table.device_ptr(stream);
         let (mut sl, _s3) = cache_seqlens.device_ptr(stream);

@@ -211,9 +211,11 @@ unsafe fn produce(
             mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
             for c in 0..K_BLOCKS {
                 for g in 0..TILE_TOKENS / box_tokens {
-                    let dst = kv + s * TILE_BYTES + c * BLOCK_BYTES + g * box_tokens * 128;
+                    let row0 = g * box_tokens;
+                    let dst =
+                        kv + s * TILE_BYTES + c * BLOCK_BYTES + row0 * (BLOCK_BYTES / TILE_TOKENS);
                     let (x, bar) = ((c * COL_BLOCK) as i32, full(s));
-                    let token = token0 + (g * box_tokens) as i32;
+                    let token = token0 + row0 as i32;
                     // No hint at all below the L2 size: an evict-normal one measured slower.
                     if evict_first {
                         tma::load_3d_hint_if(
