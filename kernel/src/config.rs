@@ -14,10 +14,10 @@ pub const TILE_TOKENS: u32 = 64;
 /// bytes a map, in this order): whole tiles, and half tiles for the 16-row kernel. A tile is
 /// then two loads a column block; the 128-byte swizzle repeats every 8 rows, so the halves
 /// land exactly where one box would put them. H200, same runs, 16-row kernel against
-/// 64-token boxes: 1.2-2.7 % less time over the h_q 16 points of the bench on each of four
+/// 64-token boxes: 1.3-2.7 % less time over the h_q 16 points of the bench on each of three
 /// cards, most at 1K-4K; with 32-row tiles a wash (up to 3 % faster to 8K, up to 4 % slower
-/// from 32K), with the seesaw kernels 2-5 % slower; 16-token boxes no better than 64 for
-/// the 16-row kernel; a block-major or token-major issue order the same.
+/// from 32K), with the seesaw kernels 2-5 % slower; 16-token boxes mixed (0.988 and 1.003
+/// of the time on two cards); a block-major or token-major issue order the same.
 pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
 
 /// Index into [`KV_BOX_TOKENS`] (and the KV tensor maps) of the kernel for `rows_cta`
