@@ -8,6 +8,10 @@
 #   dist/ab-bench.sh         A-B-B-A benchmark of two builds in one run (scripts/ab-bench.sh)
 #   dist/sanitizer/          only with ETAP_BUNDLE_SANITIZER=1: compute-sanitizer itself
 #                            (bin/ + lib/ of the nvidia-cuda-sanitizer-api-cu12 wheel, ~25 MB)
+#   dist/exp/<ref>/          only with ETAP_BUNDLE_REFS="ref ...": the CLI and the
+#                            gpu_decode / gpu_stress harnesses built from each git ref (a
+#                            branch to A-B against this checkout with dist/ab-bench.sh;
+#                            built in a worktree under target/bundle-refs/)
 #   dist/MANIFEST            commit and build facts
 # The GPU machine has no Rust toolchain; the binaries load libcuda dynamically.
 set -euo pipefail
@@ -65,12 +69,53 @@ if [ "${ETAP_BUNDLE_SANITIZER:-0}" = 1 ]; then
     chmod +x dist/sanitizer/bin/compute-sanitizer
 fi
 
+rm -rf dist/exp
+for ref in ${ETAP_BUNDLE_REFS:-}; do
+    name="$(echo "$ref" | sed 's#[^A-Za-z0-9._-]#_#g')"
+    work="target/bundle-refs/$name"
+    commit="$(git rev-parse --verify "$ref^{commit}")"
+    git worktree remove --force "$work/src" 2>/dev/null || rm -rf "$work/src"
+    git worktree prune
+    git worktree add --force --detach "$work/src" "$commit" >/dev/null
+    if [ ! -d "$work/target/release" ]; then
+        # Seeded with this checkout's build: the dependencies need not be compiled again.
+        mkdir -p "$work/target"
+        cp -r "$exe_dir" "$work/target/release"
+    fi
+    mkdir -p "dist/exp/$name/tests"
+    (
+        # The ref's build uses this checkout's ptxas (scripts/setup.sh installed it here).
+        local_ptxas="$PWD/.tools/nvcc/nvidia/cuda_nvcc/bin/ptxas"
+        if [ -z "${ETAP_PTXAS:-}" ] && [ -x "$local_ptxas" ]; then
+            export ETAP_PTXAS="$local_ptxas"
+        fi
+        cd "$work/src"
+        export CARGO_TARGET_DIR="$PWD/../target"
+        cargo build --release --bin flashmla-etap
+        cargo test --release --no-run --message-format=json --test gpu_decode --test gpu_stress >../tests.json
+    )
+    cp "$work/target/release/flashmla-etap" "dist/exp/$name/flashmla-etap"
+    python3 - "$work/tests.json" "dist/exp/$name/tests" <<'PY'
+import json, shutil, sys
+for line in open(sys.argv[1]):
+    if line.startswith("{"):
+        m = json.loads(line)
+        if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+            shutil.copy2(m["executable"], f"{sys.argv[2]}/{m['target']['name']}")
+PY
+    echo "$ref: $commit" >"dist/exp/$name/COMMIT"
+    echo "dist/exp/$name/ <- $ref ($commit)"
+done
+
 {
     echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
     echo "rustc: $(rustc --version)"
     glibc="$(objdump -T dist/flashmla-etap dist/tests/* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -n 1 || true)"
     echo "newest glibc symbol needed: ${glibc:-unknown}"
+    for ref in ${ETAP_BUNDLE_REFS:-}; do
+        echo "also built: $ref = $(git rev-parse --verify "$ref^{commit}") (dist/exp/)"
+    done
 } >dist/MANIFEST
 cat dist/MANIFEST
 du -sh dist
