@@ -242,6 +242,14 @@ impl Filter {
     }
 }
 
+/// Parses the `--only` arguments (blank ones ignored).
+pub fn parse_filters(only: &[String]) -> Result<Vec<Filter>> {
+    only.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Filter::parse(s))
+        .collect()
+}
+
 /// The points of `base` that satisfy every filter.
 pub fn select(base: Vec<Point>, filters: &[Filter]) -> Vec<Point> {
     base.into_iter()
@@ -1170,12 +1178,7 @@ pub struct BenchArgs {
 
 /// Runs `flashmla-etap bench` on device `ordinal`.
 pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
-    let filters = args
-        .only
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| Filter::parse(s))
-        .collect::<Result<Vec<_>>>()?;
+    let filters = parse_filters(&args.only)?;
     let base = if args.quick {
         quick_points()
     } else {

@@ -4,7 +4,7 @@
 //! reports: each side's time at a point is the geometric mean over its runs, and a point
 //! counts as moved only where the two sides' ranges of run times do not overlap.
 
-use crate::bench::{select, Filter, Point, Report};
+use crate::bench::{parse_filters, select, Filter, Point, Report};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -144,12 +144,7 @@ fn load(arg: &'static str, path: &Path) -> Result<Report> {
 /// Runs `flashmla-etap compare`: prints every common point (base and new µs, their ratio,
 /// whether it moved beyond the runs' spread) and the geometric-mean ratio.
 pub fn main(args: &CompareArgs) -> Result<()> {
-    let filters = args
-        .only
-        .iter()
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| Filter::parse(s))
-        .collect::<Result<Vec<_>>>()?;
+    let filters = parse_filters(&args.only)?;
     let base = args
         .base
         .iter()
