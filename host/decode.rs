@@ -14,8 +14,8 @@ use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, Device
 use etap_kernel::config::{
     combine_smem_bytes, decode_smem_bytes, kv_map_index, row_tile_for, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V,
-    ERROR_LENGTH, ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_OUT_F32,
-    KV_BOX_TOKENS, PAGE_SIZE, ROW_TILES, STACKED_SPLIT_MAX_ROWS,
+    ERROR_LENGTH, ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES,
+    FLAG_OUT_F32, KV_BOX_TOKENS, PAGE_SIZE, ROW_TILES, STACKED_SPLIT_MAX_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -454,6 +454,7 @@ impl DecodePlan {
             row_chunks,
             max_splits,
             kv_bytes: total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64,
+            total_pages,
         })
     }
     /// The checked API's block-table check: every *used* entry (pages
@@ -515,6 +516,8 @@ pub struct Schedule {
     pub max_splits: u32,
     /// Bytes of KV cache one call reads (every used page, all KV heads).
     pub kv_bytes: u64,
+    /// Pages of the plan (all requests, one KV head).
+    pub total_pages: u64,
 }
 
 impl Schedule {
@@ -524,6 +527,12 @@ impl Schedule {
     /// stays in L2 for the next call over it.
     pub fn kv_evict_first(&self, l2_bytes: u64) -> bool {
         self.kv_bytes > l2_bytes
+    }
+    /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
+    /// with: `config::kv_map_index` at this plan's pages per CTA.
+    pub fn kv_map_index(&self) -> usize {
+        let share = self.total_pages.div_ceil(self.num_parts.max(1) as u64);
+        kv_map_index(self.rows_per_cta, share)
     }
 }
 
@@ -755,11 +764,16 @@ impl Decoder {
                 FLAG_KV_EVICT_FIRST
             } else {
                 0
+            }
+            | if sched.kv_map_index() == 1 {
+                FLAG_KV_HALF_BOXES
+            } else {
+                0
             };
 
         let (maps, _s0) = cache.maps.device_ptr(stream);
         let map_bytes = std::mem::size_of::<TensorMap>() as u64;
-        let mut map = maps + map_bytes * kv_map_index(sched.rows_per_cta) as u64;
+        let mut map = maps + map_bytes * sched.kv_map_index() as u64;
         let (mut q_ptr, _s1) = q.device_ptr(stream);
         let (mut bt, _s2) = block_table.device_ptr(stream);
         let (mut sl, _s3) = cache_seqlens.device_ptr(stream);
@@ -895,5 +909,22 @@ mod tests {
         assert!(schedule(16, 2, 2048).kv_evict_first(l2));
         // A partial last page is read whole.
         assert_eq!(schedule(1, 1, 65).kv_bytes, 2 * 64 * 576 * 2);
+    }
+
+    #[test]
+    fn half_boxes_for_16_rows_and_for_32_rows_on_short_shares() {
+        let schedule = |batch: usize, h_q: usize, len: i32| {
+            let config = DecodeConfig::new(batch, h_q, 1024).precision(Precision::Fast);
+            DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
+        };
+        // h_q 16 (16-row tiles): always.
+        assert_eq!(schedule(16, 16, 65536).kv_map_index(), 1);
+        // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 31 each.
+        let (short, long) = (schedule(16, 32, 8192), schedule(16, 32, 16384));
+        assert_eq!((short.rows_per_cta, short.total_pages), (32, 2048));
+        assert_eq!((short.kv_map_index(), long.kv_map_index()), (1, 0));
+        // h_q 128 on 64-row tiles (the seesaw kernel): never.
+        let seesaw = schedule(32, 128, 8192);
+        assert_eq!((seesaw.rows_per_cta, seesaw.kv_map_index()), (64, 0));
     }
 }

@@ -20,19 +20,22 @@ pub const TILE_TOKENS: u32 = 64;
 /// of the time on two cards); a block-major or token-major issue order the same.
 pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
 
-/// Index into [`KV_BOX_TOKENS`] (and the KV tensor maps) of the kernel for `rows_cta`
-/// query rows per CTA.
-pub const fn kv_map_index(rows_cta: u32) -> usize {
-    if rows_cta == ROW_TILES[0] {
+/// Pages per CTA up to which the 32-row kernel also loads 32-token boxes. H200, two cards:
+/// 2-3 % faster at b 16, 1K-8K and b 32, 2K-4K (up to 16 pages a CTA), slower from 32K at
+/// b 16 and 16K at b 32 (31-62 pages a CTA).
+pub const HALF_BOX_MAX_SHARE_32_ROWS: u64 = 16;
+
+/// Index into [`KV_BOX_TOKENS`] (and the KV tensor maps) for the kernel of `rows_cta` query
+/// rows per CTA when each CTA reads about `share_pages` pages: half boxes for the 16-row
+/// kernel always, for the 32-row one on short shares, whole tiles otherwise.
+pub const fn kv_map_index(rows_cta: u32, share_pages: u64) -> usize {
+    if rows_cta == ROW_TILES[0]
+        || (rows_cta == ROW_TILES[1] && share_pages <= HALF_BOX_MAX_SHARE_32_ROWS)
+    {
         1
     } else {
         0
     }
-}
-
-/// Tokens per TMA box of the KV loads of the kernel for `rows_cta` query rows per CTA.
-pub const fn kv_box_tokens(rows_cta: u32) -> u32 {
-    KV_BOX_TOKENS[kv_map_index(rows_cta)]
 }
 
 /// Elements per swizzled column block (128 bytes of a 16-bit type): one TMA box width.
@@ -120,6 +123,9 @@ pub const ERROR_WORDS: usize = 2;
 pub const FLAG_CAUSAL: u32 = 1;
 /// Write `out` as f32 instead of the input dtype.
 pub const FLAG_OUT_F32: u32 = 2;
+/// The KV tensor map passed has half-tile boxes (`KV_BOX_TOKENS[1]`, see `kv_map_index`):
+/// the transposed kernel's producer then issues two loads a column block.
+pub const FLAG_KV_HALF_BOXES: u32 = 8;
 /// Load the KV cache with an L2 evict-first hint: set by the host when the call reads more
 /// KV than the L2 holds (H200: up to 8 % faster at h_q 32, 2K-8K; likely because the
 /// streamed KV then leaves the split-KV partial results in L2 for the combine). Below that
@@ -361,19 +367,22 @@ mod tests {
 
     #[test]
     fn kv_boxes_tile_the_pages() {
-        for rows in ROW_TILES {
-            let b = kv_box_tokens(rows);
-            assert!(TILE_TOKENS.is_multiple_of(b), "rows {rows}: box {b}");
+        for b in KV_BOX_TOKENS {
+            assert!(TILE_TOKENS.is_multiple_of(b), "box {b}");
             // Each box starts on a 1024-byte swizzle atom (8 rows of 128 bytes).
-            assert!((b * 128).is_multiple_of(1024), "rows {rows}: box {b}");
+            assert!((b * 128).is_multiple_of(1024), "box {b}");
             assert!(b <= 256, "a TMA box extent is at most 256");
-            assert!(
-                kv_map_index(rows) < KV_BOX_TOKENS.len(),
-                "rows {rows}: no such map"
-            );
         }
-        assert_eq!(kv_box_tokens(16), 32);
-        assert_eq!((kv_box_tokens(32), kv_box_tokens(64)), (64, 64));
+        assert_eq!(KV_BOX_TOKENS, [64, 32]);
+        for share in [1, 16, 17, 1000] {
+            assert_eq!(
+                kv_map_index(16, share),
+                1,
+                "the 16-row kernel: always half boxes"
+            );
+            assert_eq!(kv_map_index(64, share), 0, "the seesaw kernels: never");
+            assert_eq!(kv_map_index(32, share), (share <= 16) as usize);
+        }
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
                 &part,
                 head,
                 base + lay.kv,
-                kv_box_tokens(rows_cta),
+                KV_BOX_TOKENS[(a.flags & FLAG_KV_HALF_BOXES != 0) as usize],
                 full,
                 empty,
             );
@@ -164,7 +164,7 @@ pub unsafe fn enter(a: &DecodeArgs, init_barriers: impl FnOnce()) -> Option<Part
 }
 
 /// Producer: streams every page of the partition through the stages, in order, in boxes of
-/// `box_tokens` tokens (the box of the tensor map the host passes for this kernel).
+/// `box_tokens` tokens (the box of the tensor map the host passes, `FLAG_KV_HALF_BOXES`).
 #[inline(always)]
 unsafe fn produce(
     a: &DecodeArgs,
