@@ -208,6 +208,9 @@ pub struct SeesawSmem {
     pub scale: u32,
     /// Row sums per warpgroup at the end of a piece (2 × 64 f32).
     pub l: u32,
+    /// Per consumer warp (8 × u32): whether its warpgroup's last softmax moved any of the
+    /// warp's 16 rows' running max, i.e. whether their rescale factors are not all 1.
+    pub moved: u32,
     /// mbarriers: per stage, one per column block.
     pub bars: u32,
     /// Total bytes to request.
@@ -223,7 +226,8 @@ impl SeesawSmem {
         let m = p_lo + BLOCK_BYTES;
         let scale = m + SEESAW_ROWS * 4;
         let l = scale + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
-        let bars = l + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
+        let moved = l + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
+        let bars = moved + CONSUMER_WARPS * 4;
         let bytes = bars + STAGES * K_BLOCKS * 8;
         SeesawSmem {
             q,
@@ -232,6 +236,7 @@ impl SeesawSmem {
             m,
             scale,
             l,
+            moved,
             bars,
             bytes,
         }

@@ -25,6 +25,13 @@
 //! the pair runs in FlashMLA's order instead (`fast_pair_wg0`): warpgroup 1's softmax
 //! first, and warpgroup 0 stores P_a scaled by s_b.
 //!
+//! As in the transposed kernel, a row's running max moves only where a tile's score passes
+//! it by more than `SOFTMAX_SLACK` (P ≤ 2^8), so after a piece's first tiles the factors
+//! are almost always exactly 1: each softmax ends with a warp vote on whether any of the
+//! warp's 16 rows moved, published beside the factors (warp w of either warpgroup holds the
+//! same rows), and O's 128-multiply rescales are skipped where none did (a branch uniform
+//! over the warp; no barrier).
+//!
 //! A stage's halves are reloaded by the warpgroup that reads them last
 //! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
 //! own mbarrier, so the next pair's KV streams in under this pair's products and S starts
@@ -98,6 +105,7 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
         wg,
         t,
         lane,
+        warp: warp_id,
         rows: [16 * warp_id + lane / 4, 16 * warp_id + lane / 4 + 8],
         row0: chunk * SEESAW_ROWS,
         heads_per_kv: a.h_q / a.h_kv,
@@ -119,6 +127,8 @@ struct Cta<'a> {
     /// Thread within the warpgroup.
     t: u32,
     lane: u32,
+    /// Warp within the warpgroup: its lanes hold rows 16·warp to 16·warp + 15.
+    warp: u32,
     /// This thread's two accumulator rows (within the CTA's 64).
     rows: [u32; 2],
     /// First query row (of the KV head's s_q·h_q/h_kv) of the CTA.
@@ -186,6 +196,16 @@ impl Cta<'_> {
     /// Rescale factor of warpgroup `wg`'s last tile for CTA row `row`.
     fn scale_at(&self, wg: u32, row: u32) -> u32 {
         self.base + self.lay.scale + 4 * (wg * SEESAW_ROWS + row)
+    }
+    /// Whether warpgroup `wg`'s last softmax moved the running max of one of this warp's
+    /// rows (a warp-uniform flag: all of the warp's lanes store the same value).
+    fn moved_at(&self, wg: u32) -> u32 {
+        self.base + self.lay.moved + 4 * (wg * (CONSUMER_WARPS / CONSUMER_WARPGROUPS) + self.warp)
+    }
+    /// Reads warpgroup `wg`'s flag for this warp's rows (once a barrier has published its
+    /// last softmax).
+    unsafe fn moved(&self, wg: u32) -> bool {
+        smem::ld_u32(self.moved_at(wg)) != 0
     }
     /// Warpgroup `wg`'s row sum of CTA row `row` at the end of a piece.
     fn l_at(&self, wg: u32, row: u32) -> u32 {
@@ -261,8 +281,17 @@ impl Cta<'_> {
 
     /// The online-softmax step of tile `tile` on this warpgroup's S: keys past a row's
     /// limit masked, row maxima (the 4 lanes of a row), the running max raised from
-    /// `m_old`, S turned into P = 2^(s·scale·log2e − m).
-    fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
+    /// `m_old` where the tile passes it by more than `SOFTMAX_SLACK` (P ≤ 2^8, as in the
+    /// transposed kernel), S turned into P = 2^(s·scale·log2e − m), and a vote of the
+    /// warp on whether any of its rows' max moved: after a piece's first tiles it rarely
+    /// does, and O's rescale by factors of 1 is then skipped.
+    unsafe fn softmax(
+        &self,
+        st: &mut Scores,
+        pc: &Piece,
+        tile: u32,
+        m_old: [f32; 2],
+    ) -> SoftmaxStep {
         let tok0 = (pc.first + tile) * PAGE_SIZE;
         if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
             for (i, x) in st.iter_mut().enumerate() {
@@ -276,6 +305,7 @@ impl Cta<'_> {
             m: [0.0; 2],
             scale: [0.0; 2],
             sum: [0.0; 2],
+            moved: false,
         };
         for h in 0..2 {
             let mut mx = f32::NEG_INFINITY;
@@ -284,7 +314,12 @@ impl Cta<'_> {
             }
             mx = mx.max(warp::shfl_xor(mx, 1));
             mx = mx.max(warp::shfl_xor(mx, 2));
-            let m_new = m_old[h].max(mx * self.scale_log2);
+            let mx = mx * self.scale_log2;
+            let m_new = if mx > m_old[h] + SOFTMAX_SLACK {
+                mx
+            } else {
+                m_old[h]
+            };
             // A row that has seen no key yet keeps max -inf: use 0 as its offset.
             let m_use = if m_new == f32::NEG_INFINITY {
                 0.0
@@ -300,9 +335,15 @@ impl Cta<'_> {
                 }
             }
             out.m[h] = m_new;
-            out.scale[h] = math::exp2(m_old[h] - m_use);
+            out.scale[h] = if m_new == m_old[h] {
+                1.0
+            } else {
+                math::exp2(m_old[h] - m_use)
+            };
             out.sum[h] = sum;
         }
+        let moved = out.scale[0] != 1.0 || out.scale[1] != 1.0;
+        out.moved = warp::any(moved);
         out
     }
 
@@ -314,14 +355,17 @@ impl Cta<'_> {
         ]
     }
 
-    /// Publishes the running max and this warpgroup's rescale factor of its rows.
-    unsafe fn publish(&self, m: [f32; 2], scale: [f32; 2]) {
-        // The four lanes of a row hold the same values and all store them: no branch on
-        // the lane ahead of the wgmma (see `tma::load_3d_hint_if`).
+    /// Publishes the running max, this warpgroup's rescale factor of its rows and whether
+    /// any of them moved.
+    unsafe fn publish(&self, step: &SoftmaxStep) {
+        // The four lanes of a row hold the same values and all store them (and every
+        // thread the same flag): no branch on the lane ahead of the wgmma (see
+        // `tma::load_3d_hint_if`).
         for h in 0..2 {
-            smem::st_f32(self.m_at(self.rows[h]), m[h]);
-            smem::st_f32(self.scale_at(self.wg, self.rows[h]), scale[h]);
+            smem::st_f32(self.m_at(self.rows[h]), step.m[h]);
+            smem::st_f32(self.scale_at(self.wg, self.rows[h]), step.scale[h]);
         }
+        smem::st_u32(self.moved_at(self.wg), step.moved as u32);
     }
 }
 
@@ -333,6 +377,8 @@ struct SoftmaxStep {
     scale: [f32; 2],
     /// This thread's part of the row sums of P.
     sum: [f32; 2],
+    /// Whether any of the warp's rows moved its max (the same in all its lanes).
+    moved: bool,
 }
 
 /// P (f32, in place of S) times a per-row factor, rounded to `T` as the A fragment; with
@@ -368,11 +414,15 @@ unsafe fn store_fragment(p: &PFragment, buf: u32, t: u32) {
     }
 }
 
-/// O rows scaled by this thread's two row factors.
+/// O rows scaled by this thread's two row factors, where a max moved: `moved` is uniform
+/// over the warp (a vote or a published flag), so the branch around the 128 multiplies is
+/// too.
 #[inline(always)]
-fn rescale(o: &mut OutHalf, f: [f32; 2]) {
-    for (i, v) in o.iter_mut().enumerate() {
-        *v *= f[(i / 2) % 2];
+fn rescale(o: &mut OutHalf, f: [f32; 2], moved: bool) {
+    if moved {
+        for (i, v) in o.iter_mut().enumerate() {
+            *v *= f[(i / 2) % 2];
+        }
     }
 }
 
@@ -462,18 +512,18 @@ impl State {
     #[inline(always)]
     unsafe fn softmax_rescaled(&mut self, c: &Cta, pc: &Piece, tile: u32) {
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let SoftmaxStep { m, scale, sum } = c.softmax(&mut self.st, pc, tile, m_old);
-        c.publish(m, scale);
-        rescale(&mut self.o, scale);
+        let step = c.softmax(&mut self.st, pc, tile, m_old);
+        c.publish(&step);
+        rescale(&mut self.o, step.scale, step.moved);
         for h in 0..2 {
-            self.l[h] = self.l[h] * scale[h] + sum[h];
+            self.l[h] = self.l[h] * step.scale[h] + step.sum[h];
         }
     }
 
-    /// O and the row sums rescaled by this thread's two row factors (after a max moved).
+    /// O and the row sums rescaled by this thread's two row factors (O only if `moved`).
     #[inline(always)]
-    fn rescale(&mut self, f: [f32; 2]) {
-        rescale(&mut self.o, f);
+    fn rescale(&mut self, f: [f32; 2], moved: bool) {
+        rescale(&mut self.o, f, moved);
         for h in 0..2 {
             self.l[h] *= f[h];
         }
@@ -732,7 +782,7 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
         } else {
             c.zero_tail_v(pc, ta + 1);
         }
-        s.rescale(scale_b);
+        s.rescale(scale_b, c.moved(1));
         issue_pv_other::<T, true>(&mut s.o, c.p_buf(1), c.p_lo_buf(), c.v_half(1));
         wgmma::commit();
     }
@@ -764,7 +814,7 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
     // O_R = O_R·scale_a + P_a·V_aR, with P_a from warpgroup 0.
     barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
     let scale_a = c.rows_f32(|row| c.scale_at(0, row));
-    s.rescale(scale_a);
+    s.rescale(scale_a, c.moved(0));
     if !B {
         c.zero_tail_v(pc, ta);
     }
@@ -774,14 +824,10 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
     if B {
         // Softmax of S_b (against warpgroup 0's max of S_a) while that runs.
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let SoftmaxStep {
-            m: m_new,
-            scale: scale_b,
-            sum,
-        } = c.softmax(&mut s.st, pc, ta + 1, m_old);
-        c.publish(m_new, scale_b);
+        let step_b = c.softmax(&mut s.st, pc, ta + 1, m_old);
+        c.publish(&step_b);
         for h in 0..2 {
-            s.l[h] = s.l[h] * scale_b[h] + sum[h];
+            s.l[h] = s.l[h] * step_b.scale[h] + step_b.sum[h];
         }
         let p = pack_p::<T, true>(&s.st, [1.0; 2]);
         // P_a is read: stage 0's V_R and P_a's buffers may take tile a+2 and P_b.
@@ -793,7 +839,7 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
 
         // O_R = O_R·scale_b + P_b·V_bR.
-        rescale(&mut s.o, scale_b);
+        rescale(&mut s.o, step_b.scale, step_b.moved);
         if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
@@ -861,7 +907,7 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
         // s_b re-read: the loads keep these 128 multiplies after the barrier, where the
         // compiler would otherwise hoist them ahead of publishing P_a (H200: 1-3 % faster
         // at h_q 128 from 16K).
-        s.rescale(c.rows_f32(|row| c.scale_at(1, row)));
+        s.rescale(c.rows_f32(|row| c.scale_at(1, row)), c.moved(1));
         issue_pv_other::<T, false>(&mut s.o, c.p_buf(1), c.p_lo_buf(), c.v_half(1));
         wgmma::commit();
     }
@@ -895,20 +941,17 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
     let mut p = [[[0u32; 4]; 4]; 2];
     if B {
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let SoftmaxStep {
-            m: m_new,
-            scale: scale_b,
-            sum,
-        } = c.softmax(&mut s.st, pc, ta + 1, m_old);
-        c.publish(m_new, scale_b);
-        let f = [scale_a[0] * scale_b[0], scale_a[1] * scale_b[1]];
+        let step_b = c.softmax(&mut s.st, pc, ta + 1, m_old);
+        c.publish(&step_b);
+        let f = [scale_a[0] * step_b.scale[0], scale_a[1] * step_b.scale[1]];
         for h in 0..2 {
-            s.l[h] = s.l[h] * f[h] + sum[h];
+            s.l[h] = s.l[h] * f[h] + step_b.sum[h];
         }
-        rescale(&mut s.o, f);
+        // Warpgroup 0's flag stays until it arrives at PbIssued, after this pair's P·V.
+        rescale(&mut s.o, f, c.moved(0) || step_b.moved);
         p = pack_p::<T, false>(&s.st, [1.0; 2]);
     } else {
-        s.rescale(scale_a);
+        s.rescale(scale_a, c.moved(0));
     }
     barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
 
