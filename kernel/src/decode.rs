@@ -646,6 +646,20 @@ unsafe fn zero_v_rows(kv: u32, valid: u32, ct: u32) {
     }
 }
 
+/// The lse (natural log) of a row from its running max `m` (base 2, scaled) and sum `l`; a
+/// row that saw no key gets +inf as a final result and -inf as a partial (weight 0 in the
+/// combine).
+#[inline(always)]
+pub fn row_lse(m: f32, l: f32, final_out: bool) -> f32 {
+    if l > 0.0 {
+        (m + math::log2(l)) * core::f32::consts::LN_2
+    } else if final_out {
+        f32::INFINITY
+    } else {
+        f32::NEG_INFINITY
+    }
+}
+
 /// Writes this warpgroup's normalised Oᵀ columns and their lse: straight to `out`/`lse`
 /// when the request is not split, else to its partial slot. Everything that depends only
 /// on the column (its query row, 1/l, the row's offset) is worked out once per owned column.
@@ -685,13 +699,7 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
         inv[c] = if l[c] > 0.0 { 1.0 / l[c] } else { 0.0 };
         // Threads 0..4 of warp 0 hold every column once (rows 0 and 8 of the fragment).
         if t < 4 {
-            let lse = if l[c] > 0.0 {
-                (m[c] + math::log2(l[c])) * core::f32::consts::LN_2
-            } else if final_out {
-                f32::INFINITY
-            } else {
-                f32::NEG_INFINITY
-            };
+            let lse = row_lse(m[c], l[c], final_out);
             if final_out {
                 *a.lse.add(((r * a.h_q + h) * a.s_q + s) as usize) = lse;
             } else {

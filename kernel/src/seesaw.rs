@@ -38,7 +38,7 @@
 //! on the first blocks to land. The producer warpgroup only hands its registers to the
 //! consumers.
 use crate::config::*;
-use crate::decode::{enter, DecodeArgs};
+use crate::decode::{enter, row_lse, DecodeArgs};
 use crate::element::Element;
 use crate::layout::{
     a_fragment_pair, acc_coord, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
@@ -1017,13 +1017,7 @@ unsafe fn store_output<T: Element>(
         let (sq, hq) = c.query_of(c.rows[h]);
         let req_row = if final_out { r } else { slot } * rows_per_req + sq * a.h_q + hq;
         if c.wg == 0 && c.lane % 4 == 0 {
-            let lse = if l[h] > 0.0 {
-                (m[h] + math::log2(l[h])) * core::f32::consts::LN_2
-            } else if final_out {
-                f32::INFINITY
-            } else {
-                f32::NEG_INFINITY
-            };
+            let lse = row_lse(m[h], l[h], final_out);
             if final_out {
                 *a.lse.add(((r * a.h_q + hq) * a.s_q + sq) as usize) = lse;
             } else {

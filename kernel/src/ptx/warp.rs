@@ -61,15 +61,9 @@ pub fn all(pred: bool) -> bool {
     r != 0
 }
 
-/// vote.sync.any: whether `pred` holds in any lane of the warp.
+/// vote.sync.any: whether `pred` holds in any lane of the warp (as "not all lanes hold
+/// `!pred`", one vote either way).
 #[inline(always)]
 pub fn any(pred: bool) -> bool {
-    let r: u32;
-    unsafe {
-        asm!(
-            "{{ .reg .pred p, q; setp.ne.u32 p, {c}, 0; vote.sync.any.pred q, p, 0xffffffff; selp.u32 {r}, 1, 0, q; }}",
-            c = in(reg32) pred as u32, r = out(reg32) r, options(nomem, nostack)
-        )
-    };
-    r != 0
+    !all(!pred)
 }
