@@ -35,7 +35,6 @@ fn case(dtype: Dtype, s_q: usize, h_q: usize, lengths: Vec<i32>, causal: bool) -
     }
 }
 
-#[test]
 fn decode_smoke() {
     run_all(
         "decode_smoke",
@@ -58,14 +57,12 @@ fn decode_smoke() {
     );
 }
 
-#[test]
 fn decode_grid() {
     run_all("decode_grid", &flashmla_etap::check::grid());
 }
 
 /// The decode call is graph-capturable (no host synchronisation, no allocation), and a
 /// replay of the captured graph writes exactly what the eager call wrote.
-#[test]
 fn graph_replay_equals_eager() {
     use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
     use flashmla_etap::reference::{generate, MlaShape};
@@ -135,7 +132,6 @@ fn graph_replay_equals_eager() {
 /// many times (its combine writes `out` late), then one whose requests are not split (its
 /// decode writes `out` directly) into the same `out` and `lse`, 20 times without a
 /// synchronisation, end bitwise equal to the second call run alone.
-#[test]
 fn back_to_back_calls_stay_ordered() {
     use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
     use flashmla_etap::reference::{generate, MlaShape};
@@ -241,7 +237,6 @@ fn back_to_back_calls_stay_ordered() {
 /// The checked API: a used page id outside the cache, or a device length longer than the
 /// block-table row, is reported with the batch index, and the kernel reads nothing
 /// outside the cache meanwhile (compute-sanitizer memcheck runs this test too).
-#[test]
 fn checked_api_reports_bad_page_ids_and_lengths() {
     use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
     use flashmla_etap::reference::{generate, MlaShape};
@@ -305,7 +300,6 @@ fn checked_api_reports_bad_page_ids_and_lengths() {
 
 /// On the accuracy cases of ANCHORS.md, the RMSE / rounding-floor ratio is at most
 /// FlashMLA's on the same kind of case.
-#[test]
 fn accuracy_not_worse_than_flashmla() {
     let gpu = require_gpu!("accuracy_not_worse_than_flashmla");
     let decoder = Decoder::new(&gpu).unwrap();
@@ -325,3 +319,12 @@ fn accuracy_not_worse_than_flashmla() {
         );
     }
 }
+
+test_main!(
+    decode_smoke,
+    decode_grid,
+    graph_replay_equals_eager,
+    back_to_back_calls_stay_ordered,
+    checked_api_reports_bad_page_ids_and_lengths,
+    accuracy_not_worse_than_flashmla,
+);

@@ -106,7 +106,6 @@ fn tma_paged(gpu: &Gpu, k: &Kernels, rank: u32) {
     );
 }
 
-#[test]
 fn tma_paged_load_lands_swizzled_as_predicted() {
     let gpu = require_gpu!("tma_paged_load_lands_swizzled_as_predicted");
     let k = Kernels::load(&gpu).unwrap();
@@ -172,7 +171,6 @@ fn gemm(gpu: &Gpu, k: &Kernels, kind: &str, f16: bool, n: usize) -> f64 {
     worst
 }
 
-#[test]
 fn wgmma_gemms_in_both_etap_shapes() {
     let gpu = require_gpu!("wgmma_gemms_in_both_etap_shapes");
     let k = Kernels::load(&gpu).unwrap();
@@ -194,7 +192,6 @@ fn wgmma_gemms_in_both_etap_shapes() {
     }
 }
 
-#[test]
 fn warp_specialized_pipeline_checksum() {
     let gpu = require_gpu!("warp_specialized_pipeline_checksum");
     let k = Kernels::load(&gpu).unwrap();
@@ -242,3 +239,9 @@ fn warp_specialized_pipeline_checksum() {
     }
     println!("pipeline: 1 producer warp, 2 consumer warpgroups, 3 stages, {n_tiles} tiles: checksum {want} exact in 20 runs");
 }
+
+test_main!(
+    tma_paged_load_lands_swizzled_as_predicted,
+    wgmma_gemms_in_both_etap_shapes,
+    warp_specialized_pipeline_checksum,
+);

@@ -35,7 +35,6 @@ fn launch_probe(
     unsafe { launch(f, &spec, stream, &mut args.pointers()) }
 }
 
-#[test]
 fn gpu_is_hopper_and_described() {
     let gpu = require_gpu!("gpu_is_hopper_and_described");
     assert_eq!(gpu.cc, (9, 0));
@@ -44,7 +43,6 @@ fn gpu_is_hopper_and_described() {
     println!("{}", gpu.describe());
 }
 
-#[test]
 fn embedded_cubin_loads_with_attributes() {
     let gpu = require_gpu!("embedded_cubin_loads_with_attributes");
     let k = Kernels::load(&gpu).unwrap();
@@ -63,7 +61,6 @@ fn embedded_cubin_loads_with_attributes() {
     ));
 }
 
-#[test]
 fn ptx_jit_launch_round_trip() {
     let gpu = require_gpu!("ptx_jit_launch_round_trip");
     let k = Kernels::from_ptx_src(&gpu, PROBE_PTX).unwrap();
@@ -82,7 +79,6 @@ fn ptx_jit_launch_round_trip() {
     }
 }
 
-#[test]
 fn cluster_launch_sets_cluster_shape() {
     let gpu = require_gpu!("cluster_launch_sets_cluster_shape");
     let k = Kernels::from_ptx_src(&gpu, PROBE_PTX).unwrap();
@@ -108,7 +104,6 @@ fn cluster_launch_sets_cluster_shape() {
     assert!(unsafe { launch(f, &spec, &gpu.stream, &mut args.pointers()) }.is_err());
 }
 
-#[test]
 fn dynamic_smem_opt_in() {
     let gpu = require_gpu!("dynamic_smem_opt_in");
     let k = Kernels::from_ptx_src(&gpu, PROBE_PTX).unwrap();
@@ -140,7 +135,6 @@ fn dynamic_smem_opt_in() {
         .all(|&x| x == 1.0));
 }
 
-#[test]
 fn timer_and_graph_replay() {
     let gpu = require_gpu!("timer_and_graph_replay");
     let k = Kernels::from_ptx_src(&gpu, PROBE_PTX).unwrap();
@@ -172,7 +166,6 @@ fn timer_and_graph_replay() {
     gpu.synchronize().unwrap();
 }
 
-#[test]
 fn tensor_map_encodes_for_kv_cache_and_uploads() {
     let gpu = require_gpu!("tensor_map_encodes_for_kv_cache_and_uploads");
     let rows = 4 * 64u64;
@@ -195,3 +188,13 @@ fn tensor_map_encodes_for_kv_cache_and_uploads() {
     let back = gpu.stream.clone_dtoh(&dev).unwrap();
     assert_eq!(&back[..], &map.0[..]);
 }
+
+test_main!(
+    gpu_is_hopper_and_described,
+    embedded_cubin_loads_with_attributes,
+    ptx_jit_launch_round_trip,
+    cluster_launch_sets_cluster_shape,
+    dynamic_smem_opt_in,
+    timer_and_graph_replay,
+    tensor_map_encodes_for_kv_cache_and_uploads,
+);

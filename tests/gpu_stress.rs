@@ -129,7 +129,6 @@ fn draw_case(rng: &mut SplitMix64) -> Case {
 
 /// The draw itself (no GPU): deterministic, covers every dimension, and its mean reference
 /// cost stays within the stress test's time budget.
-#[test]
 fn stress_draw_is_deterministic_and_cheap() {
     let draw = |n: usize| {
         let mut rng = SplitMix64(1);
@@ -155,7 +154,6 @@ fn stress_draw_is_deterministic_and_cheap() {
     ));
 }
 
-#[test]
 fn stress_random_shapes() {
     let gpu = require_gpu!("stress_random_shapes");
     let decoder = Decoder::new(&gpu).unwrap();
@@ -315,7 +313,6 @@ fn decode_fresh<T: KvElement + DeviceRepr, O: OutElement<T> + ValidAsZeroBits>(
     (out, lse)
 }
 
-#[test]
 fn stress_streams_and_layers() {
     use half::{bf16, f16};
     let gpu = require_gpu!("stress_streams_and_layers");
@@ -459,3 +456,9 @@ fn stress_streams_and_layers() {
          (one in reverse layer order) bitwise identical"
     ));
 }
+
+test_main!(
+    stress_draw_is_deterministic_and_cheap,
+    stress_random_shapes,
+    stress_streams_and_layers,
+);

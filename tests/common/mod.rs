@@ -7,11 +7,14 @@ use flashmla_etap::Gpu;
 /// `scripts/run-gpu-bundle.sh`, so that a run on the GPU machine proves the tests ran).
 pub const REQUIRE_GPU_ENV: &str = "ETAP_REQUIRE_GPU";
 
-/// Opens GPU 0 for a test, or returns `None` after printing why the test is skipped.
-///
-/// A skipped test still shows as `ok` in cargo's summary, so the reason is printed
-/// explicitly to both stdout and stderr as `skipped: <test>: <reason>` (see [`report_skip`]). With
-/// `ETAP_REQUIRE_GPU=1` there is no skipping: a missing GPU panics.
+thread_local! {
+    /// Why the test running on this thread skipped itself (set by [`gpu_or_skip`]).
+    static SKIPPED: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Opens GPU 0 for a test, or returns `None` after recording why the test is skipped, so
+/// that [`run_tests`] reports it as `ignored (no usable GPU: <why>)` rather than as passed.
+/// With `ETAP_REQUIRE_GPU=1` there is no skipping: a missing GPU panics.
 pub fn gpu_or_skip(test_name: &str) -> Option<Gpu> {
     match Gpu::open(0) {
         Ok(gpu) => Some(gpu),
@@ -20,19 +23,32 @@ pub fn gpu_or_skip(test_name: &str) -> Option<Gpu> {
             if require_gpu() {
                 panic!("{test_name}: {REQUIRE_GPU_ENV}=1 but {reason}");
             }
-            report_skip(test_name, &reason);
+            SKIPPED.with(|s| *s.borrow_mut() = Some(reason));
             None
         }
     }
 }
 
-/// Prints `skipped: <test>: <reason>` to stdout and stderr, past the test harness's output
-/// capture (which swallows `println!` of passing tests), so skips are visible in the log.
-pub fn report_skip(test_name: &str, reason: &str) {
-    use std::io::Write;
-    let line = format!("skipped: {test_name}: {reason}\n");
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+/// The `main` of a GPU test binary (`harness = false`): runs `tests` under libtest-mimic
+/// with the usual test-harness arguments (filters, `--test-threads`, `--list`, ...). A
+/// test that skipped itself through [`gpu_or_skip`] counts as ignored, with its reason, so
+/// a machine without a GPU reports `0 passed; ... N ignored`, never a vacuous pass.
+pub fn run_tests(tests: &[(&'static str, fn())]) -> ! {
+    use libtest_mimic::{Arguments, Completion, Trial};
+    let trials = tests
+        .iter()
+        .map(|&(name, test)| {
+            Trial::ignorable_test(name, move || {
+                SKIPPED.with(|s| s.borrow_mut().take());
+                test();
+                Ok(match SKIPPED.with(|s| s.borrow_mut().take()) {
+                    Some(reason) => Completion::ignored_with(reason),
+                    None => Completion::Completed,
+                })
+            })
+        })
+        .collect();
+    libtest_mimic::run(&Arguments::from_args(), trials).exit()
 }
 
 /// Whether `ETAP_REQUIRE_GPU` asks for GPU tests to fail instead of skipping.
@@ -51,6 +67,17 @@ macro_rules! require_gpu {
         match $crate::common::gpu_or_skip($name) {
             Some(gpu) => gpu,
             None => return,
+        }
+    };
+}
+
+/// `fn main` of a GPU test binary: [`run_tests`] over the named test functions, each
+/// reported under its own name.
+#[macro_export]
+macro_rules! test_main {
+    ($($test:ident),* $(,)?) => {
+        fn main() {
+            $crate::common::run_tests(&[$((stringify!($test), $test as fn())),*]);
         }
     };
 }
