@@ -25,12 +25,15 @@
 //! the pair runs in FlashMLA's order instead (`fast_pair_wg0`): warpgroup 1's softmax
 //! first, and warpgroup 0 stores P_a scaled by s_b.
 //!
-//! As in the transposed kernel, a row's running max moves only where a tile's score passes
-//! it by more than `SOFTMAX_SLACK` (P ≤ 2^8), so after a piece's first tiles the factors
-//! are almost always exactly 1: each softmax ends with a warp vote on whether any of the
-//! warp's 16 rows moved, published beside the factors (warp w of either warpgroup holds the
-//! same rows), and O's 128-multiply rescales are skipped where none did (a branch uniform
-//! over the warp; no barrier).
+//! With split P (`lazy_rescale`), as in the transposed kernel, a row's running max moves
+//! only where a tile's score passes it by more than `SOFTMAX_SLACK` (P ≤ 2^8), so after a
+//! piece's first tiles the factors are almost always exactly 1: each softmax ends with a
+//! warp vote on whether any of the warp's 16 rows moved, published beside the factors (warp
+//! w of either warpgroup holds the same rows), and O's 128-multiply rescales are skipped
+//! where none did (a branch uniform over the warp; no barrier). H200: 2-4 % faster at h_q
+//! 64/128 from 4K with split P; with P rounded once the same change measured 0-2 % slower
+//! from 16K (its rescales overlap the other warpgroup's wgmma), so there the max moves on
+//! every tile and O is always rescaled.
 //!
 //! A stage's halves are reloaded by the warpgroup that reads them last
 //! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
@@ -106,6 +109,7 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
         t,
         lane,
         warp: warp_id,
+        lazy_rescale: SPLIT_P,
         rows: [16 * warp_id + lane / 4, 16 * warp_id + lane / 4 + 8],
         row0: chunk * SEESAW_ROWS,
         heads_per_kv: a.h_q / a.h_kv,
@@ -129,6 +133,9 @@ struct Cta<'a> {
     lane: u32,
     /// Warp within the warpgroup: its lanes hold rows 16·warp to 16·warp + 15.
     warp: u32,
+    /// Whether the running max moves lazily and O's rescales are skipped where no row's
+    /// max moved (split P only: a constant once inlined).
+    lazy_rescale: bool,
     /// This thread's two accumulator rows (within the CTA's 64).
     rows: [u32; 2],
     /// First query row (of the KV head's s_q·h_q/h_kv) of the CTA.
@@ -203,9 +210,9 @@ impl Cta<'_> {
         self.base + self.lay.moved + 4 * (wg * (CONSUMER_WARPS / CONSUMER_WARPGROUPS) + self.warp)
     }
     /// Reads warpgroup `wg`'s flag for this warp's rows (once a barrier has published its
-    /// last softmax).
+    /// last softmax); always set without `lazy_rescale`.
     unsafe fn moved(&self, wg: u32) -> bool {
-        smem::ld_u32(self.moved_at(wg)) != 0
+        !self.lazy_rescale || smem::ld_u32(self.moved_at(wg)) != 0
     }
     /// Warpgroup `wg`'s row sum of CTA row `row` at the end of a piece.
     fn l_at(&self, wg: u32, row: u32) -> u32 {
@@ -281,11 +288,12 @@ impl Cta<'_> {
 
     /// The online-softmax step of tile `tile` on this warpgroup's S: keys past a row's
     /// limit masked, row maxima (the 4 lanes of a row), the running max raised from
-    /// `m_old` where the tile passes it by more than `SOFTMAX_SLACK` (P ≤ 2^8, as in the
-    /// transposed kernel), S turned into P = 2^(s·scale·log2e − m), and a vote of the
-    /// warp on whether any of its rows' max moved: after a piece's first tiles it rarely
-    /// does, and O's rescale by factors of 1 is then skipped.
-    unsafe fn softmax(
+    /// `m_old` (with `lazy_rescale` only where the tile passes it by more than
+    /// `SOFTMAX_SLACK`, P ≤ 2^8, as in the transposed kernel), S turned into
+    /// P = 2^(s·scale·log2e − m), and with `lazy_rescale` a vote of the warp on whether any
+    /// of its rows' max moved: after a piece's first tiles it rarely does, and O's rescale
+    /// by factors of 1 is then skipped.
+    fn softmax(
         &self,
         st: &mut Scores,
         pc: &Piece,
@@ -315,7 +323,9 @@ impl Cta<'_> {
             mx = mx.max(warp::shfl_xor(mx, 1));
             mx = mx.max(warp::shfl_xor(mx, 2));
             let mx = mx * self.scale_log2;
-            let m_new = if mx > m_old[h] + SOFTMAX_SLACK {
+            let m_new = if !self.lazy_rescale {
+                m_old[h].max(mx)
+            } else if mx > m_old[h] + SOFTMAX_SLACK {
                 mx
             } else {
                 m_old[h]
@@ -335,15 +345,14 @@ impl Cta<'_> {
                 }
             }
             out.m[h] = m_new;
-            out.scale[h] = if m_new == m_old[h] {
+            out.scale[h] = if self.lazy_rescale && m_new == m_old[h] {
                 1.0
             } else {
                 math::exp2(m_old[h] - m_use)
             };
             out.sum[h] = sum;
         }
-        let moved = out.scale[0] != 1.0 || out.scale[1] != 1.0;
-        out.moved = warp::any(moved);
+        out.moved = !self.lazy_rescale || warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
         out
     }
 
@@ -365,7 +374,9 @@ impl Cta<'_> {
             smem::st_f32(self.m_at(self.rows[h]), step.m[h]);
             smem::st_f32(self.scale_at(self.wg, self.rows[h]), step.scale[h]);
         }
-        smem::st_u32(self.moved_at(self.wg), step.moved as u32);
+        if self.lazy_rescale {
+            smem::st_u32(self.moved_at(self.wg), step.moved as u32);
+        }
     }
 }
 
@@ -947,7 +958,8 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
         for h in 0..2 {
             s.l[h] = s.l[h] * f[h] + step_b.sum[h];
         }
-        // Warpgroup 0's flag stays until it arrives at PbIssued, after this pair's P·V.
+        // Warpgroup 0 publishes its next flag only after ScaleB, which this warpgroup
+        // arrives at below.
         rescale(&mut s.o, f, c.moved(0) || step_b.moved);
         p = pack_p::<T, false>(&s.st, [1.0; 2]);
     } else {
