@@ -15,7 +15,7 @@ use etap_kernel::config::{
     combine_smem_bytes, decode_smem_bytes, kv_map_index, row_tile_for, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V,
     ERROR_LENGTH, ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES,
-    FLAG_OUT_F32, KV_BOX_TOKENS, PAGE_SIZE, ROW_TILES, STACKED_SPLIT_MAX_ROWS,
+    FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, STACKED_SPLIT_MAX_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -758,6 +758,7 @@ impl Decoder {
             self.functions.decode[d][p][tile],
             self.functions.combine[d][wide as usize],
         );
+        let kv_map = sched.kv_map_index();
         let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
             | if O::F32 { FLAG_OUT_F32 } else { 0 }
             | if sched.kv_evict_first(self.gpu.l2_bytes) {
@@ -765,7 +766,7 @@ impl Decoder {
             } else {
                 0
             }
-            | if sched.kv_map_index() == 1 {
+            | if kv_map == KV_MAP_HALF {
                 FLAG_KV_HALF_BOXES
             } else {
                 0
@@ -773,7 +774,7 @@ impl Decoder {
 
         let (maps, _s0) = cache.maps.device_ptr(stream);
         let map_bytes = std::mem::size_of::<TensorMap>() as u64;
-        let mut map = maps + map_bytes * sched.kv_map_index() as u64;
+        let mut map = maps + map_bytes * kv_map as u64;
         let (mut q_ptr, _s1) = q.device_ptr(stream);
         let (mut bt, _s2) = block_table.device_ptr(stream);
         let (mut sl, _s3) = cache_seqlens.device_ptr(stream);
@@ -867,6 +868,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use etap_kernel::config::KV_MAP_WHOLE;
 
     #[test]
     fn every_decode_kernel_the_decoder_looks_up_is_in_the_module() {
@@ -918,13 +920,19 @@ mod tests {
             DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
         };
         // h_q 16 (16-row tiles): always.
-        assert_eq!(schedule(16, 16, 65536).kv_map_index(), 1);
+        assert_eq!(schedule(16, 16, 65536).kv_map_index(), KV_MAP_HALF);
         // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 31 each.
         let (short, long) = (schedule(16, 32, 8192), schedule(16, 32, 16384));
         assert_eq!((short.rows_per_cta, short.total_pages), (32, 2048));
-        assert_eq!((short.kv_map_index(), long.kv_map_index()), (1, 0));
+        assert_eq!(
+            (short.kv_map_index(), long.kv_map_index()),
+            (KV_MAP_HALF, KV_MAP_WHOLE)
+        );
         // h_q 128 on 64-row tiles (the seesaw kernel): never.
         let seesaw = schedule(32, 128, 8192);
-        assert_eq!((seesaw.rows_per_cta, seesaw.kv_map_index()), (64, 0));
+        assert_eq!(
+            (seesaw.rows_per_cta, seesaw.kv_map_index()),
+            (64, KV_MAP_WHOLE)
+        );
     }
 }

@@ -94,6 +94,8 @@ for tool in $tools; do
             verdict="ERRORS: $errors reported"
         elif [ "$rc" -ne 0 ]; then
             verdict="FAILED (exit $rc)"
+        elif [ "${ran:-0 passed}" = "0 passed" ]; then
+            verdict="NO TEST RAN"
         else
             verdict="clean"
         fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite (what CI runs): setup, release build of every target, the ptxas
-# resource report of the device code, all tests of the workspace (GPU tests skip with a
-# printed reason where there is no GPU), clippy with warnings denied, rustfmt check.
+# resource report of the device code, all tests of the workspace (GPU tests report as
+# ignored, with the reason, where there is no GPU), clippy with warnings denied, rustfmt
+# check.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

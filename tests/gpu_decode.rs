@@ -1,5 +1,5 @@
 //! GPU correctness of the ETAP decode against the float64 reference (see
-//! `flashmla_etap::check`). Skips, saying so, where there is no sm_90 GPU.
+//! `flashmla_etap::check`). Reported as ignored, with the reason, where there is no GPU.
 mod common;
 
 use flashmla_etap::check::Case;

@@ -1,8 +1,8 @@
 //! The host runtime on a real GPU: module loading (embedded cubin, PTX JIT), raw launches
 //! with and without clusters, event timing, CUDA-graph capture and TMA tensor-map encoding.
 //! Launch tests use the hand-written kernels of `tests/data/probe.ptx`, so they do not
-//! depend on the device crate's kernels. Each test skips (with a printed reason) where
-//! there is no usable GPU.
+//! depend on the device crate's kernels. Reported as ignored, with the reason, where there
+//! is no usable GPU.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! GPU stress tests of the decode (skip, saying so, where there is no sm_90 GPU):
+//! GPU stress tests of the decode (reported as ignored, with the reason, where there is no
+//! GPU):
 //!
 //! - `stress_random_shapes`: many random cases (dtype, s_q, causal, h_kv, h_q, batch and
 //!   lengths drawn deterministically), each checked against the float64 reference with
@@ -32,15 +33,6 @@ const BIG_CASE_EVERY: u64 = 200;
 const HEADS: [usize; 8] = [1, 3, 16, 32, 63, 64, 126, 128];
 /// Lengths around page boundaries, drawn as often as one uniform draw from 0..=2000.
 const LENGTHS: [i32; 8] = [0, 1, 63, 64, 65, 127, 128, 129];
-
-/// Prints a line past the test harness's output capture, so that the summary shows in the
-/// log of a passing run too.
-fn say(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(format!("{line}\n").as_bytes());
-    let _ = out.flush();
-}
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -148,10 +140,10 @@ fn stress_draw_is_deterministic_and_cheap() {
     assert!(has(&|c| c.h_q == 128) && has(&|c| c.h_q == 63) && has(&|c| c.batch() > 32));
     assert!(has(&|c| c.lengths.contains(&0)) && has(&|c| c.lengths.contains(&65)));
     assert!(has(&|c| c.lengths.iter().any(|&l| l > 1000 && l % 64 == 0)));
-    say(&format!(
+    println!(
         "stress draw: {} cases, mean reference cost {mean:.2e} flops",
         a.len()
-    ));
+    );
 }
 
 fn stress_random_shapes() {
@@ -159,10 +151,10 @@ fn stress_random_shapes() {
     let decoder = Decoder::new(&gpu).unwrap();
     let n = env_u64("ETAP_STRESS_CASES").unwrap_or(DEFAULT_CASES as u64) as usize;
     let seed = env_u64("ETAP_STRESS_SEED").unwrap_or(1);
-    say(&format!(
+    println!(
         "stress: {n} random cases (seed {seed}) on {}",
         gpu.describe()
-    ));
+    );
     let mut rng = SplitMix64(seed);
     let (mut passed, mut worst_ratio, mut max_lse) = (0usize, 0.0f64, 0.0f64);
     let mut failures = Vec::new();
@@ -188,22 +180,22 @@ fn stress_random_shapes() {
             )),
         }
         if (i + 1) % 1000 == 0 && i + 1 < n {
-            say(&format!(
+            println!(
                 "stress: {}/{n} cases, {} failed so far ({:.0} s)",
                 i + 1,
                 failures.len(),
                 t.elapsed().as_secs_f64()
-            ));
+            );
         }
     }
-    say(&format!(
+    println!(
         "stress: {n} cases, {passed} passed, {} failed; worst rmse/floor ratio {worst_ratio:.3}; \
          max lse err {max_lse:.1e} ({:.0} s)",
         failures.len(),
         t.elapsed().as_secs_f64()
-    ));
+    );
     for f in failures.iter().take(10) {
-        say(&format!("stress FAIL {f}"));
+        println!("stress FAIL {f}");
     }
     assert!(
         failures.is_empty(),
@@ -284,7 +276,7 @@ fn check_against_reference<T: DeviceRepr>(what: &str, work: &Work<T>, dtype: Dty
         // `Work::config` leaves the precision at its default, which splits P.
         false,
     );
-    say(&format!("{what}: {r}"));
+    println!("{what}: {r}");
     assert!(r.passes(), "{what} differs from the reference: {r}");
 }
 
@@ -394,11 +386,11 @@ fn stress_streams_and_layers() {
             );
         }
     }
-    say(&format!(
+    println!(
         "{} streams decoding at once (3 rounds × 4 calls each): bitwise equal to each decode \
          run alone",
         streams.len()
-    ));
+    );
 
     // --- One plan, many layers ---------------------------------------------------------
     const LAYERS: usize = 8;
@@ -451,10 +443,10 @@ fn stress_streams_and_layers() {
         step(&backward) == first,
         "layers decoded in reverse order differ bitwise from the forward step"
     );
-    say(&format!(
+    println!(
         "one plan over {LAYERS} layers: every layer matches the reference; 4 more steps \
          (one in reverse layer order) bitwise identical"
-    ));
+    );
 }
 
 test_main!(

@@ -11,12 +11,13 @@ pub const PAGE_SIZE: u32 = 64;
 /// Tokens per KV tile: one page, the wgmma M of Sᵀ = K·Qᵀ.
 pub const TILE_TOKENS: u32 = 64;
 /// Tokens per TMA box of the KV loads, one tensor map each (all in one device buffer, 128
-/// bytes a map, in this order): whole tiles, and half tiles for the 16-row kernel. A tile is
+/// bytes a map, in this order): whole tiles, and half tiles for the 16-row kernel and for
+/// 32-row tiles of at most `HALF_BOX_MAX_SHARE_32_ROWS` pages a CTA. A tile is
 /// then two loads a column block; the 128-byte swizzle repeats every 8 rows, so the halves
 /// land exactly where one box would put them. H200, same runs, 16-row kernel against
 /// 64-token boxes: 1.3-2.7 % less time over the h_q 16 points of the bench on each of three
-/// cards, most at 1K-4K; with 32-row tiles a wash (up to 3 % faster to 8K, up to 4 % slower
-/// from 32K), with the seesaw kernels 2-5 % slower; 16-token boxes mixed (0.988 and 1.003
+/// cards, most at 1K-4K; with 32-row tiles up to 3 % faster to 8K and up to 4 % slower from
+/// 32K (hence the share limit), with the seesaw kernels 2-5 % slower; 16-token boxes mixed (0.988 and 1.003
 /// of the time on two cards); a block-major or token-major issue order the same.
 pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
 
@@ -32,11 +33,16 @@ pub const fn kv_map_index(rows_cta: u32, share_pages: u64) -> usize {
     if rows_cta == ROW_TILES[0]
         || (rows_cta == ROW_TILES[1] && share_pages <= HALF_BOX_MAX_SHARE_32_ROWS)
     {
-        1
+        KV_MAP_HALF
     } else {
-        0
+        KV_MAP_WHOLE
     }
 }
+
+/// Index of the whole-tile boxes in [`KV_BOX_TOKENS`].
+pub const KV_MAP_WHOLE: usize = 0;
+/// Index of the half-tile boxes in [`KV_BOX_TOKENS`] (`FLAG_KV_HALF_BOXES`).
+pub const KV_MAP_HALF: usize = 1;
 
 /// Elements per swizzled column block (128 bytes of a 16-bit type): one TMA box width.
 pub const COL_BLOCK: u32 = 64;
@@ -68,7 +74,8 @@ pub const PRODUCER_WARPGROUP: u32 = 0;
 pub const CONSUMER_WARPGROUPS: u32 = 2;
 /// Threads of a decode CTA.
 pub const DECODE_THREADS: u32 = 128 * (1 + CONSUMER_WARPGROUPS);
-/// Consumer warps: the arrival count of an "empty" stage barrier.
+/// Consumer warps: the arrival count of an "empty" stage barrier (transposed kernel), and
+/// the number of the seesaw kernel's per-warp `moved` flags.
 pub const CONSUMER_WARPS: u32 = 4 * CONSUMER_WARPGROUPS;
 /// KV pipeline depth (72 KB stages).
 pub const STAGES: u32 = 2;
@@ -123,14 +130,14 @@ pub const ERROR_WORDS: usize = 2;
 pub const FLAG_CAUSAL: u32 = 1;
 /// Write `out` as f32 instead of the input dtype.
 pub const FLAG_OUT_F32: u32 = 2;
-/// The KV tensor map passed has half-tile boxes (`KV_BOX_TOKENS[1]`, see `kv_map_index`):
-/// the transposed kernel's producer then issues two loads a column block.
-pub const FLAG_KV_HALF_BOXES: u32 = 8;
 /// Load the KV cache with an L2 evict-first hint: set by the host when the call reads more
 /// KV than the L2 holds (H200: up to 8 % faster at h_q 32, 2K-8K; likely because the
 /// streamed KV then leaves the split-KV partial results in L2 for the combine). Below that
 /// size the default policy keeps the cache in L2 for the next call over it.
 pub const FLAG_KV_EVICT_FIRST: u32 = 4;
+/// The KV tensor map passed has half-tile boxes (`KV_BOX_TOKENS[KV_MAP_HALF]`, see
+/// `kv_map_index`): the transposed kernel's producer then issues two loads a column block.
+pub const FLAG_KV_HALF_BOXES: u32 = 8;
 
 /// Byte offsets of the decode kernel's dynamic shared memory for `rows_cta` query rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -382,11 +389,16 @@ mod tests {
         for share in [1, 16, 17, 1000] {
             assert_eq!(
                 kv_map_index(16, share),
-                1,
+                KV_MAP_HALF,
                 "the 16-row kernel: always half boxes"
             );
-            assert_eq!(kv_map_index(64, share), 0, "the seesaw kernels: never");
-            assert_eq!(kv_map_index(32, share), (share <= 16) as usize);
+            assert_eq!(
+                kv_map_index(64, share),
+                KV_MAP_WHOLE,
+                "the seesaw kernels: never"
+            );
+            let half = share <= HALF_BOX_MAX_SHARE_32_ROWS;
+            assert_eq!(kv_map_index(32, share) == KV_MAP_HALF, half);
         }
     }
 

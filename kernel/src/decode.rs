@@ -126,7 +126,11 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
                 &part,
                 head,
                 base + lay.kv,
-                KV_BOX_TOKENS[(a.flags & FLAG_KV_HALF_BOXES != 0) as usize],
+                KV_BOX_TOKENS[if a.flags & FLAG_KV_HALF_BOXES != 0 {
+                    KV_MAP_HALF
+                } else {
+                    KV_MAP_WHOLE
+                }],
                 full,
                 empty,
             );

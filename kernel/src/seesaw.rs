@@ -293,13 +293,7 @@ impl Cta<'_> {
     /// P = 2^(s·scale·log2e − m), and with `lazy_rescale` a vote of the warp on whether any
     /// of its rows' max moved: after a piece's first tiles it rarely does, and O's rescale
     /// by factors of 1 is then skipped.
-    fn softmax(
-        &self,
-        st: &mut Scores,
-        pc: &Piece,
-        tile: u32,
-        m_old: [f32; 2],
-    ) -> SoftmaxStep {
+    fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
         let tok0 = (pc.first + tile) * PAGE_SIZE;
         if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
             for (i, x) in st.iter_mut().enumerate() {

@@ -61,8 +61,8 @@ pub fn all(pred: bool) -> bool {
     r != 0
 }
 
-/// vote.sync.any: whether `pred` holds in any lane of the warp (as "not all lanes hold
-/// `!pred`", one vote either way).
+/// Whether `pred` holds in any lane of the warp: `vote.sync.all` on `!pred`, negated (the
+/// same one vote as vote.sync.any).
 #[inline(always)]
 pub fn any(pred: bool) -> bool {
     !all(!pred)
