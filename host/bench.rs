@@ -261,6 +261,12 @@ pub fn select(base: Vec<Point>, filters: &[Filter]) -> Vec<Point> {
 // Metric accounting
 // ---------------------------------------------------------------------------------------
 
+/// Geometric mean of positive values (NaN for none).
+pub fn geomean(v: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x.ln(), n + 1));
+    (sum / n as f64).exp()
+}
+
 /// Bytes one decode call must move: every valid KV row once (Σ lengths · 576 · 2) plus q
 /// and out, all bf16 (the GB/s of ANCHORS.md).
 pub fn bytes_moved(p: &Point, lengths: &[i32]) -> u64 {
@@ -636,12 +642,7 @@ pub fn summary(results: &[PointResult]) -> String {
         .iter()
         .filter(|r| r.ratio.is_some_and(|x| x <= 1.0))
         .count();
-    let geo = (rated
-        .iter()
-        .map(|r| r.ratio.unwrap_or(1.0).ln())
-        .sum::<f64>()
-        / rated.len() as f64)
-        .exp();
+    let geo = geomean(rated.iter().map(|r| r.ratio.unwrap_or(1.0)));
     let worst = rated
         .iter()
         .max_by(|a, b| a.ratio.unwrap_or(0.0).total_cmp(&b.ratio.unwrap_or(0.0)));

@@ -4,7 +4,7 @@
 //! reports: each side's time at a point is the geometric mean over its runs, and a point
 //! counts as moved only where the two sides' ranges of run times do not overlap.
 
-use crate::bench::{parse_filters, select, Filter, Point, Report};
+use crate::bench::{geomean, parse_filters, select, Filter, Point, Report};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -47,11 +47,6 @@ pub struct Comparison {
     pub geomean_ratio: f64,
     /// Points of the first base report (after `--only`) missing from some report.
     pub skipped: usize,
-}
-
-fn geomean(v: impl Iterator<Item = f64>) -> f64 {
-    let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x.ln(), n + 1));
-    (sum / n as f64).exp()
 }
 
 /// Compares `new` with `base` over the points (matching every filter) that all reports

@@ -531,7 +531,7 @@ impl Schedule {
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.
     pub fn kv_map_index(&self) -> usize {
-        let share = self.total_pages.div_ceil(self.num_parts.max(1) as u64);
+        let share = plan::share_per_part(self.total_pages, self.num_parts as u64);
         kv_map_index(self.rows_per_cta, share)
     }
 }

@@ -51,13 +51,19 @@ pub const FIXED_OVERHEAD_PAGES: u32 = 5;
 /// contexts gain ~1-3 % from fewer pieces.
 pub const SHORT_SHARE_PAGES: u64 = 32;
 
+/// Pages per partition, rounded up, of `total_pages` pages over `num_parts` partitions
+/// (`num_parts = 0` counts as 1).
+#[inline]
+pub const fn share_per_part(total_pages: u64, num_parts: u64) -> u64 {
+    total_pages.div_ceil(if num_parts == 0 { 1 } else { num_parts })
+}
+
 /// The fixed cost of a piece, in pages, that the planner charges for `total_pages` pages
 /// over `num_parts` partitions: [`FIXED_OVERHEAD_PAGES`], or 0 when the share per
 /// partition is at most [`SHORT_SHARE_PAGES`] (`num_parts = 0` counts as 1).
 #[inline]
 pub const fn piece_overhead(total_pages: u64, num_parts: usize) -> u64 {
-    let n = if num_parts == 0 { 1 } else { num_parts as u64 };
-    if total_pages.div_ceil(n) <= SHORT_SHARE_PAGES {
+    if share_per_part(total_pages, num_parts as u64) <= SHORT_SHARE_PAGES {
         0
     } else {
         FIXED_OVERHEAD_PAGES as u64
@@ -262,7 +268,7 @@ pub const fn row_tiling(
         } else {
             NARROW_TILE_MAX_SHARE_FAST
         };
-        if total_pages.div_ceil(parts) <= max_share {
+        if share_per_part(total_pages, parts) <= max_share {
             let narrow = ROW_TILES[ROW_TILES.len() - 2];
             return (narrow, rows.div_ceil(narrow));
         }
