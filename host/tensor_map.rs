@@ -258,9 +258,7 @@ impl TensorMap {
     /// Copies the map into a new 128-byte device buffer (cudaMalloc alignment is ≥ 256 B)
     /// on `gpu.stream`; pass its device pointer to the kernel.
     pub fn upload(&self, gpu: &Gpu) -> Result<CudaSlice<u8>> {
-        gpu.stream
-            .clone_htod(&self.0[..])
-            .map_err(|e| Error::driver("uploading a tensor map (cuMemcpyHtoDAsync)", e))
+        Self::upload_all(std::slice::from_ref(self), gpu)
     }
 
     /// Copies several maps into one device buffer, 128 bytes each, in order.
