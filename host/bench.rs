@@ -513,15 +513,20 @@ pub struct Report {
 }
 
 /// The method line recorded in the report.
-pub fn method_line(serial_launch: bool) -> String {
+pub fn method_line(serial_launch: bool, pair_clusters: bool) -> String {
     format!(
         "bf16, h_kv=1, page {PAGE}, scale 576^-0.5, permuted block table, N(0,0.1^2) inputs; \
          decode (plan reused) x{CALLS_PER_GRAPH} in one CUDA graph, warm-up >= {WARMUP_MS} ms + {REPLAYS} timed \
-         replays, median/{CALLS_PER_GRAPH}; combine included; {} launches; copy probe {} GiB dtod",
+         replays, median/{CALLS_PER_GRAPH}; combine included; {} launches{}; copy probe {} GiB dtod",
         if serial_launch {
             "serial"
         } else {
             "programmatic (overlapped)"
+        },
+        if pair_clusters {
+            ""
+        } else {
+            ", no pair clusters"
         },
         PROBE_BYTES >> 30
     )
@@ -1175,6 +1180,10 @@ pub struct BenchArgs {
     /// launch), to measure what the overlap of consecutive launches buys.
     #[arg(long)]
     pub serial_launch: bool,
+    /// Launch the 64-row kernel's row chunks as separate CTAs rather than in pairs of a
+    /// thread-block cluster, to measure what the pairs buy.
+    #[arg(long)]
+    pub no_pair_clusters: bool,
 }
 
 /// Runs `flashmla-etap bench` on device `ordinal`.
@@ -1235,6 +1244,10 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     );
     let mut decoder = Decoder::new(&gpu)?;
     decoder.set_programmatic_launch(!args.serial_launch);
+    let pair_clusters = decoder.set_pair_clusters(!args.no_pair_clusters);
+    if !pair_clusters && !args.no_pair_clusters {
+        eprintln!("pair clusters: off (this GPU cannot hold one on every SM)");
+    }
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
         "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",
@@ -1287,7 +1300,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         copy_gbps: Some(copy),
         anchors_card: card_key.filter(|_| card.is_some()),
         peers,
-        method: method_line(args.serial_launch),
+        method: method_line(args.serial_launch, pair_clusters),
         precision: format!("{:?}", args.precision),
         points: results,
     };
@@ -1322,7 +1335,7 @@ mod tests {
             copy_gbps: Some(2990.0),
             anchors_card: Some("H100".into()),
             peers,
-            method: method_line(false),
+            method: method_line(false, true),
             precision: "Accurate".into(),
             points,
         }

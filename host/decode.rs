@@ -6,7 +6,7 @@
 //! CUDA graph.
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use crate::launch::{launch, LaunchSpec};
+use crate::launch::{launch, max_active_clusters, LaunchSpec};
 use crate::module::Kernels;
 use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
@@ -15,7 +15,8 @@ use etap_kernel::config::{
     combine_smem_bytes, decode_smem_bytes, kv_map_index, row_tile_for, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V,
     ERROR_LENGTH, ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES,
-    FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, STACKED_SPLIT_MAX_ROWS,
+    FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS,
+    SEESAW_ROWS, STACKED_SPLIT_MAX_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -534,6 +535,13 @@ impl Schedule {
         let share = plan::share_per_part(self.total_pages, self.num_parts as u64);
         kv_map_index(self.rows_per_cta, share)
     }
+    /// The thread-block cluster the decode kernel may be launched in: the seesaw kernel's
+    /// row chunks of a KV head in pairs (`config::SEESAW_CLUSTER_CTAS`, grid y), where their
+    /// number is even; else none.
+    pub fn pair_cluster(&self) -> Option<(u32, u32, u32)> {
+        (self.rows_per_cta == SEESAW_ROWS && self.row_chunks.is_multiple_of(SEESAW_CLUSTER_CTAS))
+            .then_some((1, SEESAW_CLUSTER_CTAS, 1))
+    }
 }
 
 /// [`DecodePlan::validate_block_table`] without a plan (CPU only): checks the shapes
@@ -616,6 +624,11 @@ pub struct Decoder {
     kernels: Arc<Kernels>,
     functions: Functions,
     programmatic: bool,
+    /// Whether plans with a [`Schedule::pair_cluster`] launch in it.
+    pair_clusters: bool,
+    /// Whether the GPU can hold a pair cluster on every SM (not where a GPC has an odd
+    /// number of SMs free: the plan fills every SM with one CTA).
+    pair_clusters_fit: bool,
 }
 
 /// Handles of the decode and combine kernels, looked up once when the module is loaded
@@ -624,8 +637,27 @@ struct Functions {
     /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}_split`, and
     /// `etap_decode_{bf16,f16}_r64` for Fast at 64 rows (64 rows: the seesaw kernels).
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
-    /// `[dtype][wide]`: `etap_combine_{bf16,f16}` and `etap_combine_{bf16,f16}_wide`.
-    combine: [[sys::CUfunction; 2]; 2],
+    /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
+    combine: [[sys::CUfunction; 3]; 2],
+}
+
+/// The combine kernels, by how they spread a row's merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CombineKind {
+    /// One group of 128 threads a row.
+    Narrow,
+    /// `COMBINE_WIDE_GROUPS` groups a row (requests split at least
+    /// `COMBINE_WIDE_MIN_SPLITS` times).
+    Wide,
+    /// The wide kernel over `plan::combine_dim_slices` CTAs a row (grid z), each over a
+    /// slice of the dims.
+    Sliced,
+}
+
+/// The combine kernels for `dtype`, in [`CombineKind`] order.
+fn combine_kernel_names(dtype: Dtype) -> [String; 3] {
+    let name = dtype_kernel(dtype).0;
+    ["", "_wide", "_sliced"].map(|suffix| format!("etap_combine_{name}{suffix}"))
 }
 
 // SAFETY: the handles belong to the module that `Decoder::kernels` keeps loaded, and a
@@ -673,10 +705,10 @@ impl Decoder {
         let kernels = Kernels::load(gpu)?;
         let mut functions = Functions {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
-            combine: [[std::ptr::null_mut(); 2]; 2],
+            combine: [[std::ptr::null_mut(); 3]; 2],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
-            let (name, d) = dtype_kernel(dtype);
+            let d = dtype_kernel(dtype).1;
             for precision in [Precision::Fast, Precision::Accurate] {
                 let p = precision_index(precision);
                 for (r, rows) in ROW_TILES.into_iter().enumerate() {
@@ -685,16 +717,33 @@ impl Decoder {
                     functions.decode[d][p][r] = kernels.function(&kernel)?;
                 }
             }
-            functions.combine[d] = [
-                kernels.function(&format!("etap_combine_{name}"))?,
-                kernels.function(&format!("etap_combine_{name}_wide"))?,
-            ];
+            for (k, kernel) in combine_kernel_names(dtype).iter().enumerate() {
+                functions.combine[d][k] = kernels.function(kernel)?;
+            }
         }
+        // Every seesaw kernel has the same block and shared memory: ask for one.
+        let pair = LaunchSpec {
+            grid: (1, SEESAW_CLUSTER_CTAS, 1),
+            block: (DECODE_THREADS, 1, 1),
+            dyn_smem: decode_smem_bytes(SEESAW_ROWS),
+            cluster: Some((1, SEESAW_CLUSTER_CTAS, 1)),
+            programmatic: false,
+        };
+        let seesaw = ROW_TILES
+            .iter()
+            .position(|&rows| rows == SEESAW_ROWS)
+            .ok_or_else(|| Error::Plan("no seesaw row tile".into()))?;
+        // SAFETY: the function belongs to the module just loaded on `gpu`'s context.
+        let clusters =
+            unsafe { max_active_clusters(functions.decode[0][0][seesaw], &pair, &gpu.stream)? };
+        let pair_clusters_fit = clusters * SEESAW_CLUSTER_CTAS >= gpu.sm_count;
         Ok(Decoder {
             gpu: gpu.clone(),
             kernels: Arc::new(kernels),
             functions,
             programmatic: true,
+            pair_clusters: pair_clusters_fit,
+            pair_clusters_fit,
         })
     }
 
@@ -704,6 +753,13 @@ impl Decoder {
     /// gap off every call. Off, every launch waits for the previous kernel to end.
     pub fn set_programmatic_launch(&mut self, on: bool) {
         self.programmatic = on;
+    }
+    /// Whether the seesaw kernel's row chunks are launched in pairs as thread-block
+    /// clusters ([`Schedule::pair_cluster`]; on by default where the GPU holds a pair on
+    /// every SM, and only there). Returns whether they now are.
+    pub fn set_pair_clusters(&mut self, on: bool) -> bool {
+        self.pair_clusters = on && self.pair_clusters_fit;
+        self.pair_clusters
     }
     /// The GPU the kernels are loaded on.
     pub fn gpu(&self) -> &Gpu {
@@ -751,12 +807,24 @@ impl Decoder {
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
         let p = precision_index(c.precision);
-        // Requests split many times are merged by four thread groups a row.
+        // Requests split many times are merged by four thread groups a row, and in a small
+        // batch by several CTAs a row, each over a slice of the dims.
         let wide = sched.max_splits >= COMBINE_WIDE_MIN_SPLITS;
         let combine_groups = if wide { COMBINE_WIDE_GROUPS } else { 1 };
+        let (s_q, h_q) = (c.s_q as u32, c.h_q as u32);
+        let slices = plan::combine_dim_slices(
+            sched.max_splits,
+            (s_q * h_q) as u64 * c.batch as u64,
+            self.gpu.sm_count,
+        );
+        let combine_kind = match (wide, slices > 1) {
+            (_, true) => CombineKind::Sliced,
+            (true, false) => CombineKind::Wide,
+            (false, false) => CombineKind::Narrow,
+        };
         let (decode_fn, combine_fn) = (
             self.functions.decode[d][p][tile],
-            self.functions.combine[d][wide as usize],
+            self.functions.combine[d][combine_kind as usize],
         );
         let kv_map = sched.kv_map_index();
         let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
@@ -786,7 +854,7 @@ impl Decoder {
         let (mut lacc, _s9) = plan.lse_accum.device_ptr_mut(stream);
         let (mut errors, _s10) = plan.errors.device_ptr_mut(stream);
         let mut num_blocks = cache.num_blocks as u32;
-        let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
+        let (mut s_q, mut h_q, mut h_kv) = (s_q, h_q, c.h_kv as u32);
         let (mut max_pages, mut row_chunks) = (c.max_pages as u32, sched.row_chunks);
         let mut scale = c.softmax_scale;
         let mut args = crate::kernel_args![
@@ -797,7 +865,7 @@ impl Decoder {
             grid: (sched.active_parts.max(1) as u32, sched.row_chunks * h_kv, 1),
             block: (DECODE_THREADS, 1, 1),
             dyn_smem: decode_smem_bytes(sched.rows_per_cta),
-            cluster: None,
+            cluster: sched.pair_cluster().filter(|_| self.pair_clusters),
             programmatic: self.programmatic,
         };
         // SAFETY: the argument list matches the kernel's parameters in order and type, and
@@ -807,9 +875,9 @@ impl Decoder {
         let mut cargs =
             crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, errors, s_q, h_q, flags];
         let cspec = LaunchSpec {
-            grid: (s_q * h_q, c.batch as u32, 1),
+            grid: (s_q * h_q, c.batch as u32, slices),
             block: (combine_groups * COMBINE_GROUP_THREADS, 1, 1),
-            dyn_smem: combine_smem_bytes(combine_groups),
+            dyn_smem: combine_smem_bytes(combine_groups, slices),
             cluster: None,
             programmatic: self.programmatic,
         };
@@ -880,8 +948,12 @@ mod tests {
                     assert!(entries.contains(&name.as_str()), "{name} is not a kernel");
                 }
             }
-            let combine = format!("etap_combine_{}", dtype_kernel(dtype).0);
-            assert!(entries.contains(&combine.as_str()));
+            for combine in combine_kernel_names(dtype) {
+                assert!(
+                    entries.contains(&combine.as_str()),
+                    "{combine} is not a kernel"
+                );
+            }
         }
         // Only 64-row tiles have a kernel that rounds P once.
         assert_eq!(
@@ -934,5 +1006,29 @@ mod tests {
             (seesaw.rows_per_cta, seesaw.kv_map_index()),
             (64, KV_MAP_WHOLE)
         );
+    }
+
+    #[test]
+    fn row_chunk_pairs_run_in_clusters_only_on_64_row_tiles() {
+        let schedule = |batch: usize, s_q: usize, h_q: usize, len: i32| {
+            let config = DecodeConfig::new(batch, h_q, 1024)
+                .s_q(s_q)
+                .precision(Precision::Fast);
+            DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
+        };
+        // h_q 128: two 64-row chunks a KV head, one pair.
+        let h128 = schedule(32, 1, 128, 8192);
+        assert_eq!((h128.rows_per_cta, h128.row_chunks), (64, 2));
+        assert_eq!(h128.pair_cluster(), Some((1, 2, 1)));
+        // s_q 2: four chunks, two pairs (the grid's y, 4, is a multiple of the cluster's).
+        let mtp = schedule(16, 2, 128, 16384);
+        assert_eq!(mtp.row_chunks, 4);
+        assert_eq!(mtp.pair_cluster(), Some((1, 2, 1)));
+        // One 64-row chunk, or 32-row tiles (h_q 128 over short shares), or 16 rows: none.
+        assert_eq!(schedule(32, 1, 64, 8192).pair_cluster(), None);
+        let narrow = schedule(16, 1, 128, 512);
+        assert_eq!(narrow.rows_per_cta, 32);
+        assert_eq!(narrow.pair_cluster(), None);
+        assert_eq!(schedule(16, 1, 16, 8192).pair_cluster(), None);
     }
 }

@@ -117,7 +117,58 @@ pub unsafe fn launch(
         .context()
         .bind_to_thread()
         .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
-    let mut attrs: Vec<sys::CUlaunchAttribute> = Vec::with_capacity(2);
+    let mut attrs = Vec::with_capacity(2);
+    let config = launch_config(spec, stream, &mut attrs);
+    let params = if args.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        args.as_mut_ptr()
+    };
+    check(
+        sys::cuLaunchKernelEx(&config, func, params, std::ptr::null_mut()),
+        || format!("cuLaunchKernelEx({spec:?})"),
+    )
+}
+
+/// How many clusters of `spec`'s cluster shape (`spec.cluster` must be set) can be
+/// resident at once for `func` at `spec`'s block size and shared memory
+/// (`cuOccupancyMaxActiveClusters`).
+///
+/// # Safety
+/// `func` must be a live function of a module loaded in `stream`'s context.
+pub unsafe fn max_active_clusters(
+    func: sys::CUfunction,
+    spec: &LaunchSpec,
+    stream: &CudaStream,
+) -> Result<u32> {
+    spec.validate()?;
+    if spec.cluster.is_none() || func.is_null() {
+        return Err(Error::invalid(
+            "spec",
+            "a cluster shape and a function are needed",
+        ));
+    }
+    stream
+        .context()
+        .bind_to_thread()
+        .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
+    let mut attrs = Vec::with_capacity(2);
+    let config = launch_config(spec, stream, &mut attrs);
+    let mut n = 0;
+    check(
+        sys::cuOccupancyMaxActiveClusters(&mut n, func, &config),
+        || format!("cuOccupancyMaxActiveClusters({spec:?})"),
+    )?;
+    Ok(n.max(0) as u32)
+}
+
+/// The driver's launch configuration of `spec` on `stream`; `attrs` holds its attributes
+/// and must outlive it.
+fn launch_config(
+    spec: &LaunchSpec,
+    stream: &CudaStream,
+    attrs: &mut Vec<sys::CUlaunchAttribute>,
+) -> sys::CUlaunchConfig {
     if let Some((x, y, z)) = spec.cluster {
         // SAFETY: an all-zero CUlaunchAttribute is a valid bit pattern (plain C data).
         let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -134,7 +185,7 @@ pub unsafe fn launch(
         a.value.programmaticStreamSerializationAllowed = 1;
         attrs.push(a);
     }
-    let config = sys::CUlaunchConfig {
+    sys::CUlaunchConfig {
         gridDimX: spec.grid.0,
         gridDimY: spec.grid.1,
         gridDimZ: spec.grid.2,
@@ -149,16 +200,7 @@ pub unsafe fn launch(
             attrs.as_mut_ptr()
         },
         numAttrs: attrs.len() as u32,
-    };
-    let params = if args.is_empty() {
-        std::ptr::null_mut()
-    } else {
-        args.as_mut_ptr()
-    };
-    check(
-        sys::cuLaunchKernelEx(&config, func, params, std::ptr::null_mut()),
-        || format!("cuLaunchKernelEx({spec:?})"),
-    )
+    }
 }
 
 /// One kernel argument value, stored in an 8-byte slot (the driver reads as many bytes

@@ -311,7 +311,9 @@ mod tests {
         for name in kernel_names() {
             let threads = if name.starts_with("etap_decode") {
                 DECODE_THREADS
-            } else if name.starts_with("etap_combine") && name.ends_with("_wide") {
+            } else if name.starts_with("etap_combine")
+                && (name.ends_with("_wide") || name.ends_with("_sliced"))
+            {
                 COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS
             } else if name.starts_with("etap_combine") {
                 COMBINE_GROUP_THREADS

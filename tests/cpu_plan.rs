@@ -5,11 +5,12 @@
 //! and `N = num_parts`, every partition costs at most `ceil(T / N) + O` (cost = Σ over its
 //! pieces of pages + O), and every active partition except the last one costs at least
 //! `ceil(T / N)`.
+use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
-    clamped_piece, for_each_piece, length_fits, max_split_slots, num_pages, num_parts_for,
-    num_splits, partial_slot, piece_of, pieces, plan, row_tiling, PartWork, PlanError, PlanStats,
-    FIXED_OVERHEAD_PAGES, NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE,
-    SHORT_SHARE_PAGES,
+    clamped_piece, combine_dim_slices, for_each_piece, length_fits, max_split_slots, num_pages,
+    num_parts_for, num_splits, partial_slot, piece_of, pieces, plan, row_tiling, PartWork,
+    PlanError, PlanStats, FIXED_OVERHEAD_PAGES, NARROW_TILE_MAX_SHARE_FAST,
+    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES,
 };
 use proptest::prelude::*;
 
@@ -253,6 +254,30 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(row_tiling(48, 100, 132, 1, false), (32, 2));
     // s_q 2, h_q 128 at 16K (b 16): 256 rows, 4096 pages, wide.
     assert_eq!(row_tiling(256, 4096, 132, 1, true), (64, 4));
+}
+
+#[test]
+fn combine_slices_only_wide_merges_of_small_grids() {
+    let wide = COMBINE_WIDE_MIN_SPLITS;
+    // b 1, h_q 16: 16 rows; 4 slices make 64 CTAs, within half of 132 SMs.
+    assert_eq!(combine_dim_slices(64, 16, 132), COMBINE_MAX_DIM_SLICES);
+    assert_eq!(combine_dim_slices(wide, 16, 132), 4);
+    // 32 rows: 2 slices (64 CTAs); 64 rows (b 4, h_q 16): none.
+    assert_eq!(combine_dim_slices(64, 32, 132), 2);
+    assert_eq!(combine_dim_slices(64, 64, 132), 1);
+    assert_eq!(combine_dim_slices(64, 4096, 132), 1);
+    // Requests split fewer times take the narrow combine, unsliced.
+    assert_eq!(combine_dim_slices(wide - 1, 16, 132), 1);
+    assert_eq!(combine_dim_slices(0, 0, 0), 1);
+    // Always a power of two dividing the cap, whatever the input.
+    for splits in [0, 1, wide, 100, u32::MAX] {
+        for ctas in [0, 1, 16, 17, 33, 66, 67, u64::MAX] {
+            for sms in [0, 1, 8, 132, 1024] {
+                let z = combine_dim_slices(splits, ctas, sms);
+                assert!(z.is_power_of_two() && COMBINE_MAX_DIM_SLICES.is_multiple_of(z));
+            }
+        }
+    }
 }
 
 #[test]

@@ -43,6 +43,9 @@ fn decode_smoke() {
             case(Dtype::Bf16, 1, 16, vec![1], false),
             case(Dtype::Bf16, 1, 16, vec![100, 0, 300], false),
             case(Dtype::Bf16, 1, 16, vec![4096; 2], false),
+            // One long request: the combine merges each row in 4 dim slices (2 above).
+            case(Dtype::Bf16, 1, 16, vec![20000], false),
+            case(Dtype::F16, 1, 16, vec![9000], false),
             case(Dtype::Bf16, 1, 64, vec![1000; 3], false),
             case(Dtype::Bf16, 1, 128, vec![1000; 3], false),
             case(Dtype::F16, 2, 16, vec![200; 2], true),
@@ -125,6 +128,65 @@ fn graph_replay_equals_eager() {
         "the replay wrote an output"
     );
     println!("graph replay of the decode (3 replays) is bitwise equal to the eager call");
+}
+
+/// The seesaw kernel's row chunks launched in pairs of a thread-block cluster (the default
+/// where the GPU holds a pair on every SM) write exactly what separate CTAs write: the
+/// cluster only places the two CTAs. h_q 128 at s_q 1 (one pair a KV head) and s_q 2 (two).
+fn pair_clusters_change_no_bit() {
+    use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
+    use flashmla_etap::reference::{generate, MlaShape};
+    use half::bf16;
+    let gpu = require_gpu!("pair_clusters_change_no_bit");
+    let mut decoder = Decoder::new(&gpu).unwrap();
+    if !decoder.set_pair_clusters(true) {
+        common::skip_because(format!(
+            "{} cannot hold a 2-CTA cluster on every SM",
+            gpu.name
+        ));
+        return;
+    }
+    let s = gpu.stream.clone();
+    for (s_q, precision) in [(1, Precision::Fast), (2, Precision::Accurate)] {
+        let lengths = vec![30000, 8000, 4100, 20000];
+        let shape = MlaShape::for_lengths(s_q, 128, 1, 64, &lengths);
+        let inputs = generate(&shape, &lengths, Dtype::Bf16, 5);
+        let dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &inputs).unwrap();
+        let cache = KvCache::new(&gpu, &dev.kv_cache, shape.num_blocks, 1).unwrap();
+        let config = DecodeConfig::new(lengths.len(), 128, shape.max_pages)
+            .s_q(s_q)
+            .causal(s_q > 1)
+            .precision(precision);
+        let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
+        assert!(schedule.pair_cluster().is_some(), "s_q {s_q}: no pairs");
+        let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
+        let mut run = |clusters: bool| {
+            decoder.set_pair_clusters(clusters);
+            let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
+            let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
+            decoder
+                .decode(
+                    &s,
+                    &mut plan,
+                    &dev.q,
+                    &cache,
+                    &dev.block_table,
+                    &dev.seqlens,
+                    &mut out,
+                    &mut lse,
+                )
+                .unwrap();
+            (s.clone_dtoh(&out).unwrap(), s.clone_dtoh(&lse).unwrap())
+        };
+        let ((o1, l1), (o0, l0)) = (run(true), run(false));
+        assert!(o1.iter().any(|x| x.to_f32() != 0.0), "s_q {s_q}: no output");
+        assert!(
+            o1.iter().zip(&o0).all(|(x, y)| x.to_bits() == y.to_bits())
+                && l1.iter().zip(&l0).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "s_q {s_q}: pair clusters changed the output"
+        );
+    }
+    println!("pair clusters: out and lse bitwise equal to separate CTAs (s_q 1 and 2)");
 }
 
 /// Consecutive calls on one stream stay ordered although each kernel starts while the one
@@ -324,6 +386,7 @@ test_main!(
     decode_smoke,
     decode_grid,
     graph_replay_equals_eager,
+    pair_clusters_change_no_bit,
     back_to_back_calls_stay_ordered,
     checked_api_reports_bad_page_ids_and_lengths,
     accuracy_not_worse_than_flashmla,

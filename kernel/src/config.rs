@@ -180,6 +180,12 @@ impl DecodeSmem {
 /// Query rows of a seesaw CTA: the wgmma M of S = Q·Kᵀ and O += P·V (FlashMLA's
 /// orientation, used for every 64-row tile).
 pub const SEESAW_ROWS: u32 = 64;
+/// CTAs of a thread-block cluster of seesaw CTAs: a KV head's row chunks in pairs (where
+/// their number is even), which read the same KV tiles. A cluster runs on one GPC, so each
+/// tile's second read is served by the L2 beside the first; nothing else is shared (H200,
+/// b 16/32, h_q 128 from 2K: 2-6 % faster in both precisions; clusters of four, s_q 2,
+/// 1.6× slower).
+pub const SEESAW_CLUSTER_CTAS: u32 = 2;
 /// V dims of O held by each consumer warpgroup of a seesaw CTA (an m64n256 accumulator).
 pub const SEESAW_HALF_DV: u32 = D_V / CONSUMER_WARPGROUPS;
 /// Column blocks of V (and K) each seesaw warpgroup reads in O += P·V.
@@ -289,13 +295,20 @@ pub const COMBINE_GROUP_THREADS: u32 = 128;
 pub const COMBINE_WIDE_GROUPS: u32 = 4;
 /// Fewest pieces of some request of the plan at which the host launches the wide combine.
 pub const COMBINE_WIDE_MIN_SPLITS: u32 = 16;
-/// Dynamic shared memory of a combine CTA of `groups` groups: per group its max and sum
-/// of weights, then its 512 weighted dims.
-pub const fn combine_smem_bytes(groups: u32) -> u32 {
-    if groups == 1 {
+/// Most slices of the V dims the `_sliced` combine kernels divide a row among (grid z,
+/// a power of two): a request split over many partitions in a small batch is merged by
+/// `slices` CTAs a row, each loading its slice of every partial result, so that more SMs
+/// pull the partial results from L2 (H200, b 1, h_q 16: 4K 11.6 → 10.7-10.9 µs, 64K
+/// 33-35 → 30-32 µs).
+pub const COMBINE_MAX_DIM_SLICES: u32 = 4;
+/// Dynamic shared memory of a combine CTA of `groups` groups of 128 threads over a row's
+/// dims in `slices` slices: per group (of 128 / `slices` threads) its max and sum of
+/// weights, then its weighted dims of the CTA's slice.
+pub const fn combine_smem_bytes(groups: u32, slices: u32) -> u32 {
+    if groups * slices == 1 {
         0
     } else {
-        groups * (2 + D_V) * 4
+        groups * slices * 2 * 4 + groups * D_V * 4
     }
 }
 
@@ -360,8 +373,11 @@ mod tests {
         // for one group, and the wide kernel within the default 48 KB.
         const {
             assert!(D_V / COMBINE_GROUP_THREADS == 4);
-            assert!(combine_smem_bytes(1) == 0);
-            assert!(combine_smem_bytes(COMBINE_WIDE_GROUPS) <= 48 * 1024);
+            assert!(combine_smem_bytes(1, 1) == 0);
+            assert!(combine_smem_bytes(COMBINE_WIDE_GROUPS, COMBINE_MAX_DIM_SLICES) <= 48 * 1024);
+            // A slice's group is at least a warp.
+            assert!(COMBINE_MAX_DIM_SLICES.is_power_of_two());
+            assert!(COMBINE_GROUP_THREADS / COMBINE_MAX_DIM_SLICES >= 32);
             assert!(COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS <= 1024);
         }
     }

@@ -38,7 +38,9 @@
 //! - Every partition with work holds at least one page; the partitions with work come first
 //!   and idle ones (encoded as [`PartWork::IDLE`]) last.
 
-use crate::config::{row_tile_for, MAX_ROWS_PER_CTA, ROW_TILES};
+use crate::config::{
+    row_tile_for, COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS, MAX_ROWS_PER_CTA, ROW_TILES,
+};
 
 /// Tokens per page of the paged KV cache (FlashMLA's block size).
 pub const PAGE_SIZE: usize = 64;
@@ -274,6 +276,23 @@ pub const fn row_tiling(
         }
     }
     (tile, rows.div_ceil(tile))
+}
+
+/// Slices of a row's V dims for the combine (its grid's z) of a plan whose most-split
+/// request has `max_splits` pieces, over `combine_ctas` (s_q · h_q · batch) CTAs on
+/// `sm_count` SMs. A wide combine (at least `COMBINE_WIDE_MIN_SPLITS` pieces) takes the
+/// most slices, halving from `COMBINE_MAX_DIM_SLICES`, that keep its grid within half the
+/// SMs: H200, b 1, h_q 16 (16 CTAs), 4 slices 0.91-0.95 of one; b 4 (64 CTAs), 4 slices
+/// 1.15 and 2 slices 1.03. Otherwise 1.
+pub const fn combine_dim_slices(max_splits: u32, combine_ctas: u64, sm_count: u32) -> u32 {
+    let mut slices = 1;
+    if max_splits >= COMBINE_WIDE_MIN_SPLITS {
+        slices = COMBINE_MAX_DIM_SLICES;
+        while slices > 1 && combine_ctas.saturating_mul(slices as u64) > (sm_count / 2) as u64 {
+            slices /= 2;
+        }
+    }
+    slices
 }
 
 /// Upper bound on partial-result slots (`split_offsets[batch]`) for any plan of `batch`

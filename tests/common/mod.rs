@@ -23,10 +23,16 @@ pub fn gpu_or_skip(test_name: &str) -> Option<Gpu> {
             if require_gpu() {
                 panic!("{test_name}: {REQUIRE_GPU_ENV}=1 but {reason}");
             }
-            SKIPPED.with(|s| *s.borrow_mut() = Some(reason));
+            skip_because(reason);
             None
         }
     }
+}
+
+/// Records that the running test skips itself for `reason` (a GPU that lacks what it
+/// checks): [`run_tests`] reports it as ignored with the reason.
+pub fn skip_because(reason: String) {
+    SKIPPED.with(|s| *s.borrow_mut() = Some(reason));
 }
 
 /// The `main` of a GPU test binary (`harness = false`): runs `tests` under libtest-mimic

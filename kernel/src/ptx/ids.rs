@@ -21,6 +21,16 @@ pub fn block_x() -> u32 {
 pub fn block_y() -> u32 {
     unsafe { nvptx::_block_idx_y() as u32 }
 }
+/// %ctaid.z
+#[inline(always)]
+pub fn block_z() -> u32 {
+    unsafe { nvptx::_block_idx_z() as u32 }
+}
+/// %nctaid.z
+#[inline(always)]
+pub fn grid_z() -> u32 {
+    unsafe { nvptx::_grid_dim_z() as u32 }
+}
 /// %ntid.x
 #[inline(always)]
 pub fn block_threads() -> u32 {
