@@ -224,7 +224,7 @@ fn part_work_layout() {
 fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(
         (NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT),
-        (2, 8)
+        (2, 4)
     );
     // Up to 32 rows: the tile that holds them, whatever the lengths.
     for split in [false, true] {
@@ -234,20 +234,21 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
         assert_eq!(row_tiling(32, 1 << 20, 132, 1, split), (32, 1));
     }
     // 64 rows over 132 partitions: 128 pages (b 16 at 512) is 1 page a partition, 32-row
-    // tiles; 1024 pages (b 16 at 4K) is 8, narrow only with a split P; 2048 is 16, wide.
+    // tiles; 512 pages (b 16 at 2K) is 4, narrow only with a split P; 1024 (b 16 at 4K)
+    // is 8, wide.
     for split in [false, true] {
         assert_eq!(row_tiling(64, 128, 132, 1, split), (32, 2));
-        assert_eq!(row_tiling(64, 2048, 132, 1, split), (64, 1));
+        assert_eq!(row_tiling(64, 1024, 132, 1, split), (64, 1));
     }
-    assert_eq!(row_tiling(64, 1024, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(64, 1024, 132, 1, true), (32, 2));
+    assert_eq!(row_tiling(64, 512, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(64, 512, 132, 1, true), (32, 2));
     // The share is counted over the 64-row plan's partitions: 128 rows are 2 CTAs per KV
     // head, so 66 partitions; 132 pages are 2 a partition, 133 pages 3 (and with a split P,
-    // 528 pages are 8, 529 pages 9).
+    // 264 pages are 4, 265 pages 5).
     assert_eq!(row_tiling(128, 132, 132, 1, false), (32, 4));
     assert_eq!(row_tiling(128, 133, 132, 1, false), (64, 2));
-    assert_eq!(row_tiling(128, 528, 132, 1, true), (32, 4));
-    assert_eq!(row_tiling(128, 529, 132, 1, true), (64, 2));
+    assert_eq!(row_tiling(128, 264, 132, 1, true), (32, 4));
+    assert_eq!(row_tiling(128, 265, 132, 1, true), (64, 2));
     // Two KV heads halve the partitions again; 48 rows still count as a 64-row tile.
     assert_eq!(row_tiling(64, 132, 132, 2, false), (32, 2));
     assert_eq!(row_tiling(64, 133, 132, 2, false), (64, 1));

@@ -244,8 +244,10 @@ pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
 /// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
 /// products and the 32-row one stacks them at about no cost. H100, against the transposed
 /// 64-row kernel of c559b68: 1.07x to 1.52x faster up to 8 pages a partition, and 0.99x to
-/// 1.07x at 16. H200, against the seesaw kernel: 4 instead of 8 is within ±2 %, so 8 stays.
-pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 8;
+/// 1.07x at 16. H200, against the seesaw kernel: 4 instead of 8 was within ±2 % (ninth
+/// session); since its lazy rescale and pair clusters, 4 is faster (tenth session: b 32,
+/// h_q 64, 2K 50.5 → 43.1 µs; b 16, h_q 64, 4K 45.7 → 41.7).
+pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 
 /// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
