@@ -733,10 +733,12 @@ impl Decoder {
             .iter()
             .position(|&rows| rows == SEESAW_ROWS)
             .ok_or_else(|| Error::Plan("no seesaw row tile".into()))?;
-        // SAFETY: the function belongs to the module just loaded on `gpu`'s context.
+        // SAFETY: the function belongs to the module just loaded on `gpu`'s context. A
+        // driver that cannot answer gets no clusters: they only place the CTAs.
         let clusters =
-            unsafe { max_active_clusters(functions.decode[0][0][seesaw], &pair, &gpu.stream)? };
-        let pair_clusters_fit = clusters * SEESAW_CLUSTER_CTAS >= gpu.sm_count;
+            unsafe { max_active_clusters(functions.decode[0][0][seesaw], &pair, &gpu.stream) };
+        let pair_clusters_fit =
+            clusters.is_ok_and(|n| n.saturating_mul(SEESAW_CLUSTER_CTAS) >= gpu.sm_count);
         Ok(Decoder {
             gpu: gpu.clone(),
             kernels: Arc::new(kernels),
