@@ -109,16 +109,8 @@ pub unsafe fn launch(
     stream: &CudaStream,
     args: &mut [*mut c_void],
 ) -> Result<()> {
-    spec.validate()?;
-    if func.is_null() {
-        return Err(Error::invalid("func", "null CUfunction"));
-    }
-    stream
-        .context()
-        .bind_to_thread()
-        .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
     let mut attrs = Vec::with_capacity(2);
-    let config = launch_config(spec, stream, &mut attrs);
+    let config = launch_config(func, spec, stream, &mut attrs)?;
     let params = if args.is_empty() {
         std::ptr::null_mut()
     } else {
@@ -141,19 +133,11 @@ pub unsafe fn max_active_clusters(
     spec: &LaunchSpec,
     stream: &CudaStream,
 ) -> Result<u32> {
-    spec.validate()?;
-    if spec.cluster.is_none() || func.is_null() {
-        return Err(Error::invalid(
-            "spec",
-            "a cluster shape and a function are needed",
-        ));
+    if spec.cluster.is_none() {
+        return Err(Error::invalid("spec", "no cluster shape"));
     }
-    stream
-        .context()
-        .bind_to_thread()
-        .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
     let mut attrs = Vec::with_capacity(2);
-    let config = launch_config(spec, stream, &mut attrs);
+    let config = launch_config(func, spec, stream, &mut attrs)?;
     let mut n = 0;
     check(
         sys::cuOccupancyMaxActiveClusters(&mut n, func, &config),
@@ -162,13 +146,23 @@ pub unsafe fn max_active_clusters(
     Ok(n.max(0) as u32)
 }
 
-/// The driver's launch configuration of `spec` on `stream`; `attrs` holds its attributes
-/// and must outlive it.
+/// Checks `spec` and `func`, makes `stream`'s context current and returns the driver's
+/// launch configuration of `spec` on `stream`; `attrs` holds its attributes and must
+/// outlive it.
 fn launch_config(
+    func: sys::CUfunction,
     spec: &LaunchSpec,
     stream: &CudaStream,
     attrs: &mut Vec<sys::CUlaunchAttribute>,
-) -> sys::CUlaunchConfig {
+) -> Result<sys::CUlaunchConfig> {
+    spec.validate()?;
+    if func.is_null() {
+        return Err(Error::invalid("func", "null CUfunction"));
+    }
+    stream
+        .context()
+        .bind_to_thread()
+        .map_err(|e| Error::driver("cuCtxSetCurrent", e))?;
     if let Some((x, y, z)) = spec.cluster {
         // SAFETY: an all-zero CUlaunchAttribute is a valid bit pattern (plain C data).
         let mut a: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
@@ -185,7 +179,7 @@ fn launch_config(
         a.value.programmaticStreamSerializationAllowed = 1;
         attrs.push(a);
     }
-    sys::CUlaunchConfig {
+    Ok(sys::CUlaunchConfig {
         gridDimX: spec.grid.0,
         gridDimY: spec.grid.1,
         gridDimZ: spec.grid.2,
@@ -200,7 +194,7 @@ fn launch_config(
             attrs.as_mut_ptr()
         },
         numAttrs: attrs.len() as u32,
-    }
+    })
 }
 
 /// One kernel argument value, stored in an 8-byte slot (the driver reads as many bytes

@@ -35,6 +35,35 @@ fn case(dtype: Dtype, s_q: usize, h_q: usize, lengths: Vec<i32>, causal: bool) -
     }
 }
 
+/// One eager decode call of `plan` over the uploaded inputs: (out, lse) on the host.
+fn decode_to_host(
+    decoder: &Decoder,
+    plan: &mut flashmla_etap::decode::DecodePlan,
+    dev: &flashmla_etap::check::DeviceInputs<half::bf16>,
+    cache: &flashmla_etap::decode::KvCache<half::bf16>,
+    shape: &flashmla_etap::reference::MlaShape,
+) -> (Vec<half::bf16>, Vec<f32>) {
+    let s = &decoder.gpu().stream;
+    let mut out = s.alloc_zeros(shape.out_len()).unwrap();
+    let mut lse = s.alloc_zeros(shape.lse_len()).unwrap();
+    let (q, bt, sl) = (&dev.q, &dev.block_table, &dev.seqlens);
+    decoder
+        .decode(s, plan, q, cache, bt, sl, &mut out, &mut lse)
+        .unwrap();
+    (s.clone_dtoh(&out).unwrap(), s.clone_dtoh(&lse).unwrap())
+}
+
+/// Whether two (out, lse) results are bitwise equal.
+fn bitwise_equal(a: &(Vec<half::bf16>, Vec<f32>), b: &(Vec<half::bf16>, Vec<f32>)) -> bool {
+    a.0.iter()
+        .zip(&b.0)
+        .all(|(x, y)| x.to_bits() == y.to_bits())
+        && a.1
+            .iter()
+            .zip(&b.1)
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 fn decode_smoke() {
     run_all(
         "decode_smoke",
@@ -84,20 +113,7 @@ fn graph_replay_equals_eager() {
         .s_q(2)
         .causal(true);
     let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
-    let mut eager_out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
-    let mut eager_lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
-    decoder
-        .decode(
-            &s,
-            &mut plan,
-            q,
-            &cache,
-            bt,
-            sl,
-            &mut eager_out,
-            &mut eager_lse,
-        )
-        .unwrap();
+    let eager = decode_to_host(&decoder, &mut plan, &dev, &cache, &shape);
     let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
     let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
     let graph = Graph::capture(&s, |st| {
@@ -107,24 +123,13 @@ fn graph_replay_equals_eager() {
     for _ in 0..3 {
         graph.launch(&s).unwrap();
     }
-    let (a, b) = (
-        s.clone_dtoh(&eager_out).unwrap(),
-        s.clone_dtoh(&out).unwrap(),
-    );
-    let (la, lb) = (
-        s.clone_dtoh(&eager_lse).unwrap(),
-        s.clone_dtoh(&lse).unwrap(),
+    let replay = (s.clone_dtoh(&out).unwrap(), s.clone_dtoh(&lse).unwrap());
+    assert!(
+        bitwise_equal(&eager, &replay),
+        "graph replay out or lse differs from eager"
     );
     assert!(
-        a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-        "graph replay out differs from eager"
-    );
-    assert!(
-        la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()),
-        "graph replay lse differs from eager"
-    );
-    assert!(
-        b.iter().any(|x| x.to_f32() != 0.0),
+        replay.0.iter().any(|x| x.to_f32() != 0.0),
         "the replay wrote an output"
     );
     println!("graph replay of the decode (3 replays) is bitwise equal to the eager call");
@@ -160,29 +165,16 @@ fn pair_clusters_change_no_bit() {
         let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
         assert!(schedule.pair_cluster().is_some(), "s_q {s_q}: no pairs");
         let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
-        let mut run = |clusters: bool| {
-            decoder.set_pair_clusters(clusters);
-            let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
-            let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
-            decoder
-                .decode(
-                    &s,
-                    &mut plan,
-                    &dev.q,
-                    &cache,
-                    &dev.block_table,
-                    &dev.seqlens,
-                    &mut out,
-                    &mut lse,
-                )
-                .unwrap();
-            (s.clone_dtoh(&out).unwrap(), s.clone_dtoh(&lse).unwrap())
-        };
-        let ((o1, l1), (o0, l0)) = (run(true), run(false));
-        assert!(o1.iter().any(|x| x.to_f32() != 0.0), "s_q {s_q}: no output");
+        let clustered = decode_to_host(&decoder, &mut plan, &dev, &cache, &shape);
+        decoder.set_pair_clusters(false);
+        let separate = decode_to_host(&decoder, &mut plan, &dev, &cache, &shape);
+        decoder.set_pair_clusters(true);
         assert!(
-            o1.iter().zip(&o0).all(|(x, y)| x.to_bits() == y.to_bits())
-                && l1.iter().zip(&l0).all(|(x, y)| x.to_bits() == y.to_bits()),
+            clustered.0.iter().any(|x| x.to_f32() != 0.0),
+            "s_q {s_q}: no output"
+        );
+        assert!(
+            bitwise_equal(&clustered, &separate),
             "s_q {s_q}: pair clusters changed the output"
         );
     }
