@@ -17,8 +17,9 @@ pub const TILE_TOKENS: u32 = 64;
 /// land exactly where one box would put them. H200, same runs, 16-row kernel against
 /// 64-token boxes: 1.3-2.7 % less time over the h_q 16 points of the bench on each of three
 /// cards, most at 1K-4K; with 32-row tiles up to 3 % faster to 8K and up to 4 % slower from
-/// 32K (hence the share limit), with the seesaw kernels 2-5 % slower; 16-token boxes mixed (0.988 and 1.003
-/// of the time on two cards); a block-major or token-major issue order the same.
+/// 32K (hence the share limit), with the seesaw kernels 2-5 % slower; 16-token boxes mixed
+/// (0.988 and 1.003 of the time on two cards); a block-major or token-major issue order the
+/// same.
 pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
 
 /// Pages per CTA up to which the 32-row kernel also loads 32-token boxes. H200, two cards:
@@ -43,6 +44,15 @@ pub const fn kv_map_index(rows_cta: u32, share_pages: u64) -> usize {
 pub const KV_MAP_WHOLE: usize = 0;
 /// Index of the half-tile boxes in [`KV_BOX_TOKENS`] (`FLAG_KV_HALF_BOXES`).
 pub const KV_MAP_HALF: usize = 1;
+
+/// Tokens per TMA box of the KV tensor map a launch with `flags` was passed.
+pub const fn kv_box_tokens(flags: u32) -> u32 {
+    KV_BOX_TOKENS[if flags & FLAG_KV_HALF_BOXES != 0 {
+        KV_MAP_HALF
+    } else {
+        KV_MAP_WHOLE
+    }]
+}
 
 /// Elements per swizzled column block (128 bytes of a 16-bit type): one TMA box width.
 pub const COL_BLOCK: u32 = 64;

@@ -126,11 +126,7 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
                 &part,
                 head,
                 base + lay.kv,
-                KV_BOX_TOKENS[if a.flags & FLAG_KV_HALF_BOXES != 0 {
-                    KV_MAP_HALF
-                } else {
-                    KV_MAP_WHOLE
-                }],
+                kv_box_tokens(a.flags),
                 full,
                 empty,
             );

@@ -108,7 +108,6 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
         wg,
         t,
         lane,
-        warp: warp_id,
         lazy_rescale: SPLIT_P,
         rows: [16 * warp_id + lane / 4, 16 * warp_id + lane / 4 + 8],
         row0: chunk * SEESAW_ROWS,
@@ -131,8 +130,6 @@ struct Cta<'a> {
     /// Thread within the warpgroup.
     t: u32,
     lane: u32,
-    /// Warp within the warpgroup: its lanes hold rows 16·warp to 16·warp + 15.
-    warp: u32,
     /// Whether the running max moves lazily and O's rescales are skipped where no row's
     /// max moved (split P only: a constant once inlined).
     lazy_rescale: bool,
@@ -207,7 +204,11 @@ impl Cta<'_> {
     /// Whether warpgroup `wg`'s last softmax moved the running max of one of this warp's
     /// rows (a warp-uniform flag: all of the warp's lanes store the same value).
     fn moved_at(&self, wg: u32) -> u32 {
-        self.base + self.lay.moved + 4 * (wg * (CONSUMER_WARPS / CONSUMER_WARPGROUPS) + self.warp)
+        self.base + self.lay.moved + 4 * (wg * (CONSUMER_WARPS / CONSUMER_WARPGROUPS) + self.warp())
+    }
+    /// Warp within the warpgroup: its lanes hold rows 16·warp to 16·warp + 15.
+    fn warp(&self) -> u32 {
+        self.t / 32
     }
     /// Reads warpgroup `wg`'s flag for this warp's rows (once a barrier has published its
     /// last softmax); always set without `lazy_rescale`.
