@@ -14,6 +14,11 @@ use std::process::Command;
 /// rounded down to a multiple of 8; consumers raise their own limit with setmaxnreg.
 const MAX_REGS: u32 = 168;
 
+/// Threads of a seesaw decode CTA (`etap_kernel::config::SEESAW_THREADS`, checked against
+/// the embedded PTX by a host test): its kernels carry this launch bound, so ptxas gives
+/// them 65536/256 registers a thread over the `MAX_REGS` cap.
+const SEESAW_THREADS: u32 = 256;
+
 /// The files that make the binaries: a change re-runs this script, which re-stamps the
 /// commit (with `-dirty` while any of them differs from it). Unchanged PTX is not
 /// re-assembled, so host-only edits cost a no-op device build.
@@ -38,7 +43,8 @@ fn main() {
     check_rust_src();
     let ptx = build_ptx(&root, &out_dir);
     let ptx_out = out_dir.join("etap_kernel.ptx");
-    std::fs::copy(&ptx, &ptx_out).expect("copy PTX");
+    let ptx = std::fs::read_to_string(&ptx).expect("read the generated PTX");
+    std::fs::write(&ptx_out, bound_seesaw_kernels(&ptx)).expect("write PTX");
 
     let cubin_out = out_dir.join("etap_kernel.cubin");
     let report_out = out_dir.join("ptxas_report.txt");
@@ -135,6 +141,31 @@ fn main() {
         commit.push_str("-dirty");
     }
     println!("cargo:rustc-env=ETAP_GIT_COMMIT={commit}");
+}
+
+/// `ptx` with a `.maxntid` launch bound on every seesaw decode kernel (`etap_decode_*_r64*`;
+/// rustc has no attribute for it). A bound on the entry overrides ptxas's `--maxrregcount`.
+fn bound_seesaw_kernels(ptx: &str) -> String {
+    let mut out = String::with_capacity(ptx.len() + 1024);
+    let mut in_seesaw_signature = false;
+    let mut bounded = 0;
+    for line in ptx.lines() {
+        if let Some(name) = line.strip_prefix(".visible .entry ") {
+            in_seesaw_signature = name.starts_with("etap_decode_") && name.contains("_r64");
+        }
+        out.push_str(line);
+        out.push('\n');
+        if in_seesaw_signature && line == ")" {
+            out.push_str(&format!(".maxntid {SEESAW_THREADS}, 1, 1\n"));
+            in_seesaw_signature = false;
+            bounded += 1;
+        }
+    }
+    assert!(
+        bounded > 0,
+        "no seesaw decode kernel found in the generated PTX"
+    );
+    out
 }
 
 /// ptxas's options: sm_90a, `-v` for the register/spill report, the register cap.

@@ -12,11 +12,11 @@ use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    combine_smem_bytes, decode_smem_bytes, kv_map_index, row_tile_for, COL_BLOCK,
-    COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, DECODE_THREADS, D_QK, D_V,
-    ERROR_LENGTH, ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES,
-    FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS,
-    SEESAW_ROWS, STACKED_SPLIT_MAX_ROWS,
+    combine_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, row_tile_for, COL_BLOCK,
+    COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
+    KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
+    STACKED_SPLIT_MAX_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -724,7 +724,7 @@ impl Decoder {
         // Every seesaw kernel has the same block and shared memory: ask for one.
         let pair = LaunchSpec {
             grid: (1, SEESAW_CLUSTER_CTAS, 1),
-            block: (DECODE_THREADS, 1, 1),
+            block: (decode_threads(SEESAW_ROWS), 1, 1),
             dyn_smem: decode_smem_bytes(SEESAW_ROWS),
             cluster: Some((1, SEESAW_CLUSTER_CTAS, 1)),
             programmatic: false,
@@ -865,7 +865,7 @@ impl Decoder {
         ];
         let spec = LaunchSpec {
             grid: (sched.active_parts.max(1) as u32, sched.row_chunks * h_kv, 1),
-            block: (DECODE_THREADS, 1, 1),
+            block: (decode_threads(sched.rows_per_cta), 1, 1),
             dyn_smem: decode_smem_bytes(sched.rows_per_cta),
             cluster: sched.pair_cluster().filter(|_| self.pair_clusters),
             programmatic: self.programmatic,

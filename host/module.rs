@@ -285,7 +285,35 @@ pub fn registers_of(report: &str, kernel: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etap_kernel::config::{COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, DECODE_THREADS};
+    use etap_kernel::config::{
+        decode_threads, COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, DECODE_THREADS, SEESAW_ROWS,
+        SEESAW_THREADS,
+    };
+
+    /// The `.maxntid` launch bound of entry `name` in `ptx`, if it has one.
+    fn launch_bound(ptx: &str, name: &str) -> Option<String> {
+        let start = ptx.find(&format!(".entry {name}("))?;
+        let body = start + ptx[start..].find("\n{")?;
+        let bound = ptx[start..body].find(".maxntid")?;
+        Some(ptx[start + bound..body].trim().to_string())
+    }
+
+    #[test]
+    fn seesaw_kernels_and_only_they_carry_their_launch_bound() {
+        let want = format!(".maxntid {SEESAW_THREADS}, 1, 1");
+        assert_eq!(decode_threads(SEESAW_ROWS), SEESAW_THREADS);
+        let mut seesaw = 0;
+        for name in kernel_names() {
+            let bound = launch_bound(PTX, name);
+            if name.starts_with("etap_decode_") && name.contains("_r64") {
+                assert_eq!(bound.as_deref(), Some(want.as_str()), "{name}");
+                seesaw += 1;
+            } else {
+                assert_eq!(bound, None, "{name}");
+            }
+        }
+        assert_eq!(seesaw, 4, "bf16/f16 × Fast/Accurate seesaw kernels");
+    }
 
     #[test]
     fn reads_register_counts_from_the_report() {
@@ -309,7 +337,9 @@ mod tests {
         }
         let mut checked = 0;
         for name in kernel_names() {
-            let threads = if name.starts_with("etap_decode") {
+            let threads = if name.starts_with("etap_decode") && name.contains("_r64") {
+                SEESAW_THREADS
+            } else if name.starts_with("etap_decode") {
                 DECODE_THREADS
             } else if name.starts_with("etap_combine")
                 && (name.ends_with("_wide") || name.ends_with("_sliced"))

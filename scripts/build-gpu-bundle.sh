@@ -79,8 +79,16 @@ for ref in ${ETAP_BUNDLE_REFS:-}; do
     git worktree add --force --detach "$work/src" "$commit" >/dev/null
     if [ ! -d "$work/target/release" ]; then
         # Seeded with this checkout's build: the dependencies need not be compiled again.
+        # The workspace's own crates are left out: cargo would take this checkout's build
+        # script (and so its PTX post-processing) or kernel crate as the ref's.
         mkdir -p "$work/target"
         cp -r "$exe_dir" "$work/target/release"
+        for crate in flashmla-etap etap-kernel; do
+            rm -rf "$work/target/release/build/$crate-"* \
+                "$work/target/release/.fingerprint/$crate-"* \
+                "$work/target/release/deps/lib${crate//-/_}-"* \
+                "$work/target/release/deps/${crate//-/_}-"*
+        done
     fi
     mkdir -p "dist/exp/$name/tests"
     (

@@ -76,14 +76,27 @@ pub const STACKED_SPLIT_MAX_ROWS: u32 = 32;
 /// is done: the RoPE dims (512..576), which O does not read.
 pub const ROPE_BLOCK: u32 = K_BLOCKS - 1;
 
-/// Warpgroup roles of the decode kernels: warpgroup 0 produces (issues the TMA loads; in the
-/// seesaw kernels the consumers do, and it only hands its registers over), 1 and 2 consume.
+/// Warpgroup roles of the transposed decode kernels: warpgroup 0 produces (issues the TMA
+/// loads), 1 and 2 consume. The seesaw kernels have no producer: their two consumer
+/// warpgroups (0 and 1) issue the loads themselves.
 pub const PRODUCER_WARPGROUP: u32 = 0;
 /// Consumer warpgroups: in the transposed kernels each owns half of the CTA's query rows and
 /// all 512 V dims; in the seesaw kernels all the rows and half of the V dims.
 pub const CONSUMER_WARPGROUPS: u32 = 2;
-/// Threads of a decode CTA.
+/// Threads of a transposed decode CTA (producer and consumers).
 pub const DECODE_THREADS: u32 = 128 * (1 + CONSUMER_WARPGROUPS);
+/// Threads of a seesaw decode CTA (consumers only): 255 registers a thread, where a
+/// producer warpgroup would leave the consumers 232 (65,536 registers a CTA).
+pub const SEESAW_THREADS: u32 = 128 * CONSUMER_WARPGROUPS;
+
+/// Threads of a decode CTA of `rows_per_cta` query rows.
+pub const fn decode_threads(rows_per_cta: u32) -> u32 {
+    if rows_per_cta == SEESAW_ROWS {
+        SEESAW_THREADS
+    } else {
+        DECODE_THREADS
+    }
+}
 /// Consumer warps: the arrival count of an "empty" stage barrier (transposed kernel), and
 /// the number of the seesaw kernel's per-warp `moved` flags.
 pub const CONSUMER_WARPS: u32 = 4 * CONSUMER_WARPGROUPS;

@@ -38,8 +38,8 @@
 //! A stage's halves are reloaded by the warpgroup that reads them last
 //! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
 //! own mbarrier, so the next pair's KV streams in under this pair's products and S starts
-//! on the first blocks to land. The producer warpgroup only hands its registers to the
-//! consumers.
+//! on the first blocks to land. There is no producer warpgroup: the CTA is the two
+//! consumer warpgroups (`SEESAW_THREADS`), 255 registers a thread.
 use crate::config::*;
 use crate::decode::{enter, row_lse, DecodeArgs};
 use crate::element::Element;
@@ -50,8 +50,8 @@ use crate::layout::{
 use crate::plan::{clamped_piece, length_fits, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
 use crate::ptx::{
-    atomic, barrier, cp_async, fence, griddep, ids, math, mbarrier, opaque, regs, smem, stmatrix,
-    tma, warp,
+    atomic, barrier, cp_async, fence, griddep, ids, math, mbarrier, opaque, smem, stmatrix, tma,
+    warp,
 };
 use crate::tile::load_swizzled;
 
@@ -90,14 +90,9 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
     }) else {
         return;
     };
-    if ids::warpgroup() == PRODUCER_WARPGROUP {
-        regs::release_to_40();
-        return;
-    }
-    regs::claim_232();
     let chunk = ids::block_y() % a.row_chunks;
     let head = ids::block_y() / a.row_chunks;
-    let wg = warp::uniform(ids::warpgroup()) - 1;
+    let wg = warp::uniform(ids::warpgroup());
     let t = ids::thread() % 128;
     let (warp_id, lane) = (t / 32, t % 32);
     let c = Cta {
