@@ -162,6 +162,24 @@ pub const FLAG_KV_EVICT_FIRST: u32 = 4;
 /// `kv_map_index`): the transposed kernel's producer then issues two loads a column block.
 pub const FLAG_KV_HALF_BOXES: u32 = 8;
 
+/// Column blocks that a transposed kernel's stage refills and hands back together: a
+/// block group, with a "full" and an "empty" mbarrier of its own per stage. Sᵀ starts on
+/// the first group to land, and a group is reloaded as soon as both warpgroups' wgmma on
+/// it retire (the RoPE block's once Sᵀ is done) rather than once the whole tile is.
+pub const KV_GROUP_BLOCKS: u32 = 2;
+/// Block groups of a stage: the V blocks in pairs, then the RoPE block alone.
+pub const KV_GROUPS: u32 = K_BLOCKS.div_ceil(KV_GROUP_BLOCKS);
+/// The group of the RoPE block, which only Sᵀ reads; the groups before it hold V.
+pub const ROPE_GROUP: u32 = KV_GROUPS - 1;
+const _: () = assert!(ROPE_GROUP * KV_GROUP_BLOCKS == V_BLOCKS && ROPE_BLOCK == V_BLOCKS);
+
+/// Column blocks `first..end` of block group `g` of a transposed kernel's stage.
+pub const fn kv_group_blocks(g: u32) -> (u32, u32) {
+    let first = g * KV_GROUP_BLOCKS;
+    let end = first + KV_GROUP_BLOCKS;
+    (first, if end < K_BLOCKS { end } else { K_BLOCKS })
+}
+
 /// Byte offsets of the decode kernel's dynamic shared memory for `rows_cta` query rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeSmem {
@@ -173,7 +191,7 @@ pub struct DecodeSmem {
     pub p: u32,
     /// Cross-warp reduction scratch: per consumer warpgroup, 4 warps × rows/2 f32.
     pub red: u32,
-    /// mbarriers: `STAGES` "full" then `STAGES` "empty".
+    /// mbarriers: `STAGES · KV_GROUPS` "full" then as many "empty" (stage-major).
     pub bars: u32,
     /// Total bytes to request.
     pub bytes: u32,
@@ -188,7 +206,7 @@ impl DecodeSmem {
         let p = q + K_BLOCKS * rows_cta * 128;
         let red = p + CONSUMER_WARPGROUPS * rows_cta * 128;
         let bars = red + CONSUMER_WARPGROUPS * 4 * (rows_cta / 2) * 4;
-        let bytes = bars + 2 * STAGES * 8;
+        let bytes = bars + 2 * STAGES * KV_GROUPS * 8;
         DecodeSmem {
             kv,
             q,
@@ -366,6 +384,23 @@ mod tests {
             assert_eq!(decode_smem_bytes(rows), s.bytes);
         }
         assert_eq!(decode_smem_bytes(SEESAW_ROWS), SeesawSmem::new().bytes);
+    }
+
+    #[test]
+    fn block_groups_cover_each_stage_once_with_the_rope_block_alone() {
+        let mut next = 0;
+        for g in 0..KV_GROUPS {
+            let (first, end) = kv_group_blocks(g);
+            assert_eq!(first, next, "group {g} does not follow its predecessor");
+            assert!(
+                end > first && end - first <= KV_GROUP_BLOCKS,
+                "group {g}: {first}..{end}"
+            );
+            next = end;
+        }
+        assert_eq!(next, K_BLOCKS);
+        assert_eq!(kv_group_blocks(ROPE_GROUP), (ROPE_BLOCK, ROPE_BLOCK + 1));
+        assert!(kv_group_blocks(ROPE_GROUP - 1).1 == V_BLOCKS);
     }
 
     #[test]

@@ -11,10 +11,13 @@
 //! widths it costs about nothing, so both precisions run these kernels. (64-row tiles run
 //! the seesaw kernels of `crate::seesaw`.)
 //!
-//! Warpgroup 0 is the producer (one thread issues the TMA loads of each page); warpgroups
-//! 1 and 2 each own half of the CTA's query rows (N = rows/2) and all 512 dims of Oᵀ, and
-//! take turns issuing their wgmma phases (`Turn`), so one's softmax overlaps the other's
-//! GEMMs. A CTA works on one partition of the plan (`crate::plan::PartWork`) for one chunk
+//! Warpgroup 0 is the producer (one thread issues the TMA loads of each page, a block group
+//! at a time: `KV_GROUP_BLOCKS`); warpgroups 1 and 2 each own half of the CTA's query rows
+//! (N = rows/2) and all 512 dims of Oᵀ, and take turns issuing their wgmma phases (`Turn`),
+//! so one's softmax overlaps the other's GEMMs. Sᵀ starts on the first block group to land,
+//! and each group goes back to the producer as soon as both warpgroups' products on it
+//! retire (the RoPE block's after Sᵀ, the V groups one by one during Oᵀ's update), so the
+//! next load into a stage starts before the whole tile is done with. A CTA works on one partition of the plan (`crate::plan::PartWork`) for one chunk
 //! of query rows of one KV head; requests split over several partitions write partial
 //! (O, lse) pairs that `crate::combine` merges. Page ids outside the cache and lengths past
 //! the block-table row are reported in the error words and never read past the cache.
@@ -33,6 +36,8 @@ use crate::tile::load_swizzled;
 
 /// log2(e): softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
+/// Bytes of one k16 step along a swizzled 128-byte row (K-major operands).
+const K_STEP_BYTES: u32 = 16 * 2;
 
 /// Arguments of one decode launch (the kernel parameters, gathered).
 #[derive(Clone, Copy)]
@@ -105,12 +110,15 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
     let rows_cta = 2 * S::N as u32;
     let lay = DecodeSmem::new(rows_cta);
     let base = smem::base();
-    let full = |s: u32| base + lay.bars + 8 * s;
-    let empty = |s: u32| base + lay.bars + 8 * (STAGES + s);
+    // mbarriers of block group g of stage s.
+    let full = |s: u32, g: u32| base + lay.bars + 8 * (s * KV_GROUPS + g);
+    let empty = |s: u32, g: u32| base + lay.bars + 8 * ((STAGES + s) * KV_GROUPS + g);
     let Some(part) = enter(a, || {
         for s in 0..STAGES {
-            mbarrier::init(full(s), 1);
-            mbarrier::init(empty(s), CONSUMER_WARPS);
+            for g in 0..KV_GROUPS {
+                mbarrier::init(full(s, g), 1);
+                mbarrier::init(empty(s, g), CONSUMER_WARPS);
+            }
         }
     }) else {
         return;
@@ -163,8 +171,9 @@ pub unsafe fn enter(a: &DecodeArgs, init_barriers: impl FnOnce()) -> Option<Part
     Some(part)
 }
 
-/// Producer: streams every page of the partition through the stages, in order, in boxes of
-/// `box_tokens` tokens (the box of the tensor map the host passes, `FLAG_KV_HALF_BOXES`).
+/// Producer: streams every page of the partition through the stages, in order, one block
+/// group at a time as the consumers hand it back, in boxes of `box_tokens` tokens (the box
+/// of the tensor map the host passes, `FLAG_KV_HALF_BOXES`).
 #[inline(always)]
 unsafe fn produce(
     a: &DecodeArgs,
@@ -172,8 +181,8 @@ unsafe fn produce(
     head: u32,
     kv: u32,
     box_tokens: u32,
-    full: impl Fn(u32) -> u32,
-    empty: impl Fn(u32) -> u32,
+    full: impl Fn(u32, u32) -> u32,
+    empty: impl Fn(u32, u32) -> u32,
 ) {
     let mut it = 0;
     let evict_first = a.flags & FLAG_KV_EVICT_FIRST != 0;
@@ -207,29 +216,36 @@ unsafe fn produce(
                 next_id = *pages.add(page as usize + 1);
             }
             let (s, phase) = stage_of(it);
-            mbarrier::wait(empty(s), phase ^ 1);
-            mbarrier::arrive_expect_tx(full(s), TILE_BYTES);
-            for c in 0..K_BLOCKS {
-                for g in 0..TILE_TOKENS / box_tokens {
-                    let row0 = g * box_tokens;
-                    let dst =
-                        kv + s * TILE_BYTES + c * BLOCK_BYTES + row0 * (BLOCK_BYTES / TILE_TOKENS);
-                    let (x, bar) = ((c * COL_BLOCK) as i32, full(s));
-                    let token = token0 + row0 as i32;
-                    // No hint at all below the L2 size: an evict-normal one measured slower.
-                    if evict_first {
-                        tma::load_3d_hint_if(
-                            true,
-                            dst,
-                            a.kv_map,
-                            bar,
-                            x,
-                            head as i32,
-                            token,
-                            policy,
-                        );
-                    } else {
-                        tma::load_3d(dst, a.kv_map, bar, x, head as i32, token);
+            for g in 0..KV_GROUPS {
+                let (first_block, end_block) = kv_group_blocks(g);
+                let bar = full(s, g);
+                mbarrier::wait(empty(s, g), phase ^ 1);
+                mbarrier::arrive_expect_tx(bar, (end_block - first_block) * BLOCK_BYTES);
+                for c in first_block..end_block {
+                    for b in 0..TILE_TOKENS / box_tokens {
+                        let row0 = b * box_tokens;
+                        let dst = kv
+                            + s * TILE_BYTES
+                            + c * BLOCK_BYTES
+                            + row0 * (BLOCK_BYTES / TILE_TOKENS);
+                        let x = (c * COL_BLOCK) as i32;
+                        let token = token0 + row0 as i32;
+                        // No hint at all below the L2 size: an evict-normal one measured
+                        // slower.
+                        if evict_first {
+                            tma::load_3d_hint_if(
+                                true,
+                                dst,
+                                a.kv_map,
+                                bar,
+                                x,
+                                head as i32,
+                                token,
+                                policy,
+                            );
+                        } else {
+                            tma::load_3d(dst, a.kv_map, bar, x, head as i32, token);
+                        }
                     }
                 }
             }
@@ -249,8 +265,8 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
     head: u32,
     lay: &DecodeSmem,
     base: u32,
-    full: impl Fn(u32) -> u32,
-    empty: impl Fn(u32) -> u32,
+    full: impl Fn(u32, u32) -> u32,
+    empty: impl Fn(u32, u32) -> u32,
 ) {
     let n = S::N as u32;
     let cols = (n / 4) as usize;
@@ -334,14 +350,15 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
         let mut l_buf = [0.0f32; MAX_COLS_PER_THREAD];
         let (m, l) = (&mut m_buf[..cols], &mut l_buf[..cols]);
 
-        // Waits for a tile's KV and makes rows past the length harmless; returns its
-        // shared address.
-        let prepare = |page: u32, it: u32| {
-            let (s, phase) = stage_of(it);
-            mbarrier::wait(full(s), phase);
+        // The shared address of a tile's KV; on the request's partial last page, once its
+        // V has landed, the rows past the length are made harmless.
+        let prepare = |page: u32, s: u32, phase: u32| {
             let kv = warp::uniform(base + lay.kv + s * TILE_BYTES);
             let valid = (seqlen - (page * PAGE_SIZE) as i32).min(TILE_TOKENS as i32) as u32;
             if valid < TILE_TOKENS {
+                for g in 0..ROPE_GROUP {
+                    mbarrier::wait(full(s, g), phase);
+                }
                 zero_v_rows(kv, valid, ids::thread() - 128);
                 fence::proxy_async_shared();
                 barrier::sync_named(NamedBarrier::Consumers as u32, 256);
@@ -349,25 +366,26 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
             kv
         };
 
-        // Hands a consumed stage back to the producer (one arrival per warp).
-        let release = |it: u32| {
+        // Hands block group g of stage s back to the producer (one arrival per warp).
+        let release = |s: u32, g: u32| {
             warp::sync();
-            if lane == 0 {
-                mbarrier::arrive(empty(stage_of(it).0));
-            }
+            mbarrier::arrive_if(lane == 0, empty(s, g));
         };
 
         // The two warpgroups take turns issuing their GEMMs (Sᵀ, then Oᵀ), so that one's
         // softmax runs while the other's wgmma keep the tensor core busy.
         for page in first..last {
-            let kv = prepare(page, it);
+            let (s, phase) = stage_of(it);
+            let kv = prepare(page, s, phase);
             let mut st = S::zero();
             turn.wait();
-            wgmma::fence();
-            issue_qk::<T, S>(&mut st, kv, q_smem, q_block_stride);
+            issue_qk::<T, S>(&mut st, kv, q_smem, q_block_stride, |g| {
+                mbarrier::wait_warp(full(s, g), phase)
+            });
             wgmma::commit();
             turn.pass();
             wgmma::wait_all();
+            release(s, ROPE_GROUP);
 
             // On the tiles that reach past a column's last visible key (the length, or
             // the causal limit), mask the keys beyond it. Every later tile of the piece is
@@ -417,10 +435,16 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
 
             turn.wait();
             issue_pv::<T, O>(&mut o, kv, p_smem);
-            wgmma::commit();
             turn.pass();
-            wgmma::wait_all();
-            release(it);
+            // Each V group goes back as its products retire (one commit group each).
+            wgmma::wait::<3>();
+            release(s, 0);
+            wgmma::wait::<2>();
+            release(s, 1);
+            wgmma::wait::<1>();
+            release(s, 2);
+            wgmma::wait::<0>();
+            release(s, 3);
             it += 1;
         }
 
@@ -463,31 +487,55 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
     turn.finish(wg);
 }
 
-/// Issues Sᵀ = K·Qᵀ for one tile: 64 tokens × N query rows, K = 576 (K-major A and B).
+/// Fences and issues Sᵀ = K·Qᵀ for one tile: 64 tokens × N query rows, K = 576 (K-major
+/// A and B), each block group's products once `ready(group)` has waited for it to land.
 #[inline(always)]
-unsafe fn issue_qk<T: Element, S: MmaShape>(st: &mut S::Acc, kv: u32, q: u32, q_block_stride: u32) {
+unsafe fn issue_qk<T: Element, S: MmaShape>(
+    st: &mut S::Acc,
+    kv: u32,
+    q: u32,
+    q_block_stride: u32,
+    ready: impl Fn(u32),
+) {
     let k_desc = opaque(smem_desc(kv, Major::K, 0));
     let q_desc = opaque(smem_desc(q, Major::K, 0));
-    for k in 0..QK_STEPS {
-        let (blk, koff) = (k / 4, (k % 4) * 32);
-        let da = desc_add(k_desc, blk * BLOCK_BYTES + koff);
-        let db = desc_add(q_desc, blk * q_block_stride + koff);
-        T::mma::<S>(st, da, db, k > 0);
+    for g in 0..KV_GROUPS {
+        ready(g);
+        wgmma::fence();
+        let (first_block, end_block) = kv_group_blocks(g);
+        for blk in first_block..end_block {
+            for kk in 0..COL_BLOCK / 16 {
+                let koff = kk * K_STEP_BYTES;
+                let da = desc_add(k_desc, blk * BLOCK_BYTES + koff);
+                let db = desc_add(q_desc, blk * q_block_stride + koff);
+                T::mma::<S>(st, da, db, blk + kk > 0);
+            }
+        }
     }
 }
 
 /// Fences and issues Oᵀ += Vᵀ·Pᵀ for one tile: per 64-dim block of V (A, MN-major), K = 64
-/// tokens.
+/// tokens; one commit group per V block group, in order.
 #[inline(always)]
 unsafe fn issue_pv<T: Element, S: MmaShape>(o: &mut [S::Acc; V_BLOCKS as usize], kv: u32, p: u32) {
+    const {
+        assert!(
+            ROPE_GROUP == 4,
+            "consume retires the V groups with wait<3..0>"
+        )
+    };
     let v_desc = opaque(smem_desc(kv, Major::MN, BLOCK_BYTES));
     let p_desc = opaque(smem_desc(p, Major::K, 0));
     wgmma::fence();
-    for (mb, ob) in o.iter_mut().enumerate() {
-        for k in 0..PV_STEPS {
-            let da = desc_add(v_desc, mb as u32 * BLOCK_BYTES + k * 16 * 128);
-            T::mma_ta::<S>(ob, da, desc_add(p_desc, k * 32), true);
+    for g in 0..ROPE_GROUP {
+        let (first_block, end_block) = kv_group_blocks(g);
+        for mb in first_block..end_block {
+            for k in 0..PV_STEPS {
+                let da = desc_add(v_desc, mb * BLOCK_BYTES + k * 16 * 128);
+                T::mma_ta::<S>(&mut o[mb as usize], da, desc_add(p_desc, k * 32), true);
+            }
         }
+        wgmma::commit();
     }
 }
 

@@ -13,6 +13,15 @@ pub unsafe fn arrive(bar: u32) {
     asm!("mbarrier.arrive.shared::cta.b64 _, [{b}];", b = in(reg32) bar, options(nostack));
 }
 
+/// `arrive` only where `pred` holds, without a branch: LLVM may duplicate the `.aligned`
+/// wgmma waits that follow a branch into both of its sides, and a warp that runs two
+/// copies of an aligned instruction diverged hangs.
+#[inline(always)]
+pub unsafe fn arrive_if(pred: bool, bar: u32) {
+    asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p mbarrier.arrive.shared::cta.b64 _, [{b}]; }}",
+        pr = in(reg32) pred as u32, b = in(reg32) bar, options(nostack));
+}
+
 /// mbarrier.arrive.expect_tx: one arrival that also expects `bytes` of async transactions.
 #[inline(always)]
 pub unsafe fn arrive_expect_tx(bar: u32, bytes: u32) {
