@@ -437,14 +437,10 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
             issue_pv::<T, O>(&mut o, kv, p_smem);
             turn.pass();
             // Each V group goes back as its products retire (one commit group each).
-            wgmma::wait::<3>();
-            release(s, 0);
-            wgmma::wait::<2>();
-            release(s, 1);
-            wgmma::wait::<1>();
-            release(s, 2);
-            wgmma::wait::<0>();
-            release(s, 3);
+            for g in 0..ROPE_GROUP {
+                wgmma::wait_for_at_most(ROPE_GROUP - 1 - g);
+                release(s, g);
+            }
             it += 1;
         }
 
@@ -518,12 +514,6 @@ unsafe fn issue_qk<T: Element, S: MmaShape>(
 /// tokens; one commit group per V block group, in order.
 #[inline(always)]
 unsafe fn issue_pv<T: Element, S: MmaShape>(o: &mut [S::Acc; V_BLOCKS as usize], kv: u32, p: u32) {
-    const {
-        assert!(
-            ROPE_GROUP == 4,
-            "consume retires the V groups with wait<3..0>"
-        )
-    };
     let v_desc = opaque(smem_desc(kv, Major::MN, BLOCK_BYTES));
     let p_desc = opaque(smem_desc(p, Major::K, 0));
     wgmma::fence();

@@ -47,3 +47,20 @@ pub fn wait_all() {
 pub fn wait<const N: u32>() {
     unsafe { asm!("wgmma.wait_group.sync.aligned {n};", n = const N, options(nostack)) };
 }
+
+/// `wait::<n>` for an `n` that is a constant once the caller's loop is unrolled (at most
+/// 7; more waits for every group). `n` must be the same in every thread of the warpgroup.
+#[inline(always)]
+pub fn wait_for_at_most(n: u32) {
+    match n {
+        0 => wait::<0>(),
+        1 => wait::<1>(),
+        2 => wait::<2>(),
+        3 => wait::<3>(),
+        4 => wait::<4>(),
+        5 => wait::<5>(),
+        6 => wait::<6>(),
+        7 => wait::<7>(),
+        _ => wait_all(),
+    }
+}
