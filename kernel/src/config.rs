@@ -66,6 +66,8 @@ pub const BLOCK_BYTES: u32 = TILE_TOKENS * 128;
 pub const TILE_BYTES: u32 = K_BLOCKS * BLOCK_BYTES;
 /// wgmma k16 steps of Sᵀ = K·Qᵀ (576 / 16).
 pub const QK_STEPS: u32 = D_QK / 16;
+/// Bytes of one k16 step along a swizzled 128-byte row (K-major operands).
+pub const K_STEP_BYTES: u32 = 16 * 2;
 /// wgmma k16 steps of Oᵀ += Vᵀ·Pᵀ per V block (64 tokens / 16).
 pub const PV_STEPS: u32 = TILE_TOKENS / 16;
 /// Most query rows per CTA of the transposed kernels, which split P (P ≈ P_hi + P_lo,

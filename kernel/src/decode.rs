@@ -17,8 +17,9 @@
 //! so one's softmax overlaps the other's GEMMs. Sᵀ starts on the first block group to land,
 //! and each group goes back to the producer as soon as both warpgroups' products on it
 //! retire (the RoPE block's after Sᵀ, the V groups one by one during Oᵀ's update), so the
-//! next load into a stage starts before the whole tile is done with. A CTA works on one partition of the plan (`crate::plan::PartWork`) for one chunk
-//! of query rows of one KV head; requests split over several partitions write partial
+//! next load into a stage starts before the whole tile is done with. A CTA works on one
+//! partition of the plan (`crate::plan::PartWork`) for one chunk of query rows of one KV
+//! head; requests split over several partitions write partial
 //! (O, lse) pairs that `crate::combine` merges. Page ids outside the cache and lengths past
 //! the block-table row are reported in the error words and never read past the cache.
 use crate::config::*;
@@ -36,8 +37,6 @@ use crate::tile::load_swizzled;
 
 /// log2(e): softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
-/// Bytes of one k16 step along a swizzled 128-byte row (K-major operands).
-const K_STEP_BYTES: u32 = 16 * 2;
 
 /// Arguments of one decode launch (the kernel parameters, gathered).
 #[derive(Clone, Copy)]

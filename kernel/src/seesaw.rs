@@ -57,8 +57,6 @@ use crate::tile::load_swizzled;
 
 /// log2(e): the softmax runs in base 2 on scores pre-multiplied by scale·log2(e).
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
-/// Bytes of one k16 step along a swizzled 128-byte row (K-major operands).
-const K_STEP_BYTES: u32 = 16 * 2;
 /// Bytes of one k16 step across rows of a swizzled block (MN-major operands: 16 rows).
 const MN_STEP_BYTES: u32 = 16 * SWIZZLE_ROW_BYTES;
 
