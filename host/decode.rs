@@ -12,11 +12,10 @@ use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    combine_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, row_tile_for, COL_BLOCK,
+    combine_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
     ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
     KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
-    STACKED_SPLIT_MAX_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -47,10 +46,8 @@ impl KvElement for half::f16 {
 /// O = P·V on 64-row ones), whose operands must be 16-bit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Precision {
-    /// P rounded once to the input type, as FlashMLA does, where more than 32 query rows
-    /// share a KV head (64-row tiles): that rounding adds to the output's error (RMSE about
-    /// 1.2× the rounding floor with bf16). Up to 32 rows the split of `Accurate` rides in
-    /// the same GEMM at about no cost and is always used.
+    /// P rounded once to the input type, as FlashMLA does: that rounding adds to the
+    /// output's error (RMSE about 1.2× the rounding floor with bf16).
     Fast,
     /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
     /// error is the rounding floor's. On 64-row tiles the P·V GEMM does twice the work.
@@ -244,12 +241,10 @@ impl DecodeConfig {
     fn rows_per_kv(&self) -> u32 {
         (self.s_q * self.h_q / self.h_kv) as u32
     }
-    /// Whether a decode with this config may round P once (`Precision::Fast` on tiles wider
-    /// than `STACKED_SPLIT_MAX_ROWS`) rather than split it into two 16-bit terms. A plan for
-    /// short contexts may still pick narrower tiles, which split P:
-    /// [`DecodePlan::rounds_p_once`] says what a given plan does.
+    /// Whether a decode with this config rounds P once (`Precision::Fast`) rather than
+    /// split it into two 16-bit terms.
     pub fn rounds_p_once(&self) -> bool {
-        rounds_p_once(self.precision, row_tile_for(self.rows_per_kv()))
+        rounds_p_once(self.precision)
     }
 }
 
@@ -489,10 +484,10 @@ impl DecodePlan {
     pub fn seqlens(&self) -> &[i32] {
         &self.seqlens
     }
-    /// Whether the decode with this plan rounds P once (`Precision::Fast` on the plan's
-    /// tiles, when wider than `STACKED_SPLIT_MAX_ROWS`) rather than splitting it.
+    /// Whether the decode with this plan rounds P once (`Precision::Fast`) rather than
+    /// splitting it.
     pub fn rounds_p_once(&self) -> bool {
-        rounds_p_once(self.config.precision, self.schedule.rows_per_cta)
+        rounds_p_once(self.config.precision)
     }
 }
 
@@ -634,8 +629,8 @@ pub struct Decoder {
 /// Handles of the decode and combine kernels, looked up once when the module is loaded
 /// rather than by name on every (per-layer) decode call.
 struct Functions {
-    /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}_split`, and
-    /// `etap_decode_{bf16,f16}_r64` for Fast at 64 rows (64 rows: the seesaw kernels).
+    /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}` (Fast) and
+    /// `_split` (Accurate); 64 rows: the seesaw kernels.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
     combine: [[sys::CUfunction; 3]; 2],
@@ -673,17 +668,15 @@ fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
     }
 }
 
-/// Whether `precision` rounds P once on a tile of `rows` query rows: only `Fast`, and only
-/// on 64-row tiles (the seesaw kernels), where the split doubles the P·V products; up to 32
-/// rows the split rides in the same wgmma at about no cost and is always used.
-fn rounds_p_once(precision: Precision, rows: u32) -> bool {
-    precision == Precision::Fast && rows > STACKED_SPLIT_MAX_ROWS
+/// Whether `precision` rounds P once (every row tile has a kernel for either way).
+fn rounds_p_once(precision: Precision) -> bool {
+    precision == Precision::Fast
 }
 
 /// The decode kernel for `dtype`, `precision` and a tile of `rows` query rows: the split-P
 /// kernel (`_split`) unless P is rounded once.
 fn decode_kernel_name(dtype: Dtype, precision: Precision, rows: u32) -> String {
-    let suffix = if rounds_p_once(precision, rows) {
+    let suffix = if rounds_p_once(precision) {
         ""
     } else {
         "_split"
@@ -957,14 +950,18 @@ mod tests {
                 );
             }
         }
-        // Only 64-row tiles have a kernel that rounds P once.
+        // Fast rounds P once on every tile, Accurate splits it on every tile.
         assert_eq!(
             decode_kernel_name(Dtype::Bf16, Precision::Fast, 64),
             "etap_decode_bf16_r64"
         );
         assert_eq!(
             decode_kernel_name(Dtype::F16, Precision::Fast, 32),
-            "etap_decode_f16_r32_split"
+            "etap_decode_f16_r32"
+        );
+        assert_eq!(
+            decode_kernel_name(Dtype::F16, Precision::Accurate, 16),
+            "etap_decode_f16_r16_split"
         );
     }
 

@@ -6,10 +6,11 @@
 //!
 //! The softmax takes the exact cross-warp column max only on a piece's first tile, on
 //! masked tiles and when a one-barrier vote finds a score more than `SOFTMAX_SLACK` above a
-//! column's running max; otherwise P is taken against the running max as it stands. P is
-//! rounded to two 16-bit terms, P_hi + P_lo, stacked as N more columns of Pᵀ: at these
-//! widths it costs about nothing, so both precisions run these kernels. (64-row tiles run
-//! the seesaw kernels of `crate::seesaw`.)
+//! column's running max; otherwise P is taken against the running max as it stands. With a
+//! split P (`Precision::Accurate`) P is rounded to two 16-bit terms, P_hi + P_lo, stacked as
+//! N more columns of Pᵀ; the `Fast` kernels round it once (N as wide as Sᵀ's: H200, 2–11 %
+//! faster at h_q 32 and on the 32-row tiles of h_q 64/128). (64-row tiles run the seesaw
+//! kernels of `crate::seesaw`.)
 //!
 //! Warpgroup 0 is the producer (one thread issues the TMA loads of each page, a block group
 //! at a time: `KV_GROUP_BLOCKS`); warpgroups 1 and 2 each own half of the CTA's query rows
@@ -99,12 +100,13 @@ fn stage_of(it: u32) -> (u32, u32) {
 }
 
 /// The decode kernel body for element type `T` and N = `S::N` query rows per consumer
-/// warpgroup (the CTA handles 2·N rows). Oᵀ is an `O`-shaped accumulator twice as wide as
-/// `S`: the split P's low half stacked under the high half as N more columns of Pᵀ.
+/// warpgroup (the CTA handles 2·N rows). Oᵀ is an `O`-shaped accumulator: twice as wide as
+/// `S` for a split P (its low half stacked under the high half as N more columns of Pᵀ),
+/// as wide as `S` for P rounded once.
 #[inline(always)]
 pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
     const {
-        assert!(O::N == 2 * S::N && O::N as u32 <= STACKED_SPLIT_MAX_ROWS);
+        assert!((O::N == 2 * S::N || O::N == S::N) && O::N as u32 <= STACKED_SPLIT_MAX_ROWS);
     }
     let rows_cta = 2 * S::N as u32;
     let lay = DecodeSmem::new(rows_cta);
@@ -428,7 +430,12 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
 
             // Pᵀ → shared memory as the K-major B operand (row = query column, 64 tokens),
             // 8×8 blocks at a time, P_lo under P_hi.
-            store_p::<T>(sv, p_smem, p_smem + n * 128, &p_rows[..p_groups]);
+            store_p::<T>(
+                sv,
+                p_smem,
+                (O::N == 2 * S::N).then_some(p_smem + n * 128),
+                &p_rows[..p_groups],
+            );
             fence::proxy_async_shared();
             barrier::sync_named(group_bar, 128);
 
@@ -596,10 +603,10 @@ unsafe fn exact_softmax<S: MmaShape, O: MmaShape>(
 
 /// Stores P (this thread's fragment `sv` of the 64 × N tile) rounded to `T` as the
 /// K-major Pᵀ operand at `p`, with one `stmatrix .trans` per 4 blocks of 8×8; `rows` holds
-/// this lane's row offset for each call (`p_store_coord`). The rounding remainder P − P_hi
-/// goes to `p_lo`, rounded to `T` as well.
+/// this lane's row offset for each call (`p_store_coord`). For a split P the rounding
+/// remainder P − P_hi goes to `p_lo`, rounded to `T` as well.
 #[inline(always)]
-unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: u32, rows: &[u32]) {
+unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: Option<u32>, rows: &[u32]) {
     let hi = |k: u32| {
         let i = p_store_pair(k) as usize;
         T::pack2(sv[i], sv[i + 1])
@@ -613,7 +620,9 @@ unsafe fn store_p<T: Element>(sv: &[f32], p: u32, p_lo: u32, rows: &[u32]) {
         )
     };
     store_fragment(sv.len(), p, rows, hi);
-    store_fragment(sv.len(), p_lo, rows, lo);
+    if let Some(p_lo) = p_lo {
+        store_fragment(sv.len(), p_lo, rows, lo);
+    }
 }
 
 /// The stmatrix calls of `store_p` for one buffer: `pair(k)` is the packed element pair of
@@ -814,14 +823,18 @@ use crate::ptx::wgmma::{N16, N32, N8};
 use crate::seesaw;
 // 64-row tiles run the seesaw kernel in FlashMLA's orientation; 16- and 32-row tiles the
 // transposed one. `_split`: P split into two 16-bit terms (`Precision::Accurate` on the
-// host); the transposed tiles stack the low half as N more columns of Pᵀ (at about no cost,
-// so they have no single-rounding kernel). Kernels of their own rather than a flag: a
-// run-time branch around the wgmma batches makes ptxas spill the accumulators.
+// host); the transposed tiles stack the low half as N more columns of Pᵀ. Kernels of their
+// own rather than a flag: a run-time branch around the wgmma batches makes ptxas spill the
+// accumulators.
 decode_kernels! {
     etap_decode_bf16_r64 => seesaw::decode::<Bf16, false>;
     etap_decode_f16_r64 => seesaw::decode::<F16, false>;
     etap_decode_bf16_r64_split => seesaw::decode::<Bf16, true>;
     etap_decode_f16_r64_split => seesaw::decode::<F16, true>;
+    etap_decode_bf16_r16 => decode::<Bf16, N8, N8>;
+    etap_decode_bf16_r32 => decode::<Bf16, N16, N16>;
+    etap_decode_f16_r16 => decode::<F16, N8, N8>;
+    etap_decode_f16_r32 => decode::<F16, N16, N16>;
     etap_decode_bf16_r16_split => decode::<Bf16, N8, N16>;
     etap_decode_bf16_r32_split => decode::<Bf16, N16, N32>;
     etap_decode_f16_r16_split => decode::<F16, N8, N16>;
