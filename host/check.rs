@@ -53,8 +53,8 @@ pub struct CaseResult {
     pub p_rounded_once: bool,
 }
 
-/// Where P is rounded once to 16 bits ([`Precision::Fast`] on 64-row tiles), RMSE may
-/// exceed the rounding floor by this factor.
+/// Where P is rounded once to 16 bits ([`Precision::Fast`]), RMSE may exceed the rounding
+/// floor by this factor.
 pub const RMSE_FACTOR: f64 = 1.3;
 /// Where P is rounded once and the output is f32, the RMSE must stay below this fraction of
 /// the input dtype's rounding floor: the output is then more accurate than any 16-bit one.
@@ -458,9 +458,9 @@ pub fn grid() -> Vec<Case> {
         seed: 3,
         ..Case::new(Dtype::Bf16, 2, 32, vec![300, 77, 0], true)
     });
-    // Precision::Fast (single rounding on 64-row tiles) at every h_q. With these short
-    // lengths the plan picks 32-row tiles (split P) everywhere; the long cases below reach
-    // the seesaw kernels.
+    // Precision::Fast (P rounded once) at every h_q. With these short lengths the plan
+    // picks 16/32-row tiles everywhere (the `_r16` / `_r32` kernels); the long cases below
+    // reach the seesaw kernels.
     for dtype in [Dtype::Bf16, Dtype::F16] {
         for (i, h_q) in [1, 16, 32, 64, 128].into_iter().enumerate() {
             cases.push(Case {
