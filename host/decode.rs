@@ -441,6 +441,7 @@ impl DecodePlan {
             .max()
             .unwrap_or(0);
         let active_parts = parts.iter().take_while(|p| !p.is_idle()).count();
+        let combine_rows = (config.s_q * config.h_q) as u64 * config.batch as u64;
         Ok(Schedule {
             parts,
             split_offsets,
@@ -449,6 +450,7 @@ impl DecodePlan {
             rows_per_cta,
             row_chunks,
             max_splits,
+            combine: CombineLaunch::new(max_splits, combine_rows, sm_count),
             kv_bytes: total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64,
             total_pages,
         })
@@ -510,6 +512,8 @@ pub struct Schedule {
     pub row_chunks: u32,
     /// Most pieces any one request is split into (selects the combine kernel).
     pub max_splits: u32,
+    /// The combine kernel and its launch shape.
+    pub combine: CombineLaunch,
     /// Bytes of KV cache one call reads (every used page, all KV heads).
     pub kv_bytes: u64,
     /// Pages of the plan (all requests, one KV head).
@@ -638,7 +642,7 @@ struct Functions {
 
 /// The combine kernels, by how they spread a row's merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CombineKind {
+pub enum CombineKind {
     /// One group of 128 threads a row.
     Narrow,
     /// `COMBINE_WIDE_GROUPS` groups a row (requests split at least
@@ -647,6 +651,39 @@ enum CombineKind {
     /// The wide kernel over `plan::combine_dim_slices` CTAs a row (grid z), each over a
     /// slice of the dims.
     Sliced,
+}
+
+/// How a plan's combine runs: the kernel, its thread groups a CTA and CTAs a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CombineLaunch {
+    /// Which kernel merges a row.
+    pub kind: CombineKind,
+    /// Groups of `COMBINE_GROUP_THREADS` threads a CTA.
+    pub groups: u32,
+    /// CTAs a row, each over a slice of its dims (the grid's z).
+    pub slices: u32,
+}
+
+impl CombineLaunch {
+    /// The combine of a plan whose most-split request has `max_splits` pieces, over
+    /// `rows` (s_q · h_q · batch) rows, on `sm_count` SMs: requests split many times are
+    /// merged by `COMBINE_WIDE_GROUPS` thread groups a row, and in a small batch by several
+    /// CTAs a row ([`plan::combine_dim_slices`]).
+    pub fn new(max_splits: u32, rows: u64, sm_count: u32) -> Self {
+        let wide = max_splits >= COMBINE_WIDE_MIN_SPLITS;
+        let slices = plan::combine_dim_slices(max_splits, rows, sm_count);
+        let kind = match (wide, slices > 1) {
+            (_, true) => CombineKind::Sliced,
+            (true, false) => CombineKind::Wide,
+            (false, false) => CombineKind::Narrow,
+        };
+        let groups = if wide { COMBINE_WIDE_GROUPS } else { 1 };
+        CombineLaunch {
+            kind,
+            groups,
+            slices,
+        }
+    }
 }
 
 /// The combine kernels for `dtype`, in [`CombineKind`] order.
@@ -802,24 +839,10 @@ impl Decoder {
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
         let p = precision_index(c.precision);
-        // Requests split many times are merged by four thread groups a row, and in a small
-        // batch by several CTAs a row, each over a slice of the dims.
-        let wide = sched.max_splits >= COMBINE_WIDE_MIN_SPLITS;
-        let combine_groups = if wide { COMBINE_WIDE_GROUPS } else { 1 };
-        let (s_q, h_q) = (c.s_q as u32, c.h_q as u32);
-        let slices = plan::combine_dim_slices(
-            sched.max_splits,
-            (s_q * h_q) as u64 * c.batch as u64,
-            self.gpu.sm_count,
-        );
-        let combine_kind = match (wide, slices > 1) {
-            (_, true) => CombineKind::Sliced,
-            (true, false) => CombineKind::Wide,
-            (false, false) => CombineKind::Narrow,
-        };
+        let comb = sched.combine;
         let (decode_fn, combine_fn) = (
             self.functions.decode[d][p][tile],
-            self.functions.combine[d][combine_kind as usize],
+            self.functions.combine[d][comb.kind as usize],
         );
         let kv_map = sched.kv_map_index();
         let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
@@ -849,7 +872,7 @@ impl Decoder {
         let (mut lacc, _s9) = plan.lse_accum.device_ptr_mut(stream);
         let (mut errors, _s10) = plan.errors.device_ptr_mut(stream);
         let mut num_blocks = cache.num_blocks as u32;
-        let (mut s_q, mut h_q, mut h_kv) = (s_q, h_q, c.h_kv as u32);
+        let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
         let (mut max_pages, mut row_chunks) = (c.max_pages as u32, sched.row_chunks);
         let mut scale = c.softmax_scale;
         let mut args = crate::kernel_args![
@@ -870,9 +893,9 @@ impl Decoder {
         let mut cargs =
             crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, errors, s_q, h_q, flags];
         let cspec = LaunchSpec {
-            grid: (s_q * h_q, c.batch as u32, slices),
-            block: (combine_groups * COMBINE_GROUP_THREADS, 1, 1),
-            dyn_smem: combine_smem_bytes(combine_groups, slices),
+            grid: (s_q * h_q, c.batch as u32, comb.slices),
+            block: (comb.groups * COMBINE_GROUP_THREADS, 1, 1),
+            dyn_smem: combine_smem_bytes(comb.groups, comb.slices),
             cluster: None,
             programmatic: self.programmatic,
         };
@@ -1004,6 +1027,34 @@ mod tests {
         assert_eq!(
             (seesaw.rows_per_cta, seesaw.kv_map_index()),
             (64, KV_MAP_WHOLE)
+        );
+    }
+
+    #[test]
+    fn the_schedule_picks_the_combine_by_splits_and_rows() {
+        let combine = |batch: usize, len: i32| {
+            let config = DecodeConfig::new(batch, 16, 1024);
+            DecodePlan::schedule(&config, &vec![len; batch], 132)
+                .unwrap()
+                .combine
+        };
+        // b 1, 4K: 64 pieces of one page over 16 rows: wide groups, 4 CTAs a row.
+        let latency = combine(1, 4096);
+        assert_eq!(latency.kind, CombineKind::Sliced);
+        assert_eq!((latency.groups, latency.slices), (COMBINE_WIDE_GROUPS, 4));
+        // b 16, 512: 8 pieces a request, one group a row.
+        let short = combine(16, 512);
+        assert_eq!(
+            (short.kind, short.groups, short.slices),
+            (CombineKind::Narrow, 1, 1)
+        );
+        // Rows enough to fill half the SMs take one CTA a row, wide or not.
+        let wide = CombineLaunch::new(COMBINE_WIDE_MIN_SPLITS, 66, 132);
+        assert_eq!((wide.kind, wide.slices), (CombineKind::Wide, 1));
+        let narrow = CombineLaunch::new(COMBINE_WIDE_MIN_SPLITS - 1, 1, 132);
+        assert_eq!(
+            (narrow.kind, narrow.groups, narrow.slices),
+            (CombineKind::Narrow, 1, 1)
         );
     }
 
