@@ -189,7 +189,20 @@ fn tensor_map_encodes_for_kv_cache_and_uploads() {
     assert_eq!(&back[..], &map.0[..]);
 }
 
+/// The harness of these binaries reads `RUST_TEST_THREADS` as libtest does (no GPU needed).
+fn harness_reads_rust_test_threads() {
+    use common::test_threads_from_env;
+    assert_eq!(test_threads_from_env(None), Ok(None));
+    assert_eq!(test_threads_from_env(Some("4".into())), Ok(Some(4)));
+    assert_eq!(test_threads_from_env(Some(" 1 ".into())), Ok(Some(1)));
+    for bad in ["0", "-1", "two", ""] {
+        let err = test_threads_from_env(Some(bad.into())).unwrap_err();
+        assert!(err.contains("RUST_TEST_THREADS"), "{err}");
+    }
+}
+
 test_main!(
+    harness_reads_rust_test_threads,
     gpu_is_hopper_and_described,
     embedded_cubin_loads_with_attributes,
     ptx_jit_launch_round_trip,

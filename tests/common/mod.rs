@@ -36,13 +36,18 @@ pub fn skip_because(reason: String) {
 }
 
 /// The `main` of a GPU test binary (`harness = false`): runs `tests` under libtest-mimic
-/// with the usual test-harness arguments (filters, `--test-threads`, `--list`, ...). A
-/// test that skipped itself through [`gpu_or_skip`] counts as ignored, with its reason, so
-/// a machine without a GPU reports `0 passed; ... N ignored`, never a vacuous pass.
+/// with the usual test-harness arguments (filters, `--test-threads` or
+/// `RUST_TEST_THREADS`, `--list`, ...). A test that skipped itself through
+/// [`gpu_or_skip`] counts as ignored, with its reason, so a machine without a GPU reports
+/// `0 passed; ... N ignored`, never a vacuous pass.
 pub fn run_tests(tests: &[(&'static str, fn())]) -> ! {
     use libtest_mimic::{Arguments, Completion, Trial};
     let (argv, filters) = split_filters(std::env::args());
-    let args = Arguments::from_iter(argv);
+    let mut args = Arguments::from_iter(argv);
+    if args.test_threads.is_none() {
+        args.test_threads = test_threads_from_env(std::env::var("RUST_TEST_THREADS").ok())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     let selected = |name: &str| {
         filters.is_empty()
             || filters.iter().any(|f| {
@@ -99,6 +104,21 @@ fn split_filters(args: impl Iterator<Item = String>) -> (Vec<String>, Vec<String
         }
     }
     (argv, filters)
+}
+
+/// The thread count that `RUST_TEST_THREADS` (its value `var`, if set) asks for, as libtest
+/// reads it when `--test-threads` is not given: a positive integer, else an error naming
+/// the variable.
+pub fn test_threads_from_env(var: Option<String>) -> Result<Option<usize>, String> {
+    match var {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!(
+                "RUST_TEST_THREADS must be a positive integer, got `{v}`"
+            )),
+        },
+    }
 }
 
 /// Whether `ETAP_REQUIRE_GPU` asks for GPU tests to fail instead of skipping.
