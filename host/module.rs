@@ -315,6 +315,46 @@ mod tests {
         assert_eq!(seesaw, 4, "bf16/f16 × Fast/Accurate seesaw kernels");
     }
 
+    /// The PTX of entry `name` (up to the next entry).
+    fn entry_body<'a>(ptx: &'a str, name: &str) -> &'a str {
+        let start = ptx
+            .find(&format!(".entry {name}("))
+            .unwrap_or_else(|| panic!("no entry {name}"));
+        let end = ptx[start + 1..]
+            .find(".entry ")
+            .map_or(ptx.len(), |e| start + 1 + e);
+        &ptx[start..end]
+    }
+
+    /// The 16/32-row kernels' wgmma instructions appear in the PTX exactly as often as the
+    /// mainloop issues them per tile. A second copy of an `.aligned` wait, fence or commit
+    /// means LLVM duplicated it into both sides of a branch, where the warps of a
+    /// warpgroup may diverge and hang (the eleventh session's first block-group build did).
+    #[test]
+    fn transposed_kernels_issue_each_wgmma_instruction_once() {
+        use etap_kernel::config::{KV_GROUPS, PV_STEPS, QK_STEPS, ROPE_GROUP, V_BLOCKS};
+        let mut checked = 0;
+        for name in kernel_names() {
+            if !name.starts_with("etap_decode_") || name.contains("_r64") {
+                continue;
+            }
+            let body = entry_body(PTX, name);
+            let count = |insn: &str| body.matches(insn).count() as u32;
+            // Sᵀ: one fence per block group and one commit and wait; Oᵀ: one fence, then a
+            // commit and a wait per V group.
+            assert_eq!(count("wgmma.fence"), KV_GROUPS + 1, "{name}");
+            assert_eq!(count("wgmma.commit_group"), 1 + ROPE_GROUP, "{name}");
+            assert_eq!(count("wgmma.wait_group"), 1 + ROPE_GROUP, "{name}");
+            assert_eq!(
+                count("wgmma.mma_async"),
+                QK_STEPS + V_BLOCKS * PV_STEPS,
+                "{name}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 8, "bf16/f16 × 16/32 rows × Fast/Accurate");
+    }
+
     #[test]
     fn reads_register_counts_from_the_report() {
         let report = "ptxas info    : Compiling entry function 'a' for 'sm_90a'\n\
