@@ -510,7 +510,7 @@ pub struct Schedule {
     pub rows_per_cta: u32,
     /// CTAs per KV head over the query rows.
     pub row_chunks: u32,
-    /// Most pieces any one request is split into (selects the combine kernel).
+    /// Most pieces any one request is split into (what `combine` is chosen by).
     pub max_splits: u32,
     /// The combine kernel and its launch shape.
     pub combine: CombineLaunch,

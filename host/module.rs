@@ -290,29 +290,9 @@ mod tests {
         SEESAW_THREADS,
     };
 
-    /// The `.maxntid` launch bound of entry `name` in `ptx`, if it has one.
-    fn launch_bound(ptx: &str, name: &str) -> Option<String> {
-        let start = ptx.find(&format!(".entry {name}("))?;
-        let body = start + ptx[start..].find("\n{")?;
-        let bound = ptx[start..body].find(".maxntid")?;
-        Some(ptx[start + bound..body].trim().to_string())
-    }
-
-    #[test]
-    fn seesaw_kernels_and_only_they_carry_their_launch_bound() {
-        let want = format!(".maxntid {SEESAW_THREADS}, 1, 1");
-        assert_eq!(decode_threads(SEESAW_ROWS), SEESAW_THREADS);
-        let mut seesaw = 0;
-        for name in kernel_names() {
-            let bound = launch_bound(PTX, name);
-            if name.starts_with("etap_decode_") && name.contains("_r64") {
-                assert_eq!(bound.as_deref(), Some(want.as_str()), "{name}");
-                seesaw += 1;
-            } else {
-                assert_eq!(bound, None, "{name}");
-            }
-        }
-        assert_eq!(seesaw, 4, "bf16/f16 × Fast/Accurate seesaw kernels");
+    /// Whether kernel `name` is a seesaw (64-row) decode kernel.
+    fn is_seesaw(name: &str) -> bool {
+        name.starts_with("etap_decode_") && name.contains("_r64")
     }
 
     /// The PTX of entry `name` (up to the next entry).
@@ -326,6 +306,31 @@ mod tests {
         &ptx[start..end]
     }
 
+    /// The `.maxntid` launch bound of entry `name` in `ptx`, if it has one.
+    fn launch_bound(ptx: &str, name: &str) -> Option<String> {
+        let entry = entry_body(ptx, name);
+        let signature = &entry[..entry.find("\n{")?];
+        let bound = signature.find(".maxntid")?;
+        Some(signature[bound..].trim().to_string())
+    }
+
+    #[test]
+    fn seesaw_kernels_and_only_they_carry_their_launch_bound() {
+        let want = format!(".maxntid {SEESAW_THREADS}, 1, 1");
+        assert_eq!(decode_threads(SEESAW_ROWS), SEESAW_THREADS);
+        let mut seesaw = 0;
+        for name in kernel_names() {
+            let bound = launch_bound(PTX, name);
+            if is_seesaw(name) {
+                assert_eq!(bound.as_deref(), Some(want.as_str()), "{name}");
+                seesaw += 1;
+            } else {
+                assert_eq!(bound, None, "{name}");
+            }
+        }
+        assert_eq!(seesaw, 4, "bf16/f16 × Fast/Accurate seesaw kernels");
+    }
+
     /// The 16/32-row kernels' wgmma instructions appear in the PTX exactly as often as the
     /// mainloop issues them per tile. A second copy of an `.aligned` wait, fence or commit
     /// means LLVM duplicated it into both sides of a branch, where the warps of a
@@ -335,7 +340,7 @@ mod tests {
         use etap_kernel::config::{KV_GROUPS, PV_STEPS, QK_STEPS, ROPE_GROUP, V_BLOCKS};
         let mut checked = 0;
         for name in kernel_names() {
-            if !name.starts_with("etap_decode_") || name.contains("_r64") {
+            if !name.starts_with("etap_decode_") || is_seesaw(name) {
                 continue;
             }
             let body = entry_body(PTX, name);
@@ -377,7 +382,7 @@ mod tests {
         }
         let mut checked = 0;
         for name in kernel_names() {
-            let threads = if name.starts_with("etap_decode") && name.contains("_r64") {
+            let threads = if is_seesaw(name) {
                 SEESAW_THREADS
             } else if name.starts_with("etap_decode") {
                 DECODE_THREADS
