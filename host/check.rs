@@ -269,6 +269,20 @@ impl Case {
         )
     }
 
+    /// The case's inputs: every request's pages in a block table of `max_pages` columns.
+    pub fn shape(&self) -> MlaShape {
+        MlaShape::for_lengths(self.s_q, self.h_q, self.h_kv, 64, &self.lengths)
+    }
+
+    /// The decode configuration of the case over inputs of `shape` (default softmax scale).
+    pub fn config(&self, shape: &MlaShape) -> DecodeConfig {
+        DecodeConfig::new(self.batch(), self.h_q, shape.max_pages)
+            .s_q(self.s_q)
+            .h_kv(self.h_kv)
+            .causal(self.causal)
+            .precision(self.precision)
+    }
+
     /// Runs the case on `decoder`'s GPU.
     pub fn run(&self, decoder: &Decoder) -> Result<CaseResult> {
         match (self.dtype, self.out_f32) {
@@ -286,7 +300,7 @@ impl Case {
         &self,
         decoder: &Decoder,
     ) -> Result<CaseResult> {
-        let shape = MlaShape::for_lengths(self.s_q, self.h_q, self.h_kv, 64, &self.lengths);
+        let shape = self.shape();
         let inputs = generate(&shape, &self.lengths, self.dtype, self.seed);
         let scale = (576f64).powf(-0.5);
         let reference = reference_for(&shape, &inputs, scale, self.causal)?;
@@ -296,12 +310,7 @@ impl Case {
         let drv = |e| Error::driver("check: device buffers", e);
         let dev = upload_inputs::<T>(s, &inputs)?;
         let cache = KvCache::new(gpu, &dev.kv_cache, shape.num_blocks, self.h_kv)?;
-        let config = DecodeConfig::new(self.batch(), self.h_q, shape.max_pages)
-            .s_q(self.s_q)
-            .h_kv(self.h_kv)
-            .causal(self.causal)
-            .softmax_scale(scale as f32)
-            .precision(self.precision);
+        let config = self.config(&shape).softmax_scale(scale as f32);
         let mut plan = DecodePlan::new(gpu, config, &self.lengths)?;
         let mut runs = Vec::new();
         for _ in 0..2 {
@@ -561,4 +570,42 @@ pub fn anchor_accuracy_cases() -> Vec<(Case, f64)> {
             2.02 / 1.66,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::CombineKind;
+
+    /// On a 132-SM card the correctness grid runs every combine kernel and every row tile
+    /// of both precisions, so `decode_grid` checks each of them against the reference.
+    #[test]
+    fn the_grid_reaches_every_combine_kernel_and_row_tile() {
+        let mut combines = Vec::new();
+        let mut tiles = Vec::new();
+        for case in grid() {
+            let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, 132)
+                .expect("a grid case plans");
+            if sched.max_splits > 1 {
+                combines.push(sched.combine.kind);
+            }
+            tiles.push((sched.rows_per_cta, case.precision));
+        }
+        for kind in [
+            CombineKind::Narrow,
+            CombineKind::Medium,
+            CombineKind::Wide,
+            CombineKind::Sliced,
+        ] {
+            assert!(combines.contains(&kind), "no grid case runs {kind:?}");
+        }
+        for rows in etap_kernel::config::ROW_TILES {
+            for precision in [Precision::Accurate, Precision::Fast] {
+                assert!(
+                    tiles.contains(&(rows, precision)),
+                    "no grid case runs {rows}-row tiles with {precision:?}"
+                );
+            }
+        }
+    }
 }

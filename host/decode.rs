@@ -12,10 +12,11 @@ use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
 use etap_kernel::config::{
-    combine_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, COL_BLOCK,
-    COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
-    KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
+    combine_wide_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, COL_BLOCK,
+    COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
+    COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH, ERROR_PAGE_ID,
+    ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32, KV_BOX_TOKENS,
+    KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -637,59 +638,85 @@ struct Functions {
     /// `_split` (Accurate); 64 rows: the seesaw kernels.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
-    combine: [[sys::CUfunction; 3]; 2],
+    combine: [[sys::CUfunction; 4]; 2],
 }
 
 /// The combine kernels, by how they spread a row's merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CombineKind {
-    /// One group of 128 threads a row.
+    /// One warp a row, `COMBINE_NARROW_ROWS` rows a CTA (requests split at most
+    /// `COMBINE_NARROW_MAX_SPLITS` times).
     Narrow,
-    /// `COMBINE_WIDE_GROUPS` groups a row (requests split at least
-    /// `COMBINE_WIDE_MIN_SPLITS` times).
+    /// `COMBINE_MEDIUM_TEAM` threads a row, a row a CTA (fewer than
+    /// `COMBINE_WIDE_MIN_SPLITS` pieces).
+    Medium,
+    /// `COMBINE_WIDE_GROUPS` groups of `COMBINE_GROUP_THREADS` threads a row (requests
+    /// split at least `COMBINE_WIDE_MIN_SPLITS` times).
     Wide,
     /// The wide kernel over `plan::combine_dim_slices` CTAs a row (grid z), each over a
     /// slice of the dims.
     Sliced,
 }
 
-/// How a plan's combine runs: the kernel, its thread groups a CTA and CTAs a row.
+/// How a plan's combine runs: the kernel and CTAs a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CombineLaunch {
     /// Which kernel merges a row.
     pub kind: CombineKind,
-    /// Groups of `COMBINE_GROUP_THREADS` threads a CTA.
-    pub groups: u32,
     /// CTAs a row, each over a slice of its dims (the grid's z).
     pub slices: u32,
 }
 
 impl CombineLaunch {
     /// The combine of a plan whose most-split request has `max_splits` pieces, over
-    /// `rows` (s_q · h_q · batch) rows, on `sm_count` SMs: requests split many times are
-    /// merged by `COMBINE_WIDE_GROUPS` thread groups a row, and in a small batch by several
-    /// CTAs a row ([`plan::combine_dim_slices`]).
+    /// `rows` (s_q · h_q · batch) rows, on `sm_count` SMs: the more pieces, the more
+    /// threads merge a row: a warp, two, `COMBINE_WIDE_GROUPS` groups of 128, and in a
+    /// small batch several such CTAs a row ([`plan::combine_dim_slices`]).
     pub fn new(max_splits: u32, rows: u64, sm_count: u32) -> Self {
-        let wide = max_splits >= COMBINE_WIDE_MIN_SPLITS;
         let slices = plan::combine_dim_slices(max_splits, rows, sm_count);
-        let kind = match (wide, slices > 1) {
-            (_, true) => CombineKind::Sliced,
-            (true, false) => CombineKind::Wide,
-            (false, false) => CombineKind::Narrow,
+        let kind = if slices > 1 {
+            CombineKind::Sliced
+        } else if max_splits >= COMBINE_WIDE_MIN_SPLITS {
+            CombineKind::Wide
+        } else if max_splits > COMBINE_NARROW_MAX_SPLITS {
+            CombineKind::Medium
+        } else {
+            CombineKind::Narrow
         };
-        let groups = if wide { COMBINE_WIDE_GROUPS } else { 1 };
-        CombineLaunch {
-            kind,
-            groups,
-            slices,
+        CombineLaunch { kind, slices }
+    }
+
+    /// The grid over `rows_per_req` (s_q · h_q) rows of `batch` requests.
+    pub fn grid(&self, rows_per_req: u32, batch: u32) -> (u32, u32, u32) {
+        match self.kind {
+            CombineKind::Narrow => (rows_per_req.div_ceil(COMBINE_NARROW_ROWS), batch, 1),
+            CombineKind::Medium => (rows_per_req, batch, 1),
+            CombineKind::Wide | CombineKind::Sliced => (rows_per_req, batch, self.slices),
+        }
+    }
+
+    /// Threads a CTA.
+    pub fn threads(&self) -> u32 {
+        match self.kind {
+            CombineKind::Narrow => COMBINE_NARROW_ROWS * 32,
+            CombineKind::Medium => COMBINE_MEDIUM_TEAM,
+            CombineKind::Wide | CombineKind::Sliced => COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS,
+        }
+    }
+
+    /// Dynamic shared memory a CTA.
+    pub fn smem_bytes(&self) -> u32 {
+        match self.kind {
+            CombineKind::Narrow | CombineKind::Medium => 0,
+            CombineKind::Wide | CombineKind::Sliced => combine_wide_smem_bytes(self.slices),
         }
     }
 }
 
 /// The combine kernels for `dtype`, in [`CombineKind`] order.
-fn combine_kernel_names(dtype: Dtype) -> [String; 3] {
+fn combine_kernel_names(dtype: Dtype) -> [String; 4] {
     let name = dtype_kernel(dtype).0;
-    ["", "_wide", "_sliced"].map(|suffix| format!("etap_combine_{name}{suffix}"))
+    ["", "_medium", "_wide", "_sliced"].map(|suffix| format!("etap_combine_{name}{suffix}"))
 }
 
 // SAFETY: the handles belong to the module that `Decoder::kernels` keeps loaded, and a
@@ -735,7 +762,7 @@ impl Decoder {
         let kernels = Kernels::load(gpu)?;
         let mut functions = Functions {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
-            combine: [[std::ptr::null_mut(); 3]; 2],
+            combine: [[std::ptr::null_mut(); 4]; 2],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let d = dtype_kernel(dtype).1;
@@ -893,9 +920,9 @@ impl Decoder {
         let mut cargs =
             crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, errors, s_q, h_q, flags];
         let cspec = LaunchSpec {
-            grid: (s_q * h_q, c.batch as u32, comb.slices),
-            block: (comb.groups * COMBINE_GROUP_THREADS, 1, 1),
-            dyn_smem: combine_smem_bytes(comb.groups, comb.slices),
+            grid: comb.grid(s_q * h_q, c.batch as u32),
+            block: (comb.threads(), 1, 1),
+            dyn_smem: comb.smem_bytes(),
             cluster: None,
             programmatic: self.programmatic,
         };
@@ -1041,20 +1068,41 @@ mod tests {
         // b 1, 4K: 64 pieces of one page over 16 rows: wide groups, 4 CTAs a row.
         let latency = combine(1, 4096);
         assert_eq!(latency.kind, CombineKind::Sliced);
-        assert_eq!((latency.groups, latency.slices), (COMBINE_WIDE_GROUPS, 4));
-        // b 16, 512: 8 pieces a request, one group a row.
-        let short = combine(16, 512);
+        assert_eq!(latency.slices, 4);
+        assert_eq!(latency.grid(16, 1), (16, 1, 4));
         assert_eq!(
-            (short.kind, short.groups, short.slices),
-            (CombineKind::Narrow, 1, 1)
+            latency.threads(),
+            COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS
         );
-        // Rows enough to fill half the SMs take one CTA a row, wide or not.
-        let wide = CombineLaunch::new(COMBINE_WIDE_MIN_SPLITS, 66, 132);
-        assert_eq!((wide.kind, wide.slices), (CombineKind::Wide, 1));
-        let narrow = CombineLaunch::new(COMBINE_WIDE_MIN_SPLITS - 1, 1, 132);
+        // b 16, 512: 8 pieces a request over 16 rows each, the medium combine.
+        let short = combine(16, 512);
+        assert_eq!((short.kind, short.slices), (CombineKind::Medium, 1));
+        assert_eq!(short.grid(16, 16), (16, 16, 1));
         assert_eq!(
-            (narrow.kind, narrow.groups, narrow.slices),
-            (CombineKind::Narrow, 1, 1)
+            (short.threads(), short.smem_bytes()),
+            (COMBINE_MEDIUM_TEAM, 0)
+        );
+        // b 32, 8K: 4 pieces a request, the narrow combine (a warp a row, 4 rows a CTA).
+        let few = combine(32, 8192);
+        assert_eq!((few.kind, few.slices), (CombineKind::Narrow, 1));
+        assert_eq!(
+            (few.threads(), few.smem_bytes()),
+            (COMBINE_NARROW_ROWS * 32, 0)
+        );
+        // A row count that is not a multiple of the narrow CTA's rows gets a partial CTA.
+        assert_eq!(
+            few.grid(126, 3),
+            (126u32.div_ceil(COMBINE_NARROW_ROWS), 3, 1)
+        );
+        // The boundaries, with rows enough to fill half the SMs (one CTA a row).
+        let kind = |splits| CombineLaunch::new(splits, 66, 132).kind;
+        assert_eq!(kind(COMBINE_NARROW_MAX_SPLITS), CombineKind::Narrow);
+        assert_eq!(kind(COMBINE_NARROW_MAX_SPLITS + 1), CombineKind::Medium);
+        assert_eq!(kind(COMBINE_WIDE_MIN_SPLITS - 1), CombineKind::Medium);
+        assert_eq!(kind(COMBINE_WIDE_MIN_SPLITS), CombineKind::Wide);
+        assert_eq!(
+            CombineLaunch::new(COMBINE_WIDE_MIN_SPLITS - 1, 1, 132).kind,
+            CombineKind::Medium
         );
     }
 

@@ -286,8 +286,8 @@ pub fn registers_of(report: &str, kernel: &str) -> Option<u32> {
 mod tests {
     use super::*;
     use etap_kernel::config::{
-        decode_threads, COMBINE_GROUP_THREADS, COMBINE_WIDE_GROUPS, DECODE_THREADS, SEESAW_ROWS,
-        SEESAW_THREADS,
+        decode_threads, COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_ROWS,
+        COMBINE_WIDE_GROUPS, DECODE_THREADS, SEESAW_ROWS, SEESAW_THREADS,
     };
 
     /// Whether kernel `name` is a seesaw (64-row) decode kernel.
@@ -390,8 +390,10 @@ mod tests {
                 && (name.ends_with("_wide") || name.ends_with("_sliced"))
             {
                 COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS
+            } else if name.starts_with("etap_combine") && name.ends_with("_medium") {
+                COMBINE_MEDIUM_TEAM
             } else if name.starts_with("etap_combine") {
-                COMBINE_GROUP_THREADS
+                COMBINE_NARROW_ROWS * 32
             } else {
                 continue;
             };

@@ -328,11 +328,24 @@ pub const fn row_tile_for(rows: u32) -> u32 {
     MAX_ROWS_PER_CTA
 }
 
-/// Threads of a combine group: 4 of the 512 V dims a thread. A combine CTA (one request
-/// and query row) is one group, or `COMBINE_WIDE_GROUPS` for requests split at least
-/// `COMBINE_WIDE_MIN_SPLITS` times: each group then merges every `COMBINE_WIDE_GROUPS`-th
-/// partial result, so that many more loads are in flight, and the groups meet in shared
-/// memory. (Four groups for every request cost ~10 % at a few splits.)
+/// Most pieces of any request of the plan up to which the narrow combine runs: one warp a
+/// query row (16 of its 512 V dims a lane), all of a row's pieces loaded at once,
+/// `COMBINE_NARROW_ROWS` rows a CTA. H200, against 128 threads a row: b 32, h_q 128, 512
+/// (2 pieces, 4096 rows) 36.0 → 29.7 µs.
+pub const COMBINE_NARROW_MAX_SPLITS: u32 = 4;
+/// Query rows of a narrow combine CTA (H200: 4 rows 0.977 of 128 threads a row over the
+/// sweep, 1 or 2 rows 0.980).
+pub const COMBINE_NARROW_ROWS: u32 = 4;
+/// Threads of the medium combine over a query row (more pieces than
+/// `COMBINE_NARROW_MAX_SPLITS`, fewer than `COMBINE_WIDE_MIN_SPLITS`): two warps, 8 dims
+/// a thread, 8 pieces loaded at once, a row a CTA (H200, b 16, h_q 16, 8 pieces: 512 9.2 →
+/// 9.0 µs, where the narrow combine took 9.3).
+pub const COMBINE_MEDIUM_TEAM: u32 = 64;
+/// Threads of a wide combine group: 4 of the 512 V dims a thread. A wide combine CTA (one
+/// request and query row, requests split at least `COMBINE_WIDE_MIN_SPLITS` times) is
+/// `COMBINE_WIDE_GROUPS` groups: each merges every `COMBINE_WIDE_GROUPS`-th partial result,
+/// so that many more loads are in flight, and the groups meet in shared memory. (Four
+/// groups for every request cost ~10 % at a few splits.)
 pub const COMBINE_GROUP_THREADS: u32 = 128;
 /// Groups of the wide combine kernel.
 pub const COMBINE_WIDE_GROUPS: u32 = 4;
@@ -344,15 +357,11 @@ pub const COMBINE_WIDE_MIN_SPLITS: u32 = 16;
 /// pull the partial results from L2 (H200, b 1, h_q 16: 4K 11.6 → 10.7-10.9 µs, 64K
 /// 33-35 → 30-32 µs).
 pub const COMBINE_MAX_DIM_SLICES: u32 = 4;
-/// Dynamic shared memory of a combine CTA of `groups` groups of 128 threads over a row's
-/// dims in `slices` slices: per group (of 128 / `slices` threads) its max and sum of
-/// weights, then its weighted dims of the CTA's slice.
-pub const fn combine_smem_bytes(groups: u32, slices: u32) -> u32 {
-    if groups * slices == 1 {
-        0
-    } else {
-        groups * slices * 2 * 4 + groups * D_V * 4
-    }
+/// Dynamic shared memory of a wide combine CTA over a row's dims in `slices` slices: per
+/// group (of 128 / `slices` threads) its max and sum of weights, then its weighted dims
+/// of the CTA's slice. (The narrow kernel takes none.)
+pub const fn combine_wide_smem_bytes(slices: u32) -> u32 {
+    COMBINE_WIDE_GROUPS * slices * 2 * 4 + COMBINE_WIDE_GROUPS * D_V * 4
 }
 
 /// wgmma per commit group of the throughput probe (`probe_wgmma_*`): as many as a
@@ -429,12 +438,14 @@ mod tests {
 
     #[test]
     fn combine_groups_cover_the_dims() {
-        // 4 dims a thread (one 16-byte load of a partial result), no dynamic shared memory
-        // for one group, and the wide kernel within the default 48 KB.
+        // Wide: 4 dims a thread (one 16-byte load of a partial result), within the default
+        // 48 KB of shared memory. Narrow: a warp a row, 16 dims a lane (four such loads);
+        // medium: whole warps a row.
         const {
             assert!(D_V / COMBINE_GROUP_THREADS == 4);
-            assert!(combine_smem_bytes(1, 1) == 0);
-            assert!(combine_smem_bytes(COMBINE_WIDE_GROUPS, COMBINE_MAX_DIM_SLICES) <= 48 * 1024);
+            assert!(D_V % (COMBINE_MEDIUM_TEAM * 4) == 0 && COMBINE_MEDIUM_TEAM % 32 == 0);
+            assert!(COMBINE_NARROW_MAX_SPLITS < COMBINE_WIDE_MIN_SPLITS);
+            assert!(combine_wide_smem_bytes(COMBINE_MAX_DIM_SLICES) <= 48 * 1024);
             // A slice's group is at least a warp.
             assert!(COMBINE_MAX_DIM_SLICES.is_power_of_two());
             assert!(COMBINE_GROUP_THREADS / COMBINE_MAX_DIM_SLICES >= 32);
