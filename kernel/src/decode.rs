@@ -135,6 +135,7 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
                 &part,
                 head,
                 base + lay.kv,
+                rows_cta,
                 kv_box_tokens(a.flags),
                 full,
                 empty,
@@ -174,13 +175,16 @@ pub unsafe fn enter(a: &DecodeArgs, init_barriers: impl FnOnce()) -> Option<Part
 
 /// Producer: streams every page of the partition through the stages, in order, one block
 /// group at a time as the consumers hand it back, in boxes of `box_tokens` tokens (the box
-/// of the tensor map the host passes, `FLAG_KV_HALF_BOXES`).
+/// of the tensor map the host passes, `FLAG_KV_HALF_BOXES`), the groups of a stage in
+/// `kv_load_order` for `rows_cta` rows.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn produce(
     a: &DecodeArgs,
     part: &PartWork,
     head: u32,
     kv: u32,
+    rows_cta: u32,
     box_tokens: u32,
     full: impl Fn(u32, u32) -> u32,
     empty: impl Fn(u32, u32) -> u32,
@@ -217,7 +221,8 @@ unsafe fn produce(
                 next_id = *pages.add(page as usize + 1);
             }
             let (s, phase) = stage_of(it);
-            for g in 0..KV_GROUPS {
+            for i in 0..KV_GROUPS {
+                let g = kv_load_order(rows_cta, i);
                 let (first_block, end_block) = kv_group_blocks(g);
                 let bar = full(s, g);
                 mbarrier::wait(empty(s, g), phase ^ 1);
@@ -490,7 +495,8 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
 }
 
 /// Fences and issues Sᵀ = K·Qᵀ for one tile: 64 tokens × N query rows, K = 576 (K-major
-/// A and B), each block group's products once `ready(group)` has waited for it to land.
+/// A and B), each block group's products (in `kv_load_order`) once `ready(group)` has waited
+/// for it to land.
 #[inline(always)]
 unsafe fn issue_qk<T: Element, S: MmaShape>(
     st: &mut S::Acc,
@@ -501,7 +507,8 @@ unsafe fn issue_qk<T: Element, S: MmaShape>(
 ) {
     let k_desc = opaque(smem_desc(kv, Major::K, 0));
     let q_desc = opaque(smem_desc(q, Major::K, 0));
-    for g in 0..KV_GROUPS {
+    for i in 0..KV_GROUPS {
+        let g = kv_load_order(2 * S::N as u32, i);
         ready(g);
         wgmma::fence();
         let (first_block, end_block) = kv_group_blocks(g);
@@ -510,7 +517,7 @@ unsafe fn issue_qk<T: Element, S: MmaShape>(
                 let koff = kk * K_STEP_BYTES;
                 let da = desc_add(k_desc, blk * BLOCK_BYTES + koff);
                 let db = desc_add(q_desc, blk * q_block_stride + koff);
-                T::mma::<S>(st, da, db, blk + kk > 0);
+                T::mma::<S>(st, da, db, i > 0 || blk > first_block || kk > 0);
             }
         }
     }
