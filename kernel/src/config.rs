@@ -472,7 +472,8 @@ mod tests {
         // medium: whole warps a row.
         const {
             assert!(D_V / COMBINE_GROUP_THREADS == 4);
-            assert!(D_V % (COMBINE_MEDIUM_TEAM * 4) == 0 && COMBINE_MEDIUM_TEAM % 32 == 0);
+            assert!(D_V.is_multiple_of(COMBINE_MEDIUM_TEAM * 4));
+            assert!(COMBINE_MEDIUM_TEAM.is_multiple_of(32));
             assert!(COMBINE_NARROW_MAX_SPLITS < COMBINE_WIDE_MIN_SPLITS);
             assert!(combine_wide_smem_bytes(COMBINE_MAX_DIM_SLICES) <= 48 * 1024);
             // A slice's group is at least a warp.
