@@ -51,9 +51,9 @@ struct Args {
     flags: u32,
 }
 
-/// A thread's part of one row's merge: `C` chunks of `CHUNK` dims, the first at `dim0`,
+/// A thread's part of one row's merge: chunks of `CHUNK` dims, the first at `dim0`,
 /// `stride` dims apart.
-struct Part<const C: usize> {
+struct Part {
     /// Request and query row (within the request's s_q · h_q).
     r: u32,
     row: u32,
@@ -105,7 +105,7 @@ unsafe fn enter(a: &Args, r: u32, publishes_errors: bool) -> Option<(i32, i32)> 
 #[inline(always)]
 unsafe fn merge<const C: usize, const BATCH: usize>(
     a: &Args,
-    p: &Part<C>,
+    p: &Part,
     first: i32,
     splits: i32,
     i0: i32,
@@ -174,7 +174,7 @@ impl<const C: usize> Merged<C> {
 
     /// Writes this thread's dims of the normalised row and, if `writes_lse`, its lse.
     #[inline(always)]
-    unsafe fn store<T: Element>(&self, a: &Args, p: &Part<C>, writes_lse: bool) {
+    unsafe fn store<T: Element>(&self, a: &Args, p: &Part, writes_lse: bool) {
         let rows = a.s_q * a.h_q;
         let inv = if self.total > 0.0 {
             1.0 / self.total
@@ -218,7 +218,7 @@ unsafe fn combine_rows<T: Element, const C: usize, const BATCH: usize>(a: &Args)
     if row >= a.s_q * a.h_q {
         return;
     }
-    let p = Part::<C> {
+    let p = Part {
         r,
         row,
         dim0: t * CHUNK,
@@ -245,7 +245,7 @@ unsafe fn combine_wide<T: Element, const SLICED: bool>(a: &Args) {
     let (dims, groups) = (D_V / slices, COMBINE_WIDE_GROUPS * slices);
     let group_threads = COMBINE_GROUP_THREADS / slices;
     let (group, t) = (ids::thread() / group_threads, ids::thread() % group_threads);
-    let p = Part::<1> {
+    let p = Part {
         r,
         row,
         dim0: slice * dims + t * CHUNK,
