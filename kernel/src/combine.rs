@@ -27,6 +27,8 @@ const NARROW_CHUNKS: usize = (D_V / (32 * CHUNK)) as usize;
 const MEDIUM_CHUNKS: usize = (D_V / (COMBINE_MEDIUM_TEAM * CHUNK)) as usize;
 /// Partial results a medium thread loads before merging them.
 const MEDIUM_BATCH: usize = 8;
+/// Partial results a wide group's thread (one chunk) loads before merging them.
+const WIDE_BATCH: usize = 8;
 
 /// One chunk of f32 dims as a single 16-byte access (`ld/st.global.v4.f32`): the type's
 /// alignment is what lets the compiler vectorise it.
@@ -251,7 +253,7 @@ unsafe fn combine_wide<T: Element, const SLICED: bool>(a: &Args) {
         dim0: slice * dims + t * CHUNK,
         stride: 0,
     };
-    let mut m = merge::<1, 8>(a, &p, first, splits, group as i32, groups as i32);
+    let mut m = merge::<1, WIDE_BATCH>(a, &p, first, splits, group as i32, groups as i32);
     // Shared memory: per group its max, its sum of weights, then its weighted dims.
     let base = smem::base();
     let max_at = |g: u32| base + 4 * g;
