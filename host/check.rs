@@ -269,7 +269,8 @@ impl Case {
         )
     }
 
-    /// The case's inputs: every request's pages in a block table of `max_pages` columns.
+    /// The shape of the case's inputs: 64-token pages, the block table as wide as its
+    /// longest request.
     pub fn shape(&self) -> MlaShape {
         MlaShape::for_lengths(self.s_q, self.h_q, self.h_kv, 64, &self.lengths)
     }
