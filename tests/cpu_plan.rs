@@ -267,7 +267,7 @@ fn combine_slices_only_wide_merges_of_small_grids() {
     assert_eq!(combine_dim_slices(64, 32, 132), 2);
     assert_eq!(combine_dim_slices(64, 64, 132), 1);
     assert_eq!(combine_dim_slices(64, 4096, 132), 1);
-    // Requests split fewer times take the narrow combine, unsliced.
+    // Requests split fewer times take the narrow or medium combine, unsliced.
     assert_eq!(combine_dim_slices(wide - 1, 16, 132), 1);
     assert_eq!(combine_dim_slices(0, 0, 0), 1);
     // Always a power of two dividing the cap, whatever the input.

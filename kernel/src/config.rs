@@ -377,7 +377,7 @@ pub const COMBINE_WIDE_MIN_SPLITS: u32 = 16;
 pub const COMBINE_MAX_DIM_SLICES: u32 = 4;
 /// Dynamic shared memory of a wide combine CTA over a row's dims in `slices` slices: per
 /// group (of 128 / `slices` threads) its max and sum of weights, then its weighted dims
-/// of the CTA's slice. (The narrow kernel takes none.)
+/// of the CTA's slice. (The narrow and medium kernels take none.)
 pub const fn combine_wide_smem_bytes(slices: u32) -> u32 {
     COMBINE_WIDE_GROUPS * slices * 2 * 4 + COMBINE_WIDE_GROUPS * D_V * 4
 }
