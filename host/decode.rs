@@ -658,6 +658,25 @@ pub enum CombineKind {
     Sliced,
 }
 
+impl CombineKind {
+    /// Every kind, in the order of the kernel table (`combine_kernel_names`).
+    pub const ALL: [CombineKind; 4] = [
+        CombineKind::Narrow,
+        CombineKind::Medium,
+        CombineKind::Wide,
+        CombineKind::Sliced,
+    ];
+
+    /// Threads a CTA of this kind's kernel.
+    pub fn threads(self) -> u32 {
+        match self {
+            CombineKind::Narrow => COMBINE_NARROW_ROWS * 32,
+            CombineKind::Medium => COMBINE_MEDIUM_TEAM,
+            CombineKind::Wide | CombineKind::Sliced => COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS,
+        }
+    }
+}
+
 /// How a plan's combine runs: the kernel and CTAs a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CombineLaunch {
@@ -697,11 +716,7 @@ impl CombineLaunch {
 
     /// Threads a CTA.
     pub fn threads(&self) -> u32 {
-        match self.kind {
-            CombineKind::Narrow => COMBINE_NARROW_ROWS * 32,
-            CombineKind::Medium => COMBINE_MEDIUM_TEAM,
-            CombineKind::Wide | CombineKind::Sliced => COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS,
-        }
+        self.kind.threads()
     }
 
     /// Dynamic shared memory a CTA.
@@ -713,8 +728,8 @@ impl CombineLaunch {
     }
 }
 
-/// The combine kernels for `dtype`, in [`CombineKind`] order.
-fn combine_kernel_names(dtype: Dtype) -> [String; 4] {
+/// The combine kernels for `dtype`, in [`CombineKind::ALL`] order.
+pub(crate) fn combine_kernel_names(dtype: Dtype) -> [String; 4] {
     let name = dtype_kernel(dtype).0;
     ["", "_medium", "_wide", "_sliced"].map(|suffix| format!("etap_combine_{name}{suffix}"))
 }

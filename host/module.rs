@@ -285,10 +285,9 @@ pub fn registers_of(report: &str, kernel: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etap_kernel::config::{
-        decode_threads, COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_ROWS,
-        COMBINE_WIDE_GROUPS, DECODE_THREADS, SEESAW_ROWS, SEESAW_THREADS,
-    };
+    use crate::decode::{combine_kernel_names, CombineKind};
+    use crate::reference::Dtype;
+    use etap_kernel::config::{decode_threads, DECODE_THREADS, SEESAW_ROWS, SEESAW_THREADS};
 
     /// Whether kernel `name` is a seesaw (64-row) decode kernel.
     fn is_seesaw(name: &str) -> bool {
@@ -380,20 +379,22 @@ mod tests {
             println!("skipped: built without ptxas (no register counts)");
             return;
         }
+        // The combine kernels at the block size the decoder launches them with.
+        let combine_threads = |name: &str| {
+            [Dtype::Bf16, Dtype::F16].into_iter().find_map(|dtype| {
+                let names = combine_kernel_names(dtype);
+                let k = names.iter().position(|n| n == name)?;
+                Some(CombineKind::ALL[k].threads())
+            })
+        };
         let mut checked = 0;
         for name in kernel_names() {
             let threads = if is_seesaw(name) {
                 SEESAW_THREADS
             } else if name.starts_with("etap_decode") {
                 DECODE_THREADS
-            } else if name.starts_with("etap_combine")
-                && (name.ends_with("_wide") || name.ends_with("_sliced"))
-            {
-                COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS
-            } else if name.starts_with("etap_combine") && name.ends_with("_medium") {
-                COMBINE_MEDIUM_TEAM
-            } else if name.starts_with("etap_combine") {
-                COMBINE_NARROW_ROWS * 32
+            } else if let Some(threads) = combine_threads(name) {
+                threads
             } else {
                 continue;
             };
