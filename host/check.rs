@@ -31,6 +31,10 @@ pub struct Case {
     pub seed: u64,
     /// How P is rounded (the decode's default unless set).
     pub precision: Precision,
+    /// Plan as for a GPU of this many SMs instead of the one it runs on (a smaller grid),
+    /// so that a few thousand tokens get the plans of long contexts: many pages a
+    /// partition, pieces charged `plan::FIXED_OVERHEAD_PAGES`.
+    pub sm_count: Option<u32>,
 }
 
 /// What a case measured.
@@ -238,6 +242,7 @@ impl Case {
             out_f32: false,
             seed: 0,
             precision: Precision::default(),
+            sm_count: None,
         }
     }
     /// Requests in the case.
@@ -251,7 +256,7 @@ impl Case {
             self.lengths.iter().max().unwrap_or(&0),
         );
         format!(
-            "{} b={} s_q={} h_q={} h_kv={} len={}{} causal={} out={} P={:?}",
+            "{} b={} s_q={} h_q={} h_kv={} len={}{} causal={} out={} P={:?}{}",
             self.dtype.name(),
             self.batch(),
             self.s_q,
@@ -265,7 +270,11 @@ impl Case {
             if min == max { "" } else { " (varlen)" },
             self.causal,
             if self.out_f32 { "f32" } else { "input" },
-            self.precision
+            self.precision,
+            match self.sm_count {
+                Some(n) => format!(" planned for {n} SMs"),
+                None => String::new(),
+            }
         )
     }
 
@@ -312,7 +321,9 @@ impl Case {
         let dev = upload_inputs::<T>(s, &inputs)?;
         let cache = KvCache::new(gpu, &dev.kv_cache, shape.num_blocks, self.h_kv)?;
         let config = self.config(&shape).softmax_scale(scale as f32);
-        let mut plan = DecodePlan::new(gpu, config, &self.lengths)?;
+        let mut plan_gpu = gpu.clone();
+        plan_gpu.sm_count = self.sm_count.unwrap_or(gpu.sm_count);
+        let mut plan = DecodePlan::new(&plan_gpu, config, &self.lengths)?;
         let mut runs = Vec::new();
         for _ in 0..2 {
             let mut out: CudaSlice<O> = s.alloc_zeros(shape.out_len()).map_err(drv)?;
@@ -517,6 +528,45 @@ pub fn grid() -> Vec<Case> {
             ..Case::new(dtype, 1, 16, vec![4000, 65], false)
         });
     }
+    // Long shares, as every point of the benchmark from 16K has them: planned for 8 SMs,
+    // these lengths give 65-120 pages a partition (pieces charged the fixed overhead, long
+    // runs of tiles, 64-token KV boxes) on every row tile, in both precisions.
+    for (i, precision) in [Precision::Fast, Precision::Accurate]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = 5200 + 10 * i as u64;
+        let long = |case: Case| Case {
+            precision,
+            sm_count: Some(8),
+            ..case
+        };
+        cases.push(long(Case {
+            seed,
+            ..Case::new(Dtype::Bf16, 1, 16, vec![12000; 3], false)
+        }));
+        cases.push(long(Case {
+            seed: seed + 1,
+            ..Case::new(Dtype::F16, 1, 32, vec![12000, 700, 30001, 5, 0], false)
+        }));
+        cases.push(long(Case {
+            seed: seed + 2,
+            ..Case::new(Dtype::Bf16, 2, 16, vec![20000, 9000, 4100], true)
+        }));
+        cases.push(long(Case {
+            out_f32: true,
+            seed: seed + 3,
+            ..Case::new(Dtype::Bf16, 1, 3, vec![40000], false)
+        }));
+        cases.push(long(Case {
+            seed: seed + 4,
+            ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 9000, 650], false)
+        }));
+        cases.push(long(Case {
+            seed: seed + 5,
+            ..Case::new(Dtype::F16, 2, 64, vec![16000, 3001], true)
+        }));
+    }
     cases
 }
 
@@ -577,20 +627,27 @@ pub fn anchor_accuracy_cases() -> Vec<(Case, f64)> {
 mod tests {
     use super::*;
     use crate::decode::CombineKind;
+    use etap_kernel::plan;
 
     /// On a 132-SM card the correctness grid runs every combine kernel and every row tile
     /// of both precisions, so `decode_grid` checks each of them against the reference.
     #[test]
-    fn the_grid_reaches_every_combine_kernel_and_row_tile() {
+    fn the_grid_reaches_every_combine_kernel_row_tile_and_long_shares() {
         let mut combines = Vec::new();
         let mut tiles = Vec::new();
+        let mut long_shares = Vec::new();
         for case in grid() {
-            let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, 132)
+            let sm_count = case.sm_count.unwrap_or(132);
+            let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
                 .expect("a grid case plans");
             if sched.max_splits > 1 {
                 combines.push(sched.combine.kind);
             }
             tiles.push((sched.rows_per_cta, case.precision));
+            let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
+            if share > plan::SHORT_SHARE_PAGES && sched.max_splits > 1 {
+                long_shares.push((sched.rows_per_cta, case.precision));
+            }
         }
         for kind in [
             CombineKind::Narrow,
@@ -605,6 +662,10 @@ mod tests {
                 assert!(
                     tiles.contains(&(rows, precision)),
                     "no grid case runs {rows}-row tiles with {precision:?}"
+                );
+                assert!(
+                    long_shares.contains(&(rows, precision)),
+                    "no grid case runs {rows}-row tiles with {precision:?} over long shares"
                 );
             }
         }
