@@ -529,8 +529,9 @@ pub fn grid() -> Vec<Case> {
         });
     }
     // Long shares, as every point of the benchmark from 16K has them: planned for 8 SMs,
-    // these lengths give 65-120 pages a partition (pieces charged the fixed overhead, long
-    // runs of tiles, 64-token KV boxes) on every row tile, in both precisions.
+    // these lengths give 65-117 pages a partition (pieces charged the fixed overhead, long
+    // runs of tiles, the 32-row tiles' 64-token KV boxes) on every row tile, in both
+    // precisions.
     for (i, precision) in [Precision::Fast, Precision::Accurate]
         .into_iter()
         .enumerate()
@@ -630,7 +631,8 @@ mod tests {
     use etap_kernel::plan;
 
     /// On a 132-SM card the correctness grid runs every combine kernel and every row tile
-    /// of both precisions, so `decode_grid` checks each of them against the reference.
+    /// of both precisions, and each row tile and precision also over long shares (cases
+    /// planned for fewer SMs), so `decode_grid` checks each of them against the reference.
     #[test]
     fn the_grid_reaches_every_combine_kernel_row_tile_and_long_shares() {
         let mut combines = Vec::new();
