@@ -100,8 +100,6 @@ fn draw_once(rng: &mut SplitMix64) -> Case {
         } else {
             Precision::Accurate
         },
-        // A quarter planned as for a GPU of 1-16 SMs: long shares at short lengths.
-        sm_count: (rng.below(4) == 0).then(|| 1 + rng.below(16) as u32),
         ..Case::new(dtype, s_q, h_q, lengths, causal)
     }
 }
@@ -137,7 +135,7 @@ fn stress_draw_is_deterministic_and_cheap() {
     assert!(mean < 5e7, "mean reference cost {mean:.2e} flops per case");
     let has = |f: &dyn Fn(&Case) -> bool| a.iter().any(f);
     assert!(has(&|c| c.h_kv == 2) && has(&|c| c.out_f32) && has(&|c| c.causal));
-    assert!(has(&|c| c.precision == Precision::Fast) && has(&|c| c.sm_count.is_some()));
+    assert!(has(&|c| c.precision == Precision::Fast));
     assert!(has(&|c| c.dtype == Dtype::F16) && has(&|c| c.s_q == 4));
     assert!(has(&|c| c.h_q == 128) && has(&|c| c.h_q == 63) && has(&|c| c.batch() > 32));
     assert!(has(&|c| c.lengths.contains(&0)) && has(&|c| c.lengths.contains(&65)));
