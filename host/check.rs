@@ -654,12 +654,7 @@ mod tests {
                 long_shares.push((sched.rows_per_cta, case.precision));
             }
         }
-        for kind in [
-            CombineKind::Narrow,
-            CombineKind::Medium,
-            CombineKind::Wide,
-            CombineKind::Sliced,
-        ] {
+        for kind in CombineKind::ALL {
             assert!(combines.contains(&kind), "no grid case runs {kind:?}");
         }
         for rows in etap_kernel::config::ROW_TILES {
