@@ -10,7 +10,8 @@ use etap_kernel::plan::{
     clamped_piece, combine_dim_slices, for_each_piece, length_fits, max_split_slots, num_pages,
     num_parts_for, num_splits, partial_slot, piece_of, pieces, plan, row_tiling, PartWork,
     PlanError, PlanStats, FIXED_OVERHEAD_PAGES, NARROW_TILE_MAX_SHARE_FAST,
-    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES,
+    NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE,
+    SHORT_SHARE_PAGES,
 };
 use proptest::prelude::*;
 
@@ -223,8 +224,12 @@ fn part_work_layout() {
 #[test]
 fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(
-        (NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT),
-        (2, 4)
+        (
+            NARROW_TILE_MAX_SHARE_FAST,
+            NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK,
+            NARROW_TILE_MAX_SHARE_SPLIT
+        ),
+        (2, 4, 4)
     );
     // Up to 32 rows: the tile that holds them, whatever the lengths.
     for split in [false, true] {
@@ -233,15 +238,15 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
         assert_eq!(row_tiling(17, 8, 132, 1, split), (32, 1));
         assert_eq!(row_tiling(32, 1 << 20, 132, 1, split), (32, 1));
     }
-    // 64 rows over 132 partitions: 128 pages (b 16 at 512) is 1 page a partition, 32-row
-    // tiles; 512 pages (b 16 at 2K) is 4, narrow only with a split P; 1024 (b 16 at 4K)
-    // is 8, wide.
+    // 64 rows over 132 partitions (one row chunk): 128 pages (b 16 at 512) is 1 page a
+    // partition and 528 pages 4, 32-row tiles in both precisions; 529 pages is 5 and 1024
+    // (b 16 at 4K) 8, wide.
     for split in [false, true] {
         assert_eq!(row_tiling(64, 128, 132, 1, split), (32, 2));
+        assert_eq!(row_tiling(64, 528, 132, 1, split), (32, 2));
+        assert_eq!(row_tiling(64, 529, 132, 1, split), (64, 1));
         assert_eq!(row_tiling(64, 1024, 132, 1, split), (64, 1));
     }
-    assert_eq!(row_tiling(64, 512, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(64, 512, 132, 1, true), (32, 2));
     // The share is counted over the 64-row plan's partitions: 128 rows are 2 CTAs per KV
     // head, so 66 partitions; 132 pages are 2 a partition, 133 pages 3 (and with a split P,
     // 264 pages are 4, 265 pages 5).
@@ -249,9 +254,10 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(row_tiling(128, 133, 132, 1, false), (64, 2));
     assert_eq!(row_tiling(128, 264, 132, 1, true), (32, 4));
     assert_eq!(row_tiling(128, 265, 132, 1, true), (64, 2));
-    // Two KV heads halve the partitions again; 48 rows still count as a 64-row tile.
-    assert_eq!(row_tiling(64, 132, 132, 2, false), (32, 2));
-    assert_eq!(row_tiling(64, 133, 132, 2, false), (64, 1));
+    // Two KV heads halve the partitions again (66 for one row chunk: 264 pages are 4 a
+    // partition, 265 pages 5); 48 rows still count as a 64-row tile.
+    assert_eq!(row_tiling(64, 264, 132, 2, false), (32, 2));
+    assert_eq!(row_tiling(64, 265, 132, 2, false), (64, 1));
     assert_eq!(row_tiling(48, 100, 132, 1, false), (32, 2));
     // s_q 2, h_q 128 at 16K (b 16): 256 rows, 4096 pages, wide.
     assert_eq!(row_tiling(256, 4096, 132, 1, true), (64, 4));

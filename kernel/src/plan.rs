@@ -235,12 +235,20 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 }
 
 /// Pages per partition up to which more than 32 query rows per KV head run as 32-row tiles
-/// rather than 64-row ones when P is rounded once (`Precision::Fast`): twice the CTAs per KV
-/// head, each carrying half the Q rows and half the partial results. Against the seesaw
-/// kernel (H200, b1b38ba, A-B-A-B): at 4 pages a partition the 64-row tile is faster
-/// (b 16, h_q 128, 1K: 28.2-28.5 µs against 30.4-31.6; b 16, h_q 64, 2K: 30.0-30.4
-/// against 31.1-31.8); a threshold of 8 was slower overall; 3 pages was not measured.
+/// rather than 64-row ones when P is rounded once (`Precision::Fast`) and the 64-row tiles
+/// take two or more row chunks (pair clusters): twice the CTAs per KV head, each carrying
+/// half the Q rows and half the partial results. Against the seesaw kernel (H200, b1b38ba,
+/// A-B-A-B): at 4 pages a partition the 64-row tile is faster (b 16, h_q 128, 1K: 28.2-28.5
+/// µs against 30.4-31.6); a threshold of 8 was slower overall; H200, 3730aea, two A-B-B-A
+/// rounds: 4 was 5-10 % slower at both h_q 128 points it moves (b 16, 1K 24.4 → 25.6 µs;
+/// b 32, 512 28.8 → 31.8).
 pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
+/// The same where the 64-row tiles are a single row chunk per KV head (64 query rows:
+/// no pair cluster, every partition's CTA alone on its KV). H200, 3730aea, two A-B-B-A
+/// rounds against 2: the two h_q 64 points at 4 pages a partition 5 % faster (b 16, 2K
+/// 28.7 → 27.2 µs; b 32, 1K 30.6 → 28.9), and 8 was 10-11 % slower at the two points it
+/// adds (b 16, 4K 36.6 → 40.2; b 32, 2K 37.2 → 41.3).
+pub const NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK: u64 = 4;
 /// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
 /// products and the 32-row one stacks them at about no cost. H100, against the transposed
 /// 64-row kernel of c559b68: 1.07x to 1.52x faster up to 8 pages a partition, and 0.99x to
@@ -254,7 +262,8 @@ pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 /// heads. The widest tile that holds the rows ([`row_tile_for`]); but where that is a
 /// 64-row tile and the 64-row plan would give each partition at most
 /// [`NARROW_TILE_MAX_SHARE_SPLIT`] pages (with `split_p`; else
-/// [`NARROW_TILE_MAX_SHARE_FAST`]), 32-row tiles.
+/// [`NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK`] for one row chunk per KV head and
+/// [`NARROW_TILE_MAX_SHARE_FAST`] for more), 32-row tiles.
 pub const fn row_tiling(
     rows_per_kv: u32,
     total_pages: u64,
@@ -269,6 +278,8 @@ pub const fn row_tiling(
         let parts = num_parts_for(sm_count, chunks.saturating_mul(h_kv)) as u64;
         let max_share = if split_p {
             NARROW_TILE_MAX_SHARE_SPLIT
+        } else if chunks == 1 {
+            NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK
         } else {
             NARROW_TILE_MAX_SHARE_FAST
         };
