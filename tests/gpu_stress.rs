@@ -157,13 +157,17 @@ fn stress_random_shapes() {
     );
     let mut rng = SplitMix64(seed);
     let (mut passed, mut worst_ratio, mut max_lse) = (0usize, 0.0f64, 0.0f64);
+    let mut worst_case = String::new();
     let mut failures = Vec::new();
     let t = Instant::now();
     for i in 0..n {
         let case = draw_case(&mut rng);
         match case.run(&decoder) {
             Ok(r) => {
-                worst_ratio = worst_ratio.max(r.ratio());
+                if r.ratio() > worst_ratio {
+                    worst_ratio = r.ratio();
+                    worst_case = format!("#{i} {} seed {}: {r}", case.describe(), case.seed);
+                }
                 if r.lse_rel_err.is_finite() {
                     max_lse = max_lse.max(r.lse_rel_err);
                 }
@@ -194,6 +198,7 @@ fn stress_random_shapes() {
         failures.len(),
         t.elapsed().as_secs_f64()
     );
+    println!("stress: worst case {worst_case}");
     for f in failures.iter().take(10) {
         println!("stress FAIL {f}");
     }
