@@ -33,7 +33,7 @@ pub struct Case {
     pub precision: Precision,
     /// Plan as for a GPU of this many SMs instead of the one it runs on (a smaller grid),
     /// so that a few thousand tokens get the plans of long contexts: many pages a
-    /// partition, pieces charged `plan::FIXED_OVERHEAD_PAGES`.
+    /// partition, pieces charged `plan::fixed_overhead_pages`.
     pub sm_count: Option<u32>,
 }
 

@@ -422,11 +422,12 @@ impl DecodePlan {
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
         let mut parts = vec![PartWork::IDLE; num_parts];
         let mut split_offsets = vec![0i32; config.batch + 1];
-        plan::plan(
+        plan::plan_with_overhead(
             seqlens,
             config.max_pages,
             PAGE_SIZE as usize,
             num_parts,
+            plan::fixed_overhead_pages(rows_per_cta),
             &mut parts,
             &mut split_offsets,
         )

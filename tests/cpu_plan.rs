@@ -7,11 +7,11 @@
 //! `ceil(T / N)`.
 use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
-    clamped_piece, combine_dim_slices, for_each_piece, length_fits, max_split_slots, num_pages,
-    num_parts_for, num_splits, partial_slot, piece_of, pieces, plan, row_tiling, PartWork,
-    PlanError, PlanStats, FIXED_OVERHEAD_PAGES, NARROW_TILE_MAX_SHARE_FAST,
-    NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE,
-    SHORT_SHARE_PAGES,
+    clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece, length_fits,
+    max_split_slots, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces, plan,
+    plan_with_overhead, row_tiling, PartWork, PlanError, PlanStats, FIXED_OVERHEAD_PAGES,
+    FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK,
+    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES,
 };
 use proptest::prelude::*;
 
@@ -335,6 +335,55 @@ fn single_request_spreads_over_all_parts() {
     for (i, p) in parts[..128].iter().enumerate() {
         assert_eq!((p.begin_req, p.end_req, p.first_split), (0, 0, i as i32));
     }
+}
+
+#[test]
+fn sixty_four_row_plans_charge_their_own_piece_overhead() {
+    assert_eq!((FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS), (5, 8));
+    assert_eq!(fixed_overhead_pages(64), FIXED_OVERHEAD_PAGES_64_ROWS);
+    for rows in [16, 32] {
+        assert_eq!(fixed_overhead_pages(rows), FIXED_OVERHEAD_PAGES);
+    }
+    // 16 requests of 512 pages over 132 partitions at 8 pages a piece: T = 16 · 520,
+    // payload = ceil(8320 / 132) + 8 = 72, and fewer pieces than at 5 (payload 68).
+    let run = |fixed| {
+        let mut parts = [PartWork::IDLE; 132];
+        let mut offsets = [0i32; 17];
+        let stats = plan_with_overhead(
+            &[512 * 64; 16],
+            512,
+            PAGE_SIZE,
+            132,
+            fixed,
+            &mut parts,
+            &mut offsets,
+        )
+        .unwrap();
+        assert!(stats.max_part_cost <= stats.payload);
+        (stats, offsets[16])
+    };
+    let (stats, pieces_8) = run(FIXED_OVERHEAD_PAGES_64_ROWS);
+    assert_eq!((stats.overhead, stats.payload), (8, 72));
+    let (stats, pieces_5) = run(FIXED_OVERHEAD_PAGES);
+    assert_eq!((stats.overhead, stats.payload), (5, 68));
+    assert!(
+        pieces_8 < pieces_5,
+        "{pieces_8} pieces at 8, {pieces_5} at 5"
+    );
+    // Short shares charge nothing, whatever the fixed cost.
+    let mut parts = [PartWork::IDLE; 132];
+    let mut offsets = [0i32; 133];
+    let stats = plan_with_overhead(
+        &[32 * 64; 132],
+        64,
+        PAGE_SIZE,
+        132,
+        8,
+        &mut parts,
+        &mut offsets,
+    )
+    .unwrap();
+    assert_eq!(stats.overhead, 0);
 }
 
 #[test]

@@ -12,7 +12,10 @@
 //!   what `DecodePlan::new` runs), naming the batch index;
 //! - page ids out of range among the used pages: `validate_block_table` (the checked API).
 use etap_kernel::config::COMBINE_WIDE_MIN_SPLITS;
-use etap_kernel::plan::max_split_slots;
+use etap_kernel::plan::{
+    max_split_slots, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
+    FIXED_OVERHEAD_PAGES_64_ROWS, PAGE_SIZE,
+};
 use flashmla_etap::decode::{
     validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_S_Q,
 };
@@ -372,6 +375,34 @@ fn schedule_counts_the_partitions_with_work() {
             .active_parts,
         0
     );
+}
+
+#[test]
+fn schedule_charges_the_row_tiles_piece_overhead() {
+    // b 16 at 32K: 64-row tiles (h_q 64) plan with the seesaw kernels' piece cost, 16-row
+    // tiles (h_q 16) with the transposed kernels'; both are long shares.
+    for (h_q, rows, fixed) in [
+        (64, 64, FIXED_OVERHEAD_PAGES_64_ROWS),
+        (16, 16, FIXED_OVERHEAD_PAGES),
+    ] {
+        let c = DecodeConfig::new(16, h_q, 512);
+        let s = DecodePlan::schedule(&c, &[32768; 16], 132).unwrap();
+        assert_eq!(s.rows_per_cta, rows);
+        let mut parts = vec![PartWork::IDLE; s.num_parts];
+        let mut offsets = vec![0i32; 17];
+        let stats = plan_with_overhead(
+            &[32768; 16],
+            512,
+            PAGE_SIZE,
+            s.num_parts,
+            fixed,
+            &mut parts,
+            &mut offsets,
+        )
+        .unwrap();
+        assert_eq!(stats.overhead, fixed as u64);
+        assert_eq!((s.parts, s.split_offsets), (parts, offsets), "h_q {h_q}");
+    }
 }
 
 #[test]

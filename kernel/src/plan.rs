@@ -14,8 +14,9 @@
 //! and requests with 0 pages have no pieces at all (and 0 splits).
 //!
 //! Cost of a piece = its pages + `O`, the fixed cost of a piece in pages
-//! ([`piece_overhead`]: [`FIXED_OVERHEAD_PAGES`], or 0 when the partitions' share of the
-//! pages is at most [`SHORT_SHARE_PAGES`]). With
+//! ([`piece_overhead`]: [`FIXED_OVERHEAD_PAGES`], [`FIXED_OVERHEAD_PAGES_64_ROWS`] for
+//! 64-row tiles, or 0 when the partitions' share of the pages is at most
+//! [`SHORT_SHARE_PAGES`]). With
 //! `T = Σ_{r: num_pages(r) > 0} (num_pages(r) + O)` and `N = num_parts`, the planner
 //! hands every partition a budget `payload = ceil(T / N) + O` and fills the partitions
 //! greedily:
@@ -47,6 +48,23 @@ pub const PAGE_SIZE: usize = 64;
 /// Cost of starting a request piece, in page units (FlashMLA's `fixed_overhead_num_blocks`).
 pub const FIXED_OVERHEAD_PAGES: u32 = 5;
 
+/// The same for plans of 64-row tiles (the seesaw kernels), whose pieces cost more: each
+/// starts its Q and KV loads and its first S only after the last piece's products, and ends
+/// with 128 KB of partial results a CTA. H200, two A-B-B-A rounds against 5 (h_q 64/128,
+/// Fast): 8 took b 32, h_q 128, 16K 277.2 → 267.0 µs, b 128, h_q 128, 4K varlen 316.4 →
+/// 309.6 and b 16, s_q 2, h_q 128, 16K 257.8 → 250.3, no point slower; 12 was mixed.
+pub const FIXED_OVERHEAD_PAGES_64_ROWS: u32 = 8;
+
+/// The fixed cost of a piece, in pages, for a plan of `rows_per_cta`-row tiles.
+#[inline]
+pub const fn fixed_overhead_pages(rows_per_cta: u32) -> u32 {
+    if rows_per_cta == MAX_ROWS_PER_CTA {
+        FIXED_OVERHEAD_PAGES_64_ROWS
+    } else {
+        FIXED_OVERHEAD_PAGES
+    }
+}
+
 /// Share of the pages per partition (`ceil(pages / num_parts)`) up to which pieces are
 /// charged no fixed cost: with little work per SM, spreading it over every partition beats
 /// saving pieces (measured on the H200 at b 16/32, 512..8K: up to 1.3x faster), while longer
@@ -61,14 +79,14 @@ pub const fn share_per_part(total_pages: u64, num_parts: u64) -> u64 {
 }
 
 /// The fixed cost of a piece, in pages, that the planner charges for `total_pages` pages
-/// over `num_parts` partitions: [`FIXED_OVERHEAD_PAGES`], or 0 when the share per
-/// partition is at most [`SHORT_SHARE_PAGES`] (`num_parts = 0` counts as 1).
+/// over `num_parts` partitions: `fixed` (e.g. [`FIXED_OVERHEAD_PAGES`]), or 0 when the share
+/// per partition is at most [`SHORT_SHARE_PAGES`] (`num_parts = 0` counts as 1).
 #[inline]
-pub const fn piece_overhead(total_pages: u64, num_parts: usize) -> u64 {
+pub const fn piece_overhead(total_pages: u64, num_parts: usize, fixed: u32) -> u64 {
     if share_per_part(total_pages, num_parts as u64) <= SHORT_SHARE_PAGES {
         0
     } else {
-        FIXED_OVERHEAD_PAGES as u64
+        fixed as u64
     }
 }
 
@@ -364,6 +382,28 @@ pub fn plan(
     parts_out: &mut [PartWork],
     split_offsets_out: &mut [i32],
 ) -> Result<PlanStats, PlanError> {
+    plan_with_overhead(
+        seqlens,
+        max_pages_per_seq,
+        page_size,
+        num_parts,
+        FIXED_OVERHEAD_PAGES,
+        parts_out,
+        split_offsets_out,
+    )
+}
+
+/// [`plan`] with `fixed_overhead` pages as the fixed cost of a piece on long shares
+/// ([`piece_overhead`]; see [`fixed_overhead_pages`] for the decode's choice by row tile).
+pub fn plan_with_overhead(
+    seqlens: &[i32],
+    max_pages_per_seq: usize,
+    page_size: usize,
+    num_parts: usize,
+    fixed_overhead: u32,
+    parts_out: &mut [PartWork],
+    split_offsets_out: &mut [i32],
+) -> Result<PlanStats, PlanError> {
     let batch = seqlens.len();
     if num_parts == 0 {
         return Err(PlanError::BadShape {
@@ -424,7 +464,7 @@ pub fn plan(
         }
         i += 1;
     }
-    let overhead = piece_overhead(total_pages, num_parts);
+    let overhead = piece_overhead(total_pages, num_parts, fixed_overhead);
     let total_cost = total_pages + overhead * nonzero;
     let payload = total_cost.div_ceil(num_parts as u64) + overhead;
 
