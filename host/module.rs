@@ -359,6 +359,123 @@ mod tests {
         assert_eq!(checked, 8, "bf16/f16 × 16/32 rows × Fast/Accurate");
     }
 
+    /// wgmma instructions of one seesaw kernel: fences, commits, waits (any count, and
+    /// `wait_group 1` alone), MMAs.
+    #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+    struct WgmmaCounts {
+        fences: u32,
+        commits: u32,
+        waits: u32,
+        waits_1: u32,
+        mmas: u32,
+    }
+
+    impl std::ops::Add for WgmmaCounts {
+        type Output = Self;
+        fn add(self, o: Self) -> Self {
+            WgmmaCounts {
+                fences: self.fences + o.fences,
+                commits: self.commits + o.commits,
+                waits: self.waits + o.waits,
+                waits_1: self.waits_1 + o.waits_1,
+                mmas: self.mmas + o.mmas,
+            }
+        }
+    }
+
+    /// What the seesaw source issues, call site by call site: S of a piece's first tile,
+    /// then each warpgroup's pair function at its five call sites (the loop's full pair,
+    /// the tails of 3 tiles (two calls), of 2 and of 1), each `(B, A2, B2)`.
+    fn seesaw_source_counts(split_p: bool) -> WgmmaCounts {
+        use etap_kernel::config::{K_BLOCKS, PV_STEPS, QK_STEPS};
+        let n = |b: bool| b as u32;
+        // P·V over half the V dims: one fence and commit, PV_STEPS MMAs (twice with split P).
+        let pv = WgmmaCounts {
+            fences: 1,
+            commits: 1,
+            mmas: PV_STEPS * (1 + n(split_p)),
+            ..Default::default()
+        };
+        // S of the next tile: a fence per column block, two commits (own half, other half).
+        let next_s = WgmmaCounts {
+            fences: K_BLOCKS,
+            commits: 2,
+            mmas: QK_STEPS,
+            ..Default::default()
+        };
+        let wait = |k: u32| WgmmaCounts {
+            waits: 1,
+            waits_1: n(k == 1),
+            ..Default::default()
+        };
+        let none = WgmmaCounts::default();
+        let when = |c: bool, x: WgmmaCounts| if c { x } else { none };
+        let wg0 = |b: bool, a2: bool, b2: bool| {
+            if split_p {
+                pv + when(b, wait(0) + pv) + when(a2, next_s + when(b2, wait(1))) + wait(0)
+            } else {
+                pv + wait(0) + when(b, pv) + when(a2, next_s + when(b2, wait(1))) + wait(0)
+            }
+        };
+        let wg1 = |b: bool, a2: bool, b2: bool| {
+            if split_p {
+                pv + when(b, wait(0) + pv + when(b2, wait(0) + next_s)) + wait(0)
+            } else {
+                when(b, pv)
+                    + pv
+                    + when(b2, wait(1))
+                    + when(a2, wait(0))
+                    + when(b2, next_s)
+                    + wait(0)
+            }
+        };
+        let sites = [
+            (true, true, true),
+            (true, true, false),
+            (false, false, false),
+            (false, false, false),
+            (true, false, false),
+        ];
+        let first_s = WgmmaCounts {
+            fences: K_BLOCKS,
+            commits: 1,
+            mmas: QK_STEPS,
+            ..Default::default()
+        } + wait(0);
+        sites.iter().fold(first_s, |acc, &(b, a2, b2)| {
+            acc + wg0(b, a2, b2) + wg1(b, a2, b2)
+        })
+    }
+
+    /// The seesaw kernels' wgmma instructions appear in the PTX exactly as often as their
+    /// source issues them (see `transposed_kernels_issue_each_wgmma_instruction_once`: a
+    /// duplicated `.aligned` instruction hung the sixth session's first seesaw build).
+    #[test]
+    fn seesaw_kernels_issue_each_wgmma_instruction_once() {
+        let mut checked = 0;
+        for name in kernel_names() {
+            if !is_seesaw(name) {
+                continue;
+            }
+            let body = entry_body(PTX, name);
+            let count = |insn: &str| body.matches(insn).count() as u32;
+            let found = WgmmaCounts {
+                fences: count("wgmma.fence"),
+                commits: count("wgmma.commit_group"),
+                waits: count("wgmma.wait_group"),
+                waits_1: count("wgmma.wait_group.sync.aligned 1;"),
+                mmas: count("wgmma.mma_async"),
+            };
+            assert_eq!(
+                found,
+                seesaw_source_counts(name.ends_with("_split")),
+                "{name}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 4, "bf16/f16 × Fast/Accurate");
+    }
+
     #[test]
     fn reads_register_counts_from_the_report() {
         let report = "ptxas info    : Compiling entry function 'a' for 'sm_90a'\n\
