@@ -1,7 +1,9 @@
 //! CPU tests of the split-KV planner (`etap_kernel::plan`).
 //!
-//! Guarantee checked on every plan: with `O` the fixed cost of a piece (FIXED_OVERHEAD_PAGES,
-//! or 0 when `ceil(pages / N) <= SHORT_SHARE_PAGES`), `T = Σ_{r: pages_r > 0} (pages_r + O)`
+//! Guarantee checked on every plan: with `O` the fixed cost of a piece (the plan's fixed cost:
+//! FIXED_OVERHEAD_PAGES for `plan`, any value given to `plan_with_overhead`, e.g.
+//! FIXED_OVERHEAD_PAGES_64_ROWS for 64-row plans; or 0 when
+//! `ceil(pages / N) <= SHORT_SHARE_PAGES`), `T = Σ_{r: pages_r > 0} (pages_r + O)`
 //! and `N = num_parts`, every partition costs at most `ceil(T / N) + O` (cost = Σ over its
 //! pieces of pages + O), and every active partition except the last one costs at least
 //! `ceil(T / N)`.
@@ -15,12 +17,22 @@ use etap_kernel::plan::{
 };
 use proptest::prelude::*;
 
-/// Runs the planner with exactly sized buffers (pre-filled with junk) and checks every
-/// invariant. Returns the stats and the plan.
+/// Runs the planner (`plan`, fixed cost FIXED_OVERHEAD_PAGES) with exactly sized buffers
+/// (pre-filled with junk) and checks every invariant. Returns the stats and the plan.
 fn plan_and_check(
     seqlens: &[i32],
     page_size: usize,
     num_parts: usize,
+) -> (PlanStats, Vec<PartWork>, Vec<i32>) {
+    plan_and_check_with(seqlens, page_size, num_parts, None)
+}
+
+/// `plan_and_check` through `plan_with_overhead` with fixed cost `fixed` (`None`: `plan`).
+fn plan_and_check_with(
+    seqlens: &[i32],
+    page_size: usize,
+    num_parts: usize,
+    fixed: Option<u32>,
 ) -> (PlanStats, Vec<PartWork>, Vec<i32>) {
     let max_pages = seqlens
         .iter()
@@ -37,16 +49,30 @@ fn plan_and_check(
     };
     let mut parts = vec![junk; num_parts];
     let mut offsets = vec![-77; seqlens.len() + 1];
-    let stats = plan(
-        seqlens,
-        max_pages,
-        page_size,
-        num_parts,
-        &mut parts,
-        &mut offsets,
-    )
+    let stats = match fixed {
+        None => plan(
+            seqlens,
+            max_pages,
+            page_size,
+            num_parts,
+            &mut parts,
+            &mut offsets,
+        ),
+        Some(f) => plan_with_overhead(
+            seqlens,
+            max_pages,
+            page_size,
+            num_parts,
+            f,
+            &mut parts,
+            &mut offsets,
+        ),
+    }
     .unwrap_or_else(|e| panic!("plan failed: {e} (seqlens {seqlens:?}, parts {num_parts})"));
-    check(seqlens, page_size, num_parts, &parts, &offsets, &stats);
+    let fixed = fixed.unwrap_or(FIXED_OVERHEAD_PAGES);
+    check(
+        seqlens, page_size, num_parts, fixed, &parts, &offsets, &stats,
+    );
     (stats, parts, offsets)
 }
 
@@ -54,6 +80,7 @@ fn check(
     seqlens: &[i32],
     page_size: usize,
     num_parts: usize,
+    fixed: u32,
     parts: &[PartWork],
     offsets: &[i32],
     stats: &PlanStats,
@@ -65,7 +92,7 @@ fn check(
     let o = if total_pages.div_ceil(num_parts as u64) <= SHORT_SHARE_PAGES {
         0
     } else {
-        FIXED_OVERHEAD_PAGES as u64
+        fixed as u64
     };
     let total_cost: u64 = total_pages + o * nonzero;
     let payload = total_cost.div_ceil(num_parts as u64) + o;
@@ -347,19 +374,7 @@ fn sixty_four_row_plans_charge_their_own_piece_overhead() {
     // 16 requests of 512 pages over 132 partitions at 8 pages a piece: T = 16 · 520,
     // payload = ceil(8320 / 132) + 8 = 72, and fewer pieces than at 5 (payload 68).
     let run = |fixed| {
-        let mut parts = [PartWork::IDLE; 132];
-        let mut offsets = [0i32; 17];
-        let stats = plan_with_overhead(
-            &[512 * 64; 16],
-            512,
-            PAGE_SIZE,
-            132,
-            fixed,
-            &mut parts,
-            &mut offsets,
-        )
-        .unwrap();
-        assert!(stats.max_part_cost <= stats.payload);
+        let (stats, _, offsets) = plan_and_check_with(&[512 * 64; 16], PAGE_SIZE, 132, Some(fixed));
         (stats, offsets[16])
     };
     let (stats, pieces_8) = run(FIXED_OVERHEAD_PAGES_64_ROWS);
@@ -371,18 +386,7 @@ fn sixty_four_row_plans_charge_their_own_piece_overhead() {
         "{pieces_8} pieces at 8, {pieces_5} at 5"
     );
     // Short shares charge nothing, whatever the fixed cost.
-    let mut parts = [PartWork::IDLE; 132];
-    let mut offsets = [0i32; 133];
-    let stats = plan_with_overhead(
-        &[32 * 64; 132],
-        64,
-        PAGE_SIZE,
-        132,
-        8,
-        &mut parts,
-        &mut offsets,
-    )
-    .unwrap();
+    let (stats, ..) = plan_and_check_with(&[32 * 64; 132], PAGE_SIZE, 132, Some(8));
     assert_eq!(stats.overhead, 0);
 }
 
@@ -568,8 +572,13 @@ proptest! {
         seqlens in prop::collection::vec(length(), 1..=300),
         num_parts in 1..=200usize,
         page_size in prop_oneof![4 => Just(64usize), 1 => 1..=130usize],
+        fixed in prop_oneof![
+            2 => Just(None),
+            1 => Just(Some(FIXED_OVERHEAD_PAGES_64_ROWS)),
+            1 => (0..=64u32).prop_map(Some),
+        ],
     ) {
-        plan_and_check(&seqlens, page_size, num_parts);
+        plan_and_check_with(&seqlens, page_size, num_parts, fixed);
     }
 
     #[test]
@@ -603,12 +612,16 @@ proptest! {
         num_parts in 0..=300usize,
         parts_len in 0..=310usize,
         offs_extra in -2..=2i64,
+        fixed in prop_oneof![Just(FIXED_OVERHEAD_PAGES), Just(FIXED_OVERHEAD_PAGES_64_ROWS), any::<u32>()],
     ) {
         let offs_len = (seqlens.len() as i64 + 1 + offs_extra).max(0) as usize;
         let mut parts = vec![PartWork::IDLE; parts_len];
         let mut offs = vec![0; offs_len];
-        if let Ok(stats) = plan(&seqlens, max_pages, page_size, num_parts, &mut parts, &mut offs) {
-            check(&seqlens, page_size, num_parts, &parts, &offs[..seqlens.len() + 1], &stats);
+        if let Ok(stats) = plan_with_overhead(
+            &seqlens, max_pages, page_size, num_parts, fixed, &mut parts, &mut offs,
+        ) {
+            let offsets = &offs[..seqlens.len() + 1];
+            check(&seqlens, page_size, num_parts, fixed, &parts, offsets, &stats);
         }
     }
 }

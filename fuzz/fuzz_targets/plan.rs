@@ -1,12 +1,12 @@
-//! Fuzzes `etap_kernel::plan::plan`: arbitrary lengths, block-table widths, page sizes,
-//! partition counts and output-buffer sizes. It must never panic, never report
+//! Fuzzes `etap_kernel::plan::plan_with_overhead`: arbitrary lengths, block-table widths,
+//! page sizes, partition counts, fixed piece costs and output-buffer sizes. It must never panic, never report
 //! `PlanError::Internal`, and on success the plan must cover every (request, page) exactly
 //! once and respect the balance bound documented in `kernel/src/plan.rs`.
 #![no_main]
 
 use etap_kernel::plan::{
-    max_split_slots, num_pages, num_splits, partial_slot, pieces, plan, PartWork, PlanError,
-    FIXED_OVERHEAD_PAGES, PAGE_SIZE, SHORT_SHARE_PAGES,
+    max_split_slots, num_pages, num_splits, partial_slot, pieces, plan_with_overhead, PartWork,
+    PlanError, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, PAGE_SIZE, SHORT_SHARE_PAGES,
 };
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -39,6 +39,7 @@ struct Input {
     num_parts: usize,
     parts_len: usize,
     offsets_len: usize,
+    fixed: u32,
 }
 
 fn input(u: &mut Unstructured) -> Result<Input> {
@@ -68,6 +69,11 @@ fn input(u: &mut Unstructured) -> Result<Input> {
     };
     let parts_len = size_near(u, num_parts, 4096)?;
     let offsets_len = size_near(u, batch + 1, 4096)?;
+    let fixed = match u.int_in_range(0u8..=7)? {
+        0..=3 => FIXED_OVERHEAD_PAGES,
+        4..=5 => FIXED_OVERHEAD_PAGES_64_ROWS,
+        _ => u.arbitrary()?,
+    };
     Ok(Input {
         seqlens,
         max_pages,
@@ -75,6 +81,7 @@ fn input(u: &mut Unstructured) -> Result<Input> {
         num_parts,
         parts_len,
         offsets_len,
+        fixed,
     })
 }
 
@@ -89,15 +96,17 @@ fuzz_target!(|data: &[u8]| {
         num_parts,
         parts_len,
         offsets_len,
+        fixed,
     } = inp;
     let batch = seqlens.len();
     let mut parts = vec![PartWork::IDLE; parts_len];
     let mut split_offsets = vec![-7i32; offsets_len];
-    let result = plan(
+    let result = plan_with_overhead(
         seqlens,
         max_pages,
         page_size,
         num_parts,
+        fixed,
         &mut parts,
         &mut split_offsets,
     );
@@ -141,7 +150,7 @@ fuzz_target!(|data: &[u8]| {
     let overhead = if total.div_ceil(num_parts as u64) <= SHORT_SHARE_PAGES {
         0
     } else {
-        FIXED_OVERHEAD_PAGES as u64
+        fixed as u64
     };
     assert_eq!(stats.overhead, overhead);
     let t: u64 = np.iter().filter(|&&p| p > 0).map(|&p| p + overhead).sum();

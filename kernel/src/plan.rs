@@ -45,7 +45,8 @@ use crate::config::{
 
 /// Tokens per page of the paged KV cache (FlashMLA's block size).
 pub const PAGE_SIZE: usize = 64;
-/// Cost of starting a request piece, in page units (FlashMLA's `fixed_overhead_num_blocks`).
+/// Cost of starting a request piece, in page units (FlashMLA's `fixed_overhead_num_blocks`),
+/// for plans of 16/32-row tiles and for [`plan`].
 pub const FIXED_OVERHEAD_PAGES: u32 = 5;
 
 /// The same for plans of 64-row tiles (the seesaw kernels), whose pieces cost more: each
@@ -340,7 +341,8 @@ fn set(split_offsets: &mut [i32], i: usize, v: u64) {
     }
 }
 
-/// Plans the split-KV decomposition.
+/// Plans the split-KV decomposition, a piece charged [`FIXED_OVERHEAD_PAGES`] on long
+/// shares (the decode calls [`plan_with_overhead`] with [`fixed_overhead_pages`]).
 ///
 /// - `seqlens`: `[batch]` cached tokens per request (0 allowed).
 /// - `max_pages_per_seq`: block-table width; a length above `max_pages_per_seq * page_size`
