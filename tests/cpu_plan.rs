@@ -17,22 +17,22 @@ use etap_kernel::plan::{
 };
 use proptest::prelude::*;
 
-/// Runs the planner (`plan`, fixed cost FIXED_OVERHEAD_PAGES) with exactly sized buffers
-/// (pre-filled with junk) and checks every invariant. Returns the stats and the plan.
+/// Runs the planner with `plan`'s fixed cost (FIXED_OVERHEAD_PAGES) and exactly sized
+/// buffers (pre-filled with junk) and checks every invariant. Returns the stats and the plan.
 fn plan_and_check(
     seqlens: &[i32],
     page_size: usize,
     num_parts: usize,
 ) -> (PlanStats, Vec<PartWork>, Vec<i32>) {
-    plan_and_check_with(seqlens, page_size, num_parts, None)
+    plan_and_check_with(seqlens, page_size, num_parts, FIXED_OVERHEAD_PAGES)
 }
 
-/// `plan_and_check` through `plan_with_overhead` with fixed cost `fixed` (`None`: `plan`).
+/// `plan_and_check` with fixed cost `fixed` (`plan_with_overhead`).
 fn plan_and_check_with(
     seqlens: &[i32],
     page_size: usize,
     num_parts: usize,
-    fixed: Option<u32>,
+    fixed: u32,
 ) -> (PlanStats, Vec<PartWork>, Vec<i32>) {
     let max_pages = seqlens
         .iter()
@@ -49,27 +49,16 @@ fn plan_and_check_with(
     };
     let mut parts = vec![junk; num_parts];
     let mut offsets = vec![-77; seqlens.len() + 1];
-    let stats = match fixed {
-        None => plan(
-            seqlens,
-            max_pages,
-            page_size,
-            num_parts,
-            &mut parts,
-            &mut offsets,
-        ),
-        Some(f) => plan_with_overhead(
-            seqlens,
-            max_pages,
-            page_size,
-            num_parts,
-            f,
-            &mut parts,
-            &mut offsets,
-        ),
-    }
+    let stats = plan_with_overhead(
+        seqlens,
+        max_pages,
+        page_size,
+        num_parts,
+        fixed,
+        &mut parts,
+        &mut offsets,
+    )
     .unwrap_or_else(|e| panic!("plan failed: {e} (seqlens {seqlens:?}, parts {num_parts})"));
-    let fixed = fixed.unwrap_or(FIXED_OVERHEAD_PAGES);
     check(
         seqlens, page_size, num_parts, fixed, &parts, &offsets, &stats,
     );
@@ -374,7 +363,7 @@ fn sixty_four_row_plans_charge_their_own_piece_overhead() {
     // 16 requests of 512 pages over 132 partitions at 8 pages a piece: T = 16 · 520,
     // payload = ceil(8320 / 132) + 8 = 72, and fewer pieces than at 5 (payload 68).
     let run = |fixed| {
-        let (stats, _, offsets) = plan_and_check_with(&[512 * 64; 16], PAGE_SIZE, 132, Some(fixed));
+        let (stats, _, offsets) = plan_and_check_with(&[512 * 64; 16], PAGE_SIZE, 132, fixed);
         (stats, offsets[16])
     };
     let (stats, pieces_8) = run(FIXED_OVERHEAD_PAGES_64_ROWS);
@@ -386,7 +375,7 @@ fn sixty_four_row_plans_charge_their_own_piece_overhead() {
         "{pieces_8} pieces at 8, {pieces_5} at 5"
     );
     // Short shares charge nothing, whatever the fixed cost.
-    let (stats, ..) = plan_and_check_with(&[32 * 64; 132], PAGE_SIZE, 132, Some(8));
+    let (stats, ..) = plan_and_check_with(&[32 * 64; 132], PAGE_SIZE, 132, 8);
     assert_eq!(stats.overhead, 0);
 }
 
@@ -573,9 +562,9 @@ proptest! {
         num_parts in 1..=200usize,
         page_size in prop_oneof![4 => Just(64usize), 1 => 1..=130usize],
         fixed in prop_oneof![
-            2 => Just(None),
-            1 => Just(Some(FIXED_OVERHEAD_PAGES_64_ROWS)),
-            1 => (0..=64u32).prop_map(Some),
+            2 => Just(FIXED_OVERHEAD_PAGES),
+            1 => Just(FIXED_OVERHEAD_PAGES_64_ROWS),
+            1 => 0..=64u32,
         ],
     ) {
         plan_and_check_with(&seqlens, page_size, num_parts, fixed);
