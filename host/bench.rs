@@ -7,7 +7,9 @@
 //! least [`WARMUP_MS`] ms, then 10 replays each timed with CUDA events; µs per call =
 //! median / 20 (the combine kernel is
 //! included: [`Decoder::decode`] launches both). The card's bandwidth is probed in the same
-//! run by a 2-GiB device-to-device copy (read + write bytes counted).
+//! run by a 2-GiB device-to-device copy (read + write bytes counted). Where NVML loads,
+//! [`crate::power`] reads the card's SM clock, power and clock-event reasons during the
+//! timed replays: the clock a point ran at tells a power-capped card from a slow kernel.
 //!
 //! Inputs are not built with [`crate::reference::generate`] (f32 vectors, NaN poison: far
 //! too slow at 32 × 64K tokens): a pool of random bf16 values is generated once on the host,
@@ -19,6 +21,7 @@
 use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, Precision};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
+use crate::power::{PowerMonitor, PowerStats};
 use crate::reference::{Normal, SplitMix64};
 use crate::timing::{GpuTimer, Graph};
 use cudarc::driver::CudaSlice;
@@ -439,6 +442,10 @@ pub struct PointResult {
     pub peers_us: BTreeMap<String, f64>,
     /// ours / min(peers); ≤ 1 means we are at least as fast as the better peer.
     pub ratio: Option<f64>,
+    /// The card's SM clock, power and clock-event reasons during the timed replays (NVML;
+    /// flattened into the JSON row, every field null where not sampled).
+    #[serde(flatten)]
+    pub power: PowerStats,
 }
 
 impl PointResult {
@@ -475,6 +482,7 @@ impl PointResult {
             replays_us,
             peers_us,
             ratio: best.is_finite().then(|| us / best),
+            power: PowerStats::default(),
         }
     }
 }
@@ -508,6 +516,10 @@ pub struct Report {
     /// before the option existed (those used one rounding, as `Fast`).
     #[serde(default)]
     pub precision: String,
+    /// What NVML sampled ([`PowerMonitor::describe`]) or why it did not; empty in reports
+    /// written before the sampling existed.
+    #[serde(default)]
+    pub nvml: String,
     /// Every measured point, in sweep order.
     pub points: Vec<PointResult>,
 }
@@ -591,8 +603,8 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 /// The table's header (two lines: names, rule).
 pub fn table_header(peers: &[String]) -> String {
     let mut s = format!(
-        "{:>4} {:>3} {:>4} {:>6} | {:>8} {:>6} {:>5} {:>6} |",
-        "b", "s_q", "h_q", "s_k", "ours µs", "GB/s", "%copy", "TFLOPS"
+        "{:>4} {:>3} {:>4} {:>6} | {:>8} {:>6} {:>5} {:>6} {:>6} |",
+        "b", "s_q", "h_q", "s_k", "ours µs", "GB/s", "%copy", "TFLOPS", "SM MHz"
     );
     for p in peers {
         let _ = write!(s, " {:>11}", format!("{p} µs"));
@@ -604,11 +616,12 @@ pub fn table_header(peers: &[String]) -> String {
     s
 }
 
-/// One table row; `ratio` is marked `*` where we lose (ratio > 1).
+/// One table row; `ratio` is marked `*` where we lose (ratio > 1), the SM clock where the
+/// point ran power-capped ([`PowerStats::table_cell`]).
 pub fn table_row(r: &PointResult, peers: &[String]) -> String {
     let p = &r.point;
     let mut s = format!(
-        "{:>4} {:>3} {:>4} {:>6} | {:>8.1} {:>6.0} {:>5} {:>6.1} |",
+        "{:>4} {:>3} {:>4} {:>6} | {:>8.1} {:>6.0} {:>5} {:>6.1} {:>6} |",
         p.b,
         p.s_q,
         p.h_q,
@@ -616,7 +629,8 @@ pub fn table_row(r: &PointResult, peers: &[String]) -> String {
         r.us,
         r.gbps,
         opt(r.pct_copy, 1),
-        r.tflops
+        r.tflops,
+        r.power.table_cell()
     );
     for name in peers {
         let _ = write!(s, " {:>11}", opt(r.peers_us.get(name).copied(), 1));
@@ -674,7 +688,8 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// CSV: one row per point, each repeating the run's device, driver, commit and time.
+/// CSV: one row per point, each repeating the run's device, driver, commit and time. The
+/// NVML columns come last (after `ratio`), so readers of the older columns keep working.
 pub fn to_csv(rep: &Report) -> String {
     let mut s = String::from(
         "device,driver,git_commit,timestamp,precision,copy_gbps,b,s_q,h_q,s_k,varlen,causal,total_len,us,gbps,pct_copy,tflops",
@@ -682,11 +697,14 @@ pub fn to_csv(rep: &Report) -> String {
     for p in &rep.peers {
         let _ = write!(s, ",{}_us", csv_field(p));
     }
-    s.push_str(",ratio\n");
+    s.push_str(
+        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj\n",
+    );
     let num = |v: Option<f64>| match v {
         Some(x) if x.is_finite() => format!("{x:.4}"),
         _ => String::new(),
     };
+    let int = |v: Option<u32>| v.map(|x| x.to_string()).unwrap_or_default();
     for r in &rep.points {
         let p = &r.point;
         let _ = write!(
@@ -713,7 +731,19 @@ pub fn to_csv(rep: &Report) -> String {
         for name in &rep.peers {
             let _ = write!(s, ",{}", num(r.peers_us.get(name).copied()));
         }
-        let _ = writeln!(s, ",{}", num(r.ratio));
+        let w = &r.power;
+        let _ = writeln!(
+            s,
+            ",{},{},{},{},{},{},{},{}",
+            num(r.ratio),
+            int(w.nvml_samples),
+            num(w.sm_mhz),
+            int(w.sm_mhz_min),
+            num(w.power_w),
+            num(w.power_cap_frac),
+            num(w.slowdown_frac),
+            num(w.energy_uj)
+        );
     }
     s
 }
@@ -1055,16 +1085,29 @@ pub fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     Ok(gbps(2 * PROBE_BYTES as u64, median(&ms) * 1e3))
 }
 
+/// What [`measure`] found at one point.
+#[derive(Debug)]
+pub struct Measured {
+    /// The requests' lengths.
+    pub lengths: Vec<i32>,
+    /// Each timed replay, ms.
+    pub replay_ms: Vec<f64>,
+    /// NVML's view of the timed replays: `None` without a monitor, an error where a query
+    /// failed.
+    pub power: Option<Result<PowerStats>>,
+}
+
 /// Measures one point: builds its inputs, plans, captures [`CALLS_PER_GRAPH`] decode calls
 /// in one graph, replays it untimed for at least [`WARMUP_MS`] ms and [`REPLAYS`] times
-/// timed. Returns the lengths and
-/// the replay times (ms per replay). Every buffer is freed on return.
+/// timed, with `monitor` (if any) sampling the card during the timed replays only. Every
+/// buffer is freed on return.
 pub fn measure(
     decoder: &Decoder,
     pool: &CudaSlice<bf16>,
     p: &Point,
     precision: Precision,
-) -> Result<(Vec<i32>, Vec<f64>)> {
+    monitor: Option<&PowerMonitor>,
+) -> Result<Measured> {
     let gpu = decoder.gpu();
     let s = &gpu.stream;
     let lengths = p.lengths();
@@ -1123,16 +1166,30 @@ pub fn measure(
         gpu.synchronize()?;
     }
     let timer = GpuTimer::new(s)?;
-    let mut ms = Vec::with_capacity(REPLAYS);
-    for _ in 0..REPLAYS {
-        timer.start()?;
-        graph.launch(s)?;
-        timer.stop()?;
-        ms.push(timer.elapsed_ms()? as f64);
-    }
+    let timed = || -> Result<Vec<f64>> {
+        let mut ms = Vec::with_capacity(REPLAYS);
+        for _ in 0..REPLAYS {
+            timer.start()?;
+            graph.launch(s)?;
+            timer.stop()?;
+            ms.push(timer.elapsed_ms()? as f64);
+        }
+        Ok(ms)
+    };
+    let (replay_ms, power) = match monitor {
+        Some(m) => {
+            let (ms, stats) = m.sample_while(REPLAYS * CALLS_PER_GRAPH, timed)?;
+            (ms, Some(stats))
+        }
+        None => (timed()?, None),
+    };
     gpu.synchronize()?;
     drop(graph);
-    Ok((lengths, ms))
+    Ok(Measured {
+        lengths,
+        replay_ms,
+        power,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1248,6 +1305,21 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     if !pair_clusters && !args.no_pair_clusters {
         eprintln!("pair clusters: off (this GPU cannot hold one on every SM)");
     }
+    // `nvml` goes into the report: what was sampled, or why nothing was.
+    let (mut monitor, mut nvml) = match PowerMonitor::open(&gpu) {
+        Ok(m) => {
+            eprintln!(
+                "nvml: sampling {} (SM MHz: the median; * = software power cap in most samples)",
+                m.describe()
+            );
+            let line = m.describe().to_string();
+            (Some(m), line)
+        }
+        Err(e) => {
+            eprintln!("nvml: sampling off ({e}); the SM MHz, power and energy fields stay empty");
+            (None, format!("off: {e}"))
+        }
+    };
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
         "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",
@@ -1273,15 +1345,25 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     let mut results = Vec::with_capacity(points.len());
     for p in &points {
         bar.set_message(p.label());
-        let measured = measure(&decoder, &pool, p, args.precision);
-        let (lengths, ms) = match measured {
+        let measured = measure(&decoder, &pool, p, args.precision, monitor.as_ref());
+        let m = match measured {
             Ok(v) => v,
             Err(e) => {
                 bar.abandon();
                 return Err(Error::Other(format!("bench {}: {e}", p.label())));
             }
         };
-        let r = PointResult::new(*p, &lengths, &ms, Some(copy), card);
+        let mut r = PointResult::new(*p, &m.lengths, &m.replay_ms, Some(copy), card);
+        match m.power {
+            Some(Ok(stats)) => r.power = stats,
+            Some(Err(e)) => {
+                let why = format!("sampling off from {} on: {e}", p.label());
+                bar.suspend(|| eprintln!("nvml: {why}"));
+                let _ = write!(nvml, "; {why}");
+                monitor = None;
+            }
+            None => {}
+        }
         bar.suspend(|| println!("{}", table_row(&r, &peers)));
         results.push(r);
         bar.inc(1);
@@ -1302,6 +1384,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         peers,
         method: method_line(args.serial_launch, pair_clusters),
         precision: format!("{:?}", args.precision),
+        nvml,
         points: results,
     };
     if let Some(path) = &args.json {
@@ -1337,6 +1420,7 @@ mod tests {
             peers,
             method: method_line(false, true),
             precision: "Accurate".into(),
+            nvml: String::new(),
             points,
         }
     }
@@ -1582,7 +1666,10 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 1 + rep.points.len());
         let cols = lines[0].split(',').count();
-        assert!(lines[0].ends_with("flashmla_us,etap_us,ratio"));
+        assert!(lines[0].contains(",flashmla_us,etap_us,ratio,"));
+        assert!(lines[0].ends_with(
+            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj"
+        ));
         for l in &lines[1..] {
             assert_eq!(l.split(',').count(), cols, "{l}");
             assert!(l.starts_with("NVIDIA H100 80GB HBM3,13.0,abc1234,2026-11-28T01:16:33Z,"));

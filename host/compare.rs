@@ -220,6 +220,7 @@ mod tests {
             peers: vec![],
             method: String::new(),
             precision: precision.into(),
+            nvml: String::new(),
             points: times
                 .iter()
                 .map(|&(p, us)| PointResult::new(p, &p.lengths(), &[us * 20e-3], None, None))

@@ -68,5 +68,6 @@ pub mod bench;
 pub mod check;
 pub mod compare;
 pub mod decode;
+pub mod power;
 pub mod probe;
 pub mod reference;
