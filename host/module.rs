@@ -359,6 +359,45 @@ mod tests {
         assert_eq!(checked, 8, "bf16/f16 × 16/32 rows × Fast/Accurate");
     }
 
+    /// Every decode kernel stores each output element of a thread with one guarded store
+    /// of each width, in straight-line code (`ptx::global`): a copy of the store loop per
+    /// output kind, or per element a branch, doubles these counts. That code runs once
+    /// per piece, and its instruction fetch sat on the latency of every short decode.
+    #[test]
+    fn decode_kernels_store_each_output_element_once() {
+        use etap_kernel::config::{SEESAW_HALF_DV, V_BLOCKS};
+        let mut checked = 0;
+        for name in kernel_names() {
+            if !name.starts_with("etap_decode_") {
+                continue;
+            }
+            let body = entry_body(PTX, name);
+            let count = |insn: &str| body.matches(insn).count() as u32;
+            let (found, want) = if is_seesaw(name) {
+                // Two rows a thread, an element pair (8 or 4 bytes) per 8 of its 256 dims.
+                let pairs = 2 * SEESAW_HALF_DV / 8;
+                let found = (count("@p st.global.v2.f32"), count("@p st.global.b32"));
+                (found, (pairs, pairs))
+            } else {
+                // Per V block, a quarter of the CTA's rows (r16: 4, r32: 8) a thread.
+                let rows: u32 = name[name.find("_r").unwrap() + 2..]
+                    .split('_')
+                    .next()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap();
+                let elems = V_BLOCKS * rows / 4;
+                let found = (count("@p st.global.f32"), count("@p st.global.b16"));
+                (found, (elems, elems))
+            };
+            assert_eq!(
+                found, want,
+                "{name}: guarded stores (4-byte, 2-byte elements)"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 12, "bf16/f16 × 16/32/64 rows × Fast/Accurate");
+    }
+
     /// wgmma instructions of one seesaw kernel: fences, commits, waits (any count, and
     /// `wait_group 1` alone), MMAs.
     #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]

@@ -31,8 +31,8 @@ use crate::layout::{
 use crate::plan::{clamped_piece, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
-    atomic, barrier, cp_async, fence, griddep, ids, math, mbarrier, opaque, regs, smem, stmatrix,
-    tma, warp,
+    atomic, barrier, cp_async, fence, global, griddep, ids, math, mbarrier, opaque, regs, smem,
+    stmatrix, tma, warp,
 };
 use crate::tile::load_swizzled;
 
@@ -715,7 +715,9 @@ pub fn row_lse(m: f32, l: f32, final_out: bool) -> f32 {
 
 /// Writes this warpgroup's normalised Oᵀ columns and their lse: straight to `out`/`lse`
 /// when the request is not split, else to its partial slot. Everything that depends only
-/// on the column (its query row, 1/l, the row's offset) is worked out once per owned column.
+/// on the column (its query row, 1/l, the row's offset) is worked out once per owned
+/// column; the elements then go out as guarded stores, without a branch (see
+/// `ptx::global`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
@@ -734,7 +736,14 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     let lane = t % 32;
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
-    let out_f32 = a.flags & FLAG_OUT_F32 != 0;
+    // Partial results and f32 output take 4-byte elements, 16-bit output 2-byte ones.
+    let wide = !final_out || a.flags & FLAG_OUT_F32 != 0;
+    let elem_shift = if wide { 2 } else { 1 };
+    let base = if final_out {
+        a.out as u64
+    } else {
+        a.o_accum as u64
+    };
     // Per owned column c = 2j + e (column 8j + 2(lane%4) + e): the element offset of its
     // output row (u32::MAX past the last row), 1/l, and its lse.
     let mut row_at = [u32::MAX; MAX_COLS_PER_THREAD];
@@ -763,29 +772,26 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     // A stacked split P's Oᵀ holds each column twice (high, then low half, N/2 elements
     // further on); they add up to the column's result.
     let half = S::N / 2;
-    for (mb, ob) in o.iter().enumerate() {
-        let v = ob.as_ref();
-        for i in 0..half {
-            let c = column_slot(i);
-            if row_at[c] == u32::MAX {
-                continue;
-            }
-            let (dim, _) = acc_coord(t, i as u32);
-            let idx = (row_at[c] + mb as u32 * 64 + dim) as usize;
-            let sum = if v.len() > half {
-                v[i] + v[i + half]
-            } else {
-                v[i]
-            };
-            let val = sum * inv[c];
-            if !final_out {
-                *a.o_accum.add(idx) = val;
-            } else if out_f32 {
-                *(a.out as *mut f32).add(idx) = val;
-            } else {
-                *(a.out as *mut u16).add(idx) = T::from_f32(val);
+    let mut store = |put: &dyn Fn(bool, u64, f32)| {
+        for (mb, ob) in o.iter().enumerate() {
+            let v = ob.as_ref();
+            for i in 0..half {
+                let c = column_slot(i);
+                let (dim, _) = acc_coord(t, i as u32);
+                let addr = base + (((row_at[c] + mb as u32 * 64 + dim) as u64) << elem_shift);
+                let sum = if v.len() > half {
+                    v[i] + v[i + half]
+                } else {
+                    v[i]
+                };
+                put(row_at[c] != u32::MAX, addr, sum * inv[c]);
             }
         }
+    };
+    if wide {
+        store(&|p, addr, val| global::st_f32_if(p, addr, val));
+    } else {
+        store(&|p, addr, val| global::st_b16_if(p, addr, T::from_f32(val)));
     }
 }
 

@@ -50,8 +50,8 @@ use crate::layout::{
 use crate::plan::{clamped_piece, length_fits, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
 use crate::ptx::{
-    atomic, barrier, cp_async, fence, griddep, ids, math, mbarrier, opaque, smem, stmatrix, tma,
-    warp,
+    atomic, barrier, cp_async, fence, global, griddep, ids, math, mbarrier, opaque, smem, stmatrix,
+    tma, warp,
 };
 use crate::tile::load_swizzled;
 
@@ -993,7 +993,7 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
 
 /// Writes this warpgroup's 256 dims of the normalised O rows and, from warpgroup 0, the
 /// rows' lse: straight to `out`/`lse` when the request is not split, else to its partial
-/// slot `slot`.
+/// slot `slot`. The elements go out as guarded stores, without a branch (see `ptx::global`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn store_output<T: Element>(
@@ -1009,14 +1009,19 @@ unsafe fn store_output<T: Element>(
     let a = c.a;
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
-    let out_f32 = a.flags & FLAG_OUT_F32 != 0;
+    // Partial results and f32 output take 4-byte elements, 16-bit output 2-byte ones.
+    let wide = !final_out || a.flags & FLAG_OUT_F32 != 0;
+    let elem_shift = if wide { 2 } else { 1 };
+    let base = if final_out {
+        a.out as u64
+    } else {
+        a.o_accum as u64
+    };
     for h in 0..2 {
-        if c.row0 + c.rows[h] >= rows_total {
-            continue;
-        }
+        let valid = c.row0 + c.rows[h] < rows_total;
         let (sq, hq) = c.query_of(c.rows[h]);
         let req_row = if final_out { r } else { slot } * rows_per_req + sq * a.h_q + hq;
-        if c.wg == 0 && c.lane % 4 == 0 {
+        if c.wg == 0 && c.lane % 4 == 0 && valid {
             let lse = row_lse(m[h], l[h], final_out);
             if final_out {
                 *a.lse.add(((r * a.h_q + hq) * a.s_q + sq) as usize) = lse;
@@ -1026,21 +1031,13 @@ unsafe fn store_output<T: Element>(
         }
         let inv = if l[h] > 0.0 { 1.0 / l[h] } else { 0.0 };
         // Element pairs (8j + 2(lane%4), +1) of the row: one 8-byte or 4-byte store each.
-        let pair0 = (req_row * D_V + c.wg * SEESAW_HALF_DV + 2 * (c.lane % 4)) / 2;
+        let first = req_row * D_V + c.wg * SEESAW_HALF_DV + 2 * (c.lane % 4);
+        let row_addr = base + ((first as u64) << elem_shift);
         for j in 0..(SEESAW_HALF_DV / 8) as usize {
             let (v0, v1) = (o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-            let pair = pair0 as usize + 4 * j;
-            if final_out && !out_f32 {
-                *(a.out as *mut u32).add(pair) = T::pack2(v0, v1);
-            } else {
-                let bits = v0.to_bits() as u64 | (v1.to_bits() as u64) << 32;
-                let dst = if final_out {
-                    a.out as *mut u64
-                } else {
-                    a.o_accum as *mut u64
-                };
-                *dst.add(pair) = bits;
-            }
+            let addr = row_addr + ((8 * j as u64) << elem_shift);
+            global::st_v2_f32_if(valid && wide, addr, v0, v1);
+            global::st_b32_if(valid && !wide, addr, T::pack2(v0, v1));
         }
     }
 }

@@ -4,6 +4,7 @@ pub mod barrier;
 pub mod clock;
 pub mod cp_async;
 pub mod fence;
+pub mod global;
 pub mod griddep;
 pub mod ids;
 pub mod math;
