@@ -47,7 +47,7 @@ use crate::layout::{
     a_fragment_pair, acc_coord, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
     SWIZZLE_ROW_BYTES,
 };
-use crate::plan::{clamped_piece, length_fits, PartWork};
+use crate::plan::{clamped_piece, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
 use crate::ptx::{
     atomic, barrier, cp_async, fence, global, griddep, ids, math, mbarrier, opaque, smem, stmatrix,
@@ -566,6 +566,18 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
         phase: 0,
     };
     for r in part.begin_req..=part.end_req {
+        // The page ids of the piece's first two tiles do not depend on the length: they
+        // load alongside it (ids past the piece's end lie in the row and go unused).
+        let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
+        let begin = piece_begin(part, r, a.max_pages);
+        let first_ids: [i32; STAGES as usize] = core::array::from_fn(|k| {
+            let page = begin + k as u32;
+            if page < a.max_pages {
+                *pages.add(page as usize)
+            } else {
+                0
+            }
+        });
         let seqlen = *a.seqlens.add(r as usize);
         let split_begin = *a.split_offsets.add(r as usize);
         let split_end = *a.split_offsets.add(r as usize + 1);
@@ -590,7 +602,7 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
             seqlen,
             first,
             n: last - first,
-            pages: a.block_table.add((r as u32 * a.max_pages) as usize),
+            pages,
             first_limit: if causal {
                 seqlen - a.s_q as i32
             } else {
@@ -601,10 +613,12 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
         // The last piece is done with every buffer (both warpgroups waited on their wgmma).
         barrier::sync_named(consumers, 256);
         if c.wg == 0 {
-            for tile in 0..pc.n.min(STAGES) {
-                let id = c.page_id(&pc, tile);
-                c.load_half(&pc, tile, 0, id);
-                c.load_half(&pc, tile, 1, id);
+            for (tile, &id) in first_ids.iter().enumerate() {
+                let tile = tile as u32;
+                if tile < pc.n {
+                    c.load_half(&pc, tile, 0, id);
+                    c.load_half(&pc, tile, 1, id);
+                }
             }
         }
         // Q rows → swizzled shared memory (zeros past the last row), and the running max.
@@ -684,8 +698,9 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
             smem::ld_f32(c.l_at(0, c.rows[1])) + smem::ld_f32(c.l_at(1, c.rows[1])),
         ];
         let m = c.rows_f32(|row| c.m_at(row));
+        // Read from the plan again rather than held in a register through the piece.
         let split_idx = if r == part.begin_req {
-            part.first_split
+            (*a.parts.add(ids::block_x() as usize)).first_split
         } else {
             0
         };
