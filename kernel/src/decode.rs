@@ -772,13 +772,17 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     // A stacked split P's Oᵀ holds each column twice (high, then low half, N/2 elements
     // further on); they add up to the column's result.
     let half = S::N / 2;
-    let mut store = |put: &dyn Fn(bool, u64, f32)| {
+    // One branch-free copy of the loop per store width (a single copy with both widths'
+    // guarded stores spilled in `_r32_split`); a row past the last wraps its offset
+    // harmlessly, as its stores are off.
+    let store = |put: &dyn Fn(bool, u64, f32)| {
         for (mb, ob) in o.iter().enumerate() {
             let v = ob.as_ref();
             for i in 0..half {
                 let c = column_slot(i);
                 let (dim, _) = acc_coord(t, i as u32);
-                let addr = base + (((row_at[c] + mb as u32 * 64 + dim) as u64) << elem_shift);
+                let offset = row_at[c].wrapping_add(mb as u32 * 64 + dim);
+                let addr = base + ((offset as u64) << elem_shift);
                 let sum = if v.len() > half {
                     v[i] + v[i + half]
                 } else {
