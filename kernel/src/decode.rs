@@ -713,6 +713,32 @@ pub fn row_lse(m: f32, l: f32, final_out: bool) -> f32 {
     }
 }
 
+/// Where a piece's output elements go: `out` when the request is not split, else its
+/// partial results. Partial results and f32 output take 4-byte elements (`wide`), 16-bit
+/// output 2-byte ones; element `i` lies at `base + (i << elem_shift)`.
+pub struct OutputTarget {
+    pub base: u64,
+    pub elem_shift: u32,
+    pub wide: bool,
+}
+
+impl OutputTarget {
+    /// The target of a piece whose request is not split (`final_out`) or is.
+    #[inline(always)]
+    pub fn of(a: &DecodeArgs, final_out: bool) -> OutputTarget {
+        let wide = !final_out || a.flags & FLAG_OUT_F32 != 0;
+        OutputTarget {
+            base: if final_out {
+                a.out as u64
+            } else {
+                a.o_accum as u64
+            },
+            elem_shift: if wide { 2 } else { 1 },
+            wide,
+        }
+    }
+}
+
 /// Writes this warpgroup's normalised Oᵀ columns and their lse: straight to `out`/`lse`
 /// when the request is not split, else to its partial slot. Everything that depends only
 /// on the column (its query row, 1/l, the row's offset) is worked out once per owned
@@ -736,14 +762,11 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     let lane = t % 32;
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
-    // Partial results and f32 output take 4-byte elements, 16-bit output 2-byte ones.
-    let wide = !final_out || a.flags & FLAG_OUT_F32 != 0;
-    let elem_shift = if wide { 2 } else { 1 };
-    let base = if final_out {
-        a.out as u64
-    } else {
-        a.o_accum as u64
-    };
+    let OutputTarget {
+        base,
+        elem_shift,
+        wide,
+    } = OutputTarget::of(a, final_out);
     // Per owned column c = 2j + e (column 8j + 2(lane%4) + e): the element offset of its
     // output row (u32::MAX past the last row), 1/l, and its lse.
     let mut row_at = [u32::MAX; MAX_COLS_PER_THREAD];

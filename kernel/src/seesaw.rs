@@ -41,7 +41,7 @@
 //! on the first blocks to land. There is no producer warpgroup: the CTA is the two
 //! consumer warpgroups (`SEESAW_THREADS`), 255 registers a thread.
 use crate::config::*;
-use crate::decode::{enter, row_lse, DecodeArgs};
+use crate::decode::{enter, row_lse, DecodeArgs, OutputTarget};
 use crate::element::Element;
 use crate::layout::{
     a_fragment_pair, acc_coord, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
@@ -1024,14 +1024,11 @@ unsafe fn store_output<T: Element>(
     let a = c.a;
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
-    // Partial results and f32 output take 4-byte elements, 16-bit output 2-byte ones.
-    let wide = !final_out || a.flags & FLAG_OUT_F32 != 0;
-    let elem_shift = if wide { 2 } else { 1 };
-    let base = if final_out {
-        a.out as u64
-    } else {
-        a.o_accum as u64
-    };
+    let OutputTarget {
+        base,
+        elem_shift,
+        wide,
+    } = OutputTarget::of(a, final_out);
     for h in 0..2 {
         let valid = c.row0 + c.rows[h] < rows_total;
         let (sq, hq) = c.query_of(c.rows[h]);
