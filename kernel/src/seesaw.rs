@@ -787,13 +787,15 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
 
     // O_L = O_L·scale_b + P_b·V_bL, once warpgroup 1 has P_b out.
     if B {
-        barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
-        let scale_b = c.rows_f32(|row| c.scale_at(1, row));
+        // Stage 0's V_L is done with once P_a·V_aL has run: it takes tile a+2 (issued
+        // while warpgroup 1's softmax of S_b runs).
         wgmma::wait::<0>();
-        // Stage 0's V_L is done with: it takes tile a+2.
         if A2 {
             c.load_half(pc, 0, 0, id_a2);
-        } else {
+        }
+        barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
+        let scale_b = c.rows_f32(|row| c.scale_at(1, row));
+        if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
         s.rescale(scale_b, c.moved(1));
@@ -844,13 +846,14 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
             s.l[h] = s.l[h] * step_b.scale[h] + step_b.sum[h];
         }
         let p = pack_p::<T, true>(&s.st, [1.0; 2]);
-        // P_a is read: stage 0's V_R and P_a's buffers may take tile a+2 and P_b.
+        // P_a is read: its buffers take P_b, then stage 0's V_R takes tile a+2 (issued
+        // after the arrival, so that warpgroup 0, waiting for P_b, has it first).
         wgmma::wait::<0>();
+        c.store_p::<true>(&p, 1);
+        barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
         if A2 {
             c.load_half(pc, 0, 1, id_a2);
         }
-        c.store_p::<true>(&p, 1);
-        barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
 
         // O_R = O_R·scale_b + P_b·V_bR.
         rescale(&mut s.o, step_b.scale, step_b.moved);
@@ -898,12 +901,13 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
     wgmma::commit();
     wgmma::wait_all();
 
-    // Stage 0's V_L, read only by this warpgroup's P·V (done), takes tile a+2; once
-    // warpgroup 1's softmax of S_b is done, P_a goes out scaled by its factor.
-    barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
+    // Stage 0's V_L, read only by this warpgroup's P·V (done), takes tile a+2 (issued
+    // while warpgroup 1's softmax of S_b runs); once that is done, P_a goes out scaled by
+    // its factor.
     if A2 {
         c.load_half(pc, 0, 0, id_a2);
     }
+    barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
     let scale_b = if B {
         c.rows_f32(|row| c.scale_at(1, row))
     } else {
