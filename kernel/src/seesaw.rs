@@ -846,22 +846,22 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
             s.l[h] = s.l[h] * step_b.scale[h] + step_b.sum[h];
         }
         let p = pack_p::<T, true>(&s.st, [1.0; 2]);
-        // P_a is read: its buffers take P_b, then stage 0's V_R takes tile a+2 (issued
-        // after the arrival, so that warpgroup 0, waiting for P_b, has it first).
+        // P_a is read: its buffers take P_b (for warpgroup 0, waiting for it).
         wgmma::wait::<0>();
         c.store_p::<true>(&p, 1);
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
-        if A2 {
-            c.load_half(pc, 0, 1, id_a2);
-        }
 
-        // O_R = O_R·scale_b + P_b·V_bR.
+        // O_R = O_R·scale_b + P_b·V_bR; then stage 0's V_R takes tile a+2 (S_{a+2} reads
+        // it only after its other half).
         rescale(&mut s.o, step_b.scale, step_b.moved);
         if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
         issue_pv_own::<T, true>(&mut s.o, &p, c.v_half(1));
         wgmma::commit();
+        if A2 {
+            c.load_half(pc, 0, 1, id_a2);
+        }
 
         // Stage 1's V_R is done with once that has run: it takes tile b+2; then S_{b+2}.
         if B2 {
