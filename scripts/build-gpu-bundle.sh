@@ -7,7 +7,7 @@
 #   dist/sanitize.sh         compute-sanitizer over the fast GPU tests (scripts/sanitize.sh)
 #   dist/ab-bench.sh         A-B-B-A benchmark of two builds in one run (scripts/ab-bench.sh)
 #   dist/sanitizer/          only with ETAP_BUNDLE_SANITIZER=1: compute-sanitizer itself
-#                            (bin/ + lib/ of the nvidia-cuda-sanitizer-api-cu12 wheel, ~25 MB)
+#                            (the nvidia-cuda-sanitizer-api-cu12 wheel's tool and libraries in bin/, ~25 MB)
 #   dist/exp/<ref>/          only with ETAP_BUNDLE_REFS="ref ...": the CLI and the
 #                            gpu_decode / gpu_stress harnesses built from each git ref (a
 #                            branch to A-B against this checkout with dist/ab-bench.sh;
@@ -64,8 +64,10 @@ if [ "${ETAP_BUNDLE_SANITIZER:-0}" = 1 ]; then
         python3 -m pip install --quiet --no-deps --target .tools/sanitizer \
             nvidia-cuda-sanitizer-api-cu12==12.9.79
     fi
-    mkdir -p dist/sanitizer
-    cp -r "$san/bin" "$san/lib" dist/sanitizer/
+    # The tool looks for its injection libraries beside itself, not in the wheel's lib/
+    # ("Unable to find injection library libsanitizer-collection.so" otherwise).
+    mkdir -p dist/sanitizer/bin
+    cp "$san/bin/compute-sanitizer" "$san"/lib/*.so dist/sanitizer/bin/
     chmod +x dist/sanitizer/bin/compute-sanitizer
 fi
 
