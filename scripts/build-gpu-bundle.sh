@@ -7,7 +7,7 @@
 #   dist/sanitize.sh         compute-sanitizer over the fast GPU tests (scripts/sanitize.sh)
 #   dist/ab-bench.sh         A-B-B-A benchmark of two builds in one run (scripts/ab-bench.sh)
 #   dist/sanitizer/          only with ETAP_BUNDLE_SANITIZER=1: compute-sanitizer itself
-#                            (the nvidia-cuda-sanitizer-api-cu12 wheel's tool and libraries in bin/, ~25 MB)
+#                            (the nvidia-cuda-sanitizer-api 13.0 wheel's tool and libraries in bin/, ~20 MB)
 #   dist/exp/<ref>/          only with ETAP_BUNDLE_REFS="ref ...": the CLI and the
 #                            gpu_decode / gpu_stress harnesses built from each git ref (a
 #                            branch to A-B against this checkout with dist/ab-bench.sh;
@@ -59,13 +59,15 @@ cp scripts/ab-bench.sh dist/ab-bench.sh
 chmod +x dist/run-gpu-bundle.sh dist/sanitize.sh dist/ab-bench.sh dist/flashmla-etap dist/tests/*
 rm -rf dist/sanitizer
 if [ "${ETAP_BUNDLE_SANITIZER:-0}" = 1 ]; then
-    san=.tools/sanitizer/nvidia/cuda_sanitizer_api
+    # For machines without a CUDA toolkit. It looks for its injection libraries beside
+    # itself, so the wheel's bin/ and lib/ go into one folder. On the H200 pool machines
+    # (driver 580) this tool, 13.0 as 12.9, stops at "Target application terminated
+    # before first instrumented API call", so sanitize.sh prefers the machine's own.
+    san=.tools/sanitizer13/nvidia/cu13
     if [ ! -f "$san/bin/compute-sanitizer" ]; then
-        python3 -m pip install --quiet --no-deps --target .tools/sanitizer \
-            nvidia-cuda-sanitizer-api-cu12==12.9.79
+        python3 -m pip install --quiet --no-deps --target .tools/sanitizer13 \
+            nvidia-cuda-sanitizer-api==13.0.85
     fi
-    # The tool looks for its injection libraries beside itself, not in the wheel's lib/
-    # ("Unable to find injection library libsanitizer-collection.so" otherwise).
     mkdir -p dist/sanitizer/bin
     cp "$san/bin/compute-sanitizer" "$san"/lib/*.so dist/sanitizer/bin/
     chmod +x dist/sanitizer/bin/compute-sanitizer

@@ -9,8 +9,8 @@
 #
 # Usage: sanitize.sh [DIST_DIR]
 # Environment:
-#   COMPUTE_SANITIZER            the compute-sanitizer executable (else dist/sanitizer/bin/,
-#                                then PATH, then /usr/local/cuda*/bin)
+#   COMPUTE_SANITIZER            the compute-sanitizer executable (else PATH, then
+#                                /usr/local/cuda*/bin, then the bundle's dist/sanitizer/bin/)
 #   ETAP_SANITIZE_TOOLS          tools to run (default "memcheck racecheck synccheck initcheck")
 #   ETAP_SANITIZE_DECODE_TESTS   gpu_decode test filters (default "decode_smoke graph_replay checked_api")
 #   ETAP_SANITIZE_RACECHECK_DECODE_TESTS
@@ -35,8 +35,11 @@ dist="$(cd "$dist" 2>/dev/null && pwd)" || {
 
 san="${COMPUTE_SANITIZER:-}"
 if [ -z "$san" ]; then
-    for c in "$dist/sanitizer/bin/compute-sanitizer" "$(command -v compute-sanitizer 2>/dev/null)" \
-        /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda-*/bin/compute-sanitizer; do
+    # The machine's own tool first: the wheel's (bundled) stopped at "Target application
+    # terminated before first instrumented API call" on the H200 pool machines (driver 580),
+    # whose /usr/local/cuda tool works.
+    for c in "$(command -v compute-sanitizer 2>/dev/null)" /usr/local/cuda/bin/compute-sanitizer \
+        /usr/local/cuda-*/bin/compute-sanitizer "$dist/sanitizer/bin/compute-sanitizer"; do
         if [ -n "$c" ] && [ -x "$c" ]; then
             san="$c"
             break
@@ -46,7 +49,7 @@ fi
 if [ -z "$san" ] || [ ! -x "$san" ]; then
     echo "error: compute-sanitizer not found: set COMPUTE_SANITIZER, install the CUDA toolkit, or" >&2
     echo "       build the bundle with ETAP_BUNDLE_SANITIZER=1 scripts/build-gpu-bundle.sh" >&2
-    echo "       (ships the nvidia-cuda-sanitizer-api-cu12 wheel's tool in dist/sanitizer/)" >&2
+    echo "       (ships the nvidia-cuda-sanitizer-api 13.0 wheel's tool in dist/sanitizer/)" >&2
     exit 2
 fi
 for b in gpu_primitives gpu_decode; do
