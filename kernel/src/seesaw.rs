@@ -39,9 +39,10 @@
 //! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
 //! own mbarrier, so the next pair's KV streams in under this pair's products and S starts
 //! on the first blocks to land. A reload is issued ahead of a wait for the other
-//! warpgroup, or after an arrival it waits for, so that its issue (hundreds of cycles)
-//! is off the other warpgroup's path (H200: h_q 64 2-4 % faster). There is no producer warpgroup: the CTA is the two
-//! consumer warpgroups (`SEESAW_THREADS`), 255 registers a thread.
+//! warpgroup, or after an arrival it waits for, so that its issue (hundreds of cycles) is
+//! off the other warpgroup's path (H200: h_q 64 2-4 % faster). There is no producer
+//! warpgroup: the CTA is the two consumer warpgroups (`SEESAW_THREADS`), 255 registers a
+//! thread.
 use crate::config::*;
 use crate::decode::{enter, row_lse, DecodeArgs, OutputTarget};
 use crate::element::Element;
