@@ -163,11 +163,12 @@ fn stress_random_shapes() {
     let t = Instant::now();
     for i in 0..n {
         let case = draw_case(&mut rng);
+        let label = || format!("#{i} {} seed {}", case.describe(), case.seed);
         match case.run_pooled(&decoder) {
             Ok(r) => {
                 if r.ratio() > worst_ratio {
                     worst_ratio = r.ratio();
-                    worst_case = format!("#{i} {} seed {}: {r}", case.describe(), case.seed);
+                    worst_case = format!("{}: {r}", label());
                 }
                 if r.lse_rel_err.is_finite() {
                     max_lse = max_lse.max(r.lse_rel_err);
@@ -175,14 +176,10 @@ fn stress_random_shapes() {
                 if r.passes() {
                     passed += 1;
                 } else {
-                    failures.push(format!("#{i} {} seed {}: {r}", case.describe(), case.seed));
+                    failures.push(format!("{}: {r}", label()));
                 }
             }
-            Err(e) => failures.push(format!(
-                "#{i} {} seed {}: error: {e}",
-                case.describe(),
-                case.seed
-            )),
+            Err(e) => failures.push(format!("{}: error: {e}", label())),
         }
         if (i + 1) % 1000 == 0 && i + 1 < n {
             println!(

@@ -1,7 +1,8 @@
 //! Fuzzes `etap_kernel::plan::plan_with_overhead`: arbitrary lengths, block-table widths,
-//! page sizes, partition counts, fixed piece costs and output-buffer sizes. It must never panic, never report
-//! `PlanError::Internal`, and on success the plan must cover every (request, page) exactly
-//! once and respect the balance bound documented in `kernel/src/plan.rs`.
+//! page sizes, partition counts, fixed piece costs and output-buffer sizes. It must never
+//! panic, never report `PlanError::Internal`, and on success the plan must cover every
+//! (request, page) exactly once and respect the balance bound documented in
+//! `kernel/src/plan.rs`.
 #![no_main]
 
 use etap_kernel::plan::{
