@@ -824,8 +824,10 @@ impl Decoder {
 
     /// Whether the decode and combine kernels are launched as programmatic dependents of
     /// the kernel before them on the stream (on by default): each starts its set-up while
-    /// that kernel finishes and waits for it before touching memory, which takes a launch
-    /// gap off every call. Off, every launch waits for the previous kernel to end.
+    /// that kernel finishes and waits for it before touching any other memory, which takes
+    /// a launch gap off every call. The decode's set-up may read the plan's inputs, the
+    /// lengths and the block table (see [`Decoder::decode`]). Off, every launch waits for
+    /// the previous kernel to end.
     pub fn set_programmatic_launch(&mut self, on: bool) {
         self.programmatic = on;
     }
@@ -854,6 +856,14 @@ impl Decoder {
     /// need a host copy or a synchronisation): that the device `cache_seqlens` equal the
     /// plan's lengths and that the used block-table entries are valid page ids — use
     /// [`DecodePlan::validate_block_table`] where the table is built (the checked API).
+    ///
+    /// `block_table` and `cache_seqlens`, being what the plan was built from, must be
+    /// settled when the call is enqueued: with programmatic launch (the default) the
+    /// decode may read them before it waits for the kernel before it on the stream. Written
+    /// by host copies or by ordinary kernels earlier on the stream is fine; a kernel that
+    /// writes them after triggering its dependents' launch early
+    /// (`griddepcontrol.launch_dependents`) is not. Everything else (`q`, the cache) is
+    /// read only after that wait.
     #[allow(clippy::too_many_arguments)]
     pub fn decode<T: KvElement, O: OutElement<T>>(
         &self,

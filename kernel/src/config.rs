@@ -104,6 +104,9 @@ pub const fn decode_threads(rows_per_cta: u32) -> u32 {
 pub const CONSUMER_WARPS: u32 = 4 * CONSUMER_WARPGROUPS;
 /// KV pipeline depth (72 KB stages).
 pub const STAGES: u32 = 2;
+/// Words of a seesaw CTA's lead in shared memory: its first request's length and the page
+/// ids of its first `STAGES` tiles, read before the wait for the previous grid.
+pub const LEAD_WORDS: u32 = 1 + STAGES;
 /// Most query rows (s_q·h_q/h_kv) one CTA handles: the seesaw kernels' wgmma M.
 pub const MAX_ROWS_PER_CTA: u32 = 64;
 /// Query-row tiles (rows per CTA) that decode kernels are built for.
@@ -256,10 +259,13 @@ pub const SEESAW_V_BLOCKS: u32 = SEESAW_HALF_DV / COL_BLOCK;
 /// warpgroup `half` reloads once it is done with it: the V blocks it reads (0..4 or 4..8),
 /// plus the RoPE block for the warpgroup that reads the P kept there. The RoPE block of
 /// stage s, read by S only, holds P of the stage's tile once S is done; warpgroup 1 − s is
-/// its last reader.
-pub const fn seesaw_half_blocks(stage: u32, half: u32) -> u32 {
+/// its last reader. With P rounded once (not `split_p`), P_b has the spare buffer of its
+/// own and stage 1's RoPE block is free once S_b is done: warpgroup 1 reloads both RoPE
+/// blocks.
+pub const fn seesaw_half_blocks(stage: u32, half: u32, split_p: bool) -> u32 {
     let v = ((1 << SEESAW_V_BLOCKS) - 1) << (half * SEESAW_V_BLOCKS);
-    if half == 1 - stage {
+    let rope_half = if split_p { 1 - stage } else { 1 };
+    if half == rope_half {
         v | 1 << ROPE_BLOCK
     } else {
         v
@@ -274,7 +280,8 @@ pub struct SeesawSmem {
     /// `STAGES` KV tiles, each `K_BLOCKS` swizzled blocks of 64 tokens × 64 dims.
     pub kv: u32,
     /// The low half of a split P (64 rows × 64 tokens, swizzled), passed from one
-    /// warpgroup to the other in turn; the high half goes to the stage's RoPE block.
+    /// warpgroup to the other in turn, the high half going to the stage's RoPE block; with
+    /// P rounded once, P_b.
     pub p_lo: u32,
     /// Running max per row (base-2 scaled), shared by both warpgroups.
     pub m: u32,
@@ -287,6 +294,9 @@ pub struct SeesawSmem {
     pub moved: u32,
     /// mbarriers: per stage, one per column block.
     pub bars: u32,
+    /// The partition's first request as read before the wait for the previous grid
+    /// (`LEAD_WORDS` words: its length, then its first `STAGES` page ids).
+    pub lead: u32,
     /// Total bytes to request.
     pub bytes: u32,
 }
@@ -302,7 +312,8 @@ impl SeesawSmem {
         let l = scale + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
         let moved = l + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
         let bars = moved + CONSUMER_WARPS * 4;
-        let bytes = bars + STAGES * K_BLOCKS * 8;
+        let lead = bars + STAGES * K_BLOCKS * 8;
+        let bytes = lead + LEAD_WORDS * 4;
         SeesawSmem {
             q,
             kv,
@@ -312,6 +323,7 @@ impl SeesawSmem {
             l,
             moved,
             bars,
+            lead,
             bytes,
         }
     }
@@ -451,18 +463,24 @@ mod tests {
         assert_eq!(s.p_lo % 1024, 0);
         assert_eq!(s.bars % 8, 0);
         assert_eq!(SEESAW_ROWS, MAX_ROWS_PER_CTA);
-        for stage in 0..STAGES {
-            let (lo, hi) = (seesaw_half_blocks(stage, 0), seesaw_half_blocks(stage, 1));
-            assert_eq!(lo & hi, 0, "stage {stage}: a block in both halves");
-            assert_eq!(
-                lo | hi,
-                (1 << K_BLOCKS) - 1,
-                "stage {stage}: a block in neither"
-            );
+        for split_p in [false, true] {
+            for stage in 0..STAGES {
+                let lo = seesaw_half_blocks(stage, 0, split_p);
+                let hi = seesaw_half_blocks(stage, 1, split_p);
+                assert_eq!(lo & hi, 0, "stage {stage}: a block in both halves");
+                assert_eq!(
+                    lo | hi,
+                    (1 << K_BLOCKS) - 1,
+                    "stage {stage}: a block in neither"
+                );
+            }
         }
         // The RoPE block (P of the stage's tile) goes with the warpgroup that reads P last.
-        assert_eq!(seesaw_half_blocks(0, 1) >> ROPE_BLOCK, 1);
-        assert_eq!(seesaw_half_blocks(1, 0) >> ROPE_BLOCK, 1);
+        assert_eq!(seesaw_half_blocks(0, 1, true) >> ROPE_BLOCK, 1);
+        assert_eq!(seesaw_half_blocks(1, 0, true) >> ROPE_BLOCK, 1);
+        // P rounded once: P_a in stage 0's RoPE block (warpgroup 1 reads it), P_b apart.
+        assert_eq!(seesaw_half_blocks(0, 1, false) >> ROPE_BLOCK, 1);
+        assert_eq!(seesaw_half_blocks(1, 1, false) >> ROPE_BLOCK, 1);
     }
 
     #[test]

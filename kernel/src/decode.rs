@@ -114,7 +114,7 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
     // mbarriers of block group g of stage s.
     let full = |s: u32, g: u32| base + lay.bars + 8 * (s * KV_GROUPS + g);
     let empty = |s: u32, g: u32| base + lay.bars + 8 * ((STAGES + s) * KV_GROUPS + g);
-    let Some(part) = enter(a, || {
+    let Some(part) = enter(a, |_| {
         for s in 0..STAGES {
             for g in 0..KV_GROUPS {
                 mbarrier::init(full(s, g), 1);
@@ -151,23 +151,25 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
 }
 
 /// The start of a decode CTA: its partition of the plan (`None` when it has no work), with
-/// the mbarriers set up by `init_barriers` on thread 0 and the whole CTA past the wait for
-/// the previous grid.
+/// `set_up` run on thread 0 (the mbarriers' initialisation, and what else needs only the
+/// partition) and the whole CTA past the wait for the previous grid.
 #[inline(always)]
-pub unsafe fn enter(a: &DecodeArgs, init_barriers: impl FnOnce()) -> Option<PartWork> {
+pub unsafe fn enter(a: &DecodeArgs, set_up: impl FnOnce(&PartWork)) -> Option<PartWork> {
     let part = *a.parts.add(ids::block_x() as usize);
     if part.begin_req > part.end_req {
         return None;
     }
     if ids::thread() == 0 {
-        init_barriers();
+        set_up(&part);
         fence::mbarrier_init();
         tma::prefetch_map(a.kv_map);
     }
     // Launched as a programmatic dependent of the previous grid on the stream (the last
-    // call's combine): the launch and the set-up above (which reads only the plan and the
-    // tensor map) overlap its tail. Everything after reads inputs a previous kernel may
-    // write, or writes what the combine reads.
+    // call's combine): the launch and the set-up above overlap its tail. The set-up reads
+    // the plan and at most the inputs it was built from (lengths, block table), which no
+    // kernel may still be writing when the decode is launched (see `Decoder::decode`).
+    // Everything after reads inputs a previous kernel may write (Q, the cache), or writes
+    // what the combine reads.
     griddep::wait();
     barrier::sync_cta();
     Some(part)
