@@ -10,7 +10,8 @@
 //! both tiles' P into its half: its own P from registers, the other's from shared memory
 //! (the stage's RoPE block, free once S is done, and a split P's low half in a spare buffer
 //! of its own; with P rounded once, P_b takes the spare buffer, so that stage 1's RoPE
-//! block reloads while P_b·V_bR runs: H200, h_q 128 from 8K 2-4 % faster). Per pair:
+//! block reloads with warpgroup 1's V half, before warpgroup 0 is done with P_b: H200,
+//! h_q 128 at 1K-16K 1-4 % faster). Per pair:
 //!
 //! ```text
 //! wg 0: softmax(S_a), P_a out → O_L = O_L·s_a + P_a·V_aL → [P_b]
@@ -63,8 +64,6 @@ use crate::tile::load_swizzled;
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 /// Bytes of one k16 step across rows of a swizzled block (MN-major operands: 16 rows).
 const MN_STEP_BYTES: u32 = 16 * SWIZZLE_ROW_BYTES;
-/// A stage's RoPE block alone, as a block mask.
-const ROPE_ONLY: u32 = 1 << ROPE_BLOCK;
 
 // The schedule pairs the two stages with the two consumer warpgroups (tile a in stage 0 for
 // warpgroup 0, tile b in stage 1 for warpgroup 1), and a tile's P (64 rows × 64 tokens)
@@ -122,7 +121,7 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
 /// A request's length and the page ids of its piece's first `STAGES` tiles (0 past the
 /// block-table row: such tiles are never loaded). The partition's first request's lead
 /// is read before the wait for the previous grid, so that its first TMA loads follow the
-/// wait at once (H200: h_q 64/128 at 512-2K 2-4 % faster; the transposed kernels read
+/// wait at once (H200: h_q 64/128 at 512-2K 1-3 % faster; the transposed kernels read
 /// the same ahead measured 1-3 % slower at b 16, h_q 16, 1K-2K and keep theirs after it).
 #[derive(Clone, Copy)]
 struct Lead {
@@ -234,9 +233,9 @@ impl Cta<'_> {
         self.base + self.lay.p_lo
     }
     /// Stores this warpgroup's P fragments for the other warpgroup: the high half at `hi`
-    /// (a stage's RoPE block or the spare buffer), the low half (`SPLIT_P`) in the shared buffer, then makes them
-    /// visible to the async proxy, i.e. to the other warpgroup's wgmma once the barrier
-    /// that follows has published them.
+    /// (a stage's RoPE block or the spare buffer), the low half (`SPLIT_P`) in the spare
+    /// buffer, then makes them visible to the async proxy, i.e. to the other warpgroup's
+    /// wgmma once the barrier that follows has published them.
     unsafe fn store_p<const SPLIT_P: bool>(&self, p: &[PFragment; 2], hi: u32) {
         store_fragment(&p[0], hi, self.t);
         if SPLIT_P {
@@ -293,12 +292,6 @@ impl Cta<'_> {
     /// `tma::load_3d_hint_if`). A page id outside the cache is reported and loaded as an
     /// all-out-of-bounds box (zeros).
     unsafe fn load_half<const SPLIT_P: bool>(&self, pc: &Piece, s: u32, half: u32, id: i32) {
-        self.load_blocks(pc, s, seesaw_half_blocks(s, half, SPLIT_P), id);
-    }
-
-    /// Issues the TMA loads of the column blocks `blocks` (bit c = block c) of stage `s`
-    /// from page `id` (see `load_half`).
-    unsafe fn load_blocks(&self, pc: &Piece, s: u32, blocks: u32, id: i32) {
         let a = self.a;
         let leader = self.t == 0;
         let bad = id < 0 || id as u32 >= a.num_blocks;
@@ -308,6 +301,7 @@ impl Cta<'_> {
         } else {
             id * PAGE_SIZE as i32
         };
+        let blocks = seesaw_half_blocks(s, half, SPLIT_P);
         for blk in 0..K_BLOCKS {
             if blocks & (1 << blk) != 0 {
                 let (dst, bar) = (self.stage(s) + blk * BLOCK_BYTES, self.bar(s, blk));
@@ -1044,10 +1038,6 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
         issue_pv_own::<T, false>(&mut s.o, &p, c.v_half(1));
         wgmma::commit();
     }
-    // Stage 1's RoPE block, read by S_b only (P_b is apart), takes tile b+2 while that runs.
-    if B2 {
-        c.load_blocks(pc, 1, ROPE_ONLY, id_b2);
-    }
 
     // O_R += P_a·V_aR, with P_a from warpgroup 0 (already scaled by scale_b).
     barrier::sync_named(NamedBarrier::PaReady as u32, 256);
@@ -1063,7 +1053,7 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
     // Reload the halves this warpgroup read last, then S_{b+2}.
     if B2 {
         wgmma::wait::<1>();
-        c.load_blocks(pc, 1, seesaw_half_blocks(1, 1, false) & !ROPE_ONLY, id_b2);
+        c.load_half::<false>(pc, 1, 1, id_b2);
     }
     if A2 {
         wgmma::wait::<0>();
