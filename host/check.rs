@@ -711,14 +711,17 @@ mod tests {
         assert!(!q.passes());
     }
 
-    /// On a 132-SM card the correctness grid runs every combine kernel and every row tile
-    /// of both precisions, and each row tile and precision also over long shares (cases
-    /// planned for fewer SMs), so `decode_grid` checks each of them against the reference.
+    /// On a 132-SM card the correctness grid runs every combine kernel and every decode
+    /// kernel (row tile × split or single-rounding P), and each decode kernel also over
+    /// long shares (cases planned for fewer SMs) where plans use it there, so `decode_grid`
+    /// checks each of them against the reference; and `Fast` cases over long shares of
+    /// 16-row tiles, which run the split kernel.
     #[test]
-    fn the_grid_reaches_every_combine_kernel_row_tile_and_long_shares() {
+    fn the_grid_reaches_every_combine_kernel_decode_kernel_and_long_shares() {
         let mut combines = Vec::new();
-        let mut tiles = Vec::new();
+        let mut kernels = Vec::new();
         let mut long_shares = Vec::new();
+        let mut fast_split = false;
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -726,26 +729,30 @@ mod tests {
             if sched.max_splits > 1 {
                 combines.push(sched.combine.kind);
             }
-            tiles.push((sched.rows_per_cta, case.precision));
+            kernels.push((sched.rows_per_cta, sched.split_p));
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
             if share > plan::SHORT_SHARE_PAGES && sched.max_splits > 1 {
-                long_shares.push((sched.rows_per_cta, case.precision));
+                long_shares.push((sched.rows_per_cta, sched.split_p));
+                fast_split |= case.precision == Precision::Fast && sched.split_p;
             }
         }
         for kind in CombineKind::ALL {
             assert!(combines.contains(&kind), "no grid case runs {kind:?}");
         }
         for rows in etap_kernel::config::ROW_TILES {
-            for precision in [Precision::Accurate, Precision::Fast] {
+            for split_p in [true, false] {
                 assert!(
-                    tiles.contains(&(rows, precision)),
-                    "no grid case runs {rows}-row tiles with {precision:?}"
+                    kernels.contains(&(rows, split_p)),
+                    "no grid case runs {rows}-row tiles with split P {split_p}"
                 );
-                assert!(
-                    long_shares.contains(&(rows, precision)),
-                    "no grid case runs {rows}-row tiles with {precision:?} over long shares"
-                );
+                if plan::split_p_for(split_p, rows, u64::MAX) == split_p {
+                    assert!(
+                        long_shares.contains(&(rows, split_p)),
+                        "no grid case runs {rows}-row tiles with split P {split_p} over long shares"
+                    );
+                }
             }
         }
+        assert!(fast_split, "no Fast grid case runs the split kernel");
     }
 }

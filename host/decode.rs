@@ -48,7 +48,9 @@ impl KvElement for half::f16 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Precision {
     /// P rounded once to the input type, as FlashMLA does: that rounding adds to the
-    /// output's error (RMSE about 1.2× the rounding floor with bf16).
+    /// output's error (RMSE about 1.2× the rounding floor with bf16). Where the split
+    /// kernel is the faster one (16-row tiles over long shares, `plan::split_p_for`) the
+    /// plan runs it instead, and the output is `Accurate`'s ([`DecodePlan::rounds_p_once`]).
     Fast,
     /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
     /// error is the rounding floor's. On 64-row tiles the P·V GEMM does twice the work.
@@ -242,8 +244,9 @@ impl DecodeConfig {
     fn rows_per_kv(&self) -> u32 {
         (self.s_q * self.h_q / self.h_kv) as u32
     }
-    /// Whether a decode with this config rounds P once (`Precision::Fast`) rather than
-    /// split it into two 16-bit terms.
+    /// Whether this config lets the decode round P once (`Precision::Fast`) rather than
+    /// split it into two 16-bit terms; whether a plan's kernel does is
+    /// [`DecodePlan::rounds_p_once`].
     pub fn rounds_p_once(&self) -> bool {
         rounds_p_once(self.precision)
     }
@@ -420,6 +423,11 @@ impl DecodePlan {
             config.precision == Precision::Accurate,
         );
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
+        let split_p = plan::split_p_for(
+            !config.rounds_p_once(),
+            rows_per_cta,
+            plan::share_per_part(total_pages, num_parts as u64),
+        );
         let mut parts = vec![PartWork::IDLE; num_parts];
         let mut split_offsets = vec![0i32; config.batch + 1];
         plan::plan_with_overhead(
@@ -451,6 +459,7 @@ impl DecodePlan {
             active_parts,
             rows_per_cta,
             row_chunks,
+            split_p,
             max_splits,
             combine: CombineLaunch::new(max_splits, combine_rows, sm_count),
             kv_bytes: total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64,
@@ -488,10 +497,11 @@ impl DecodePlan {
     pub fn seqlens(&self) -> &[i32] {
         &self.seqlens
     }
-    /// Whether the decode with this plan rounds P once (`Precision::Fast`) rather than
-    /// splitting it.
+    /// Whether the decode with this plan rounds P once rather than splitting it: with
+    /// `Precision::Fast`, except where the split kernel is the faster
+    /// ([`Schedule::split_p`]).
     pub fn rounds_p_once(&self) -> bool {
-        rounds_p_once(self.config.precision)
+        !self.schedule.split_p
     }
 }
 
@@ -512,6 +522,9 @@ pub struct Schedule {
     pub rows_per_cta: u32,
     /// CTAs per KV head over the query rows.
     pub row_chunks: u32,
+    /// Whether the decode kernel splits P (`plan::split_p_for`): with
+    /// `Precision::Accurate`, and with `Fast` where that kernel is the faster.
+    pub split_p: bool,
     /// Most pieces any one request is split into (what `combine` is chosen by).
     pub max_splits: u32,
     /// The combine kernel and its launch shape.
@@ -891,7 +904,11 @@ impl Decoder {
             .iter()
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
-        let p = precision_index(c.precision);
+        let p = precision_index(if sched.split_p {
+            Precision::Accurate
+        } else {
+            Precision::Fast
+        });
         let comb = sched.combine;
         let (decode_fn, combine_fn) = (
             self.functions.decode[d][p][tile],

@@ -11,9 +11,10 @@ use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
     clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece, length_fits,
     max_split_slots, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces, plan,
-    plan_with_overhead, row_tiling, PartWork, PlanError, PlanStats, FIXED_OVERHEAD_PAGES,
-    FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK,
-    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES,
+    plan_with_overhead, row_tiling, split_p_for, PartWork, PlanError, PlanStats,
+    FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST,
+    NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE,
+    SHORT_SHARE_PAGES,
 };
 use proptest::prelude::*;
 
@@ -235,6 +236,24 @@ fn part_work_layout() {
     assert!(!PartWork::default().is_idle());
     assert_eq!(PAGE_SIZE, 64);
     assert_eq!(FIXED_OVERHEAD_PAGES, 5);
+}
+
+#[test]
+fn fast_plans_split_p_only_on_16_row_tiles_over_long_shares() {
+    for rows in [16, 32, 64] {
+        for share in [0, 1, SHORT_SHARE_PAGES, SHORT_SHARE_PAGES + 1, 1 << 20] {
+            assert!(
+                split_p_for(true, rows, share),
+                "asked, {rows} rows, {share} pages"
+            );
+            let long_16 = rows == 16 && share > SHORT_SHARE_PAGES;
+            assert_eq!(
+                split_p_for(false, rows, share),
+                long_16,
+                "{rows} rows, {share}"
+            );
+        }
+    }
 }
 
 #[test]

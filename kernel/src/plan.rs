@@ -276,6 +276,17 @@ pub const NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK: u64 = 4;
 /// h_q 64, 2K 50.5 → 43.1 µs; b 16, h_q 64, 4K 45.7 → 41.7).
 pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 
+/// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
+/// of `share` pages a partition, where `split_asked` says whether the caller asked for it
+/// (`Precision::Accurate`): always then, and also for 16-row tiles over long shares (more
+/// than [`SHORT_SHARE_PAGES`]), where the split kernel is both the more accurate and the
+/// faster one. H200, 41db079, h_q 16, Fast and Accurate sweeps alternated (four each):
+/// 62–248 pages a partition (b 16 from 32K, b 32 from 16K, b 128 at 4K varlen) 0.9–2.0 %
+/// faster split; 31 pages within ±0.3 %; 4–16 pages 1–7 % slower split.
+pub const fn split_p_for(split_asked: bool, rows_per_cta: u32, share: u64) -> bool {
+    split_asked || (rows_per_cta == ROW_TILES[0] && share > SHORT_SHARE_PAGES)
+}
+
 /// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
 /// heads. The widest tile that holds the rows ([`row_tile_for`]); but where that is a
