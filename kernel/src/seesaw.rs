@@ -121,8 +121,8 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
 /// A request's length and the page ids of its piece's first `STAGES` tiles (0 past the
 /// block-table row: such tiles are never loaded). The partition's first request's lead
 /// is read before the wait for the previous grid, so that its first TMA loads follow the
-/// wait at once (H200: h_q 64/128 at 512-2K 1-3 % faster; the transposed kernels read
-/// the same ahead measured 1-3 % slower at b 16, h_q 16, 1K-2K and keep theirs after it).
+/// wait at once (H200: h_q 64/128 at 512-2K 1-3 % faster; read ahead the same way, the
+/// transposed kernels measured 1-3 % slower at b 16, h_q 16, 1K-2K, so they read after it).
 #[derive(Clone, Copy)]
 struct Lead {
     seqlen: i32,
@@ -989,7 +989,7 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
     if A2 {
         s.issue_next_s::<T, false, 0>(c, || {
             if B2 {
-                // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
+                // O_L += P_b·V_bL is done: stage 1's V_L may take tile b+2.
                 wgmma::wait::<1>();
                 c.load_half::<false>(pc, 1, 0, id_b2);
             }
