@@ -242,11 +242,16 @@ fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
     );
     println!(
         "accuracy vs float64 reference: RMSE {err:.3e}, bf16 rounding floor {floor:.3e} \
-         (ratio {:.3}, bound {}, P {:?}); lse rel. error {lse_err:.1e} (bound {LSE_TOLERANCE:.0e}); \
+         (ratio {:.3}, bound {}, P {:?}{}); lse rel. error {lse_err:.1e} (bound {LSE_TOLERANCE:.0e}); \
          non-finite/mismatched values {bad}; graph replay == eager: {}",
         accuracy.ratio(),
         accuracy.bound(),
         config.precision,
+        if config.rounds_p_once() && !accuracy.p_rounded_once {
+            ", split by the plan"
+        } else {
+            ""
+        },
         if replay_equal { "bitwise" } else { "NO" }
     );
     println!("check: {}", if passed { "PASSED" } else { "FAILED" });

@@ -257,9 +257,9 @@ pub const SEESAW_V_BLOCKS: u32 = SEESAW_HALF_DV / COL_BLOCK;
 
 /// Column blocks (bit c = block c) of the half of a seesaw KV stage that consumer
 /// warpgroup `half` reloads once it is done with it: the V blocks it reads (0..4 or 4..8),
-/// plus the RoPE block for the warpgroup that reads the P kept there. The RoPE block of
-/// stage s, read by S only, holds P of the stage's tile once S is done; warpgroup 1 − s is
-/// its last reader. With P rounded once (not `split_p`), P_b has the spare buffer of its
+/// plus the RoPE block for the warpgroup that reads it last. With `split_p` the RoPE block
+/// of stage s, read by S only, holds P_hi of the stage's tile once S is done, and
+/// warpgroup 1 − s is its last reader. With P rounded once, P_b has the spare buffer of its
 /// own and stage 1's RoPE block is free once S_b is done: warpgroup 1 reloads both RoPE
 /// blocks.
 pub const fn seesaw_half_blocks(stage: u32, half: u32, split_p: bool) -> u32 {

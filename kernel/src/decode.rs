@@ -865,7 +865,8 @@ use crate::ptx::wgmma::{N16, N32, N8};
 use crate::seesaw;
 // 64-row tiles run the seesaw kernel in FlashMLA's orientation; 16- and 32-row tiles the
 // transposed one. `_split`: P split into two 16-bit terms (`Precision::Accurate` on the
-// host); the transposed tiles stack the low half as N more columns of Pᵀ. Kernels of their
+// host, and `Fast` on 16-row tiles over long shares: `plan::split_p_for`); the transposed
+// tiles stack the low half as N more columns of Pᵀ. Kernels of their
 // own rather than a flag: a run-time branch around the wgmma batches makes ptxas spill the
 // accumulators.
 decode_kernels! {
