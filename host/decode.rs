@@ -415,16 +415,17 @@ impl DecodePlan {
             .iter()
             .map(|&len| plan::num_pages(len, PAGE_SIZE as usize))
             .sum();
+        let split_asked = !config.rounds_p_once();
         let (rows_per_cta, row_chunks) = plan::row_tiling(
             config.rows_per_kv(),
             total_pages,
             sm_count,
             config.h_kv as u32,
-            config.precision == Precision::Accurate,
+            split_asked,
         );
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
         let split_p = plan::split_p_for(
-            !config.rounds_p_once(),
+            split_asked,
             rows_per_cta,
             plan::share_per_part(total_pages, num_parts as u64),
         );
