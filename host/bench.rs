@@ -46,6 +46,12 @@ pub const REPLAYS: usize = 10;
 /// the point before): with a single warm-up replay, short points measured after long ones
 /// came out up to 12 % slower than when benched alone (H200).
 pub const WARMUP_MS: u64 = 25;
+/// Default idle time before each point (`--settle-ms`): the SM clock limit of a
+/// power-capped H200 follows the board power averaged over about a second, so a point
+/// benched right after a heavy one runs at that one's clocks. H200, the Fast sweep back to
+/// back against a second of idle before each point: b 1, h_q 16, 4K 11.25 → 8.61 µs; b 32,
+/// h_q 64, 64K 693 → 617 µs; points that follow light ones within ±1 %.
+pub const SETTLE_MS: u64 = 1000;
 /// Bytes of the bandwidth probe's copy (source size; read + write are both counted).
 pub const PROBE_BYTES: usize = 2 << 30;
 /// Seed of the varlen lengths and of the input pool.
@@ -525,10 +531,10 @@ pub struct Report {
 }
 
 /// The method line recorded in the report.
-pub fn method_line(serial_launch: bool, pair_clusters: bool) -> String {
+pub fn method_line(serial_launch: bool, pair_clusters: bool, settle_ms: u64) -> String {
     format!(
         "bf16, h_kv=1, page {PAGE}, scale 576^-0.5, permuted block table, N(0,0.1^2) inputs; \
-         decode (plan reused) x{CALLS_PER_GRAPH} in one CUDA graph, warm-up >= {WARMUP_MS} ms + {REPLAYS} timed \
+         decode (plan reused) x{CALLS_PER_GRAPH} in one CUDA graph, {settle_ms} ms idle, warm-up >= {WARMUP_MS} ms + {REPLAYS} timed \
          replays, median/{CALLS_PER_GRAPH}; combine included; {} launches{}; copy probe {} GiB dtod",
         if serial_launch {
             "serial"
@@ -698,7 +704,7 @@ pub fn to_csv(rep: &Report) -> String {
         let _ = write!(s, ",{}_us", csv_field(p));
     }
     s.push_str(
-        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj\n",
+        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c\n",
     );
     let num = |v: Option<f64>| match v {
         Some(x) if x.is_finite() => format!("{x:.4}"),
@@ -734,7 +740,7 @@ pub fn to_csv(rep: &Report) -> String {
         let w = &r.power;
         let _ = writeln!(
             s,
-            ",{},{},{},{},{},{},{},{}",
+            ",{},{},{},{},{},{},{},{},{}",
             num(r.ratio),
             int(w.nvml_samples),
             num(w.sm_mhz),
@@ -742,7 +748,8 @@ pub fn to_csv(rep: &Report) -> String {
             num(w.power_w),
             num(w.power_cap_frac),
             num(w.slowdown_frac),
-            num(w.energy_uj)
+            num(w.energy_uj),
+            int(w.temp_c)
         );
     }
     s
@@ -1106,6 +1113,7 @@ pub fn measure(
     pool: &CudaSlice<bf16>,
     p: &Point,
     precision: Precision,
+    settle: std::time::Duration,
     monitor: Option<&PowerMonitor>,
 ) -> Result<Measured> {
     let gpu = decoder.gpu();
@@ -1160,6 +1168,9 @@ pub fn measure(
         Ok(())
     })?;
     graph.upload()?;
+    // The card idles before the warm-up (`--settle-ms`), so that a point starts from the
+    // same power state whatever ran before it.
+    std::thread::sleep(settle);
     let warm_up = std::time::Instant::now();
     while warm_up.elapsed() < std::time::Duration::from_millis(WARMUP_MS) {
         graph.launch(s)?;
@@ -1237,6 +1248,11 @@ pub struct BenchArgs {
     /// launch), to measure what the overlap of consecutive launches buys.
     #[arg(long)]
     pub serial_launch: bool,
+    /// Idle time before each point's warm-up, ms, so that every point starts from an idle
+    /// card: back to back, the power cap's memory of the point before slowed light points
+    /// after heavy ones by up to 24 % (H200). 0 runs the sweep back to back.
+    #[arg(long, value_name = "MS", default_value_t = SETTLE_MS)]
+    pub settle_ms: u64,
     /// Launch the 64-row kernel's row chunks as separate CTAs rather than in pairs of a
     /// thread-block cluster, to measure what the pairs buy.
     #[arg(long)]
@@ -1345,7 +1361,8 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     let mut results = Vec::with_capacity(points.len());
     for p in &points {
         bar.set_message(p.label());
-        let measured = measure(&decoder, &pool, p, args.precision, monitor.as_ref());
+        let settle = std::time::Duration::from_millis(args.settle_ms);
+        let measured = measure(&decoder, &pool, p, args.precision, settle, monitor.as_ref());
         let m = match measured {
             Ok(v) => v,
             Err(e) => {
@@ -1382,7 +1399,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         copy_gbps: Some(copy),
         anchors_card: card_key.filter(|_| card.is_some()),
         peers,
-        method: method_line(args.serial_launch, pair_clusters),
+        method: method_line(args.serial_launch, pair_clusters, args.settle_ms),
         precision: format!("{:?}", args.precision),
         nvml,
         points: results,
@@ -1418,7 +1435,7 @@ mod tests {
             copy_gbps: Some(2990.0),
             anchors_card: Some("H100".into()),
             peers,
-            method: method_line(false, true),
+            method: method_line(false, true, 0),
             precision: "Accurate".into(),
             nvml: String::new(),
             points,
@@ -1668,7 +1685,7 @@ mod tests {
         let cols = lines[0].split(',').count();
         assert!(lines[0].contains(",flashmla_us,etap_us,ratio,"));
         assert!(lines[0].ends_with(
-            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj"
+            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c"
         ));
         for l in &lines[1..] {
             assert_eq!(l.split(',').count(), cols, "{l}");

@@ -1,5 +1,5 @@
-//! NVML sampling for `flashmla-etap bench`: the SM clock, power draw and clock-event
-//! (throttle) reasons of the benchmarked card while a point's timed replays run, and its
+//! NVML sampling for `flashmla-etap bench`: the SM clock, power draw, die temperature and
+//! clock-event (throttle) reasons of the benchmarked card while a point's timed replays run, and its
 //! energy counter. H200s run the heavy points at the software power cap (SM clock
 //! 1.3–1.5 GHz instead of 1.98), and cards of one pool differ by several percent: the clock
 //! a point ran at tells a slow card from a slow kernel.
@@ -13,7 +13,7 @@
 use crate::bench::median;
 use crate::device::Gpu;
 use crate::error::{Error, Result};
-use nvml_wrapper::enum_wrappers::device::Clock;
+use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::structs::device::FieldId;
@@ -46,6 +46,8 @@ pub struct PowerSample {
     pub power_mw: u32,
     /// Clock-event (throttle) reasons active at the reading.
     pub reasons: ThrottleReasons,
+    /// GPU die temperature, °C.
+    pub temp_c: u32,
     /// The energy counter, mJ since the driver loaded; `None` where the card has none.
     pub energy_mj: Option<u64>,
 }
@@ -71,6 +73,8 @@ pub struct PowerStats {
     pub power_cap_frac: Option<f64>,
     /// Fraction of the samples with a [`SLOWDOWN`] reason (hardware or thermal).
     pub slowdown_frac: Option<f64>,
+    /// Highest GPU die temperature, °C.
+    pub temp_c: Option<u32>,
     /// Energy per decode call, µJ; see [`energy_per_call_uj`] for what it covers.
     pub energy_uj: Option<f64>,
 }
@@ -100,6 +104,7 @@ impl PowerStats {
         s.power_w = Some(med(|x| f64::from(x.power_mw) * 1e-3));
         s.power_cap_frac = Some(frac(ThrottleReasons::SW_POWER_CAP));
         s.slowdown_frac = Some(frac(SLOWDOWN));
+        s.temp_c = samples.iter().map(|x| x.temp_c).max();
         s.energy_uj = energy_per_call_uj(&energy, window_s, calls);
         s
     }
@@ -302,6 +307,9 @@ fn read(device: &Device, power: PowerSource, energy: bool, start: Instant) -> Re
         reasons: device
             .current_throttle_reasons()
             .map_err(nvml_err("clock-event reasons"))?,
+        temp_c: device
+            .temperature(TemperatureSensor::Gpu)
+            .map_err(nvml_err("temperature"))?,
         energy_mj: energy
             .then(|| device.total_energy_consumption())
             .transpose()

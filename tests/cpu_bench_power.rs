@@ -18,6 +18,7 @@ fn sample(t_s: f64, sm_mhz: u32, power_mw: u32, reasons: ThrottleReasons) -> Pow
         sm_mhz,
         power_mw,
         reasons,
+        temp_c: 30 + power_mw / 20_000,
         energy_mj: None,
     }
 }
@@ -60,6 +61,8 @@ fn stats_are_medians_minimum_and_fractions_of_the_samples() {
     assert_eq!(s.power_cap_frac, Some(0.6));
     // Thermal and power brake count as slowdowns; the idle bit does not.
     assert_eq!(s.slowdown_frac, Some(0.4));
+    // The hottest reading, not the median.
+    assert_eq!(s.temp_c, Some(65));
     assert!(s.power_capped());
     assert!(s.energy_uj.is_none(), "no energy readings, no energy");
 
@@ -259,6 +262,7 @@ fn csv_has_the_nvml_columns_last_with_empty_fields_where_absent() {
         "power_cap_frac",
         "slowdown_frac",
         "energy_uj",
+        "temp_c",
     ];
     // The older columns keep their places: the new ones follow `ratio`.
     let ratio = header.iter().position(|c| *c == "ratio").unwrap();
@@ -272,13 +276,31 @@ fn csv_has_the_nvml_columns_last_with_empty_fields_where_absent() {
     let tail = |i: usize| rows[i][ratio + 1..].to_vec();
     assert_eq!(
         tail(1),
-        ["5", "1455.0000", "1440", "695.0000", "0.6000", "0.4000", ""]
+        [
+            "5",
+            "1455.0000",
+            "1440",
+            "695.0000",
+            "0.6000",
+            "0.4000",
+            "",
+            "65"
+        ]
     );
     assert_eq!(
         tail(0),
-        ["1", "1980.0000", "1980", "300.0000", "0.0000", "0.0000", ""]
+        [
+            "1",
+            "1980.0000",
+            "1980",
+            "300.0000",
+            "0.0000",
+            "0.0000",
+            "",
+            "45"
+        ]
     );
-    assert_eq!(tail(2), ["", "", "", "", "", "", ""]);
+    assert_eq!(tail(2), ["", "", "", "", "", "", "", ""]);
 }
 
 #[test]
@@ -295,7 +317,8 @@ fn json_has_the_fields_in_each_point_and_null_where_absent() {
     assert_eq!(p[1]["power_cap_frac"], 0.6);
     assert_eq!(p[1]["nvml_samples"], 5);
     assert_eq!(p[1]["energy_uj"], 612.5);
-    for key in ["nvml_samples", "sm_mhz", "power_w", "energy_uj"] {
+    assert_eq!(p[1]["temp_c"], 65);
+    for key in ["nvml_samples", "sm_mhz", "power_w", "energy_uj", "temp_c"] {
         assert!(p[2][key].is_null(), "{key}");
     }
     assert!(p[0]["energy_uj"].is_null());
