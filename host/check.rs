@@ -715,13 +715,15 @@ mod tests {
     /// kernel (row tile × split or single-rounding P), and each decode kernel also over
     /// long shares (cases planned for fewer SMs) where plans use it there, so `decode_grid`
     /// checks each of them against the reference; and `Fast` cases over long shares of
-    /// 16-row tiles, which run the split kernel.
+    /// 16-row tiles, which run the split kernel, and of 32-row tiles, which run as 64-row
+    /// tiles.
     #[test]
     fn the_grid_reaches_every_combine_kernel_decode_kernel_and_long_shares() {
         let mut combines = Vec::new();
         let mut kernels = Vec::new();
         let mut long_shares = Vec::new();
         let mut fast_split = false;
+        let mut widened = false;
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -730,6 +732,7 @@ mod tests {
                 combines.push(sched.combine.kind);
             }
             kernels.push((sched.rows_per_cta, sched.split_p));
+            widened |= sched.rows_per_cta == 64 && case.s_q * case.h_q / case.h_kv <= 32;
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
             if share > plan::SHORT_SHARE_PAGES && sched.max_splits > 1 {
                 long_shares.push((sched.rows_per_cta, sched.split_p));
@@ -745,7 +748,12 @@ mod tests {
                     kernels.contains(&(rows, split_p)),
                     "no grid case runs {rows}-row tiles with split P {split_p}"
                 );
-                if plan::split_p_for(split_p, rows, u64::MAX) == split_p {
+                // Over long shares, Fast 16-row tiles split P and Fast 32-row tiles widen.
+                let long_kernel = (
+                    plan::row_tiling(rows, 1 << 30, 132, 1, split_p).0,
+                    plan::split_p_for(split_p, rows, u64::MAX),
+                );
+                if long_kernel == (rows, split_p) {
                     assert!(
                         long_shares.contains(&(rows, split_p)),
                         "no grid case runs {rows}-row tiles with split P {split_p} over long shares"
@@ -754,5 +762,6 @@ mod tests {
             }
         }
         assert!(fast_split, "no Fast grid case runs the split kernel");
+        assert!(widened, "no grid case runs 32 query rows as a 64-row tile");
     }
 }

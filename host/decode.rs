@@ -50,7 +50,9 @@ pub enum Precision {
     /// P rounded once to the input type, as FlashMLA does: that rounding adds to the
     /// output's error (RMSE about 1.2× the rounding floor with bf16). Where the split
     /// kernel is the faster one (16-row tiles over long shares, `plan::split_p_for`) the
-    /// plan runs it instead, and the output is `Accurate`'s ([`DecodePlan::rounds_p_once`]).
+    /// plan runs it instead, and the output is `Accurate`'s ([`DecodePlan::rounds_p_once`]);
+    /// 17–32 query rows per KV head over long shares run as one 64-row tile
+    /// (`plan::row_tiling`).
     Fast,
     /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
     /// error is the rounding floor's. On 64-row tiles the P·V GEMM does twice the work.
@@ -1168,6 +1170,10 @@ mod tests {
         assert_eq!(mtp.pair_cluster(), Some((1, 2, 1)));
         // One 64-row chunk, or 32-row tiles (h_q 128 over short shares), or 16 rows: none.
         assert_eq!(schedule(32, 1, 64, 8192).pair_cluster(), None);
+        // h_q 32 at b 16, 32K under Fast (62 pages a partition): one 64-row chunk, no pair.
+        let wide = schedule(16, 1, 32, 32768);
+        assert_eq!((wide.rows_per_cta, wide.row_chunks), (64, 1));
+        assert_eq!(wide.pair_cluster(), None);
         let narrow = schedule(16, 1, 128, 512);
         assert_eq!(narrow.rows_per_cta, 32);
         assert_eq!(narrow.pair_cluster(), None);

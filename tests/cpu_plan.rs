@@ -14,7 +14,7 @@ use etap_kernel::plan::{
     plan_with_overhead, row_tiling, split_p_for, PartWork, PlanError, PlanStats,
     FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST,
     NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE,
-    SHORT_SHARE_PAGES,
+    SHORT_SHARE_PAGES, WIDE_32_ROW_MIN_SHARE_FAST,
 };
 use proptest::prelude::*;
 
@@ -257,6 +257,22 @@ fn fast_plans_split_p_only_on_16_row_tiles_over_long_shares() {
 }
 
 #[test]
+fn row_tiling_widens_fast_32_row_tiles_only_over_long_shares() {
+    assert_eq!(WIDE_32_ROW_MIN_SHARE_FAST, 32);
+    // h_q 32 over 132 partitions: b 16 at 16K is 4096 pages, 32 a partition (narrow); one
+    // page more is 33 (wide, one 64-row chunk). A split P keeps the 32-row tile.
+    assert_eq!(row_tiling(32, 4096, 132, 1, false), (32, 1));
+    assert_eq!(row_tiling(32, 4225, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(32, 8192, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(32, 8192, 132, 1, true), (32, 1));
+    // 24 rows (a 32-row tile) too; two KV heads halve the partitions (66: 2112 pages are
+    // 32 a partition, 2113 are 33).
+    assert_eq!(row_tiling(24, 8192, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(32, 2112, 132, 2, false), (32, 1));
+    assert_eq!(row_tiling(32, 2113, 132, 2, false), (64, 1));
+}
+
+#[test]
 fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(
         (
@@ -266,13 +282,15 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
         ),
         (2, 4, 4)
     );
-    // Up to 32 rows: the tile that holds them, whatever the lengths.
+    // Up to 32 rows: the tile that holds them, whatever the lengths; but see below for
+    // 32-row tiles without a split P.
     for split in [false, true] {
         assert_eq!(row_tiling(0, 8, 132, 1, split), (16, 1));
         assert_eq!(row_tiling(16, 8, 132, 1, split), (16, 1));
+        assert_eq!(row_tiling(16, 1 << 20, 132, 1, split), (16, 1));
         assert_eq!(row_tiling(17, 8, 132, 1, split), (32, 1));
-        assert_eq!(row_tiling(32, 1 << 20, 132, 1, split), (32, 1));
     }
+    assert_eq!(row_tiling(32, 1 << 20, 132, 1, true), (32, 1));
     // 64 rows over 132 partitions (one row chunk): 128 pages (b 16 at 512) is 1 page a
     // partition and 528 pages 4, 32-row tiles in both precisions; 529 pages is 5 and 1024
     // (b 16 at 4K) 8, wide.
