@@ -2,7 +2,8 @@
 # Runs ON the GPU machine: an A-B-B-A benchmark of two builds of `flashmla-etap` in one run
 # (the cards of a pool differ by a few percent, so only runs on one card compare), then
 # `compare` on the reports. Extra arguments go to every `bench` (e.g. --precision fast
-# --only h_q=16).
+# --only h_q=16 --settle-ms 200: the default second of idle before each point is for
+# results runs; here base and new alternate).
 # Usage: ab-bench.sh BASE_BIN NEW_BIN OUT_DIR [bench args...]
 # Writes OUT_DIR/{base,new}{1,2}.json and prints the comparison; ROUNDS=N (default 1)
 # repeats the A-B-B-A block.
