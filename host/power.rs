@@ -1,8 +1,8 @@
 //! NVML sampling for `flashmla-etap bench`: the SM clock, power draw, die temperature and
-//! clock-event (throttle) reasons of the benchmarked card while a point's timed replays run, and its
-//! energy counter. H200s run the heavy points at the software power cap (SM clock
-//! 1.3–1.5 GHz instead of 1.98), and cards of one pool differ by several percent: the clock
-//! a point ran at tells a slow card from a slow kernel.
+//! clock-event (throttle) reasons of the benchmarked card while a point's timed replays
+//! run, and its energy counter. H200s run the heavy points at the software power cap (SM
+//! clock 1.3–1.5 GHz instead of 1.98), and cards of one pool differ by several percent: the
+//! clock a point ran at tells a slow card from a slow kernel.
 //!
 //! NVML (`libnvidia-ml.so.1`) is loaded at run time through libloading (nvml-wrapper), so
 //! the binary builds and starts without a driver; without NVML [`PowerMonitor::open`]
@@ -46,8 +46,8 @@ pub struct PowerSample {
     pub power_mw: u32,
     /// Clock-event (throttle) reasons active at the reading.
     pub reasons: ThrottleReasons,
-    /// GPU die temperature, °C.
-    pub temp_c: u32,
+    /// GPU die temperature, °C; `None` where the card does not report it.
+    pub temp_c: Option<u32>,
     /// The energy counter, mJ since the driver loaded; `None` where the card has none.
     pub energy_mj: Option<u64>,
 }
@@ -73,7 +73,7 @@ pub struct PowerStats {
     pub power_cap_frac: Option<f64>,
     /// Fraction of the samples with a [`SLOWDOWN`] reason (hardware or thermal).
     pub slowdown_frac: Option<f64>,
-    /// Highest GPU die temperature, °C.
+    /// Highest GPU die temperature read, °C.
     pub temp_c: Option<u32>,
     /// Energy per decode call, µJ; see [`energy_per_call_uj`] for what it covers.
     pub energy_uj: Option<f64>,
@@ -104,7 +104,7 @@ impl PowerStats {
         s.power_w = Some(med(|x| f64::from(x.power_mw) * 1e-3));
         s.power_cap_frac = Some(frac(ThrottleReasons::SW_POWER_CAP));
         s.slowdown_frac = Some(frac(SLOWDOWN));
-        s.temp_c = samples.iter().map(|x| x.temp_c).max();
+        s.temp_c = samples.iter().filter_map(|x| x.temp_c).max();
         s.energy_uj = energy_per_call_uj(&energy, window_s, calls);
         s
     }
@@ -307,9 +307,7 @@ fn read(device: &Device, power: PowerSource, energy: bool, start: Instant) -> Re
         reasons: device
             .current_throttle_reasons()
             .map_err(nvml_err("clock-event reasons"))?,
-        temp_c: device
-            .temperature(TemperatureSensor::Gpu)
-            .map_err(nvml_err("temperature"))?,
+        temp_c: device.temperature(TemperatureSensor::Gpu).ok(),
         energy_mj: energy
             .then(|| device.total_energy_consumption())
             .transpose()

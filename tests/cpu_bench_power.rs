@@ -18,7 +18,7 @@ fn sample(t_s: f64, sm_mhz: u32, power_mw: u32, reasons: ThrottleReasons) -> Pow
         sm_mhz,
         power_mw,
         reasons,
-        temp_c: 30 + power_mw / 20_000,
+        temp_c: Some(30 + power_mw / 20_000),
         energy_mj: None,
     }
 }
@@ -89,6 +89,24 @@ fn stats_are_medians_minimum_and_fractions_of_the_samples() {
         assert!(SLOWDOWN.contains(r));
     }
     assert!(!SLOWDOWN.intersects(CAP));
+}
+
+#[test]
+fn the_temperature_is_the_hottest_reading_that_has_one() {
+    let mut samples: Vec<PowerSample> = [(1980, 300_000), (1500, 700_000), (1600, 650_000)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(mhz, mw))| sample(0.002 * i as f64, mhz, mw, NONE))
+        .collect();
+    samples[1].temp_c = None;
+    let s = PowerStats::from_samples(&samples, 0.006, 60);
+    assert_eq!(s.temp_c, Some(62));
+    for x in &mut samples {
+        x.temp_c = None;
+    }
+    let s = PowerStats::from_samples(&samples, 0.006, 60);
+    assert_eq!(s.temp_c, None);
+    assert_eq!(s.nvml_samples, Some(3));
 }
 
 #[test]
