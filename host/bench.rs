@@ -1105,9 +1105,9 @@ pub struct Measured {
 }
 
 /// Measures one point: builds its inputs, plans, captures [`CALLS_PER_GRAPH`] decode calls
-/// in one graph, replays it untimed for at least [`WARMUP_MS`] ms and [`REPLAYS`] times
-/// timed, with `monitor` (if any) sampling the card during the timed replays only. Every
-/// buffer is freed on return.
+/// in one graph, idles for `settle`, replays the graph untimed for at least [`WARMUP_MS`] ms
+/// and [`REPLAYS`] times timed, with `monitor` (if any) sampling the card during the timed
+/// replays only. Every buffer is freed on return.
 pub fn measure(
     decoder: &Decoder,
     pool: &CudaSlice<bf16>,
@@ -1359,9 +1359,9 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     );
     println!("{}", table_header(&peers));
     let mut results = Vec::with_capacity(points.len());
+    let settle = std::time::Duration::from_millis(args.settle_ms);
     for p in &points {
         bar.set_message(p.label());
-        let settle = std::time::Duration::from_millis(args.settle_ms);
         let measured = measure(&decoder, &pool, p, args.precision, settle, monitor.as_ref());
         let m = match measured {
             Ok(v) => v,

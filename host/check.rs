@@ -576,7 +576,8 @@ pub fn grid() -> Vec<Case> {
     // Long shares, as most points of the benchmark from 16K have them: planned for 8 SMs,
     // these lengths give 65-117 pages a partition (pieces charged the fixed overhead, long
     // runs of tiles, the 32-row tiles' 64-token KV boxes) on every row tile, in both
-    // precisions (Fast's 16-row tiles then run the split kernel: `plan::split_p_for`).
+    // precisions (Fast's 16-row tiles then run the split kernel, `plan::split_p_for`, and
+    // its 32-row tiles run as 64-row ones, `plan::row_tiling`).
     for (i, precision) in [Precision::Fast, Precision::Accurate]
         .into_iter()
         .enumerate()
@@ -611,6 +612,17 @@ pub fn grid() -> Vec<Case> {
         cases.push(long(Case {
             seed: seed + 5,
             ..Case::new(Dtype::F16, 2, 64, vec![16000, 3001], true)
+        }));
+        // Two KV heads of 32 query rows each: Fast widens them to 64-row tiles too.
+        cases.push(long(Case {
+            h_kv: 2,
+            seed: seed + 6,
+            ..Case::new(Dtype::Bf16, 1, 64, vec![20000, 9000], false)
+        }));
+        // 24 pages a partition: 32-row tiles with 64-token KV boxes in both precisions.
+        cases.push(long(Case {
+            seed: seed + 7,
+            ..Case::new(Dtype::F16, 1, 32, vec![8000, 4000], false)
         }));
     }
     cases
@@ -716,11 +728,12 @@ mod tests {
     /// long shares (cases planned for fewer SMs) where plans use it there, so `decode_grid`
     /// checks each of them against the reference; and `Fast` cases over long shares of
     /// 16-row tiles, which run the split kernel, and of 32-row tiles, which run as 64-row
-    /// tiles.
+    /// tiles; and each kernel with each KV box (tensor map) it loads with.
     #[test]
     fn the_grid_reaches_every_combine_kernel_decode_kernel_and_long_shares() {
         let mut combines = Vec::new();
         let mut kernels = Vec::new();
+        let mut boxes = Vec::new();
         let mut long_shares = Vec::new();
         let mut fast_split = false;
         let mut widened = false;
@@ -732,6 +745,7 @@ mod tests {
                 combines.push(sched.combine.kind);
             }
             kernels.push((sched.rows_per_cta, sched.split_p));
+            boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
             widened |= sched.rows_per_cta == 64 && case.s_q * case.h_q / case.h_kv <= 32;
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
             if share > plan::SHORT_SHARE_PAGES && sched.max_splits > 1 {
@@ -748,6 +762,15 @@ mod tests {
                     kernels.contains(&(rows, split_p)),
                     "no grid case runs {rows}-row tiles with split P {split_p}"
                 );
+                // Both KV boxes a kernel loads with: at one page a partition and at the
+                // most pages a Fast 32-row tile keeps.
+                for share in [1, plan::SHORT_SHARE_PAGES] {
+                    let kv_box = etap_kernel::config::kv_map_index(rows, share);
+                    assert!(
+                        boxes.contains(&(rows, split_p, kv_box)),
+                        "no grid case runs {rows}-row tiles with split P {split_p} and KV map {kv_box}"
+                    );
+                }
                 // Over long shares, Fast 16-row tiles split P and Fast 32-row tiles widen.
                 let long_kernel = (
                     plan::row_tiling(rows, 1 << 30, 132, 1, split_p).0,

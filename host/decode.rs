@@ -1170,7 +1170,7 @@ mod tests {
         assert_eq!(mtp.pair_cluster(), Some((1, 2, 1)));
         // One 64-row chunk, or 32-row tiles (h_q 128 over short shares), or 16 rows: none.
         assert_eq!(schedule(32, 1, 64, 8192).pair_cluster(), None);
-        // h_q 32 at b 16, 32K under Fast (62 pages a partition): one 64-row chunk, no pair.
+        // h_q 32 at b 16, 32K under Fast (63 pages a partition): one 64-row chunk, no pair.
         let wide = schedule(16, 1, 32, 32768);
         assert_eq!((wide.rows_per_cta, wide.row_chunks), (64, 1));
         assert_eq!(wide.pair_cluster(), None);

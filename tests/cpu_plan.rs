@@ -14,7 +14,7 @@ use etap_kernel::plan::{
     plan_with_overhead, row_tiling, split_p_for, PartWork, PlanError, PlanStats,
     FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST,
     NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE,
-    SHORT_SHARE_PAGES, WIDE_32_ROW_MIN_SHARE_FAST,
+    ROW_TILE_32_MAX_SHARE_FAST, SHORT_SHARE_PAGES,
 };
 use proptest::prelude::*;
 
@@ -258,7 +258,7 @@ fn fast_plans_split_p_only_on_16_row_tiles_over_long_shares() {
 
 #[test]
 fn row_tiling_widens_fast_32_row_tiles_only_over_long_shares() {
-    assert_eq!(WIDE_32_ROW_MIN_SHARE_FAST, 32);
+    assert_eq!(ROW_TILE_32_MAX_SHARE_FAST, 32);
     // h_q 32 over 132 partitions: b 16 at 16K is 4096 pages, 32 a partition (narrow); one
     // page more is 33 (wide, one 64-row chunk). A split P keeps the 32-row tile.
     assert_eq!(row_tiling(32, 4096, 132, 1, false), (32, 1));
@@ -282,8 +282,8 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
         ),
         (2, 4, 4)
     );
-    // Up to 32 rows: the tile that holds them, whatever the lengths; but see below for
-    // 32-row tiles without a split P.
+    // Up to 32 rows: the tile that holds them, whatever the lengths; but see the test
+    // above for 32-row tiles without a split P.
     for split in [false, true] {
         assert_eq!(row_tiling(0, 8, 132, 1, split), (16, 1));
         assert_eq!(row_tiling(16, 8, 132, 1, split), (16, 1));

@@ -276,15 +276,16 @@ pub const NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK: u64 = 4;
 /// h_q 64, 2K 50.5 → 43.1 µs; b 16, h_q 64, 4K 45.7 → 41.7).
 pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 
-/// Pages per partition beyond which `Fast` plans (P rounded once) of 17–32 query rows per
-/// KV head run them as one 64-row tile, the rows past the last zero, as FlashMLA pads
-/// them: the seesaw kernel streams long shares faster than the 32-row one, whose two
-/// warpgroups both read every K and V tile. H200, 8dee11e against the same with every
-/// 32-row tile wide, A-B-B-A twice, h_q 32: 62–124 pages a partition (b 16, 32K and 64K;
-/// b 32, 16K and 32K) 1.0–2.1 % faster, 248 (b 32, 64K) level; 31–32 pages (b 16, 16K;
-/// b 32, 8K) 1.6–1.8 % slower and 8–16 pages 8–14 % slower. With a split P the 64-row tile
-/// was 14–23 % slower at every length (it doubles its P·V products).
-pub const WIDE_32_ROW_MIN_SHARE_FAST: u64 = SHORT_SHARE_PAGES;
+/// Pages per partition up to which `Fast` plans (P rounded once) keep 17–32 query rows per
+/// KV head on a 32-row tile; over longer shares they run as one 64-row tile whose rows past
+/// the last are zero-filled, as FlashMLA pads them: the seesaw kernel streams long shares
+/// faster than the 32-row one, whose two warpgroups both read every K and V tile. H200,
+/// 8dee11e against the same with every 32-row tile wide, A-B-B-A twice, h_q 32: at 63–125
+/// pages a partition (b 16, 32K and 64K; b 32, 16K and 32K) 1.0–2.1 % faster, at 249
+/// (b 32, 64K) level; at 32 pages (b 16, 16K; b 32, 8K) 1.6–1.8 % slower and at 8–16 pages
+/// 8–14 % slower (33–62 pages were not measured). With a split P the 64-row tile was
+/// 14–23 % slower at every length (it doubles its P·V products).
+pub const ROW_TILE_32_MAX_SHARE_FAST: u64 = SHORT_SHARE_PAGES;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
 /// of `share` pages a partition, where `split_asked` says whether the caller asked for it
@@ -301,7 +302,7 @@ pub const fn split_p_for(split_asked: bool, rows_per_cta: u32, share: u64) -> bo
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
 /// heads. The widest tile that holds the rows ([`row_tile_for`]), but:
 /// - a 32-row tile becomes one 64-row tile without `split_p` where each partition would
-///   read more than [`WIDE_32_ROW_MIN_SHARE_FAST`] pages;
+///   read more than [`ROW_TILE_32_MAX_SHARE_FAST`] pages;
 /// - a 64-row tile becomes 32-row tiles where the 64-row plan would give each partition
 ///   at most [`NARROW_TILE_MAX_SHARE_SPLIT`] pages (with `split_p`; else
 ///   [`NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK`] for one row chunk per KV head and
@@ -318,7 +319,7 @@ pub const fn row_tiling(
     if tile == ROW_TILES[1]
         && !split_p
         && share_per_part(total_pages, num_parts_for(sm_count, h_kv) as u64)
-            > WIDE_32_ROW_MIN_SHARE_FAST
+            > ROW_TILE_32_MAX_SHARE_FAST
     {
         return (MAX_ROWS_PER_CTA, 1);
     }
