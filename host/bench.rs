@@ -94,6 +94,30 @@ pub struct Point {
 }
 
 impl Point {
+    /// Parses `--point`: comma-separated `KEY=VALUE` as `--only` takes them, b, h_q and s_k
+    /// required (s_k as `24K`, or `4096v` for varlen lengths), s_q 1 unless given.
+    pub fn parse(s: &str) -> Result<Point> {
+        let mut p = Point::new(0, 1, 0, 0);
+        for part in s.split(',') {
+            let f = Filter::parse_for("--point", part)?;
+            match f.key {
+                FilterKey::B => p.b = f.value,
+                FilterKey::SQ => p.s_q = f.value,
+                FilterKey::HQ => p.h_q = f.value,
+                FilterKey::SK => {
+                    p.s_k = f.value;
+                    p.varlen = f.varlen == Some(true);
+                }
+            }
+        }
+        if p.b == 0 || p.s_q == 0 || p.h_q == 0 || p.s_k == 0 {
+            return Err(Error::invalid(
+                "--point",
+                format!("`{s}`: needs b, h_q and s_k (s_q is 1 unless given), each above 0"),
+            ));
+        }
+        Ok(p)
+    }
     /// A fixed-length point.
     pub const fn new(b: usize, s_q: usize, h_q: usize, s_k: usize) -> Point {
         Point {
@@ -215,7 +239,11 @@ enum FilterKey {
 impl Filter {
     /// Parses `KEY=VALUE` (`s_k` also takes `4K`, `4096v`); an error names `--only`.
     pub fn parse(s: &str) -> Result<Filter> {
-        let bad = |why: &str| Error::invalid("--only", format!("`{s}`: {why}"));
+        Filter::parse_for("--only", s)
+    }
+    /// `parse`, with errors naming the option `arg`.
+    fn parse_for(arg: &'static str, s: &str) -> Result<Filter> {
+        let bad = |why: &str| Error::invalid(arg, format!("`{s}`: {why}"));
         let (k, v) = s
             .split_once('=')
             .ok_or_else(|| bad("expected KEY=VALUE, e.g. h_q=16"))?;
@@ -1218,6 +1246,10 @@ pub struct BenchArgs {
     /// s_k=4K, s_k=4096v); repeat or comma-separate for several (all must match).
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Bench these points instead of the anchor grid (repeatable), e.g.
+    /// `--point b=16,h_q=32,s_k=24K`; points without an anchor get no ratio.
+    #[arg(long = "point", value_name = "b=B,h_q=H,s_k=K[,s_q=S]")]
+    pub points: Vec<String>,
     /// Print the selected points and exit (no GPU needed).
     #[arg(long)]
     pub list: bool,
@@ -1262,7 +1294,12 @@ pub struct BenchArgs {
 /// Runs `flashmla-etap bench` on device `ordinal`.
 pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     let filters = parse_filters(&args.only)?;
-    let base = if args.quick {
+    let base = if !args.points.is_empty() {
+        args.points
+            .iter()
+            .map(|s| Point::parse(s))
+            .collect::<Result<Vec<_>>>()?
+    } else if args.quick {
         quick_points()
     } else {
         anchor_points()
@@ -1515,6 +1552,29 @@ mod tests {
         assert!(Filter::parse("x=3").is_err());
         assert!(Filter::parse("h_q=abc").is_err());
         assert!(Filter::parse("h_q=16v").is_err());
+    }
+
+    #[test]
+    fn points_parse_from_key_values() {
+        assert_eq!(
+            Point::parse("b=16,h_q=32,s_k=24K").unwrap(),
+            Point::new(16, 1, 32, 24 * 1024)
+        );
+        assert_eq!(
+            Point::parse("s_q=2, h_q=128, b=4, s_k=4096v").unwrap(),
+            Point::new(4, 2, 128, 4096).varlen()
+        );
+        for bad in [
+            "b=16,h_q=32",
+            "b=0,h_q=32,s_k=1K",
+            "b=16,h_q=32,s_k=1K,x=2",
+            "",
+        ] {
+            match Point::parse(bad) {
+                Err(Error::InvalidArgument { arg, .. }) => assert_eq!(arg, "--point", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]
