@@ -764,7 +764,7 @@ mod tests {
                 );
                 // Both KV boxes a kernel loads with: at one page a partition and at the
                 // most pages a Fast 32-row tile keeps.
-                for share in [1, plan::SHORT_SHARE_PAGES] {
+                for share in [1, plan::ROW_TILE_32_MAX_SHARE_FAST] {
                     let kv_box = etap_kernel::config::kv_map_index(rows, share);
                     assert!(
                         boxes.contains(&(rows, split_p, kv_box)),

@@ -258,18 +258,20 @@ fn fast_plans_split_p_only_on_16_row_tiles_over_long_shares() {
 
 #[test]
 fn row_tiling_widens_fast_32_row_tiles_only_over_long_shares() {
-    assert_eq!(ROW_TILE_32_MAX_SHARE_FAST, 32);
-    // h_q 32 over 132 partitions: b 16 at 16K is 4096 pages, 32 a partition (narrow); one
-    // page more is 33 (wide, one 64-row chunk). A split P keeps the 32-row tile.
+    assert_eq!(ROW_TILE_32_MAX_SHARE_FAST, 62);
+    // h_q 32 over 132 partitions: b 16 at 31K is 7936 pages, 61 a partition, and 8184
+    // pages are 62 (narrow); one page more is 63 (wide, one 64-row chunk), as b 16 at 32K
+    // (8192 pages). A split P keeps the 32-row tile.
     assert_eq!(row_tiling(32, 4096, 132, 1, false), (32, 1));
-    assert_eq!(row_tiling(32, 4225, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(32, 8184, 132, 1, false), (32, 1));
+    assert_eq!(row_tiling(32, 8185, 132, 1, false), (64, 1));
     assert_eq!(row_tiling(32, 8192, 132, 1, false), (64, 1));
     assert_eq!(row_tiling(32, 8192, 132, 1, true), (32, 1));
-    // 24 rows (a 32-row tile) too; two KV heads halve the partitions (66: 2112 pages are
-    // 32 a partition, 2113 are 33).
+    // 24 rows (a 32-row tile) too; two KV heads halve the partitions (66: 4092 pages are
+    // 62 a partition, 4093 are 63).
     assert_eq!(row_tiling(24, 8192, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(32, 2112, 132, 2, false), (32, 1));
-    assert_eq!(row_tiling(32, 2113, 132, 2, false), (64, 1));
+    assert_eq!(row_tiling(32, 4092, 132, 2, false), (32, 1));
+    assert_eq!(row_tiling(32, 4093, 132, 2, false), (64, 1));
 }
 
 #[test]

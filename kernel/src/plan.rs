@@ -283,9 +283,12 @@ pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 /// 8dee11e against the same with every 32-row tile wide, A-B-B-A twice, h_q 32: at 63–125
 /// pages a partition (b 16, 32K and 64K; b 32, 16K and 32K) 1.0–2.1 % faster, at 249
 /// (b 32, 64K) level; at 32 pages (b 16, 16K; b 32, 8K) 1.6–1.8 % slower and at 8–16 pages
-/// 8–14 % slower (33–62 pages were not measured). With a split P the 64-row tile was
-/// 14–23 % slower at every length (it doubles its P·V products).
-pub const ROW_TILE_32_MAX_SHARE_FAST: u64 = SHORT_SHARE_PAGES;
+/// 8–14 % slower. Between (6f4455c against the tile never widened, three rounds, `--point`
+/// shapes): 39–47 pages 0.6–2.7 % slower wide (h_q 32 and s_q 2 × h_q 16), 55 pages 1.1 %
+/// faster at b 16 and 0.6 % slower at b 32, 63 pages 1.4–1.7 % faster at b 16 and level at
+/// b 32. With a split P the 64-row tile was 14–23 % slower at every length (it doubles its
+/// P·V products).
+pub const ROW_TILE_32_MAX_SHARE_FAST: u64 = 62;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
 /// of `share` pages a partition, where `split_asked` says whether the caller asked for it
