@@ -98,8 +98,16 @@ impl Point {
     /// required (s_k as `24K`, or `4096v` for varlen lengths), s_q 1 unless given.
     pub fn parse(s: &str) -> Result<Point> {
         let mut p = Point::new(0, 1, 0, 0);
+        let mut seen = Vec::new();
         for part in s.split(',') {
             let f = Filter::parse_for("--point", part)?;
+            if seen.contains(&f.key) {
+                return Err(Error::invalid(
+                    "--point",
+                    format!("`{s}`: `{}` is given twice", part.trim()),
+                ));
+            }
+            seen.push(f.key);
             match f.key {
                 FilterKey::B => p.b = f.value,
                 FilterKey::SQ => p.s_q = f.value,
@@ -114,6 +122,15 @@ impl Point {
             return Err(Error::invalid(
                 "--point",
                 format!("`{s}`: needs b, h_q and s_k (s_q is 1 unless given), each above 0"),
+            ));
+        }
+        if p.s_k > i32::MAX as usize {
+            return Err(Error::invalid(
+                "--point",
+                format!(
+                    "`{s}`: s_k must fit a sequence length (at most {})",
+                    i32::MAX
+                ),
             ));
         }
         Ok(p)
@@ -261,10 +278,10 @@ impl Filter {
         };
         let num = num.to_ascii_lowercase();
         let value = match num.strip_suffix('k') {
-            Some(n) => n.parse::<usize>().map(|n| n * 1024),
-            None => num.parse::<usize>(),
+            Some(n) => n.parse::<usize>().ok().and_then(|n| n.checked_mul(1024)),
+            None => num.parse::<usize>().ok(),
         }
-        .map_err(|_| bad("VALUE must be a number (s_k also 4K or 4096v)"))?;
+        .ok_or_else(|| bad("VALUE must be a number (s_k also 4K or 4096v)"))?;
         Ok(Filter { key, value, varlen })
     }
     /// Whether point `p` satisfies the condition.
@@ -827,7 +844,8 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
     let (ml, mr, mt, mb) = (80.0, 220.0, 60.0, 60.0);
     let (pw, ph) = (w - ml - mr, h - mt - mb);
     let (x_lo, x_hi) = (9.0f64, 16.0f64);
-    let on_plot = |p: &Point| p.b == batch && p.s_q == 1 && !p.varlen;
+    let s_k_range = GRID_S_K[0]..=GRID_S_K[GRID_S_K.len() - 1];
+    let on_plot = |p: &Point| p.b == batch && p.s_q == 1 && !p.varlen && s_k_range.contains(&p.s_k);
     let ours: Vec<&PointResult> = rep.points.iter().filter(|r| on_plot(&r.point)).collect();
     let peer_rows: Vec<&AnchorRow> = card
         .map(|c| c.rows.iter().filter(|r| on_plot(&r.point)).collect())
@@ -1248,7 +1266,11 @@ pub struct BenchArgs {
     pub only: Vec<String>,
     /// Bench these points instead of the anchor grid (repeatable), e.g.
     /// `--point b=16,h_q=32,s_k=24K`; points without an anchor get no ratio.
-    #[arg(long = "point", value_name = "b=B,h_q=H,s_k=K[,s_q=S]")]
+    #[arg(
+        long = "point",
+        value_name = "b=B,h_q=H,s_k=K[,s_q=S]",
+        conflicts_with = "quick"
+    )]
     pub points: Vec<String>,
     /// Print the selected points and exit (no GPU needed).
     #[arg(long)]
@@ -1569,6 +1591,9 @@ mod tests {
             "b=0,h_q=32,s_k=1K",
             "b=16,h_q=32,s_k=1K,x=2",
             "",
+            "b=16,b=32,h_q=32,s_k=1K",
+            "b=16,h_q=32,s_k=3000000000",
+            "b=16,h_q=32,s_k=18014398509481984K",
         ] {
             match Point::parse(bad) {
                 Err(Error::InvalidArgument { arg, .. }) => assert_eq!(arg, "--point", "{bad}"),

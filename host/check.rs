@@ -736,7 +736,7 @@ mod tests {
         let mut boxes = Vec::new();
         let mut long_shares = Vec::new();
         let mut fast_split = false;
-        let mut widened = false;
+        let mut widened = Vec::new();
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -746,7 +746,9 @@ mod tests {
             }
             kernels.push((sched.rows_per_cta, sched.split_p));
             boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
-            widened |= sched.rows_per_cta == 64 && case.s_q * case.h_q / case.h_kv <= 32;
+            if sched.rows_per_cta == 64 && case.s_q * case.h_q / case.h_kv <= 32 {
+                widened.push((case.s_q > 1, case.h_kv > 1));
+            }
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
             if share > plan::SHORT_SHARE_PAGES && sched.max_splits > 1 {
                 long_shares.push((sched.rows_per_cta, sched.split_p));
@@ -762,8 +764,8 @@ mod tests {
                     kernels.contains(&(rows, split_p)),
                     "no grid case runs {rows}-row tiles with split P {split_p}"
                 );
-                // Both KV boxes a kernel loads with: at one page a partition and at the
-                // most pages a Fast 32-row tile keeps.
+                // The KV box at one page a partition and at the longest share a Fast 32-row
+                // tile keeps: two boxes for 32-row tiles, one for the others.
                 for share in [1, plan::ROW_TILE_32_MAX_SHARE_FAST] {
                     let kv_box = etap_kernel::config::kv_map_index(rows, share);
                     assert!(
@@ -785,6 +787,12 @@ mod tests {
             }
         }
         assert!(fast_split, "no Fast grid case runs the split kernel");
-        assert!(widened, "no grid case runs 32 query rows as a 64-row tile");
+        // Widened tiles of one query row per head, of MTP rows (causal), of two KV heads.
+        for kind in [(false, false), (true, false), (false, true)] {
+            assert!(
+                widened.contains(&kind),
+                "no grid case runs 32 query rows as a 64-row tile with (s_q > 1, h_kv > 1) = {kind:?}"
+            );
+        }
     }
 }
