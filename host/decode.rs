@@ -250,7 +250,7 @@ impl DecodeConfig {
     /// split it into two 16-bit terms; whether a plan's kernel does is
     /// [`DecodePlan::rounds_p_once`].
     pub fn rounds_p_once(&self) -> bool {
-        rounds_p_once(self.precision)
+        self.precision == Precision::Fast
     }
 }
 
@@ -651,8 +651,8 @@ pub struct Decoder {
 /// Handles of the decode and combine kernels, looked up once when the module is loaded
 /// rather than by name on every (per-layer) decode call.
 struct Functions {
-    /// `[dtype][precision][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}` (Fast) and
-    /// `_split` (Accurate); 64 rows: the seesaw kernels.
+    /// `[dtype][split P][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}` (P rounded once)
+    /// and `_split`; 64 rows: the seesaw kernels.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
     combine: [[sys::CUfunction; 4]; 2],
@@ -764,28 +764,11 @@ fn dtype_kernel(dtype: Dtype) -> (&'static str, usize) {
     }
 }
 
-/// Whether `precision` rounds P once (every row tile has a kernel for either way).
-fn rounds_p_once(precision: Precision) -> bool {
-    precision == Precision::Fast
-}
-
-/// The decode kernel for `dtype`, `precision` and a tile of `rows` query rows: the split-P
-/// kernel (`_split`) unless P is rounded once.
-fn decode_kernel_name(dtype: Dtype, precision: Precision, rows: u32) -> String {
-    let suffix = if rounds_p_once(precision) {
-        ""
-    } else {
-        "_split"
-    };
+/// The decode kernel for `dtype`, a tile of `rows` query rows and P split or rounded once
+/// (every row tile has a kernel for either way; the plan picks: `Schedule::split_p`).
+fn decode_kernel_name(dtype: Dtype, split_p: bool, rows: u32) -> String {
+    let suffix = if split_p { "_split" } else { "" };
     format!("etap_decode_{}_r{rows}{suffix}", dtype_kernel(dtype).0)
-}
-
-/// Table index of a precision.
-fn precision_index(precision: Precision) -> usize {
-    match precision {
-        Precision::Fast => 0,
-        Precision::Accurate => 1,
-    }
 }
 
 impl Decoder {
@@ -798,12 +781,11 @@ impl Decoder {
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let d = dtype_kernel(dtype).1;
-            for precision in [Precision::Fast, Precision::Accurate] {
-                let p = precision_index(precision);
+            for split_p in [false, true] {
                 for (r, rows) in ROW_TILES.into_iter().enumerate() {
-                    let kernel = decode_kernel_name(dtype, precision, rows);
+                    let kernel = decode_kernel_name(dtype, split_p, rows);
                     kernels.set_max_dynamic_smem(&kernel, decode_smem_bytes(rows))?;
-                    functions.decode[d][p][r] = kernels.function(&kernel)?;
+                    functions.decode[d][usize::from(split_p)][r] = kernels.function(&kernel)?;
                 }
             }
             for (k, kernel) in combine_kernel_names(dtype).iter().enumerate() {
@@ -907,14 +889,9 @@ impl Decoder {
             .iter()
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
-        let p = precision_index(if sched.split_p {
-            Precision::Accurate
-        } else {
-            Precision::Fast
-        });
         let comb = sched.combine;
         let (decode_fn, combine_fn) = (
-            self.functions.decode[d][p][tile],
+            self.functions.decode[d][usize::from(sched.split_p)][tile],
             self.functions.combine[d][comb.kind as usize],
         );
         let kv_map = sched.kv_map_index();
@@ -1033,9 +1010,9 @@ mod tests {
     fn every_decode_kernel_the_decoder_looks_up_is_in_the_module() {
         let entries = crate::module::kernel_names();
         for dtype in [Dtype::Bf16, Dtype::F16] {
-            for precision in [Precision::Fast, Precision::Accurate] {
+            for split_p in [false, true] {
                 for rows in ROW_TILES {
-                    let name = decode_kernel_name(dtype, precision, rows);
+                    let name = decode_kernel_name(dtype, split_p, rows);
                     assert!(entries.contains(&name.as_str()), "{name} is not a kernel");
                 }
             }
@@ -1046,17 +1023,17 @@ mod tests {
                 );
             }
         }
-        // Fast rounds P once on every tile, Accurate splits it on every tile.
+        // A single-rounding kernel has no suffix, a split-P one `_split`.
         assert_eq!(
-            decode_kernel_name(Dtype::Bf16, Precision::Fast, 64),
+            decode_kernel_name(Dtype::Bf16, false, 64),
             "etap_decode_bf16_r64"
         );
         assert_eq!(
-            decode_kernel_name(Dtype::F16, Precision::Fast, 32),
+            decode_kernel_name(Dtype::F16, false, 32),
             "etap_decode_f16_r32"
         );
         assert_eq!(
-            decode_kernel_name(Dtype::F16, Precision::Accurate, 16),
+            decode_kernel_name(Dtype::F16, true, 16),
             "etap_decode_f16_r16_split"
         );
     }

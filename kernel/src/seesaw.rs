@@ -148,12 +148,17 @@ impl Lead {
         }
     }
 
+    /// Shared address of page id `k` in the lead at `slot` (the length is word 0).
+    fn id_at(slot: u32, k: usize) -> u32 {
+        slot + 4 * (1 + k as u32)
+    }
+
     /// Stores the lead at `slot` in shared memory (`LEAD_WORDS` words).
     #[inline(always)]
     unsafe fn store(&self, slot: u32) {
         smem::st_u32(slot, self.seqlen as u32);
         for (k, id) in self.ids.iter().enumerate() {
-            smem::st_u32(slot + 4 * (1 + k as u32), *id as u32);
+            smem::st_u32(Lead::id_at(slot, k), *id as u32);
         }
     }
 
@@ -164,7 +169,7 @@ impl Lead {
         if r == part.begin_req {
             Lead {
                 seqlen: smem::ld_u32(slot) as i32,
-                ids: core::array::from_fn(|k| smem::ld_u32(slot + 4 * (1 + k as u32)) as i32),
+                ids: core::array::from_fn(|k| smem::ld_u32(Lead::id_at(slot, k)) as i32),
             }
         } else {
             Lead::read(a, part, r)
