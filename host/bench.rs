@@ -52,6 +52,11 @@ pub const WARMUP_MS: u64 = 25;
 /// back against a second of idle before each point: b 1, h_q 16, 4K 11.25 → 8.61 µs; b 32,
 /// h_q 64, 64K 693 → 617 µs; points that follow light ones within ±1 %.
 pub const SETTLE_MS: u64 = 1000;
+/// A point whose last timed replay took at least this factor of its first is marked `^` in
+/// the table: it slowed during its own replays, as the 700 W cap of an H200 brings the SM
+/// clock down some 50-100 ms into a heavy point (b 32, h_q 128, 32K: 452 µs a call in the
+/// first replay, 536 from the sixth).
+pub const REPLAY_DRIFT_MARK: f64 = 1.05;
 /// Bytes of the bandwidth probe's copy (source size; read + write are both counted).
 pub const PROBE_BYTES: usize = 2 << 30;
 /// Seed of the varlen lengths and of the input pool.
@@ -536,6 +541,25 @@ impl PointResult {
             power: PowerStats::default(),
         }
     }
+
+    /// The first timed replay, µs per call.
+    pub fn first_us(&self) -> Option<f64> {
+        self.replays_us.first().copied()
+    }
+
+    /// The last timed replay, µs per call.
+    pub fn last_us(&self) -> Option<f64> {
+        self.replays_us.last().copied()
+    }
+
+    /// Whether the point slowed by [`REPLAY_DRIFT_MARK`] or more from its first to its last
+    /// timed replay.
+    pub fn slowed_in_replays(&self) -> bool {
+        match (self.first_us(), self.last_us()) {
+            (Some(a), Some(z)) => a > 0.0 && z >= REPLAY_DRIFT_MARK * a,
+            _ => false,
+        }
+    }
 }
 
 /// The run: card, driver, commit, time, probe, and every point.
@@ -654,7 +678,7 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 /// The table's header (two lines: names, rule).
 pub fn table_header(peers: &[String]) -> String {
     let mut s = format!(
-        "{:>4} {:>3} {:>4} {:>6} | {:>8} {:>6} {:>5} {:>6} {:>6} |",
+        "{:>4} {:>3} {:>4} {:>6} | {:>8}  {:>6} {:>5} {:>6} {:>6} |",
         "b", "s_q", "h_q", "s_k", "ours µs", "GB/s", "%copy", "TFLOPS", "SM MHz"
     );
     for p in peers {
@@ -667,17 +691,19 @@ pub fn table_header(peers: &[String]) -> String {
     s
 }
 
-/// One table row; `ratio` is marked `*` where we lose (ratio > 1), the SM clock where the
-/// point ran power-capped ([`PowerStats::table_cell`]).
+/// One table row; `ratio` is marked `*` where we lose (ratio > 1), our µs `^` where the
+/// point slowed during its replays ([`PointResult::slowed_in_replays`]), the SM clock where
+/// the point ran power-capped ([`PowerStats::table_cell`]).
 pub fn table_row(r: &PointResult, peers: &[String]) -> String {
     let p = &r.point;
     let mut s = format!(
-        "{:>4} {:>3} {:>4} {:>6} | {:>8.1} {:>6.0} {:>5} {:>6.1} {:>6} |",
+        "{:>4} {:>3} {:>4} {:>6} | {:>8.1}{} {:>6.0} {:>5} {:>6.1} {:>6} |",
         p.b,
         p.s_q,
         p.h_q,
         p.s_k_label(),
         r.us,
+        if r.slowed_in_replays() { '^' } else { ' ' },
         r.gbps,
         opt(r.pct_copy, 1),
         r.tflops,
@@ -728,6 +754,15 @@ pub fn summary(results: &[PointResult]) -> String {
             w.point.label()
         );
     }
+    let slowed = results.iter().filter(|r| r.slowed_in_replays()).count();
+    if slowed > 0 {
+        let _ = write!(
+            s,
+            "\n{slowed} point(s) slowed by {:.0} % or more from their first to their last timed replay (^): \
+             the card's power cap caught up with them (their first replays are in the CSV and JSON)",
+            100.0 * (REPLAY_DRIFT_MARK - 1.0)
+        );
+    }
     s
 }
 
@@ -740,7 +775,8 @@ fn csv_field(s: &str) -> String {
 }
 
 /// CSV: one row per point, each repeating the run's device, driver, commit and time. The
-/// NVML columns come last (after `ratio`), so readers of the older columns keep working.
+/// NVML columns follow `ratio`, then the first and last timed replays (µs a call), so
+/// readers of the older columns keep working.
 pub fn to_csv(rep: &Report) -> String {
     let mut s = String::from(
         "device,driver,git_commit,timestamp,precision,copy_gbps,b,s_q,h_q,s_k,varlen,causal,total_len,us,gbps,pct_copy,tflops",
@@ -749,7 +785,7 @@ pub fn to_csv(rep: &Report) -> String {
         let _ = write!(s, ",{}_us", csv_field(p));
     }
     s.push_str(
-        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c\n",
+        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us\n",
     );
     let num = |v: Option<f64>| match v {
         Some(x) if x.is_finite() => format!("{x:.4}"),
@@ -785,7 +821,7 @@ pub fn to_csv(rep: &Report) -> String {
         let w = &r.power;
         let _ = writeln!(
             s,
-            ",{},{},{},{},{},{},{},{},{}",
+            ",{},{},{},{},{},{},{},{},{},{},{}",
             num(r.ratio),
             int(w.nvml_samples),
             num(w.sm_mhz),
@@ -794,7 +830,9 @@ pub fn to_csv(rep: &Report) -> String {
             num(w.power_cap_frac),
             num(w.slowdown_frac),
             num(w.energy_uj),
-            int(w.temp_c)
+            int(w.temp_c),
+            num(r.first_us()),
+            num(r.last_us())
         );
     }
     s
@@ -1758,7 +1796,47 @@ mod tests {
         let s = summary(&rs);
         assert!(s.contains("of 17 points"), "{s}");
         assert!(s.contains("worst ratio"));
+        assert!(!s.contains("slowed"), "{s}");
         assert!(summary(&[r]).contains("no peer numbers"));
+    }
+
+    #[test]
+    fn points_that_slow_during_their_replays_are_marked() {
+        let peers = vec!["flashmla".to_string(), "etap".to_string()];
+        let p = Point::new(32, 1, 128, 32768);
+        let card = h100();
+        // 452 µs a call first, then the power cap: 536 from the sixth replay on.
+        let capped: Vec<f64> = [
+            452.0, 488.0, 503.0, 503.0, 502.0, 536.0, 536.0, 537.0, 536.0, 536.0,
+        ]
+        .iter()
+        .map(|us| us * CALLS_PER_GRAPH as f64 / 1e3)
+        .collect();
+        let r = PointResult::new(p, &p.lengths(), &capped, None, Some(&card));
+        assert!((r.first_us().unwrap() - 452.0).abs() < 1e-9);
+        assert!((r.last_us().unwrap() - 536.0).abs() < 1e-9);
+        assert!(r.slowed_in_replays());
+        let row = table_row(&r, &peers);
+        assert!(row.contains("519.5^"), "{row}");
+        let names = table_header(&peers);
+        let names = names.lines().next().unwrap();
+        assert_eq!(
+            row.trim_end_matches(" *").chars().count(),
+            names.chars().count()
+        );
+        // Within the mark: no marker, and the summary says nothing of it.
+        let steady: Vec<f64> = [capped[0]]
+            .into_iter()
+            .chain([capped[0] * 1.04; 9])
+            .collect();
+        let q = PointResult::new(p, &p.lengths(), &steady, None, Some(&card));
+        assert!(!q.slowed_in_replays() && !table_row(&q, &peers).contains('^'));
+        let s = summary(&[r.clone(), q]);
+        assert!(s.contains("\n1 point(s) slowed by 5 % or more"), "{s}");
+        // The CSV carries both replays.
+        let csv = to_csv(&fake_report(vec![r], peers));
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.ends_with(",452.0000,536.0000"), "{row}");
     }
 
     #[test]
@@ -1770,7 +1848,7 @@ mod tests {
         let cols = lines[0].split(',').count();
         assert!(lines[0].contains(",flashmla_us,etap_us,ratio,"));
         assert!(lines[0].ends_with(
-            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c"
+            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us"
         ));
         for l in &lines[1..] {
             assert_eq!(l.split(',').count(), cols, "{l}");
