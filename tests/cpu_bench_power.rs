@@ -268,7 +268,7 @@ fn the_table_shows_the_median_clock_and_marks_the_power_cap() {
 }
 
 #[test]
-fn csv_has_the_nvml_columns_last_with_empty_fields_where_absent() {
+fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
     let csv = to_csv(&report(three_points()));
     let lines: Vec<&str> = csv.lines().collect();
     let header: Vec<&str> = lines[0].split(',').collect();
@@ -281,8 +281,10 @@ fn csv_has_the_nvml_columns_last_with_empty_fields_where_absent() {
         "slowdown_frac",
         "energy_uj",
         "temp_c",
+        "first_us",
+        "last_us",
     ];
-    // The older columns keep their places: the new ones follow `ratio`.
+    // The older columns keep their places: the new ones follow `ratio`, the replays last.
     let ratio = header.iter().position(|c| *c == "ratio").unwrap();
     assert_eq!(&header[ratio + 1..], new);
     assert_eq!(
@@ -302,7 +304,9 @@ fn csv_has_the_nvml_columns_last_with_empty_fields_where_absent() {
             "0.6000",
             "0.4000",
             "",
-            "65"
+            "65",
+            "1067.1000",
+            "1067.1000"
         ]
     );
     assert_eq!(
@@ -315,10 +319,15 @@ fn csv_has_the_nvml_columns_last_with_empty_fields_where_absent() {
             "0.0000",
             "0.0000",
             "",
-            "45"
+            "45",
+            "9.0000",
+            "9.0000"
         ]
     );
-    assert_eq!(tail(2), ["", "", "", "", "", "", "", ""]);
+    assert_eq!(
+        tail(2),
+        ["", "", "", "", "", "", "", "", "10.2000", "10.2000"]
+    );
 }
 
 #[test]
