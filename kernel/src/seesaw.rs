@@ -673,12 +673,9 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
         // The last piece is done with every buffer (both warpgroups waited on their wgmma).
         barrier::sync_named(consumers, 256);
         // Q rows → swizzled shared memory (zeros past the last row), then the first two
-        // tiles' TMA loads, and the running max. Q goes out first: the loads land in about
-        // the order they are issued, and every S needs all of Q, which behind the two tiles
-        // (and behind the TMA issue of warpgroup 0's first warp) landed 4.9 µs after the wait
-        // at b 16, h_q 128, 2K, 2.3 µs with Q first (H200, `%globaltimer`). A-B-B-A twice:
-        // h_q 128 Fast 0.967 (b 16, 1K 23.4 → 21.4 µs; b 32, 512 26.2 → 24.1), Accurate
-        // 0.979; h_q 64 0.981 / 0.992.
+        // tiles' TMA loads, and the running max. Q goes first: every S needs all of Q, and
+        // loads land about in issue order; behind the tiles' 144 KB (and the first warp's 18
+        // TMA issues) Q landed 2.6 µs later (H200, twentieth session in PERFORMANCE.md).
         let ct = c.wg * 128 + c.t;
         load_swizzled(
             SEESAW_ROWS,
