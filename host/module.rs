@@ -398,6 +398,27 @@ mod tests {
         assert_eq!(checked, 12, "bf16/f16 × 16/32/64 rows × Fast/Accurate");
     }
 
+    /// The seesaw kernels issue a piece's Q loads (`cp.async`) ahead of its first KV tiles'
+    /// TMA loads: every S needs all of Q, and behind the tiles Q landed 2.6 µs later (H200,
+    /// twentieth session).
+    #[test]
+    fn seesaw_kernels_load_q_before_the_first_kv_tiles() {
+        let mut checked = 0;
+        for name in kernel_names().into_iter().filter(|n| is_seesaw(n)) {
+            let body = entry_body(PTX, name);
+            let first = |insn: &str| {
+                body.find(insn)
+                    .unwrap_or_else(|| panic!("{name}: no {insn}"))
+            };
+            assert!(
+                first("cp.async.cg.shared.global") < first("cp.async.bulk.tensor"),
+                "{name}: a TMA load comes before Q's first cp.async"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 4, "bf16/f16 × Fast/Accurate seesaw kernels");
+    }
+
     /// wgmma instructions of one seesaw kernel: fences, commits, waits (any count, and
     /// `wait_group 1` alone), MMAs.
     #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
