@@ -13,8 +13,7 @@ use etap_kernel::plan::{
     max_split_slots, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces, plan,
     plan_with_overhead, row_tiling, split_p_for, PartWork, PlanError, PlanStats,
     FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST,
-    NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE,
-    ROW_TILE_32_MAX_SHARE_FAST, SHORT_SHARE_PAGES,
+    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, ROW_TILE_32_MAX_SHARE_FAST, SHORT_SHARE_PAGES,
 };
 use proptest::prelude::*;
 
@@ -258,31 +257,28 @@ fn fast_plans_split_p_only_on_16_row_tiles_over_long_shares() {
 
 #[test]
 fn row_tiling_widens_fast_32_row_tiles_only_over_long_shares() {
-    assert_eq!(ROW_TILE_32_MAX_SHARE_FAST, 62);
-    // h_q 32 over 132 partitions: b 16 at 31K is 7936 pages, 61 a partition, and 8184
-    // pages are 62 (narrow); one page more is 63 (wide, one 64-row chunk), as b 16 at 32K
-    // (8192 pages). A split P keeps the 32-row tile.
-    assert_eq!(row_tiling(32, 4096, 132, 1, false), (32, 1));
-    assert_eq!(row_tiling(32, 8184, 132, 1, false), (32, 1));
-    assert_eq!(row_tiling(32, 8185, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(32, 8192, 132, 1, false), (64, 1));
+    assert_eq!(ROW_TILE_32_MAX_SHARE_FAST, 16);
+    // h_q 32 over 132 partitions: b 16 at 8K is 2048 pages, 16 a partition (narrow), and
+    // 2113 pages are 17 (wide, one 64-row chunk), as b 16 at 12K (3072 pages). A split P
+    // keeps the 32-row tile.
+    assert_eq!(row_tiling(32, 1024, 132, 1, false), (32, 1));
+    assert_eq!(row_tiling(32, 2048, 132, 1, false), (32, 1));
+    assert_eq!(row_tiling(32, 2112, 132, 1, false), (32, 1));
+    assert_eq!(row_tiling(32, 2113, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(32, 3072, 132, 1, false), (64, 1));
     assert_eq!(row_tiling(32, 8192, 132, 1, true), (32, 1));
-    // 24 rows (a 32-row tile) too; two KV heads halve the partitions (66: 4092 pages are
-    // 62 a partition, 4093 are 63).
+    // 24 rows (a 32-row tile) too; two KV heads halve the partitions (66: 1056 pages are
+    // 16 a partition, 1057 are 17).
     assert_eq!(row_tiling(24, 8192, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(32, 4092, 132, 2, false), (32, 1));
-    assert_eq!(row_tiling(32, 4093, 132, 2, false), (64, 1));
+    assert_eq!(row_tiling(32, 1056, 132, 2, false), (32, 1));
+    assert_eq!(row_tiling(32, 1057, 132, 2, false), (64, 1));
 }
 
 #[test]
 fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(
-        (
-            NARROW_TILE_MAX_SHARE_FAST,
-            NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK,
-            NARROW_TILE_MAX_SHARE_SPLIT
-        ),
-        (2, 4, 4)
+        (NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT),
+        (2, 4)
     );
     // Up to 32 rows: the tile that holds them, whatever the lengths; but see the test
     // above for 32-row tiles without a split P.
@@ -294,14 +290,19 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     }
     assert_eq!(row_tiling(32, 1 << 20, 132, 1, true), (32, 1));
     // 64 rows over 132 partitions (one row chunk): 128 pages (b 16 at 512) is 1 page a
-    // partition and 528 pages 4, 32-row tiles in both precisions; 529 pages is 5 and 1024
-    // (b 16 at 4K) 8, wide.
+    // partition, 32-row tiles in both precisions, and 264 pages 2; 265 pages are 3, wide
+    // with P rounded once, and 528 pages (b 16 at 2K) 4, 32-row tiles with a split P; 529
+    // pages are 5 and 1024 (b 16 at 4K) 8, wide.
     for split in [false, true] {
         assert_eq!(row_tiling(64, 128, 132, 1, split), (32, 2));
-        assert_eq!(row_tiling(64, 528, 132, 1, split), (32, 2));
+        assert_eq!(row_tiling(64, 264, 132, 1, split), (32, 2));
         assert_eq!(row_tiling(64, 529, 132, 1, split), (64, 1));
         assert_eq!(row_tiling(64, 1024, 132, 1, split), (64, 1));
     }
+    assert_eq!(row_tiling(64, 265, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(64, 528, 132, 1, false), (64, 1));
+    assert_eq!(row_tiling(64, 265, 132, 1, true), (32, 2));
+    assert_eq!(row_tiling(64, 528, 132, 1, true), (32, 2));
     // The share is counted over the 64-row plan's partitions: 128 rows are 2 CTAs per KV
     // head, so 66 partitions; 132 pages are 2 a partition, 133 pages 3 (and with a split P,
     // 264 pages are 4, 265 pages 5).
@@ -309,10 +310,10 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(row_tiling(128, 133, 132, 1, false), (64, 2));
     assert_eq!(row_tiling(128, 264, 132, 1, true), (32, 4));
     assert_eq!(row_tiling(128, 265, 132, 1, true), (64, 2));
-    // Two KV heads halve the partitions again (66 for one row chunk: 264 pages are 4 a
-    // partition, 265 pages 5); 48 rows still count as a 64-row tile.
-    assert_eq!(row_tiling(64, 264, 132, 2, false), (32, 2));
-    assert_eq!(row_tiling(64, 265, 132, 2, false), (64, 1));
+    // Two KV heads halve the partitions again (66 for one row chunk: 132 pages are 2 a
+    // partition, 133 pages 3); 48 rows still count as a 64-row tile.
+    assert_eq!(row_tiling(64, 132, 132, 2, false), (32, 2));
+    assert_eq!(row_tiling(64, 133, 132, 2, false), (64, 1));
     assert_eq!(row_tiling(48, 100, 132, 1, false), (32, 2));
     // s_q 2, h_q 128 at 16K (b 16): 256 rows, 4096 pages, wide.
     assert_eq!(row_tiling(256, 4096, 132, 1, true), (64, 4));

@@ -254,20 +254,17 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 }
 
 /// Pages per partition up to which more than 32 query rows per KV head run as 32-row tiles
-/// rather than 64-row ones when P is rounded once (`Precision::Fast`) and the 64-row tiles
-/// take two or more row chunks (pair clusters): twice the CTAs per KV head, each carrying
-/// half the Q rows and half the partial results. Against the seesaw kernel (H200, b1b38ba,
-/// A-B-A-B): at 4 pages a partition the 64-row tile is faster (b 16, h_q 128, 1K: 28.2-28.5
-/// µs against 30.4-31.6); a threshold of 8 was slower overall; H200, 3730aea, two A-B-B-A
-/// rounds: 4 was 5-10 % slower at both h_q 128 points it moves (b 16, 1K 24.4 → 25.6 µs;
-/// b 32, 512 28.8 → 31.8).
+/// rather than 64-row ones when P is rounded once (`Precision::Fast`): twice the CTAs per
+/// KV head, each carrying half the Q rows and half the partial results. With pair clusters
+/// (two or more row chunks), against the seesaw kernel (H200, b1b38ba, A-B-A-B): at 4
+/// pages a partition the 64-row tile is faster (b 16, h_q 128, 1K: 28.2-28.5 µs against
+/// 30.4-31.6); H200, 3730aea, two A-B-B-A rounds: 4 was 5-10 % slower at both h_q 128
+/// points it moves (b 16, 1K 24.4 → 25.6 µs; b 32, 512 28.8 → 31.8). With one row chunk
+/// (64 query rows) 4 was the better threshold at 3730aea (b 16, h_q 64, 2K 28.7 → 27.2 µs);
+/// since the seesaw kernel loads Q first (293197f), 2 is (H200, two A-B-B-A rounds: b 16,
+/// h_q 64, 2K 25.7 → 25.2 µs, b 32, 1K 26.1 → 26.0) and 1 loses (b 16, h_q 64, 1K 17.0
+/// → 17.3; b 32, 512 16.9 → 17.9).
 pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
-/// The same where the 64-row tiles are a single row chunk per KV head (64 query rows:
-/// no pair cluster, every partition's CTA alone on its KV). H200, 3730aea, two A-B-B-A
-/// rounds against 2: the two h_q 64 points at 4 pages a partition 5 % faster (b 16, 2K
-/// 28.7 → 27.2 µs; b 32, 1K 30.6 → 28.9), and 8 was 10-11 % slower at the two points it
-/// adds (b 16, 4K 36.6 → 40.2; b 32, 2K 37.2 → 41.3).
-pub const NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK: u64 = 4;
 /// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
 /// products and the 32-row one stacks them at about no cost. H100, against the transposed
 /// 64-row kernel of c559b68: 1.07x to 1.52x faster up to 8 pages a partition, and 0.99x to
@@ -280,15 +277,13 @@ pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 /// KV head on a 32-row tile; over longer shares they run as one 64-row tile whose rows past
 /// the last are zero-filled, as FlashMLA pads them: the seesaw kernel streams long shares
 /// faster than the 32-row one, whose two warpgroups both read every K and V tile. H200,
-/// 8dee11e against the same with every 32-row tile wide, A-B-B-A twice, h_q 32: at 63–125
-/// pages a partition (b 16, 32K and 64K; b 32, 16K and 32K) 1.0–2.1 % faster, at 249
-/// (b 32, 64K) level; at 32 pages (b 16, 16K; b 32, 8K) 1.6–1.8 % slower and at 8–16 pages
-/// 8–14 % slower. Between (6f4455c against the tile never widened, three rounds, `--point`
-/// shapes): 39–47 pages 0.6–2.7 % slower wide (h_q 32 and s_q 2 × h_q 16), 55 pages 1.1 %
-/// faster at b 16 and 0.6 % slower at b 32, 63 pages 1.4–1.7 % faster at b 16 and level at
-/// b 32. With a split P the 64-row tile was 14–23 % slower at every length (it doubles its
-/// P·V products).
-pub const ROW_TILE_32_MAX_SHARE_FAST: u64 = 62;
+/// 293197f's kernels, two A-B-B-A rounds against 62 (the threshold of 8dee11e, when the
+/// seesaw kernel was slower): wide at 24 pages 0.9 % faster (b 16, h_q 32, 12K 64.5 → 64.0
+/// µs; b 32, 6K 64.7 → 64.1), at 32 pages 1.2-1.5 % faster (b 16, h_q 32, 16K 83.1 → 81.9;
+/// b 32, 8K 83.1 → 82.0; b 16, s_q 2, h_q 16, 16K 83.1 → 81.9), at 16 pages 2.9-3.4 %
+/// slower (b 16, h_q 32, 8K 45.4 → 46.7; b 32, 4K 45.2 → 46.8). With a split P the 64-row
+/// tile was 14–23 % slower at every length (it doubles its P·V products).
+pub const ROW_TILE_32_MAX_SHARE_FAST: u64 = 16;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
 /// of `share` pages a partition, where `split_asked` says whether the caller asked for it
@@ -308,8 +303,7 @@ pub const fn split_p_for(split_asked: bool, rows_per_cta: u32, share: u64) -> bo
 ///   read more than [`ROW_TILE_32_MAX_SHARE_FAST`] pages;
 /// - a 64-row tile becomes 32-row tiles where the 64-row plan would give each partition
 ///   at most [`NARROW_TILE_MAX_SHARE_SPLIT`] pages (with `split_p`; else
-///   [`NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK`] for one row chunk per KV head and
-///   [`NARROW_TILE_MAX_SHARE_FAST`] for more).
+///   [`NARROW_TILE_MAX_SHARE_FAST`]).
 pub const fn row_tiling(
     rows_per_kv: u32,
     total_pages: u64,
@@ -331,8 +325,6 @@ pub const fn row_tiling(
         let parts = num_parts_for(sm_count, chunks.saturating_mul(h_kv)) as u64;
         let max_share = if split_p {
             NARROW_TILE_MAX_SHARE_SPLIT
-        } else if chunks == 1 {
-            NARROW_TILE_MAX_SHARE_FAST_ONE_CHUNK
         } else {
             NARROW_TILE_MAX_SHARE_FAST
         };
