@@ -14,9 +14,9 @@ use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, Device
 use etap_kernel::config::{
     combine_wide_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
-    COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH, ERROR_PAGE_ID,
-    ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32, KV_BOX_TOKENS,
-    KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
+    COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
+    KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -655,12 +655,15 @@ struct Functions {
     /// and `_split`; 64 rows: the seesaw kernels.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
-    combine: [[sys::CUfunction; 4]; 2],
+    combine: [[sys::CUfunction; 5]; 2],
 }
 
 /// The combine kernels, by how they spread a row's merge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CombineKind {
+    /// As `Narrow`, loading two partial results at once (requests split at most
+    /// `COMBINE_PAIR_MAX_SPLITS` times).
+    Pair,
     /// One warp a row, `COMBINE_NARROW_ROWS` rows a CTA (requests split at most
     /// `COMBINE_NARROW_MAX_SPLITS` times).
     Narrow,
@@ -677,7 +680,8 @@ pub enum CombineKind {
 
 impl CombineKind {
     /// Every kind, in the order of the kernel table (`combine_kernel_names`).
-    pub const ALL: [CombineKind; 4] = [
+    pub const ALL: [CombineKind; 5] = [
+        CombineKind::Pair,
         CombineKind::Narrow,
         CombineKind::Medium,
         CombineKind::Wide,
@@ -687,7 +691,7 @@ impl CombineKind {
     /// Threads a CTA of this kind's kernel.
     pub fn threads(self) -> u32 {
         match self {
-            CombineKind::Narrow => COMBINE_NARROW_ROWS * 32,
+            CombineKind::Pair | CombineKind::Narrow => COMBINE_NARROW_ROWS * 32,
             CombineKind::Medium => COMBINE_MEDIUM_TEAM,
             CombineKind::Wide | CombineKind::Sliced => COMBINE_WIDE_GROUPS * COMBINE_GROUP_THREADS,
         }
@@ -716,8 +720,10 @@ impl CombineLaunch {
             CombineKind::Wide
         } else if max_splits > COMBINE_NARROW_MAX_SPLITS {
             CombineKind::Medium
-        } else {
+        } else if max_splits > COMBINE_PAIR_MAX_SPLITS {
             CombineKind::Narrow
+        } else {
+            CombineKind::Pair
         };
         CombineLaunch { kind, slices }
     }
@@ -725,7 +731,9 @@ impl CombineLaunch {
     /// The grid over `rows_per_req` (s_q · h_q) rows of `batch` requests.
     pub fn grid(&self, rows_per_req: u32, batch: u32) -> (u32, u32, u32) {
         match self.kind {
-            CombineKind::Narrow => (rows_per_req.div_ceil(COMBINE_NARROW_ROWS), batch, 1),
+            CombineKind::Pair | CombineKind::Narrow => {
+                (rows_per_req.div_ceil(COMBINE_NARROW_ROWS), batch, 1)
+            }
             CombineKind::Medium => (rows_per_req, batch, 1),
             CombineKind::Wide | CombineKind::Sliced => (rows_per_req, batch, self.slices),
         }
@@ -739,16 +747,17 @@ impl CombineLaunch {
     /// Dynamic shared memory a CTA.
     pub fn smem_bytes(&self) -> u32 {
         match self.kind {
-            CombineKind::Narrow | CombineKind::Medium => 0,
+            CombineKind::Pair | CombineKind::Narrow | CombineKind::Medium => 0,
             CombineKind::Wide | CombineKind::Sliced => combine_wide_smem_bytes(self.slices),
         }
     }
 }
 
 /// The combine kernels for `dtype`, in [`CombineKind::ALL`] order.
-pub(crate) fn combine_kernel_names(dtype: Dtype) -> [String; 4] {
+pub(crate) fn combine_kernel_names(dtype: Dtype) -> [String; 5] {
     let name = dtype_kernel(dtype).0;
-    ["", "_medium", "_wide", "_sliced"].map(|suffix| format!("etap_combine_{name}{suffix}"))
+    ["_pair", "", "_medium", "_wide", "_sliced"]
+        .map(|suffix| format!("etap_combine_{name}{suffix}"))
 }
 
 // SAFETY: the handles belong to the module that `Decoder::kernels` keeps loaded, and a
@@ -777,7 +786,7 @@ impl Decoder {
         let kernels = Kernels::load(gpu)?;
         let mut functions = Functions {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
-            combine: [[std::ptr::null_mut(); 4]; 2],
+            combine: [[std::ptr::null_mut(); 5]; 2],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let d = dtype_kernel(dtype).1;
@@ -1119,6 +1128,9 @@ mod tests {
         );
         // The boundaries, with rows enough to fill half the SMs (one CTA a row).
         let kind = |splits| CombineLaunch::new(splits, 66, 132).kind;
+        assert_eq!(kind(1), CombineKind::Pair);
+        assert_eq!(kind(COMBINE_PAIR_MAX_SPLITS), CombineKind::Pair);
+        assert_eq!(kind(COMBINE_PAIR_MAX_SPLITS + 1), CombineKind::Narrow);
         assert_eq!(kind(COMBINE_NARROW_MAX_SPLITS), CombineKind::Narrow);
         assert_eq!(kind(COMBINE_NARROW_MAX_SPLITS + 1), CombineKind::Medium);
         assert_eq!(kind(COMBINE_WIDE_MIN_SPLITS - 1), CombineKind::Medium);

@@ -4,6 +4,7 @@
 //! merge a row, so that they have all its loads in flight:
 //! - narrow (`etap_combine_*`, up to `COMBINE_NARROW_MAX_SPLITS` pieces): a warp a
 //!   (request, query row), 16 of its dims a lane, `COMBINE_NARROW_ROWS` rows a CTA;
+//!   `_pair` the same for up to `COMBINE_PAIR_MAX_SPLITS` pieces, loading only that many;
 //! - `_medium` (up to `COMBINE_WIDE_MIN_SPLITS` - 1): `COMBINE_MEDIUM_TEAM` threads a row,
 //!   a row a CTA;
 //! - `_wide`: one CTA a row, `COMBINE_WIDE_GROUPS` groups of 128 threads that each take
@@ -12,8 +13,8 @@
 //!   `COMBINE_MAX_DIM_SLICES` at most): a group is then 128 / slices threads, and a CTA's
 //!   512 threads make that many more groups.
 use crate::config::{
-    COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_WIDE_GROUPS,
-    D_V, ERROR_WORDS, FLAG_OUT_F32,
+    COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_PAIR_MAX_SPLITS,
+    COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_OUT_F32,
 };
 use crate::element::{Bf16, Element, F16};
 use crate::ptx::{barrier, griddep, ids, math, smem};
@@ -319,6 +320,8 @@ macro_rules! combine_kernels {
 combine_kernels! {
     etap_combine_bf16 combine_rows::<Bf16, NARROW_CHUNKS, { COMBINE_NARROW_MAX_SPLITS as usize }>;
     etap_combine_f16 combine_rows::<F16, NARROW_CHUNKS, { COMBINE_NARROW_MAX_SPLITS as usize }>;
+    etap_combine_bf16_pair combine_rows::<Bf16, NARROW_CHUNKS, { COMBINE_PAIR_MAX_SPLITS as usize }>;
+    etap_combine_f16_pair combine_rows::<F16, NARROW_CHUNKS, { COMBINE_PAIR_MAX_SPLITS as usize }>;
     etap_combine_bf16_medium combine_rows::<Bf16, MEDIUM_CHUNKS, MEDIUM_BATCH>;
     etap_combine_f16_medium combine_rows::<F16, MEDIUM_CHUNKS, MEDIUM_BATCH>;
     etap_combine_bf16_wide combine_wide::<Bf16, false>;

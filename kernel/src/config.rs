@@ -363,6 +363,12 @@ pub const fn row_tile_for(rows: u32) -> u32 {
 /// `COMBINE_NARROW_ROWS` rows a CTA. H200, against 128 threads a row: b 32, h_q 128, 512
 /// (2 pieces, 4096 rows) 36.0 → 29.7 µs.
 pub const COMBINE_NARROW_MAX_SPLITS: u32 = 4;
+/// Most pieces of any request of the plan up to which the narrow combine runs as `_pair`:
+/// the same warp a row, two partial results loaded at once instead of
+/// `COMBINE_NARROW_MAX_SPLITS`, which halves a lane's registers and merge arithmetic.
+/// H200, two A-B-B-A rounds, `_pair` against the 4-piece narrow kernel at 2 pieces: b 32,
+/// h_q 128, 512 24.2 → 23.0 µs, 1K 33.2 → 31.9, 2K 43.3 → 42.3, 4K 69.4 → 68.3.
+pub const COMBINE_PAIR_MAX_SPLITS: u32 = 2;
 /// Query rows of a narrow combine CTA (H200: 4 rows 0.977 of 128 threads a row over the
 /// sweep, 1 or 2 rows 0.980).
 pub const COMBINE_NARROW_ROWS: u32 = 4;
