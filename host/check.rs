@@ -764,9 +764,14 @@ mod tests {
                     kernels.contains(&(rows, split_p)),
                     "no grid case runs {rows}-row tiles with split P {split_p}"
                 );
-                // The KV box at one page a partition and at the longest share a Fast 32-row
-                // tile keeps: two boxes for 32-row tiles, one for the others.
-                for share in [1, plan::ROW_TILE_32_MAX_SHARE_FAST] {
+                // Every KV box the kernel loads with: at one page a partition and past the
+                // 32-row tiles' half-box limit, where plans keep the tile (two boxes for
+                // 32-row tiles with a split P; Fast widens them there).
+                let long = etap_kernel::config::HALF_BOX_MAX_SHARE_32_ROWS + 1;
+                for share in [1, long] {
+                    if plan::row_tiling(rows, share * 132, 132, 1, split_p).0 != rows {
+                        continue;
+                    }
                     let kv_box = etap_kernel::config::kv_map_index(rows, share);
                     assert!(
                         boxes.contains(&(rows, split_p, kv_box)),

@@ -1068,21 +1068,25 @@ mod tests {
 
     #[test]
     fn half_boxes_for_16_rows_and_for_32_rows_on_short_shares() {
-        let schedule = |batch: usize, h_q: usize, len: i32| {
-            let config = DecodeConfig::new(batch, h_q, 1024).precision(Precision::Fast);
+        let schedule = |batch: usize, h_q: usize, len: i32, precision: Precision| {
+            let config = DecodeConfig::new(batch, h_q, 1024).precision(precision);
             DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
         };
+        let fast = |batch, h_q, len| schedule(batch, h_q, len, Precision::Fast);
         // h_q 16 (16-row tiles): always.
-        assert_eq!(schedule(16, 16, 65536).kv_map_index(), KV_MAP_HALF);
-        // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 31 each.
-        let (short, long) = (schedule(16, 32, 8192), schedule(16, 32, 16384));
+        assert_eq!(fast(16, 16, 65536).kv_map_index(), KV_MAP_HALF);
+        // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 32 each (a
+        // 32-row tile there only with a split P: Fast widens it).
+        let short = fast(16, 32, 8192);
+        let long = schedule(16, 32, 16384, Precision::Accurate);
         assert_eq!((short.rows_per_cta, short.total_pages), (32, 2048));
+        assert_eq!(long.rows_per_cta, 32);
         assert_eq!(
             (short.kv_map_index(), long.kv_map_index()),
             (KV_MAP_HALF, KV_MAP_WHOLE)
         );
         // h_q 128 on 64-row tiles (the seesaw kernel): never.
-        let seesaw = schedule(32, 128, 8192);
+        let seesaw = fast(32, 128, 8192);
         assert_eq!(
             (seesaw.rows_per_cta, seesaw.kv_map_index()),
             (64, KV_MAP_WHOLE)

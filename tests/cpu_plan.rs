@@ -291,7 +291,7 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(row_tiling(32, 1 << 20, 132, 1, true), (32, 1));
     // 64 rows over 132 partitions (one row chunk): 128 pages (b 16 at 512) is 1 page a
     // partition, 32-row tiles in both precisions, and 264 pages 2; 265 pages are 3, wide
-    // with P rounded once, and 528 pages (b 16 at 2K) 4, 32-row tiles with a split P; 529
+    // with P rounded once, and 528 pages 4, 32-row tiles with a split P; 529
     // pages are 5 and 1024 (b 16 at 4K) 8, wide.
     for split in [false, true] {
         assert_eq!(row_tiling(64, 128, 132, 1, split), (32, 2));

@@ -367,7 +367,8 @@ pub const COMBINE_NARROW_MAX_SPLITS: u32 = 4;
 /// the same warp a row, two partial results loaded at once instead of
 /// `COMBINE_NARROW_MAX_SPLITS`, which halves a lane's registers and merge arithmetic.
 /// H200, two A-B-B-A rounds, `_pair` against the 4-piece narrow kernel at 2 pieces: b 32,
-/// h_q 128, 512 24.2 → 23.0 µs, 1K 33.2 → 31.9, 2K 43.3 → 42.3, 4K 69.4 → 68.3.
+/// h_q 128, 512 24.1 → 22.9 µs, 1K 32.9 → 31.6, 2K 43.6 → 42.2, 4K 69.9 → 68.5; for 3-4
+/// pieces the 4-piece kernel stays faster (0.5-2.3 %).
 pub const COMBINE_PAIR_MAX_SPLITS: u32 = 2;
 /// Query rows of a narrow combine CTA (H200: 4 rows 0.977 of 128 threads a row over the
 /// sweep, 1 or 2 rows 0.980).
@@ -498,6 +499,7 @@ mod tests {
             assert!(D_V / COMBINE_GROUP_THREADS == 4);
             assert!(D_V.is_multiple_of(COMBINE_MEDIUM_TEAM * 4));
             assert!(COMBINE_MEDIUM_TEAM.is_multiple_of(32));
+            assert!(COMBINE_PAIR_MAX_SPLITS < COMBINE_NARROW_MAX_SPLITS);
             assert!(COMBINE_NARROW_MAX_SPLITS < COMBINE_WIDE_MIN_SPLITS);
             assert!(combine_wide_smem_bytes(COMBINE_MAX_DIM_SLICES) <= 48 * 1024);
             // A slice's group is at least a warp.
