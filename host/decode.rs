@@ -51,8 +51,9 @@ pub enum Precision {
     /// output's error (RMSE about 1.2× the rounding floor with bf16). Where the split
     /// kernel is the faster one (16-row tiles over more than 32 pages a partition,
     /// `plan::split_p_for`) the plan runs it instead, and the output is `Accurate`'s
-    /// ([`DecodePlan::rounds_p_once`]); 17–32 query rows per KV head over more than 62
-    /// pages a partition run as one 64-row tile (`plan::row_tiling`).
+    /// ([`DecodePlan::rounds_p_once`]); 17–32 query rows per KV head over more than
+    /// `plan::ROW_TILE_32_MAX_SHARE_FAST` pages a partition run as one 64-row tile
+    /// (`plan::row_tiling`).
     Fast,
     /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
     /// error is the rounding floor's. On 64-row tiles the P·V GEMM does twice the work.

@@ -261,9 +261,9 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// 30.4-31.6); H200, 3730aea, two A-B-B-A rounds: 4 was 5-10 % slower at both h_q 128
 /// points it moves (b 16, 1K 24.4 → 25.6 µs; b 32, 512 28.8 → 31.8). With one row chunk
 /// (64 query rows) 4 was the better threshold at 3730aea (b 16, h_q 64, 2K 28.7 → 27.2 µs);
-/// since the seesaw kernel loads Q first (293197f), 2 is better (H200, two A-B-B-A rounds: b 16,
-/// h_q 64, 2K 25.7 → 25.2 µs, b 32, 1K 26.1 → 26.0) and 1 loses (b 16, h_q 64, 1K 17.0
-/// → 17.3; b 32, 512 16.9 → 17.9).
+/// since the seesaw kernel loads Q first (293197f), 2 is better (H200, two A-B-B-A rounds:
+/// b 16, h_q 64, 2K 25.7 → 25.2 µs, b 32, 1K 26.1 → 26.0) and 1 loses (b 16, h_q 64, 1K
+/// 17.0 → 17.3; b 32, 512 16.9 → 17.9).
 pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
 /// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
 /// products and the 32-row one stacks them at about no cost. H100, against the transposed
@@ -281,8 +281,9 @@ pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 /// seesaw kernel was slower): wide at 24 pages 0.9 % faster (b 16, h_q 32, 12K 64.5 → 64.0
 /// µs; b 32, 6K 64.7 → 64.1), at 32 pages 1.2-1.5 % faster (b 16, h_q 32, 16K 83.1 → 81.9;
 /// b 32, 8K 83.1 → 82.0; b 16, s_q 2, h_q 16, 16K 83.1 → 81.9), at 16 pages 2.9-3.4 %
-/// slower by the runs' medians (b 16, h_q 32, 8K 45.4 → 46.7; b 32, 4K 45.2 → 46.8). With a split P the 64-row
-/// tile was 14–23 % slower at every length (it doubles its P·V products).
+/// slower by the runs' medians (b 16, h_q 32, 8K 45.4 → 46.7; b 32, 4K 45.2 → 46.8). With
+/// a split P the 64-row tile was 14–23 % slower at every length (it doubles its P·V
+/// products).
 pub const ROW_TILE_32_MAX_SHARE_FAST: u64 = 16;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
