@@ -345,6 +345,18 @@ pub fn gbps(bytes: u64, us: f64) -> f64 {
     bytes as f64 / (us * 1e3)
 }
 
+/// A peer's time, µs, for the work of a run of point `p` that moved `bytes`: its measured
+/// time, except at a varlen point, where the peer drew its own lengths (ANCHORS.md's
+/// GB/s for b 64, h_q 16, 4K varlen says it read 3 % more tokens than our draw, at b 128
+/// 2 % fewer), so its time over our bytes at its measured bandwidth.
+pub fn peer_time_on(p: &Point, bytes: u64, t: &PeerTime) -> f64 {
+    if p.varlen && t.gbps > 0.0 {
+        bytes as f64 / (t.gbps * 1e3)
+    } else {
+        t.us
+    }
+}
+
 /// TFLOPS of `flops` in `us` microseconds.
 pub fn tflops(flops: f64, us: f64) -> f64 {
     flops / (us * 1e6)
@@ -496,7 +508,8 @@ pub struct PointResult {
     pub replays_us: Vec<f64>,
     /// The peers' µs at this point (from the anchors of the chosen card).
     pub peers_us: BTreeMap<String, f64>,
-    /// ours / min(peers); ≤ 1 means we are at least as fast as the better peer.
+    /// ours / min(peers); ≤ 1 means we are at least as fast as the better peer. At a
+    /// varlen point the peers' times are taken over this run's bytes ([`peer_time_on`]).
     pub ratio: Option<f64>,
     /// The card's SM clock, power and clock-event reasons during the timed replays (NVML;
     /// flattened into the JSON row, every field null where not sampled).
@@ -519,12 +532,17 @@ impl PointResult {
             .map(|ms| ms * 1e3 / CALLS_PER_GRAPH as f64)
             .collect();
         let us = median(&replays_us);
-        let g = gbps(bytes_moved(&p, lengths), us);
-        let peers_us: BTreeMap<String, f64> = card
-            .and_then(|c| c.row(&p))
-            .map(|r| r.peers.iter().map(|(k, v)| (k.clone(), v.us)).collect())
+        let bytes = bytes_moved(&p, lengths);
+        let g = gbps(bytes, us);
+        let peers = card.and_then(|c| c.row(&p)).map(|r| &r.peers);
+        let peers_us: BTreeMap<String, f64> = peers
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.us)).collect())
             .unwrap_or_default();
-        let best = peers_us.values().copied().fold(f64::INFINITY, f64::min);
+        let best = peers
+            .into_iter()
+            .flat_map(|m| m.values())
+            .map(|t| peer_time_on(&p, bytes, t))
+            .fold(f64::INFINITY, f64::min);
         PointResult {
             point: p,
             causal: p.causal(),
@@ -1696,6 +1714,40 @@ mod tests {
         // No card: no peers, no ratio.
         let r = PointResult::new(p, &p.lengths(), &ms, None, None);
         assert!(r.ratio.is_none() && r.peers_us.is_empty() && r.pct_copy.is_none());
+    }
+
+    /// At a varlen point the peers' lengths were not ours: the ratio compares bandwidths,
+    /// while the table still shows the peers' own µs.
+    #[test]
+    fn varlen_ratios_compare_the_peers_bandwidth_over_our_bytes() {
+        let card = h100();
+        let p = Point::new(64, 1, 16, 4096).varlen();
+        let row = card.row(&p).expect("ANCHORS.md has the varlen row");
+        let lengths = p.lengths();
+        let bytes = bytes_moved(&p, &lengths);
+        let ms = [0.2; 10];
+        let r = PointResult::new(p, &lengths, &ms, None, Some(&card));
+        let best = row
+            .peers
+            .values()
+            .map(|t| bytes as f64 / (t.gbps * 1e3))
+            .fold(f64::INFINITY, f64::min);
+        assert!((r.ratio.unwrap() - 10.0 / best).abs() < 1e-12);
+        let best_gbps = row.peers.values().map(|t| t.gbps).fold(0.0, f64::max);
+        assert!((r.ratio.unwrap() - best_gbps / r.gbps).abs() < 1e-9);
+        assert_eq!(r.peers_us["flashmla"], row.peers["flashmla"].us);
+        // Our draw is not the peers': the two ratios differ.
+        let by_time = 10.0
+            / row
+                .peers
+                .values()
+                .map(|t| t.us)
+                .fold(f64::INFINITY, f64::min);
+        assert!((r.ratio.unwrap() / by_time - 1.0).abs() > 0.01);
+        // Fixed-length points compare times.
+        let q = Point::new(16, 1, 16, 4096);
+        let r = PointResult::new(q, &q.lengths(), &ms, None, Some(&card));
+        assert!((r.ratio.unwrap() - 10.0 / 38.5).abs() < 1e-12);
     }
 
     #[test]
