@@ -346,9 +346,9 @@ pub fn gbps(bytes: u64, us: f64) -> f64 {
 }
 
 /// A peer's time, µs, for the work of a run of point `p` that moved `bytes`: its measured
-/// time, except at a varlen point, where the peer drew its own lengths (ANCHORS.md's
-/// GB/s for b 64, h_q 16, 4K varlen says it read 3 % more tokens than our draw, at b 128
-/// 2 % fewer), so its time over our bytes at its measured bandwidth.
+/// time, except at a varlen point, where the peer drew its own lengths (ANCHORS.md's GB/s
+/// gives their total, which differs from our draw's), so its time over our bytes at its
+/// measured bandwidth; a bandwidth of 0 (unknown) falls back to the measured time.
 pub fn peer_time_on(p: &Point, bytes: u64, t: &PeerTime) -> f64 {
     if p.varlen && t.gbps > 0.0 {
         bytes as f64 / (t.gbps * 1e3)
@@ -782,6 +782,12 @@ pub fn summary(results: &[PointResult]) -> String {
             "; worst ratio {:.2} at {}",
             w.ratio.unwrap_or(f64::NAN),
             w.point.label()
+        );
+    }
+    if rated.iter().any(|r| r.point.varlen) {
+        s.push_str(
+            "\nvarlen rows: the ratio compares bandwidths (the peers drew their own lengths), \
+             not the µs shown",
         );
     }
     s.push_str(&slowed_note);
@@ -1735,6 +1741,9 @@ mod tests {
         assert!((r.ratio.unwrap() - 10.0 / best).abs() < 1e-12);
         let best_gbps = row.peers.values().map(|t| t.gbps).fold(0.0, f64::max);
         assert!((r.ratio.unwrap() - best_gbps / r.gbps).abs() < 1e-9);
+        // Without a bandwidth the peer's time stands.
+        let unknown = PeerTime { us: 5.0, gbps: 0.0 };
+        assert_eq!(peer_time_on(&p, bytes, &unknown), 5.0);
         assert_eq!(r.peers_us["flashmla"], row.peers["flashmla"].us);
         // Our draw is not the peers': the two ratios differ.
         let by_time = 10.0
@@ -1853,6 +1862,12 @@ mod tests {
         assert!(s.contains("of 17 points"), "{s}");
         assert!(s.contains("worst ratio"));
         assert!(!s.contains("slowed"), "{s}");
+        // The varlen rows' ratios are by bandwidth, and the summary says so.
+        assert!(
+            s.contains("varlen rows: the ratio compares bandwidths"),
+            "{s}"
+        );
+        assert!(!summary(&rs[..1]).contains("varlen"));
         assert!(summary(&[r]).contains("no peer numbers"));
     }
 
