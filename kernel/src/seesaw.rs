@@ -27,15 +27,14 @@
 //! the pair runs in FlashMLA's order instead (`fast_pair_wg0`): warpgroup 1's softmax
 //! first, and warpgroup 0 stores P_a scaled by s_b.
 //!
-//! With split P (`lazy_rescale`), as in the transposed kernel, a row's running max moves
-//! only where a tile's score passes it by more than `SOFTMAX_SLACK` (P ≤ 2^8), so after a
-//! piece's first tiles the factors are almost always exactly 1: each softmax ends with a
-//! warp vote on whether any of the warp's 16 rows moved, published beside the factors (warp
-//! w of either warpgroup holds the same rows), and O's 128-multiply rescales are skipped
-//! where none did (a branch uniform over the warp; no barrier). H200: 2-4 % faster at h_q
-//! 64/128 from 4K with split P; with P rounded once the same change measured 0-2 % slower
-//! from 16K (its rescales overlap the other warpgroup's wgmma), so there the max moves on
-//! every tile and O is always rescaled.
+//! As in the transposed kernel, a row's running max moves only where a tile's score passes
+//! it by more than `SOFTMAX_SLACK` (P ≤ 2^8), so after a piece's first tiles the factors
+//! are almost always exactly 1: each softmax ends with a warp vote on whether any of the
+//! warp's 16 rows moved, published beside the factors (warp w of either warpgroup holds the
+//! same rows), and O's 128-multiply rescales are skipped where none did (a branch uniform
+//! over the warp; no barrier). H200: 2-4 % faster at h_q 64/128 from 4K with split P
+//! (ninth session); with P rounded once, where it first measured level, 1-5 % faster at
+//! h_q 128 since the softmax is on the pair's critical path (twenty-second session).
 //!
 //! A stage's halves are reloaded by the warpgroup that reads them last
 //! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
@@ -107,7 +106,6 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
         wg,
         t,
         lane,
-        lazy_rescale: SPLIT_P,
         rows: [16 * warp_id + lane / 4, 16 * warp_id + lane / 4 + 8],
         row0: chunk * SEESAW_ROWS,
         heads_per_kv: a.h_q / a.h_kv,
@@ -188,9 +186,6 @@ struct Cta<'a> {
     /// Thread within the warpgroup.
     t: u32,
     lane: u32,
-    /// Whether the running max moves lazily and O's rescales are skipped where no row's
-    /// max moved (split P only: a constant once inlined).
-    lazy_rescale: bool,
     /// This thread's two accumulator rows (within the CTA's 64).
     rows: [u32; 2],
     /// First query row (of the KV head's s_q·h_q/h_kv) of the CTA.
@@ -270,9 +265,9 @@ impl Cta<'_> {
         self.t / 32
     }
     /// Reads warpgroup `wg`'s flag for this warp's rows (once a barrier has published its
-    /// last softmax); always set without `lazy_rescale`.
+    /// last softmax).
     unsafe fn moved(&self, wg: u32) -> bool {
-        !self.lazy_rescale || smem::ld_u32(self.moved_at(wg)) != 0
+        smem::ld_u32(self.moved_at(wg)) != 0
     }
     /// Warpgroup `wg`'s row sum of CTA row `row` at the end of a piece.
     fn l_at(&self, wg: u32, row: u32) -> u32 {
@@ -348,11 +343,10 @@ impl Cta<'_> {
 
     /// The online-softmax step of tile `tile` on this warpgroup's S: keys past a row's
     /// limit masked, row maxima (the 4 lanes of a row), the running max raised from
-    /// `m_old` (with `lazy_rescale` only where the tile passes it by more than
-    /// `SOFTMAX_SLACK`, P ≤ 2^8, as in the transposed kernel), S turned into
-    /// P = 2^(s·scale·log2e − m), and with `lazy_rescale` a vote of the warp on whether any
-    /// of its rows' max moved: after a piece's first tiles it rarely does, and O's rescale
-    /// by factors of 1 is then skipped.
+    /// `m_old` only where the tile passes it by more than `SOFTMAX_SLACK` (P ≤ 2^8, as in
+    /// the transposed kernel), S turned into P = 2^(s·scale·log2e − m), and a vote of the
+    /// warp on whether any of its rows' max moved: after a piece's first tiles it rarely
+    /// does, and O's rescale by factors of 1 is then skipped.
     fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
         let tok0 = (pc.first + tile) * PAGE_SIZE;
         if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
@@ -377,9 +371,7 @@ impl Cta<'_> {
             mx = mx.max(warp::shfl_xor(mx, 1));
             mx = mx.max(warp::shfl_xor(mx, 2));
             let mx = mx * self.scale_log2;
-            let m_new = if !self.lazy_rescale {
-                m_old[h].max(mx)
-            } else if mx > m_old[h] + SOFTMAX_SLACK {
+            let m_new = if mx > m_old[h] + SOFTMAX_SLACK {
                 mx
             } else {
                 m_old[h]
@@ -399,14 +391,14 @@ impl Cta<'_> {
                 }
             }
             out.m[h] = m_new;
-            out.scale[h] = if self.lazy_rescale && m_new == m_old[h] {
+            out.scale[h] = if m_new == m_old[h] {
                 1.0
             } else {
                 math::exp2(m_old[h] - m_use)
             };
             out.sum[h] = sum;
         }
-        out.moved = !self.lazy_rescale || warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
+        out.moved = warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
         out
     }
 
@@ -428,9 +420,7 @@ impl Cta<'_> {
             smem::st_f32(self.m_at(self.rows[h]), step.m[h]);
             smem::st_f32(self.scale_at(self.wg, self.rows[h]), step.scale[h]);
         }
-        if self.lazy_rescale {
-            smem::st_u32(self.moved_at(self.wg), step.moved as u32);
-        }
+        smem::st_u32(self.moved_at(self.wg), step.moved as u32);
     }
 }
 
