@@ -33,8 +33,9 @@
 //! warp's 16 rows moved, published beside the factors (warp w of either warpgroup holds the
 //! same rows), and O's 128-multiply rescales are skipped where none did (a branch uniform
 //! over the warp; no barrier). H200: 2-4 % faster at h_q 64/128 from 4K with split P
-//! (ninth session); with P rounded once, where it first measured level, 1-5 % faster at
-//! h_q 128 since the softmax is on the pair's critical path (twenty-second session).
+//! (ninth session); with P rounded once, where it first measured level, 0.3-1.4 % faster
+//! at h_q 128 below the power cap since the softmax is on the pair's critical path
+//! (twenty-second session).
 //!
 //! A stage's halves are reloaded by the warpgroup that reads them last
 //! (`seesaw_half_blocks`) as soon as its wgmma on them are done, each column block on its
