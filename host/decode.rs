@@ -656,7 +656,7 @@ struct Functions {
     /// and `_split`; 64 rows: the seesaw kernels.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
-    combine: [[sys::CUfunction; 5]; 2],
+    combine: [[sys::CUfunction; CombineKind::ALL.len()]; 2],
 }
 
 /// The combine kernels, by how they spread a row's merge.
@@ -755,7 +755,7 @@ impl CombineLaunch {
 }
 
 /// The combine kernels for `dtype`, in [`CombineKind::ALL`] order.
-pub(crate) fn combine_kernel_names(dtype: Dtype) -> [String; 5] {
+pub(crate) fn combine_kernel_names(dtype: Dtype) -> [String; CombineKind::ALL.len()] {
     let name = dtype_kernel(dtype).0;
     ["_pair", "", "_medium", "_wide", "_sliced"]
         .map(|suffix| format!("etap_combine_{name}{suffix}"))
@@ -787,7 +787,7 @@ impl Decoder {
         let kernels = Kernels::load(gpu)?;
         let mut functions = Functions {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
-            combine: [[std::ptr::null_mut(); 5]; 2],
+            combine: [[std::ptr::null_mut(); CombineKind::ALL.len()]; 2],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let d = dtype_kernel(dtype).1;
