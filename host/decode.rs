@@ -16,7 +16,8 @@ use etap_kernel::config::{
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
     COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
     ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
-    KV_BOX_TOKENS, KV_MAP_HALF, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
+    KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS,
+    SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -432,23 +433,43 @@ impl DecodePlan {
             rows_per_cta,
             plan::share_per_part(total_pages, num_parts as u64),
         );
-        let mut parts = vec![PartWork::IDLE; num_parts];
-        let mut split_offsets = vec![0i32; config.batch + 1];
-        plan::plan_with_overhead(
-            seqlens,
-            config.max_pages,
-            PAGE_SIZE as usize,
-            num_parts,
-            plan::fixed_overhead_pages(rows_per_cta),
-            &mut parts,
-            &mut split_offsets,
-        )
-        .map_err(|e| match e {
-            plan::PlanError::NegativeLength { .. } | plan::PlanError::TooLong { .. } => {
-                Error::invalid("cache_seqlens", e.to_string())
-            }
-            other => Error::Plan(other.to_string()),
-        })?;
+        let plan_with = |fixed: u32| -> Result<(Vec<PartWork>, Vec<i32>)> {
+            let mut parts = vec![PartWork::IDLE; num_parts];
+            let mut split_offsets = vec![0i32; config.batch + 1];
+            plan::plan_with_overhead(
+                seqlens,
+                config.max_pages,
+                PAGE_SIZE as usize,
+                num_parts,
+                fixed,
+                &mut parts,
+                &mut split_offsets,
+            )
+            .map_err(|e| match e {
+                plan::PlanError::NegativeLength { .. } | plan::PlanError::TooLong { .. } => {
+                    Error::invalid("cache_seqlens", e.to_string())
+                }
+                other => Error::Plan(other.to_string()),
+            })?;
+            Ok((parts, split_offsets))
+        };
+        let (mut parts, mut split_offsets) = plan_with(plan::fixed_overhead_pages(rows_per_cta))?;
+        // Over long shares the transposed kernels' plans are also tried with cheaper pieces,
+        // and the one with the smaller modelled time kept (the first on a tie).
+        if rows_per_cta < MAX_ROWS_PER_CTA
+            && plan::share_per_part(total_pages, num_parts as u64) > plan::SHORT_SHARE_PAGES
+        {
+            let makespan = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
+                plan::modelled_makespan(parts, offsets, seqlens, PAGE_SIZE as usize)
+            };
+            let alt = plan_with(plan::FIXED_OVERHEAD_PAGES_ALT)?;
+            let main = (parts, split_offsets);
+            (parts, split_offsets) = if makespan(&alt) < makespan(&main) {
+                alt
+            } else {
+                main
+            };
+        }
         let max_splits = split_offsets
             .windows(2)
             .map(|w| (w[1] - w[0]) as u32)

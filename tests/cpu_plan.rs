@@ -10,10 +10,11 @@
 use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
     clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece, length_fits,
-    max_split_slots, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces, plan,
-    plan_with_overhead, row_tiling, split_p_for, PartWork, PlanError, PlanStats,
-    FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST,
+    max_split_slots, modelled_makespan, num_pages, num_parts_for, num_splits, partial_slot,
+    piece_of, pieces, plan, plan_with_overhead, row_tiling, split_p_for, PartWork, PlanError,
+    PlanStats, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST,
     NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, ROW_TILE_32_MAX_SHARE_FAST, SHORT_SHARE_PAGES,
+    SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -684,5 +685,26 @@ fn grid_partial_chunk_cases_reach_the_seesaw_kernels() {
     assert_eq!(
         row_tiling(126, pages(&[40000, 3000]), 132, 1, true),
         (64, 2)
+    );
+}
+
+#[test]
+fn modelled_makespan_counts_pages_and_pieces() {
+    assert_eq!((WHOLE_PIECE_HALF_PAGES, SPLIT_PIECE_HALF_PAGES), (3, 7));
+    // Requests of 100, 10 and 10 pages over 2 partitions at 5 a piece (payload 73):
+    // partition 0 holds 68 pages of request 0 (split), partition 1 its other 32 and both
+    // short requests whole.
+    let seqlens = [100 * 64, 10 * 64, 10 * 64];
+    let (_, parts, offsets) = plan_and_check(&seqlens, PAGE_SIZE, 2);
+    assert_eq!((parts[0].end_page, parts[1].begin_page), (68, 68));
+    assert_eq!(offsets, [0, 2, 3, 4]);
+    let p1 = 2 * (32 + 10 + 10) + 7 + 2 * 3;
+    assert_eq!(
+        modelled_makespan(&parts, &offsets, &seqlens, PAGE_SIZE),
+        p1.max(2 * 68 + 7)
+    );
+    assert_eq!(
+        modelled_makespan(&[PartWork::IDLE], &[0, 0], &[0], PAGE_SIZE),
+        0
     );
 }

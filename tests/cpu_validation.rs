@@ -13,8 +13,8 @@
 //! - page ids out of range among the used pages: `validate_block_table` (the checked API).
 use etap_kernel::config::COMBINE_WIDE_MIN_SPLITS;
 use etap_kernel::plan::{
-    max_split_slots, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
-    FIXED_OVERHEAD_PAGES_64_ROWS, PAGE_SIZE,
+    max_split_slots, modelled_makespan, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
+    FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT, PAGE_SIZE,
 };
 use flashmla_etap::decode::{
     validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_S_Q,
@@ -402,6 +402,31 @@ fn schedule_charges_the_row_tiles_piece_overhead() {
         .unwrap();
         assert_eq!(stats.overhead, fixed as u64);
         assert_eq!((s.parts, s.split_offsets), (parts, offsets), "h_q {h_q}");
+    }
+}
+
+#[test]
+fn schedule_keeps_the_plan_with_the_smaller_modelled_time() {
+    let plan_at = |lens: &[i32], fixed| {
+        let mut parts = vec![PartWork::IDLE; 132];
+        let mut offsets = vec![0i32; lens.len() + 1];
+        plan_with_overhead(lens, 512, PAGE_SIZE, 132, fixed, &mut parts, &mut offsets).unwrap();
+        let time = modelled_makespan(&parts, &offsets, lens, PAGE_SIZE);
+        (parts, offsets, time)
+    };
+    // b 128 of 40-103 pages (a long share: 66 pages a partition): cheaper pieces pack the
+    // short requests better. b 128 of 128 pages: at 5 pages a piece each partition takes one
+    // whole request; at 2 every request would be split in two.
+    let varied: Vec<i32> = (0..128).map(|i| (40 + (i * 37) % 64) * 64).collect();
+    let even = vec![128 * 64; 128];
+    for (lens, alt_wins) in [(varied, true), (even, false)] {
+        let main = plan_at(&lens, FIXED_OVERHEAD_PAGES);
+        let alt = plan_at(&lens, FIXED_OVERHEAD_PAGES_ALT);
+        assert_eq!(alt.2 < main.2, alt_wins, "{} against {}", alt.2, main.2);
+        let pick = if alt_wins { alt } else { main };
+        let s = DecodePlan::schedule(&DecodeConfig::new(128, 16, 512), &lens, 132).unwrap();
+        assert_eq!(s.rows_per_cta, 16);
+        assert_eq!((s.parts, s.split_offsets), (pick.0, pick.1));
     }
 }
 

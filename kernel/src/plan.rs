@@ -66,6 +66,45 @@ pub const fn fixed_overhead_pages(rows_per_cta: u32) -> u32 {
     }
 }
 
+/// The other fixed cost a plan of 16/32-row tiles over long shares is tried with
+/// ([`modelled_makespan`] picks): cheaper pieces pack more short requests into a partition.
+pub const FIXED_OVERHEAD_PAGES_ALT: u32 = 2;
+
+/// Modelled cost, in half pages, of a piece that holds a whole request (no partial result):
+/// each CTA's end time grows by 1.2–1.6 pages a piece (H200, `%globaltimer` per CTA,
+/// twenty-fourth session in docs/PERFORMANCE.md).
+pub const WHOLE_PIECE_HALF_PAGES: u64 = 3;
+
+/// Modelled cost, in half pages, of a piece of a split request: the decode's share above
+/// plus its partial result and merge. From 3 to 4.5 pages it picks the plans the H200
+/// measured faster (b 128, h_q 16, 4K varlen at 2 pages a piece: 163.9 → 159.7 µs; b 32,
+/// h_q 16, 16K and b 128, h_q 16, 8K at 5: 148.6 against 150.1, 286.1 against 293.1).
+pub const SPLIT_PIECE_HALF_PAGES: u64 = 7;
+
+/// The modelled time of a plan, in half pages: the largest over its partitions of two per
+/// page plus [`WHOLE_PIECE_HALF_PAGES`] or [`SPLIT_PIECE_HALF_PAGES`] per piece.
+pub fn modelled_makespan(
+    parts: &[PartWork],
+    split_offsets: &[i32],
+    seqlens: &[i32],
+    page_size: usize,
+) -> u64 {
+    let mut worst = 0;
+    for part in parts {
+        let mut cost = 0;
+        for p in pieces(part, seqlens, page_size) {
+            let piece = if num_splits(split_offsets, p.req) == 1 {
+                WHOLE_PIECE_HALF_PAGES
+            } else {
+                SPLIT_PIECE_HALF_PAGES
+            };
+            cost += 2 * (p.page_end - p.page_begin) as u64 + piece;
+        }
+        worst = worst.max(cost);
+    }
+    worst
+}
+
 /// Share of the pages per partition (`ceil(pages / num_parts)`) up to which pieces are
 /// charged no fixed cost: with little work per SM, spreading it over every partition beats
 /// saving pieces (measured on the H200 at b 16/32, 512..8K: up to 1.3x faster), while longer
