@@ -406,7 +406,9 @@ impl DecodePlan {
         })
     }
     /// The CPU part of [`DecodePlan::new`] (no GPU needed): validates `config` and the
-    /// lengths and runs the split-KV planner for a GPU of `sm_count` SMs.
+    /// lengths and runs the split-KV planner for a GPU of `sm_count` SMs (for 16/32-row
+    /// tiles over long shares twice, at two piece costs, keeping the plan with the smaller
+    /// `plan::modelled_makespan`).
     pub fn schedule(config: &DecodeConfig, seqlens: &[i32], sm_count: u32) -> Result<Schedule> {
         config.validate()?;
         if seqlens.len() != config.batch {

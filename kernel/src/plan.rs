@@ -77,7 +77,7 @@ pub const WHOLE_PIECE_HALF_PAGES: u64 = 3;
 
 /// Modelled cost, in half pages, of a piece of a split request: the decode's share above
 /// plus its partial result and merge. From 3 to 4.5 pages it picks the plans the H200
-/// measured faster (b 128, h_q 16, 4K varlen at 2 pages a piece: 163.9 → 159.7 µs; b 32,
+/// measured faster (b 128, h_q 16, 4K varlen at 2 pages a piece: 163.9 → 159.6 µs; b 32,
 /// h_q 16, 16K and b 128, h_q 16, 8K at 5: 148.6 against 150.1, 286.1 against 293.1).
 pub const SPLIT_PIECE_HALF_PAGES: u64 = 7;
 
