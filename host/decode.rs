@@ -430,11 +430,8 @@ impl DecodePlan {
             split_asked,
         );
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
-        let split_p = plan::split_p_for(
-            split_asked,
-            rows_per_cta,
-            plan::share_per_part(total_pages, num_parts as u64),
-        );
+        let share = plan::share_per_part(total_pages, num_parts as u64);
+        let split_p = plan::split_p_for(split_asked, rows_per_cta, share);
         let plan_with = |fixed: u32| -> Result<(Vec<PartWork>, Vec<i32>)> {
             let mut parts = vec![PartWork::IDLE; num_parts];
             let mut split_offsets = vec![0i32; config.batch + 1];
@@ -455,23 +452,20 @@ impl DecodePlan {
             })?;
             Ok((parts, split_offsets))
         };
-        let (mut parts, mut split_offsets) = plan_with(plan::fixed_overhead_pages(rows_per_cta))?;
-        // Over long shares the transposed kernels' plans are also tried with cheaper pieces,
-        // and the one with the smaller modelled time kept (the first on a tie).
-        if rows_per_cta < MAX_ROWS_PER_CTA
-            && plan::share_per_part(total_pages, num_parts as u64) > plan::SHORT_SHARE_PAGES
-        {
+        let mut chosen = plan_with(plan::fixed_overhead_pages(rows_per_cta))?;
+        // Over long shares (on short ones pieces cost nothing either way) the transposed
+        // kernels' plans are also tried with cheaper pieces, and the one with the smaller
+        // modelled time kept (the first on a tie).
+        if rows_per_cta < MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES {
             let makespan = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
                 plan::modelled_makespan(parts, offsets, seqlens, PAGE_SIZE as usize)
             };
             let alt = plan_with(plan::FIXED_OVERHEAD_PAGES_ALT)?;
-            let main = (parts, split_offsets);
-            (parts, split_offsets) = if makespan(&alt) < makespan(&main) {
-                alt
-            } else {
-                main
-            };
+            if makespan(&alt) < makespan(&chosen) {
+                chosen = alt;
+            }
         }
+        let (parts, split_offsets) = chosen;
         let max_splits = split_offsets
             .windows(2)
             .map(|w| (w[1] - w[0]) as u32)
