@@ -89,6 +89,47 @@ fn decode_smoke() {
     );
 }
 
+/// Calls that read more KV than the L2 holds: the decode streams it evict-first and the
+/// combine drops each partial result's L2 lines once read (`FLAG_KV_EVICT_FIRST`); every
+/// case runs twice (the second call after the first one's drops) and must match the
+/// reference and itself bit for bit.
+fn beyond_the_l2() {
+    use flashmla_etap::decode::DecodePlan;
+    let gpu = require_gpu!("beyond_the_l2");
+    let cases = [
+        case(Dtype::Bf16, 1, 16, vec![65536; 4], false),
+        case(
+            Dtype::Bf16,
+            1,
+            16,
+            vec![40000, 3000, 61000, 17, 30000],
+            false,
+        ),
+        Case {
+            precision: Precision::Fast,
+            ..case(Dtype::Bf16, 1, 64, vec![32768; 3], false)
+        },
+        Case {
+            precision: Precision::Fast,
+            ..case(Dtype::F16, 1, 32, vec![50000, 26000], false)
+        },
+    ];
+    for c in &cases {
+        let config = c.config(&c.shape());
+        let schedule = DecodePlan::schedule(&config, &c.lengths, gpu.sm_count).unwrap();
+        assert!(
+            schedule.kv_evict_first(gpu.l2_bytes) && schedule.max_splits > 1,
+            "{}: {} KV bytes against {} of L2, {} pieces at most: not a case for this test",
+            c.describe(),
+            schedule.kv_bytes,
+            gpu.l2_bytes,
+            schedule.max_splits
+        );
+    }
+    drop(gpu);
+    run_all("beyond_the_l2", &cases);
+}
+
 fn decode_grid() {
     run_all("decode_grid", &flashmla_etap::check::grid());
 }
@@ -377,6 +418,7 @@ fn accuracy_not_worse_than_flashmla() {
 test_main!(
     decode_smoke,
     decode_grid,
+    beyond_the_l2,
     graph_replay_equals_eager,
     pair_clusters_change_no_bit,
     back_to_back_calls_stay_ordered,

@@ -14,10 +14,11 @@
 //!   512 threads make that many more groups.
 use crate::config::{
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_PAIR_MAX_SPLITS,
-    COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_OUT_F32,
+    COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_KV_EVICT_FIRST, FLAG_OUT_F32,
 };
 use crate::element::{Bf16, Element, F16};
-use crate::ptx::{barrier, griddep, ids, math, smem};
+use crate::ptx::cache::{self, L2_LINE_BYTES};
+use crate::ptx::{barrier, griddep, ids, math, smem, warp};
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 /// V dims of one load of a partial result (16 bytes).
@@ -105,6 +106,11 @@ unsafe fn enter(a: &Args, r: u32, publishes_errors: bool) -> Option<(i32, i32)> 
 /// instead of adding up (a long request can have ~100 splits). One pass with a running
 /// max (the sums rescaled when it rises), so the O loads do not wait for a separate pass
 /// over the lse values.
+///
+/// Where the decode streamed its KV evict-first (more KV than the L2 holds,
+/// `FLAG_KV_EVICT_FIRST`), the partial results' L2 lines are dropped once read: the next
+/// call's KV stream would otherwise write them back to memory, between its reads. The
+/// lanes that read a line are in one warp, so it is dropped after a warp barrier.
 #[inline(always)]
 unsafe fn merge<const C: usize, const BATCH: usize>(
     a: &Args,
@@ -128,6 +134,8 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
         total: 0.0,
         acc: [[0.0; CHUNK as usize]; C],
     };
+    let discard = a.flags & FLAG_KV_EVICT_FIRST != 0;
+    let line_dims = L2_LINE_BYTES / 4;
     let mut i = i0;
     while i < splits {
         let mut lse_batch = [f32::NEG_INFINITY; BATCH];
@@ -155,6 +163,17 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
                     for d in 0..CHUNK as usize {
                         m.acc[c][d] += w * o_batch[k][c][d];
                     }
+                }
+            }
+        }
+        if discard {
+            warp::sync();
+            for k in 0..BATCH {
+                let ik = i + stride * k as i32;
+                for c in 0..C {
+                    let dim = p.dim0 + c as u32 * p.stride;
+                    let line = a.o_accum.wrapping_add((slot_row(ik) * D_V + dim) as usize) as u64;
+                    cache::discard_l2_if(ik < splits && dim % line_dims == 0, line);
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! One small wrapper per PTX instruction family used by the kernels (device only).
 pub mod atomic;
 pub mod barrier;
+pub mod cache;
 pub mod clock;
 pub mod cp_async;
 pub mod fence;
