@@ -15,9 +15,9 @@ use etap_kernel::config::{
     combine_wide_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
     COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
-    KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS,
-    SEESAW_ROWS,
+    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST,
+    FLAG_KV_HALF_BOXES, FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE,
+    ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -564,6 +564,14 @@ impl Schedule {
     pub fn kv_evict_first(&self, l2_bytes: u64) -> bool {
         self.kv_bytes > l2_bytes
     }
+    /// Whether the combine drops the partial results' L2 lines once read
+    /// (`FLAG_DROP_PARTIALS`): where the KV is streamed evict-first and the stream bounds
+    /// the decode, i.e. not on 64-row tiles that split P or that two or more row chunks read
+    /// (there the tensor cores do, and the drops only lengthen the combine).
+    pub fn drops_partials(&self, l2_bytes: u64) -> bool {
+        self.kv_evict_first(l2_bytes)
+            && (self.rows_per_cta < MAX_ROWS_PER_CTA || (!self.split_p && self.row_chunks == 1))
+    }
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.
     pub fn kv_map_index(&self) -> usize {
@@ -933,6 +941,11 @@ impl Decoder {
                 FLAG_KV_HALF_BOXES
             } else {
                 0
+            }
+            | if sched.drops_partials(self.gpu.l2_bytes) {
+                FLAG_DROP_PARTIALS
+            } else {
+                0
             };
 
         let (maps, _s0) = cache.maps.device_ptr(stream);
@@ -1082,6 +1095,31 @@ mod tests {
         assert!(schedule(16, 2, 2048).kv_evict_first(l2));
         // A partial last page is read whole.
         assert_eq!(schedule(1, 1, 65).kv_bytes, 2 * 64 * 576 * 2);
+    }
+
+    #[test]
+    fn partials_are_dropped_only_where_the_kv_stream_bounds_the_decode() {
+        let l2 = 50 * 1024 * 1024;
+        let schedule = |h_q: usize, len: i32, precision: Precision| {
+            let config = DecodeConfig::new(16, h_q, 1024).precision(precision);
+            DecodePlan::schedule(&config, &[len; 16], 132).unwrap()
+        };
+        for precision in [Precision::Fast, Precision::Accurate] {
+            // 16/32-row tiles past the L2: dropped; within it: kept.
+            assert!(schedule(16, 65536, precision).drops_partials(l2));
+            assert!(schedule(32, 8192, precision).drops_partials(l2));
+            assert!(!schedule(16, 2048, precision).drops_partials(l2));
+            // h_q 128: two row chunks read every tile, the tensor cores bound the decode.
+            let h128 = schedule(128, 65536, precision);
+            assert_eq!((h128.rows_per_cta, h128.row_chunks), (64, 2));
+            assert!(!h128.drops_partials(l2));
+        }
+        // h_q 64 on one 64-row chunk: dropped with P rounded once, not with it split.
+        let fast = schedule(64, 65536, Precision::Fast);
+        let accurate = schedule(64, 65536, Precision::Accurate);
+        assert_eq!((fast.rows_per_cta, fast.split_p), (64, false));
+        assert_eq!((accurate.rows_per_cta, accurate.split_p), (64, true));
+        assert!(fast.drops_partials(l2) && !accurate.drops_partials(l2));
     }
 
     #[test]

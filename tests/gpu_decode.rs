@@ -90,8 +90,8 @@ fn decode_smoke() {
 }
 
 /// Calls that read more KV than the L2 holds: the decode streams it evict-first and the
-/// combine drops each partial result's L2 lines once read (`FLAG_KV_EVICT_FIRST`); every
-/// case runs twice (the second call after the first one's drops) and must match the
+/// combine drops each partial result's L2 lines once read (`Schedule::drops_partials`);
+/// every case runs twice (the second call after the first one's drops) and must match the
 /// reference and itself bit for bit.
 fn beyond_the_l2() {
     use flashmla_etap::decode::DecodePlan;
@@ -118,7 +118,7 @@ fn beyond_the_l2() {
         let config = c.config(&c.shape());
         let schedule = DecodePlan::schedule(&config, &c.lengths, gpu.sm_count).unwrap();
         assert!(
-            schedule.kv_evict_first(gpu.l2_bytes) && schedule.max_splits > 1,
+            schedule.drops_partials(gpu.l2_bytes) && schedule.max_splits > 1,
             "{}: {} KV bytes against {} of L2, {} pieces at most: not a case for this test",
             c.describe(),
             schedule.kv_bytes,

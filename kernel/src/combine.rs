@@ -14,7 +14,7 @@
 //!   512 threads make that many more groups.
 use crate::config::{
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_PAIR_MAX_SPLITS,
-    COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_KV_EVICT_FIRST, FLAG_OUT_F32,
+    COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_DROP_PARTIALS, FLAG_OUT_F32,
 };
 use crate::element::{Bf16, Element, F16};
 use crate::ptx::cache::{self, L2_LINE_BYTES};
@@ -107,8 +107,7 @@ unsafe fn enter(a: &Args, r: u32, publishes_errors: bool) -> Option<(i32, i32)> 
 /// max (the sums rescaled when it rises), so the O loads do not wait for a separate pass
 /// over the lse values.
 ///
-/// Where the decode streamed its KV evict-first (more KV than the L2 holds,
-/// `FLAG_KV_EVICT_FIRST`), the partial results' L2 lines are dropped once read: the next
+/// With `FLAG_DROP_PARTIALS` the partial results' L2 lines are dropped once read: the next
 /// call's KV stream would otherwise write them back to memory, between its reads. The
 /// lanes that read a line are in one warp, so it is dropped after a warp barrier.
 #[inline(always)]
@@ -134,7 +133,7 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
         total: 0.0,
         acc: [[0.0; CHUNK as usize]; C],
     };
-    let discard = a.flags & FLAG_KV_EVICT_FIRST != 0;
+    let discard = a.flags & FLAG_DROP_PARTIALS != 0;
     let line_dims = L2_LINE_BYTES / 4;
     let mut i = i0;
     while i < splits {

@@ -161,14 +161,19 @@ pub const FLAG_OUT_F32: u32 = 2;
 /// Load the KV cache with an L2 evict-first hint: set by the host when the call reads more
 /// KV than the L2 holds (H200: up to 8 % faster at h_q 32, 2K-8K; likely because the
 /// streamed KV then leaves the split-KV partial results in L2 for the combine). Below that
-/// size the default policy keeps the cache in L2 for the next call over it. The combine
-/// then also drops each partial result's L2 lines once it has read them, so that the next
-/// call's stream does not write them back to memory (H200, A-B-B-A: h_q 64 at 16K-64K
-/// 2.4-2.8 % faster, h_q 16 at 16K-64K 0.2-0.6 %).
+/// size the default policy keeps the cache in L2 for the next call over it.
 pub const FLAG_KV_EVICT_FIRST: u32 = 4;
 /// The KV tensor map passed has half-tile boxes (`KV_BOX_TOKENS[KV_MAP_HALF]`, see
 /// `kv_map_index`): the transposed kernel's producer then issues two loads a column block.
 pub const FLAG_KV_HALF_BOXES: u32 = 8;
+/// The combine drops each partial result's L2 lines once it has read them, so that the
+/// next call's KV stream does not write them back to memory between its reads. Set by the
+/// host where the decode streams more KV than the L2 holds and that stream bounds it
+/// (`Schedule::drops_partials`). H200, A-B-B-A: Fast h_q 64 at 16K-64K 2.4-2.8 % faster,
+/// h_q 16 at 16K-64K 0.2-0.6 %; where the tensor cores bound the decode (h_q 128, the split
+/// 64-row kernel) the drops only lengthen the combine (Fast h_q 128, 4K-64K: up to 2 %
+/// slower).
+pub const FLAG_DROP_PARTIALS: u32 = 16;
 
 /// Column blocks that a transposed kernel's stage refills and hands back together: a
 /// block group, with a "full" and an "empty" mbarrier of its own per stage. Sᵀ starts on
