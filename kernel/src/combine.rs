@@ -134,7 +134,7 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
         acc: [[0.0; CHUNK as usize]; C],
     };
     let discard = a.flags & FLAG_DROP_PARTIALS != 0;
-    let line_dims = L2_LINE_BYTES / 4;
+    let dims_per_line = L2_LINE_BYTES / core::mem::size_of::<f32>() as u32;
     let mut i = i0;
     while i < splits {
         let mut lse_batch = [f32::NEG_INFINITY; BATCH];
@@ -172,7 +172,7 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
                 for c in 0..C {
                     let dim = p.dim0 + c as u32 * p.stride;
                     let line = a.o_accum.wrapping_add((slot_row(ik) * D_V + dim) as usize) as u64;
-                    cache::discard_l2_if(ik < splits && dim % line_dims == 0, line);
+                    cache::discard_l2_if(ik < splits && dim % dims_per_line == 0, line);
                 }
             }
         }
