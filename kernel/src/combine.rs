@@ -122,12 +122,14 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
     let rows = a.s_q * a.h_q;
     let slot_row = |i: i32| (first + i) as u32 * rows + p.row;
     let slot_lse = |i: i32| *a.lse_accum.add(slot_row(i) as usize);
-    // Chunk c of partial result `i` (16-byte aligned: D_V and the dims are multiples of 4,
-    // and the host allocates `o_accum` aligned).
-    let slot_o = |i: i32, c: usize| {
-        let dim = p.dim0 + c as u32 * p.stride;
-        (*(a.o_accum.add((slot_row(i) * D_V + dim) as usize) as *const F32x4)).0
+    // Chunk c's first dim, and its address in partial result `i` (16-byte aligned: D_V and
+    // the dims are multiples of 4, and the host allocates `o_accum` aligned).
+    let chunk_dim = |c: usize| p.dim0 + c as u32 * p.stride;
+    let chunk_at = |i: i32, c: usize| {
+        a.o_accum
+            .wrapping_add((slot_row(i) * D_V + chunk_dim(c)) as usize)
     };
+    let slot_o = |i: i32, c: usize| (*(chunk_at(i, c) as *const F32x4)).0;
     let mut m = Merged {
         max: f32::NEG_INFINITY,
         total: 0.0,
@@ -170,9 +172,8 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
             for k in 0..BATCH {
                 let ik = i + stride * k as i32;
                 for c in 0..C {
-                    let dim = p.dim0 + c as u32 * p.stride;
-                    let line = a.o_accum.wrapping_add((slot_row(ik) * D_V + dim) as usize) as u64;
-                    cache::discard_l2_if(ik < splits && dim % dims_per_line == 0, line);
+                    let line_start = chunk_dim(c) % dims_per_line == 0;
+                    cache::discard_l2_if(ik < splits && line_start, chunk_at(ik, c) as u64);
                 }
             }
         }
