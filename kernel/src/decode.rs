@@ -715,6 +715,11 @@ pub fn row_lse(m: f32, l: f32, final_out: bool) -> f32 {
     }
 }
 
+/// Bytes of an f32 output element (partial results, f32 output).
+pub const F32_BYTES: u64 = core::mem::size_of::<f32>() as u64;
+/// Bytes of a 16-bit output element.
+pub const B16_BYTES: u64 = core::mem::size_of::<u16>() as u64;
+
 /// Where a piece's output elements go: `out` when the request is not split, else its
 /// partial results. Partial results and f32 output take 4-byte elements (`wide`), 16-bit
 /// output 2-byte ones; element `i` lies at `base + (i << elem_shift)`.
@@ -764,11 +769,7 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     let lane = t % 32;
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
-    let OutputTarget {
-        base,
-        elem_shift,
-        wide,
-    } = OutputTarget::of(a, final_out);
+    let OutputTarget { base, wide, .. } = OutputTarget::of(a, final_out);
     // Per owned column c = 2j + e (column 8j + 2(lane%4) + e): the element offset of its
     // output row (u32::MAX past the last row), 1/l, and its lse.
     let mut row_at = [u32::MAX; MAX_COLS_PER_THREAD];
@@ -797,30 +798,42 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     // A stacked split P's Oᵀ holds each column twice (high, then low half, N/2 elements
     // further on); they add up to the column's result.
     let half = S::N / 2;
-    // One branch-free copy of the loop per store width (a single copy with both widths'
-    // guarded stores spilled in `_r32_split`); a row past the last wraps its offset
-    // harmlessly, as its stores are off.
-    let store = |put: &dyn Fn(bool, u64, f32)| {
+    // This thread's first dim of every owned column (fragment rows l/4 and l/4 + 8).
+    let (dim0, _) = acc_coord(t, 0);
+    // One branch-free copy of the loop per element size (a single copy with both widths'
+    // guarded stores spilled in `_r32_split`). Each owned column gets one 64-bit address;
+    // its elements lie a constant distance from it, which the stores take as an
+    // immediate offset. A row past the last wraps its address harmlessly, as its stores
+    // are off.
+    let store = |elem_bytes: u64, put: &dyn Fn(bool, u64, f32)| {
+        let col_addr: [u64; MAX_COLS_PER_THREAD] = core::array::from_fn(|c| {
+            base.wrapping_add(row_at[c].wrapping_add(dim0) as u64 * elem_bytes)
+        });
         for (mb, ob) in o.iter().enumerate() {
             let v = ob.as_ref();
             for i in 0..half {
                 let c = column_slot(i);
                 let (dim, _) = acc_coord(t, i as u32);
-                let offset = row_at[c].wrapping_add(mb as u32 * 64 + dim);
-                let addr = base + ((offset as u64) << elem_shift);
+                let step = (mb as u32 * 64 + dim - dim0) as u64 * elem_bytes;
                 let sum = if v.len() > half {
                     v[i] + v[i + half]
                 } else {
                     v[i]
                 };
-                put(row_at[c] != u32::MAX, addr, sum * inv[c]);
+                put(
+                    row_at[c] != u32::MAX,
+                    col_addr[c].wrapping_add(step),
+                    sum * inv[c],
+                );
             }
         }
     };
     if wide {
-        store(&|p, addr, val| global::st_f32_if(p, addr, val));
+        store(F32_BYTES, &|p, addr, val| global::st_f32_if(p, addr, val));
     } else {
-        store(&|p, addr, val| global::st_b16_if(p, addr, T::from_f32(val)));
+        store(B16_BYTES, &|p, addr, val| {
+            global::st_b16_if(p, addr, T::from_f32(val))
+        });
     }
 }
 

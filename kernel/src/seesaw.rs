@@ -46,7 +46,7 @@
 //! warpgroup: the CTA is the two consumer warpgroups (`SEESAW_THREADS`), 255 registers a
 //! thread.
 use crate::config::*;
-use crate::decode::{enter, row_lse, DecodeArgs, OutputTarget};
+use crate::decode::{enter, row_lse, DecodeArgs, OutputTarget, B16_BYTES, F32_BYTES};
 use crate::element::Element;
 use crate::layout::{
     a_fragment_pair, acc_coord, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
@@ -1100,14 +1100,22 @@ unsafe fn store_output<T: Element>(
             }
         }
         let inv = if l[h] > 0.0 { 1.0 / l[h] } else { 0.0 };
-        // Element pairs (8j + 2(lane%4), +1) of the row: one 8-byte or 4-byte store each.
+        // Element pairs (8j + 2(lane%4), +1) of the row: one 8-byte or 4-byte store each,
+        // a constant distance from the row's first pair for either width (immediate
+        // offsets: no address arithmetic a store).
         let first = req_row * D_V + c.wg * SEESAW_HALF_DV + 2 * (c.lane % 4);
         let row_addr = base + ((first as u64) << elem_shift);
-        for j in 0..(SEESAW_HALF_DV / 8) as usize {
-            let (v0, v1) = (o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-            let addr = row_addr + ((8 * j as u64) << elem_shift);
-            global::st_v2_f32_if(valid && wide, addr, v0, v1);
-            global::st_b32_if(valid && !wide, addr, T::pack2(v0, v1));
+        for j in 0..(SEESAW_HALF_DV / 8) as u64 {
+            let (v0, v1) = (
+                o[4 * j as usize + 2 * h] * inv,
+                o[4 * j as usize + 2 * h + 1] * inv,
+            );
+            global::st_v2_f32_if(valid && wide, row_addr + 8 * j * F32_BYTES, v0, v1);
+            global::st_b32_if(
+                valid && !wide,
+                row_addr + 8 * j * B16_BYTES,
+                T::pack2(v0, v1),
+            );
         }
     }
 }
