@@ -722,10 +722,10 @@ pub const B16_BYTES: u64 = core::mem::size_of::<u16>() as u64;
 
 /// Where a piece's output elements go: `out` when the request is not split, else its
 /// partial results. Partial results and f32 output take 4-byte elements (`wide`), 16-bit
-/// output 2-byte ones; element `i` lies at `base + (i << elem_shift)`.
+/// output 2-byte ones; element `i` lies at `base + i · elem_bytes`.
 pub struct OutputTarget {
     pub base: u64,
-    pub elem_shift: u32,
+    pub elem_bytes: u64,
     pub wide: bool,
 }
 
@@ -740,7 +740,7 @@ impl OutputTarget {
             } else {
                 a.o_accum as u64
             },
-            elem_shift: if wide { 2 } else { 1 },
+            elem_bytes: if wide { F32_BYTES } else { B16_BYTES },
             wide,
         }
     }
@@ -769,7 +769,11 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     let lane = t % 32;
     let final_out = splits == 1;
     let rows_per_req = a.s_q * a.h_q;
-    let OutputTarget { base, wide, .. } = OutputTarget::of(a, final_out);
+    let OutputTarget {
+        base,
+        elem_bytes,
+        wide,
+    } = OutputTarget::of(a, final_out);
     // Per owned column c = 2j + e (column 8j + 2(lane%4) + e): the element offset of its
     // output row (u32::MAX past the last row), 1/l, and its lse.
     let mut row_at = [u32::MAX; MAX_COLS_PER_THREAD];
@@ -801,9 +805,9 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     // This thread's first dim of every owned column (fragment rows l/4 and l/4 + 8).
     let (dim0, _) = acc_coord(t, 0);
     // One branch-free copy of the loop per element size (a single copy with both widths'
-    // guarded stores spilled in `_r32_split`). Each owned column gets one 64-bit address;
-    // its elements lie a constant distance from it, which the stores take as an
-    // immediate offset. A row past the last wraps its address harmlessly, as its stores
+    // guarded stores spilled in `_r32_split`), in which `elem_bytes` is a constant. Each
+    // owned column gets one 64-bit address; its elements lie a constant distance from it,
+    // which the stores take as an immediate offset. A row past the last wraps its address harmlessly, as its stores
     // are off.
     let store = |elem_bytes: u64, put: &dyn Fn(bool, u64, f32)| {
         let col_addr: [u64; MAX_COLS_PER_THREAD] = core::array::from_fn(|c| {
@@ -829,9 +833,9 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
         }
     };
     if wide {
-        store(F32_BYTES, &|p, addr, val| global::st_f32_if(p, addr, val));
+        store(elem_bytes, &|p, addr, val| global::st_f32_if(p, addr, val));
     } else {
-        store(B16_BYTES, &|p, addr, val| {
+        store(elem_bytes, &|p, addr, val| {
             global::st_b16_if(p, addr, T::from_f32(val))
         });
     }

@@ -1084,7 +1084,7 @@ unsafe fn store_output<T: Element>(
     let rows_per_req = a.s_q * a.h_q;
     let OutputTarget {
         base,
-        elem_shift,
+        elem_bytes,
         wide,
     } = OutputTarget::of(a, final_out);
     for h in 0..2 {
@@ -1104,7 +1104,7 @@ unsafe fn store_output<T: Element>(
         // a constant distance from the row's first pair for either width (immediate
         // offsets: no address arithmetic a store).
         let first = req_row * D_V + c.wg * SEESAW_HALF_DV + 2 * (c.lane % 4);
-        let row_addr = base + ((first as u64) << elem_shift);
+        let row_addr = base + first as u64 * elem_bytes;
         for j in 0..(SEESAW_HALF_DV / 8) as u64 {
             let (v0, v1) = (
                 o[4 * j as usize + 2 * h] * inv,
