@@ -86,12 +86,14 @@ type PFragment = [[u32; 4]; 4];
 pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
     let lay = SeesawSmem::new();
     let base = smem::base();
-    let Some(part) = enter(a, |part| {
+    let set_up = |part: &PartWork| {
         for b in 0..STAGES * K_BLOCKS {
             mbarrier::init(base + lay.bars + 8 * b, 1);
         }
         Lead::read(a, part, part.begin_req).store(base + lay.lead);
-    }) else {
+    };
+    // Every warp consumes: the prefetching one waits like the others.
+    let Some(part) = enter(a, set_up, false) else {
         return;
     };
     let chunk = ids::block_y() % a.row_chunks;
