@@ -965,10 +965,9 @@ impl Decoder {
         let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
         let (mut max_pages, mut row_chunks) = (c.max_pages as u32, sched.row_chunks);
         let mut scale = c.softmax_scale;
-        let (mut kv_ptr, _s11) = cache.data.device_ptr(stream);
         let mut args = crate::kernel_args![
-            kv_ptr, map, q_ptr, bt, sl, parts, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv,
-            max_pages, num_blocks, errors, row_chunks, scale, flags
+            map, q_ptr, bt, sl, parts, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv, max_pages,
+            num_blocks, errors, row_chunks, scale, flags
         ];
         let spec = LaunchSpec {
             grid: (sched.active_parts.max(1) as u32, sched.row_chunks * h_kv, 1),

@@ -107,15 +107,6 @@ pub const STAGES: u32 = 2;
 /// Words of a seesaw CTA's lead in shared memory: its first request's length and the page
 /// ids of its first `STAGES` tiles, read before the wait for the previous grid.
 pub const LEAD_WORDS: u32 = 1 + STAGES;
-/// Warp of a decode CTA whose lane 0 starts the L2 prefetch of the CTA's first page before
-/// the wait for the previous grid (`decode::enter`; not thread 0, which sets up the
-/// mbarriers meanwhile). H200, A-B-B-A against none, Fast: b 16, h_q 32, 16K, b 16, s_q 2,
-/// h_q 16, 16K and b 64, h_q 16, 4K varlen 0.9-1.1 % faster, b 16, h_q 16, 64K 0.6 %;
-/// two pages a CTA measured b 16, h_q 16, 4K 2-4 % slower (one page: 0.7 %), an
-/// evict-first hint on the prefetch no better.
-pub const LEAD_PREFETCH_WARP: u32 = 1;
-/// Most bytes of that prefetch (a page of every KV head: 72 KB a head).
-pub const LEAD_PREFETCH_MAX_BYTES: u64 = 1 << 20;
 /// Most query rows (s_q·h_q/h_kv) one CTA handles: the seesaw kernels' wgmma M.
 pub const MAX_ROWS_PER_CTA: u32 = 64;
 /// Query-row tiles (rows per CTA) that decode kernels are built for.
@@ -170,8 +161,7 @@ pub const FLAG_OUT_F32: u32 = 2;
 /// Load the KV cache with an L2 evict-first hint: set by the host when the call reads more
 /// KV than the L2 holds (H200: up to 8 % faster at h_q 32, 2K-8K; likely because the
 /// streamed KV then leaves the split-KV partial results in L2 for the combine). Below that
-/// size the default policy keeps the cache in L2 for the next call over it. The same
-/// condition has each CTA prefetch its first page into L2 (`LEAD_PREFETCH_WARP`).
+/// size the default policy keeps the cache in L2 for the next call over it.
 pub const FLAG_KV_EVICT_FIRST: u32 = 4;
 /// The KV tensor map passed has half-tile boxes (`KV_BOX_TOKENS[KV_MAP_HALF]`, see
 /// `kv_map_index`): the transposed kernel's producer then issues two loads a column block.

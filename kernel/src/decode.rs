@@ -31,8 +31,8 @@ use crate::layout::{
 use crate::plan::{clamped_piece, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
-    atomic, barrier, cache, cp_async, fence, global, griddep, ids, math, mbarrier, opaque, regs,
-    smem, stmatrix, tma, warp,
+    atomic, barrier, cp_async, fence, global, griddep, ids, math, mbarrier, opaque, regs, smem,
+    stmatrix, tma, warp,
 };
 use crate::tile::load_swizzled;
 
@@ -42,9 +42,6 @@ const LOG2_E: f32 = core::f32::consts::LOG2_E;
 /// Arguments of one decode launch (the kernel parameters, gathered).
 #[derive(Clone, Copy)]
 pub struct DecodeArgs {
-    /// The cache [num_blocks, 64, h_kv, 576] (read through `kv_map`; its own address only
-    /// for the L2 prefetch of `prefetch_lead`).
-    pub kv: *const u8,
     /// Tensor map of the cache: dims (576, h_kv, num_blocks·64), box (64, 1, 64), 128B swizzle.
     pub kv_map: *const u8,
     /// q [batch, s_q, h_q, 576].
@@ -117,16 +114,14 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
     // mbarriers of block group g of stage s.
     let full = |s: u32, g: u32| base + lay.bars + 8 * (s * KV_GROUPS + g);
     let empty = |s: u32, g: u32| base + lay.bars + 8 * ((STAGES + s) * KV_GROUPS + g);
-    let set_up = |_: &PartWork| {
+    let Some(part) = enter(a, |_| {
         for s in 0..STAGES {
             for g in 0..KV_GROUPS {
                 mbarrier::init(full(s, g), 1);
                 mbarrier::init(empty(s, g), CONSUMER_WARPS);
             }
         }
-    };
-    // The prefetching warp is one of the producer warpgroup's idle ones.
-    let Some(part) = enter(a, set_up, true) else {
+    }) else {
         return;
     };
 
@@ -157,16 +152,9 @@ pub unsafe fn decode<T: Element, S: MmaShape, O: MmaShape>(a: &DecodeArgs) {
 
 /// The start of a decode CTA: its partition of the plan (`None` when it has no work), with
 /// `set_up` run on thread 0 (the mbarriers' initialisation, and what else needs only the
-/// partition) and the whole CTA past the wait for the previous grid. Meanwhile lane 0 of
-/// warp `LEAD_PREFETCH_WARP` starts the L2 prefetch of the partition's first page
-/// (`prefetch_lead`); where that warp has no other work (`lead_warp_idle`) it neither
-/// waits nor takes part in the barrier, so its read of the block table delays no one.
+/// partition) and the whole CTA past the wait for the previous grid.
 #[inline(always)]
-pub unsafe fn enter(
-    a: &DecodeArgs,
-    set_up: impl FnOnce(&PartWork),
-    lead_warp_idle: bool,
-) -> Option<PartWork> {
+pub unsafe fn enter(a: &DecodeArgs, set_up: impl FnOnce(&PartWork)) -> Option<PartWork> {
     let part = *a.parts.add(ids::block_x() as usize);
     if part.begin_req > part.end_req {
         return None;
@@ -176,48 +164,15 @@ pub unsafe fn enter(
         fence::mbarrier_init();
         tma::prefetch_map(a.kv_map);
     }
-    let lead_warp = warp::uniform(ids::thread() / ids::WARP) == LEAD_PREFETCH_WARP;
-    if lead_warp && ids::lane() == 0 {
-        prefetch_lead(a, &part);
-    }
     // Launched as a programmatic dependent of the previous grid on the stream (the last
     // call's combine): the launch and the set-up above overlap its tail. The set-up reads
     // the plan and at most the inputs it was built from (lengths, block table), which no
     // kernel may still be writing when the decode is launched (see `Decoder::decode`).
     // Everything after reads inputs a previous kernel may write (Q, the cache), or writes
     // what the combine reads.
-    if !lead_warp_idle {
-        griddep::wait();
-        barrier::sync_cta();
-    } else if !lead_warp {
-        griddep::wait();
-        barrier::sync_cta_of(ids::block_threads() - ids::WARP);
-    }
+    griddep::wait();
+    barrier::sync_cta();
     Some(part)
-}
-
-/// Where the KV is streamed from memory (`FLAG_KV_EVICT_FIRST`), starts the L2 prefetch of
-/// the first page of the partition's first request, before the wait for the previous grid,
-/// so that the first TMA loads after it find the page in L2. The L2 is coherent: a page a
-/// previous kernel is still writing is read again by those loads, never stale. One
-/// contiguous bulk prefetch of the whole page (every KV head), from the grid's first row
-/// of CTAs only; a page id outside the cache is skipped (the loads report it).
-#[inline(always)]
-unsafe fn prefetch_lead(a: &DecodeArgs, part: &PartWork) {
-    let page = piece_begin(part, part.begin_req, a.max_pages);
-    if a.flags & FLAG_KV_EVICT_FIRST == 0 || ids::block_y() != 0 || page >= a.max_pages {
-        return;
-    }
-    let id = *a
-        .block_table
-        .add((part.begin_req as u32 * a.max_pages + page) as usize);
-    if id >= 0 && (id as u32) < a.num_blocks {
-        let page_bytes = (PAGE_SIZE * D_QK) as u64 * B16_BYTES * a.h_kv as u64;
-        cache::prefetch_l2(
-            a.kv as u64 + id as u64 * page_bytes,
-            page_bytes.min(LEAD_PREFETCH_MAX_BYTES) as u32,
-        );
-    }
 }
 
 /// Producer: streams every page of the partition through the stages, in order, one block
@@ -891,7 +846,6 @@ macro_rules! decode_kernels {
         /// Decode kernel entry point; see `DecodeArgs` for the parameters.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $name(
-            kv: *const u8,
             kv_map: *const u8,
             q: *const u16,
             block_table: *const i32,
@@ -913,7 +867,7 @@ macro_rules! decode_kernels {
             flags: u32,
         ) {
             ($body)(&DecodeArgs {
-                kv, kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
+                kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
                 s_q, h_q, h_kv, max_pages,
                 num_blocks,
                 errors,

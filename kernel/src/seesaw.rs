@@ -86,14 +86,12 @@ type PFragment = [[u32; 4]; 4];
 pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
     let lay = SeesawSmem::new();
     let base = smem::base();
-    let set_up = |part: &PartWork| {
+    let Some(part) = enter(a, |part| {
         for b in 0..STAGES * K_BLOCKS {
             mbarrier::init(base + lay.bars + 8 * b, 1);
         }
         Lead::read(a, part, part.begin_req).store(base + lay.lead);
-    };
-    // Every warp consumes: the prefetching one waits like the others.
-    let Some(part) = enter(a, set_up, false) else {
+    }) else {
         return;
     };
     let chunk = ids::block_y() % a.row_chunks;

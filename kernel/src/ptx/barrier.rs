@@ -9,13 +9,6 @@ pub fn sync_cta() {
     unsafe { asm!("barrier.sync 0;", options(nostack)) };
 }
 
-/// Waits for the first `threads` threads to arrive at barrier 0 (a multiple of 32: the CTA
-/// barrier for a CTA some warps of which do not take part).
-#[inline(always)]
-pub fn sync_cta_of(threads: u32) {
-    unsafe { asm!("barrier.sync 0, {n};", n = in(reg32) threads, options(nostack)) };
-}
-
 /// Waits for `threads` threads (a multiple of 32) on named barrier `id` (1..=15).
 #[inline(always)]
 pub fn sync_named(id: u32, threads: u32) {

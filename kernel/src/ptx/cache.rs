@@ -1,4 +1,4 @@
-//! L2 cache maintenance (PTX ISA: discard, cp.async.bulk.prefetch).
+//! L2 cache maintenance (PTX ISA: discard).
 use core::arch::asm;
 
 /// Bytes of one L2 line that `discard_l2_if` drops.
@@ -10,12 +10,4 @@ pub const L2_LINE_BYTES: u32 = 128;
 pub unsafe fn discard_l2_if(pred: bool, addr: u64) {
     asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p discard.global.L2 [{a}], {n}; }}",
         pr = in(reg32) pred as u32, a = in(reg64) addr, n = const L2_LINE_BYTES, options(nostack));
-}
-
-/// Starts bringing `bytes` (a multiple of 16) of global memory at `addr` (16-byte aligned)
-/// into L2 without waiting for them (cp.async.bulk.prefetch.L2).
-#[inline(always)]
-pub unsafe fn prefetch_l2(addr: u64, bytes: u32) {
-    asm!("cp.async.bulk.prefetch.L2.global [{a}], {n};",
-        a = in(reg64) addr, n = in(reg32) bytes, options(nostack));
 }
