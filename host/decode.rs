@@ -461,7 +461,8 @@ impl DecodePlan {
                 plan::modelled_makespan(parts, offsets, seqlens, PAGE_SIZE as usize)
             };
             let alt = plan_with(plan::FIXED_OVERHEAD_PAGES_ALT)?;
-            if makespan(&alt) < makespan(&chosen) {
+            let margin = if share > 2 * plan::SHORT_SHARE_PAGES { 2 } else { 0 };
+            if makespan(&alt) < makespan(&chosen) + margin {
                 chosen = alt;
             }
         }
