@@ -455,14 +455,13 @@ impl DecodePlan {
         let mut chosen = plan_with(plan::fixed_overhead_pages(rows_per_cta))?;
         // Over long shares (on short ones pieces cost nothing either way) the transposed
         // kernels' plans are also tried with cheaper pieces, and the one with the smaller
-        // modelled time kept (the first on a tie).
+        // modelled time kept (`plan::keeps_alt_plan`).
         if rows_per_cta < MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES {
             let makespan = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
                 plan::modelled_makespan(parts, offsets, seqlens, PAGE_SIZE as usize)
             };
             let alt = plan_with(plan::FIXED_OVERHEAD_PAGES_ALT)?;
-            let margin = if share > 2 * plan::SHORT_SHARE_PAGES { 2 } else { 0 };
-            if makespan(&alt) < makespan(&chosen) + margin {
+            if plan::keeps_alt_plan(share, makespan(&alt), makespan(&chosen)) {
                 chosen = alt;
             }
         }

@@ -9,10 +9,11 @@
 //! `ceil(T / N)`.
 use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
-    clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece, length_fits,
-    max_split_slots, modelled_makespan, num_pages, num_parts_for, num_splits, partial_slot,
-    piece_of, pieces, plan, plan_with_overhead, row_tiling, split_p_for, PartWork, PlanError,
-    PlanStats, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, NARROW_TILE_MAX_SHARE_FAST,
+    clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece, keeps_alt_plan,
+    length_fits, max_split_slots, modelled_makespan, num_pages, num_parts_for, num_splits,
+    partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling, split_p_for, PartWork,
+    PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FIXED_OVERHEAD_PAGES,
+    FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_TILE_MAX_SHARE_FAST,
     NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, ROW_TILE_32_MAX_SHARE_FAST, SHORT_SHARE_PAGES,
     SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
@@ -686,6 +687,19 @@ fn grid_partial_chunk_cases_reach_the_seesaw_kernels() {
         row_tiling(126, pages(&[40000, 3000]), 132, 1, true),
         (64, 2)
     );
+}
+
+#[test]
+fn long_shares_keep_the_cheaper_piece_plan_within_the_slack() {
+    // Up to LONG_SHARE_PAGES only a smaller modelled time wins (a tie keeps the main plan).
+    assert!(keeps_alt_plan(LONG_SHARE_PAGES, 258, 259));
+    assert!(!keeps_alt_plan(LONG_SHARE_PAGES, 259, 259));
+    assert!(!keeps_alt_plan(LONG_SHARE_PAGES, 260, 259));
+    // Above it, up to the slack worse.
+    let long = LONG_SHARE_PAGES + 1;
+    assert!(keeps_alt_plan(long, 259 + ALT_PLAN_SLACK_HALF_PAGES, 259));
+    assert!(!keeps_alt_plan(long, 260 + ALT_PLAN_SLACK_HALF_PAGES, 259));
+    assert!(keeps_alt_plan(long, 200, 259));
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! - page ids out of range among the used pages: `validate_block_table` (the checked API).
 use etap_kernel::config::COMBINE_WIDE_MIN_SPLITS;
 use etap_kernel::plan::{
-    max_split_slots, modelled_makespan, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
+    max_split_slots, modelled_makespan, pieces, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
     FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT, PAGE_SIZE,
 };
 use flashmla_etap::decode::{
@@ -428,6 +428,46 @@ fn schedule_keeps_the_plan_with_the_smaller_modelled_time() {
         assert_eq!(s.rows_per_cta, 16);
         assert_eq!((s.parts, s.split_offsets), (pick.0, pick.1));
     }
+}
+
+#[test]
+fn long_shares_take_the_cheaper_piece_plan_within_the_slack() {
+    // b 32 of 512 pages on 132 SMs (124 pages a partition): at 5 pages a piece the
+    // one-piece partitions hold 126 pages and the plan models one half page faster than at
+    // 2, where they hold 125; over so long a share the cheaper pieces are kept.
+    let lens = vec![512 * 64; 32];
+    let pages_of = |parts: &[PartWork]| -> Vec<(usize, i32)> {
+        parts
+            .iter()
+            .filter(|p| !p.is_idle())
+            .map(|p| {
+                let ps: Vec<_> = pieces(p, &lens, PAGE_SIZE).collect();
+                (ps.len(), ps.iter().map(|q| q.page_end - q.page_begin).sum())
+            })
+            .collect()
+    };
+    let plan_at = |fixed| {
+        let mut parts = vec![PartWork::IDLE; 132];
+        let mut offsets = vec![0i32; lens.len() + 1];
+        plan_with_overhead(&lens, 512, PAGE_SIZE, 132, fixed, &mut parts, &mut offsets).unwrap();
+        let time = modelled_makespan(&parts, &offsets, &lens, PAGE_SIZE);
+        (parts, offsets, time)
+    };
+    let (main, alt) = (
+        plan_at(FIXED_OVERHEAD_PAGES),
+        plan_at(FIXED_OVERHEAD_PAGES_ALT),
+    );
+    assert_eq!(alt.2, main.2 + 1);
+    let widest = |parts: &[PartWork]| {
+        pages_of(parts)
+            .iter()
+            .filter(|&&(n, _)| n == 1)
+            .map(|&(_, pages)| pages)
+            .max()
+    };
+    assert_eq!((widest(&main.0), widest(&alt.0)), (Some(126), Some(125)));
+    let s = DecodePlan::schedule(&DecodeConfig::new(32, 16, 512), &lens, 132).unwrap();
+    assert_eq!((s.parts, s.split_offsets), (alt.0, alt.1));
 }
 
 #[test]

@@ -67,7 +67,8 @@ pub const fn fixed_overhead_pages(rows_per_cta: u32) -> u32 {
 }
 
 /// The other fixed cost a plan of 16/32-row tiles over long shares is tried with
-/// ([`modelled_makespan`] picks): cheaper pieces pack more short requests into a partition.
+/// ([`keeps_alt_plan`] picks by [`modelled_makespan`]): cheaper pieces pack more short
+/// requests into a partition.
 pub const FIXED_OVERHEAD_PAGES_ALT: u32 = 2;
 
 /// Modelled cost, in half pages, of a piece that holds a whole request (no partial result):
@@ -103,6 +104,30 @@ pub fn modelled_makespan(
         worst = worst.max(cost);
     }
     worst
+}
+
+/// Pages a partition above which the plan of cheaper pieces is kept even when its modelled
+/// time is up to [`ALT_PLAN_SLACK_HALF_PAGES`] worse ([`keeps_alt_plan`]). Over such shares a
+/// split piece costs less than [`SPLIT_PIECE_HALF_PAGES`] says: at b 32, h_q 16, 32K the
+/// partitions of two pieces and 121 pages ended ~15 µs before those of one piece and 126
+/// (H200, per-CTA end times, twenty-fourth session).
+pub const LONG_SHARE_PAGES: u64 = 2 * SHORT_SHARE_PAGES;
+
+/// The slack of [`LONG_SHARE_PAGES`], in half pages. H200, A-B-B-A on two cards (b 32,
+/// h_q 16, 32K / 64K: 125 / 249 pages a one-piece partition instead of 126 / 250): Fast
+/// 0.998-0.999 / 0.997-0.999; Accurate 0.998 / 0.997-0.999, and b 32, h_q 32, 32K / 64K
+/// (the split 32-row kernel) 0.984-0.992 / 0.985-0.987; no point slower.
+pub const ALT_PLAN_SLACK_HALF_PAGES: u64 = 1;
+
+/// Whether the plan of cheaper pieces ([`FIXED_OVERHEAD_PAGES_ALT`], modelled time `alt`)
+/// replaces the other (`main`) at `share` pages a partition: where it is faster by the
+/// model, or over long shares no more than [`ALT_PLAN_SLACK_HALF_PAGES`] slower.
+pub const fn keeps_alt_plan(share: u64, alt: u64, main: u64) -> bool {
+    if share > LONG_SHARE_PAGES {
+        alt <= main + ALT_PLAN_SLACK_HALF_PAGES
+    } else {
+        alt < main
+    }
 }
 
 /// Share of the pages per partition (`ceil(pages / num_parts)`) up to which pieces are
