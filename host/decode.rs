@@ -454,8 +454,8 @@ impl DecodePlan {
         };
         let mut chosen = plan_with(plan::fixed_overhead_pages(rows_per_cta))?;
         // Over long shares (on short ones pieces cost nothing either way) the transposed
-        // kernels' plans are also tried with cheaper pieces, and the one with the smaller
-        // modelled time kept (`plan::keeps_alt_plan`).
+        // kernels' plans are also tried with cheaper pieces; `plan::keeps_alt_plan` picks
+        // one by their modelled times.
         if rows_per_cta < MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES {
             let makespan = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
                 plan::modelled_makespan(parts, offsets, seqlens, PAGE_SIZE as usize)

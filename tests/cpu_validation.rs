@@ -436,16 +436,6 @@ fn long_shares_take_the_cheaper_piece_plan_within_the_slack() {
     // one-piece partitions hold 126 pages and the plan models one half page faster than at
     // 2, where they hold 125; over so long a share the cheaper pieces are kept.
     let lens = vec![512 * 64; 32];
-    let pages_of = |parts: &[PartWork]| -> Vec<(usize, i32)> {
-        parts
-            .iter()
-            .filter(|p| !p.is_idle())
-            .map(|p| {
-                let ps: Vec<_> = pieces(p, &lens, PAGE_SIZE).collect();
-                (ps.len(), ps.iter().map(|q| q.page_end - q.page_begin).sum())
-            })
-            .collect()
-    };
     let plan_at = |fixed| {
         let mut parts = vec![PartWork::IDLE; 132];
         let mut offsets = vec![0i32; lens.len() + 1];
@@ -458,11 +448,17 @@ fn long_shares_take_the_cheaper_piece_plan_within_the_slack() {
         plan_at(FIXED_OVERHEAD_PAGES_ALT),
     );
     assert_eq!(alt.2, main.2 + 1);
+    // The most pages a one-piece partition holds.
     let widest = |parts: &[PartWork]| {
-        pages_of(parts)
+        parts
             .iter()
-            .filter(|&&(n, _)| n == 1)
-            .map(|&(_, pages)| pages)
+            .filter(|p| !p.is_idle())
+            .filter_map(
+                |p| match pieces(p, &lens, PAGE_SIZE).collect::<Vec<_>>()[..] {
+                    [q] => Some(q.page_end - q.page_begin),
+                    _ => None,
+                },
+            )
             .max()
     };
     assert_eq!((widest(&main.0), widest(&alt.0)), (Some(126), Some(125)));
