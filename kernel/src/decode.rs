@@ -807,9 +807,9 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     // One branch-free copy of the loop per element size (a single copy with both widths'
     // guarded stores spilled in `_r32_split`), in which `elem_bytes` is a constant. Each
     // owned column gets one 64-bit address; its elements lie a constant distance from it,
-    // which the stores take as an immediate offset. A row past the last wraps its address harmlessly, as its stores
-    // are off.
-    let store = |elem_bytes: u64, put: &dyn Fn(bool, u64, f32)| {
+    // which the stores take as an immediate offset. A row past the last wraps its address
+    // harmlessly, as its stores are off.
+    let store = |put: &dyn Fn(bool, u64, f32)| {
         let col_addr: [u64; MAX_COLS_PER_THREAD] = core::array::from_fn(|c| {
             base.wrapping_add(row_at[c].wrapping_add(dim0) as u64 * elem_bytes)
         });
@@ -833,11 +833,9 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
         }
     };
     if wide {
-        store(elem_bytes, &|p, addr, val| global::st_f32_if(p, addr, val));
+        store(&|p, addr, val| global::st_f32_if(p, addr, val));
     } else {
-        store(elem_bytes, &|p, addr, val| {
-            global::st_b16_if(p, addr, T::from_f32(val))
-        });
+        store(&|p, addr, val| global::st_b16_if(p, addr, T::from_f32(val)));
     }
 }
 

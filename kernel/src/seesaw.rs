@@ -1105,15 +1105,13 @@ unsafe fn store_output<T: Element>(
         // offsets: no address arithmetic a store).
         let first = req_row * D_V + c.wg * SEESAW_HALF_DV + 2 * (c.lane % 4);
         let row_addr = base + first as u64 * elem_bytes;
-        for j in 0..(SEESAW_HALF_DV / 8) as u64 {
-            let (v0, v1) = (
-                o[4 * j as usize + 2 * h] * inv,
-                o[4 * j as usize + 2 * h + 1] * inv,
-            );
-            global::st_v2_f32_if(valid && wide, row_addr + 8 * j * F32_BYTES, v0, v1);
+        for j in 0..(SEESAW_HALF_DV / 8) as usize {
+            let (v0, v1) = (o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+            let pair = 8 * j as u64;
+            global::st_v2_f32_if(valid && wide, row_addr + pair * F32_BYTES, v0, v1);
             global::st_b32_if(
                 valid && !wide,
-                row_addr + 8 * j * B16_BYTES,
+                row_addr + pair * B16_BYTES,
                 T::pack2(v0, v1),
             );
         }
