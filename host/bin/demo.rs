@@ -3,7 +3,7 @@
 //! CUDA graph) and the correctness grid on the GPU.
 
 use flashmla_etap::check::{self, Case, CaseResult, LSE_TOLERANCE};
-use flashmla_etap::decode::{DecodeConfig, DecodePlan, Decoder, KvCache};
+use flashmla_etap::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, Precision};
 use flashmla_etap::reference::{generate, Dtype, MlaShape, SplitMix64, D_QK, D_V};
 use flashmla_etap::{Error, Gpu, GpuTimer, Graph};
 use half::bf16;
@@ -38,6 +38,10 @@ pub struct DemoArgs {
     /// Seed of the generated inputs.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
+    /// How P is rounded for the P·V GEMM: `accurate` (two 16-bit terms, the library's
+    /// default) or `fast` (one, as FlashMLA).
+    #[arg(long, value_enum, default_value_t = Precision::Accurate)]
+    pub precision: Precision,
 }
 
 /// Options of `check`.
@@ -132,7 +136,7 @@ fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
         })
         .collect();
     let shape = MlaShape::for_lengths(s_q, h_q, 1, 64, &lengths);
-    let config = DecodeConfig::new(batch, h_q, shape.max_pages);
+    let config = DecodeConfig::new(batch, h_q, shape.max_pages).precision(args.precision);
     config.validate()?;
     let scale = config.softmax_scale as f64;
 
