@@ -6,6 +6,8 @@
 #   dist/run-gpu-bundle.sh   the runner (a copy of scripts/run-gpu-bundle.sh)
 #   dist/sanitize.sh         compute-sanitizer over the fast GPU tests (scripts/sanitize.sh)
 #   dist/ab-bench.sh         A-B-B-A benchmark of two builds in one run (scripts/ab-bench.sh)
+#   dist/profile.sh          ncu of one decode launch at each point of docs/PROFILE.md
+#                            (scripts/profile.sh)
 #   dist/sanitizer/          only with ETAP_BUNDLE_SANITIZER=1: compute-sanitizer itself
 #                            (the nvidia-cuda-sanitizer-api 13.0 wheel's tool and libraries in bin/, ~20 MB)
 #   dist/exp/<ref>/          only with ETAP_BUNDLE_REFS="ref ...": the CLI and the
@@ -56,7 +58,8 @@ cp "$exe_dir/flashmla-etap" dist/flashmla-etap
 cp scripts/run-gpu-bundle.sh dist/run-gpu-bundle.sh
 cp scripts/sanitize.sh dist/sanitize.sh
 cp scripts/ab-bench.sh dist/ab-bench.sh
-chmod +x dist/run-gpu-bundle.sh dist/sanitize.sh dist/ab-bench.sh dist/flashmla-etap dist/tests/*
+cp scripts/profile.sh dist/profile.sh
+chmod +x dist/run-gpu-bundle.sh dist/sanitize.sh dist/ab-bench.sh dist/profile.sh dist/flashmla-etap dist/tests/*
 rm -rf dist/sanitizer
 if [ "${ETAP_BUNDLE_SANITIZER:-0}" = 1 ]; then
     # For machines without a CUDA toolkit. It looks for its injection libraries beside
