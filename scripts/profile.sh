@@ -5,7 +5,7 @@
 # left as the bench runs them. Writes one raw CSV per point (every metric of the sections
 # below) and prints the figures docs/PROFILE.md tabulates.
 #
-# Usage: profile.sh OUT_DIR [DIST_DIR]
+# Usage: profile.sh OUT_DIR [DIST_DIR]   (needs python3 for the summary lines)
 # Environment:
 #   NCU                the ncu executable (else PATH, then /usr/local/cuda/bin/ncu)
 #   ETAP_PROFILE_ONLY  numbers of the points to run (default: all), e.g. "1 3"
