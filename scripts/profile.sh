@@ -62,7 +62,7 @@ for i in "${!points[@]}"; do
         failed=1
         continue
     fi
-    python3 - "$csv" "$precision $point" <<'PY'
+    python3 - "$csv" "$precision $point" <<'PY' || failed=1
 import csv, sys
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 50]
 m = dict(zip(rows[0], rows[2]))
