@@ -405,15 +405,18 @@ fn schedule_charges_the_row_tiles_piece_overhead() {
     }
 }
 
+/// The plan of `lens` (at most 512 pages each) over 132 partitions at `fixed` pages a
+/// piece, with its modelled time.
+fn plan_at(lens: &[i32], fixed: u32) -> (Vec<PartWork>, Vec<i32>, u64) {
+    let mut parts = vec![PartWork::IDLE; 132];
+    let mut offsets = vec![0i32; lens.len() + 1];
+    plan_with_overhead(lens, 512, PAGE_SIZE, 132, fixed, &mut parts, &mut offsets).unwrap();
+    let time = modelled_makespan(&parts, &offsets, lens, PAGE_SIZE);
+    (parts, offsets, time)
+}
+
 #[test]
 fn schedule_keeps_the_plan_with_the_smaller_modelled_time() {
-    let plan_at = |lens: &[i32], fixed| {
-        let mut parts = vec![PartWork::IDLE; 132];
-        let mut offsets = vec![0i32; lens.len() + 1];
-        plan_with_overhead(lens, 512, PAGE_SIZE, 132, fixed, &mut parts, &mut offsets).unwrap();
-        let time = modelled_makespan(&parts, &offsets, lens, PAGE_SIZE);
-        (parts, offsets, time)
-    };
     // b 128 of 40-103 pages (a long share: 66 pages a partition): cheaper pieces pack the
     // short requests better. b 128 of 128 pages: at 5 pages a piece each partition takes one
     // whole request; at 2 every request would be split in two.
@@ -436,16 +439,9 @@ fn long_shares_take_the_cheaper_piece_plan_within_the_slack() {
     // one-piece partitions hold 126 pages and the plan models one half page faster than at
     // 2, where they hold 125; over so long a share the cheaper pieces are kept.
     let lens = vec![512 * 64; 32];
-    let plan_at = |fixed| {
-        let mut parts = vec![PartWork::IDLE; 132];
-        let mut offsets = vec![0i32; lens.len() + 1];
-        plan_with_overhead(&lens, 512, PAGE_SIZE, 132, fixed, &mut parts, &mut offsets).unwrap();
-        let time = modelled_makespan(&parts, &offsets, &lens, PAGE_SIZE);
-        (parts, offsets, time)
-    };
     let (main, alt) = (
-        plan_at(FIXED_OVERHEAD_PAGES),
-        plan_at(FIXED_OVERHEAD_PAGES_ALT),
+        plan_at(&lens, FIXED_OVERHEAD_PAGES),
+        plan_at(&lens, FIXED_OVERHEAD_PAGES_ALT),
     );
     assert_eq!(alt.2, main.2 + 1);
     // The most pages a one-piece partition holds.
