@@ -555,6 +555,14 @@ pub fn grid() -> Vec<Case> {
         seed: 5102,
         ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
     });
+    // Fast 16-row tiles over 3-32 pages a CTA, where they load half-tile KV boxes
+    // (`config::HALF_BOX_SHARES_16_ROWS`; the short cases above have one page a CTA).
+    cases.push(Case {
+        precision: Precision::Fast,
+        sm_count: Some(16),
+        seed: 5105,
+        ..Case::new(Dtype::Bf16, 1, 16, vec![9000, 4100, 700, 65], false)
+    });
     // The seesaw kernels with a partial row chunk (126 query rows per KV head: the second
     // CTA of a head has 62 rows), in both precisions.
     cases.push(Case {

@@ -1123,14 +1123,17 @@ mod tests {
     }
 
     #[test]
-    fn half_boxes_for_16_rows_and_for_32_rows_on_short_shares() {
+    fn half_boxes_for_16_rows_on_mid_shares_and_for_32_rows_on_short_ones() {
         let schedule = |batch: usize, h_q: usize, len: i32, precision: Precision| {
             let config = DecodeConfig::new(batch, h_q, 1024).precision(precision);
             DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
         };
         let fast = |batch, h_q, len| schedule(batch, h_q, len, Precision::Fast);
-        // h_q 16 (16-row tiles): always.
-        assert_eq!(fast(16, 16, 65536).kv_map_index(), KV_MAP_HALF);
+        // h_q 16 (16-row tiles): over 3-32 pages a CTA (b 16 at 4K: 8), not over long
+        // shares (64K: 125) nor one page (512).
+        assert_eq!(fast(16, 16, 4096).kv_map_index(), KV_MAP_HALF);
+        assert_eq!(fast(16, 16, 65536).kv_map_index(), KV_MAP_WHOLE);
+        assert_eq!(fast(16, 16, 512).kv_map_index(), KV_MAP_WHOLE);
         // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 32 each (a
         // 32-row tile there only with a split P: Fast widens it).
         let short = fast(16, 32, 8192);

@@ -11,8 +11,9 @@ pub const PAGE_SIZE: u32 = 64;
 /// Tokens per KV tile: one page, the wgmma M of Sᵀ = K·Qᵀ.
 pub const TILE_TOKENS: u32 = 64;
 /// Tokens per TMA box of the KV loads, one tensor map each (all in one device buffer, 128
-/// bytes a map, in this order): whole tiles, and half tiles for the 16-row kernel and for
-/// 32-row tiles of at most `HALF_BOX_MAX_SHARE_32_ROWS` pages a CTA. A tile is
+/// bytes a map, in this order): whole tiles, and half tiles for the 16-row kernel over
+/// `HALF_BOX_SHARES_16_ROWS` and for 32-row tiles of at most `HALF_BOX_MAX_SHARE_32_ROWS`
+/// pages a CTA. A tile is
 /// then two loads a column block; the 128-byte swizzle repeats every 8 rows, so the halves
 /// land exactly where one box would put them. H200, same runs, 16-row kernel against
 /// 64-token boxes: 1.3-2.7 % less time over the h_q 16 points of the bench on each of three
@@ -27,11 +28,20 @@ pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
 /// b 16 and 16K at b 32 (31-62 pages a CTA).
 pub const HALF_BOX_MAX_SHARE_32_ROWS: u64 = 16;
 
+/// Pages per CTA (first, last) over which the 16-row kernel loads 32-token boxes; outside,
+/// whole tiles. With the L2 fills of 128 bytes (`tensor_map::encode_tiled`), whole tiles
+/// against half (H200, A-B-B-A, Fast / Accurate): 1-2 pages a CTA 0.95-1.00 (b 1, h_q 16,
+/// 4K 8.8 → 8.4 µs), 4-32 pages 1.00-1.02 (b 16, 4K 23.4 → 23.9), past 32 pages
+/// 0.98-0.99 (b 16, 64K 281.7 → 278.5; b 128, 4K varlen 155.8 → 154.1).
+pub const HALF_BOX_SHARES_16_ROWS: (u64, u64) = (3, 32);
+
 /// Index into [`KV_BOX_TOKENS`] (and the KV tensor maps) for the kernel of `rows_cta` query
 /// rows per CTA when each CTA reads about `share_pages` pages: half boxes for the 16-row
-/// kernel always, for the 32-row one on short shares, whole tiles otherwise.
+/// kernel over `HALF_BOX_SHARES_16_ROWS`, for the 32-row one on short shares, whole tiles
+/// otherwise.
 pub const fn kv_map_index(rows_cta: u32, share_pages: u64) -> usize {
-    if rows_cta == ROW_TILES[0]
+    let (first, last) = HALF_BOX_SHARES_16_ROWS;
+    if (rows_cta == ROW_TILES[0] && share_pages >= first && share_pages <= last)
         || (rows_cta == ROW_TILES[1] && share_pages <= HALF_BOX_MAX_SHARE_32_ROWS)
     {
         KV_MAP_HALF
@@ -537,11 +547,11 @@ mod tests {
             assert!(b <= 256, "a TMA box extent is at most 256");
         }
         assert_eq!(KV_BOX_TOKENS, [64, 32]);
-        for share in [1, 16, 17, 1000] {
+        for share in [1, 2, 3, 16, 17, 32, 33, 1000] {
             assert_eq!(
-                kv_map_index(16, share),
-                KV_MAP_HALF,
-                "the 16-row kernel: always half boxes"
+                kv_map_index(16, share) == KV_MAP_HALF,
+                (3..=32).contains(&share),
+                "the 16-row kernel: half boxes over 3-32 pages a CTA"
             );
             assert_eq!(
                 kv_map_index(64, share),
