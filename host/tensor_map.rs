@@ -209,10 +209,9 @@ pub fn validate_tiled(
 /// loads issued microseconds apart (a seesaw stage in two halves, the transposed kernels'
 /// stage in block groups), streamed evict-first past the L2. Promoted to 256 bytes, each
 /// miss also fetched its neighbour, which its own load, issued later, likely had to fetch
-/// again. H200, A-B-B-A over
-/// 17 points: 13 faster by 1.3-5.3 % at 128 bytes (b 16, h_q 16, 64K 287.4 → 275.2 µs), the
-/// others level (KV held in the L2, or h_q 128 bound by the tensor cores); the same
-/// without promotion.
+/// again. H200, A-B-B-A over 17 points: 13 faster by 1.3-5.3 % at 128 bytes (b 16, h_q 16,
+/// 64K 287.4 → 275.2 µs), the others level (KV held in the L2, or h_q 128 bound by the
+/// tensor cores); the same without promotion.
 pub fn encode_tiled(
     dtype: TmaDtype,
     base: u64,

@@ -1057,9 +1057,8 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
         c.load_half::<false>(pc, 0, 1, id_a2);
     }
     if B2 {
+        // Tile a+3 implies a+2: the wait above retired P_b·V_bR too.
         c.load_half::<false>(pc, 1, 1, id_b2);
-    }
-    if B2 {
         s.issue_next_s::<T, false, 1>(c, || {});
     }
     wgmma::wait_all();
