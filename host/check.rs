@@ -621,7 +621,7 @@ pub fn grid() -> Vec<Case> {
             seed: seed + 5,
             ..Case::new(Dtype::F16, 2, 64, vec![16000, 3001], true)
         }));
-        // Two KV heads of 32 query rows each: Fast widens them to 64-row tiles too.
+        // Two KV heads of 32 query rows each.
         cases.push(long(Case {
             h_kv: 2,
             seed: seed + 6,
@@ -735,8 +735,8 @@ mod tests {
     /// kernel (row tile × split or single-rounding P), and each decode kernel also over
     /// long shares (cases planned for fewer SMs) where plans use it there, so `decode_grid`
     /// checks each of them against the reference; and `Fast` cases over long shares of
-    /// 16-row tiles, which run the split kernel, and of 32-row tiles, which run as 64-row
-    /// tiles; and each kernel with each KV box (tensor map) it loads with.
+    /// 16-row tiles, which run the split kernel; and each kernel with each KV box (tensor
+    /// map) it loads with.
     #[test]
     fn the_grid_reaches_every_combine_kernel_decode_kernel_and_long_shares() {
         let mut combines = Vec::new();
@@ -744,7 +744,6 @@ mod tests {
         let mut boxes = Vec::new();
         let mut long_shares = Vec::new();
         let mut fast_split = false;
-        let mut widened = Vec::new();
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -754,9 +753,6 @@ mod tests {
             }
             kernels.push((sched.rows_per_cta, sched.split_p));
             boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
-            if sched.rows_per_cta == 64 && case.s_q * case.h_q / case.h_kv <= 32 {
-                widened.push((case.s_q > 1, case.h_kv > 1));
-            }
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
             if share > plan::SHORT_SHARE_PAGES && sched.max_splits > 1 {
                 long_shares.push((sched.rows_per_cta, sched.split_p));
@@ -774,7 +770,7 @@ mod tests {
                 );
                 // Every KV box the kernel loads with: at one page a partition and past the
                 // 32-row tiles' half-box limit, where plans keep the tile (two boxes for
-                // 32-row tiles with a split P; Fast widens them there).
+                // 32-row tiles).
                 let long = etap_kernel::config::HALF_BOX_MAX_SHARE_32_ROWS + 1;
                 for share in [1, long] {
                     if plan::row_tiling(rows, share * 132, 132, 1, split_p).0 != rows {
@@ -786,7 +782,7 @@ mod tests {
                         "no grid case runs {rows}-row tiles with split P {split_p} and KV map {kv_box}"
                     );
                 }
-                // Over long shares, Fast 16-row tiles split P and Fast 32-row tiles widen.
+                // Over long shares, Fast 16-row tiles split P.
                 let long_kernel = (
                     plan::row_tiling(rows, 1 << 30, 132, 1, split_p).0,
                     plan::split_p_for(split_p, rows, u64::MAX),
@@ -800,12 +796,5 @@ mod tests {
             }
         }
         assert!(fast_split, "no Fast grid case runs the split kernel");
-        // Widened tiles of one query row per head, of MTP rows (causal), of two KV heads.
-        for kind in [(false, false), (true, false), (false, true)] {
-            assert!(
-                widened.contains(&kind),
-                "no grid case runs 32 query rows as a 64-row tile with (s_q > 1, h_kv > 1) = {kind:?}"
-            );
-        }
     }
 }

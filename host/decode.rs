@@ -52,9 +52,7 @@ pub enum Precision {
     /// output's error (RMSE about 1.2× the rounding floor with bf16). Where the split
     /// kernel is the faster one (16-row tiles over more than 32 pages a partition,
     /// `plan::split_p_for`) the plan runs it instead, and the output is `Accurate`'s
-    /// ([`DecodePlan::rounds_p_once`]); 17–32 query rows per KV head over more than
-    /// `plan::ROW_TILE_32_MAX_SHARE_FAST` pages a partition run as one 64-row tile
-    /// (`plan::row_tiling`).
+    /// ([`DecodePlan::rounds_p_once`]).
     Fast,
     /// P split into two 16-bit terms, P_hi + P_lo, both multiplied by V: the output's
     /// error is the rounding floor's. On 64-row tiles the P·V GEMM does twice the work.
@@ -1134,10 +1132,9 @@ mod tests {
         assert_eq!(fast(16, 16, 4096).kv_map_index(), KV_MAP_HALF);
         assert_eq!(fast(16, 16, 65536).kv_map_index(), KV_MAP_WHOLE);
         assert_eq!(fast(16, 16, 512).kv_map_index(), KV_MAP_WHOLE);
-        // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 32 each (a
-        // 32-row tile there only with a split P: Fast widens it).
+        // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 32 each.
         let short = fast(16, 32, 8192);
-        let long = schedule(16, 32, 16384, Precision::Accurate);
+        let long = fast(16, 32, 16384);
         assert_eq!((short.rows_per_cta, short.total_pages), (32, 2048));
         assert_eq!(long.rows_per_cta, 32);
         assert_eq!(
@@ -1222,10 +1219,10 @@ mod tests {
         assert_eq!(mtp.pair_cluster(), Some((1, 2, 1)));
         // One 64-row chunk, or 32-row tiles (h_q 128 over short shares), or 16 rows: none.
         assert_eq!(schedule(32, 1, 64, 8192).pair_cluster(), None);
-        // h_q 32 at b 16, 32K under Fast (63 pages a partition): one 64-row chunk, no pair.
-        let wide = schedule(16, 1, 32, 32768);
-        assert_eq!((wide.rows_per_cta, wide.row_chunks), (64, 1));
-        assert_eq!(wide.pair_cluster(), None);
+        // h_q 32 at b 16, 32K (63 pages a partition): one 32-row chunk, no pair.
+        let long = schedule(16, 1, 32, 32768);
+        assert_eq!((long.rows_per_cta, long.row_chunks), (32, 1));
+        assert_eq!(long.pair_cluster(), None);
         let narrow = schedule(16, 1, 128, 512);
         assert_eq!(narrow.rows_per_cta, 32);
         assert_eq!(narrow.pair_cluster(), None);

@@ -14,8 +14,8 @@ use etap_kernel::plan::{
     partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling, split_p_for, PartWork,
     PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FIXED_OVERHEAD_PAGES,
     FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_TILE_MAX_SHARE_FAST,
-    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, ROW_TILE_32_MAX_SHARE_FAST, SHORT_SHARE_PAGES,
-    SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
+    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES,
+    WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -258,22 +258,17 @@ fn fast_plans_split_p_only_on_16_row_tiles_over_long_shares() {
 }
 
 #[test]
-fn row_tiling_widens_fast_32_row_tiles_only_over_long_shares() {
-    assert_eq!(ROW_TILE_32_MAX_SHARE_FAST, 16);
-    // h_q 32 over 132 partitions: b 16 at 8K is 2048 pages, 16 a partition (narrow), and
-    // 2113 pages are 17 (wide, one 64-row chunk), as b 16 at 12K (3072 pages). A split P
-    // keeps the 32-row tile.
-    assert_eq!(row_tiling(32, 1024, 132, 1, false), (32, 1));
-    assert_eq!(row_tiling(32, 2048, 132, 1, false), (32, 1));
-    assert_eq!(row_tiling(32, 2112, 132, 1, false), (32, 1));
-    assert_eq!(row_tiling(32, 2113, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(32, 3072, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(32, 8192, 132, 1, true), (32, 1));
-    // 24 rows (a 32-row tile) too; two KV heads halve the partitions (66: 1056 pages are
-    // 16 a partition, 1057 are 17).
-    assert_eq!(row_tiling(24, 8192, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(32, 1056, 132, 2, false), (32, 1));
-    assert_eq!(row_tiling(32, 1057, 132, 2, false), (64, 1));
+fn row_tiling_keeps_17_to_32_rows_on_32_row_tiles_at_every_share() {
+    // h_q 32 over 132 partitions from 1 to 62 pages a partition (b 32 at 64K is 32768
+    // pages, 249), with one or two KV heads, in both precisions; 24 rows too.
+    for split in [false, true] {
+        for pages in [132, 2048, 2113, 3072, 8192, 32768] {
+            for h_kv in [1, 2] {
+                assert_eq!(row_tiling(32, pages, 132, h_kv, split), (32, 1));
+                assert_eq!(row_tiling(24, pages, 132, h_kv, split), (32, 1));
+            }
+        }
+    }
 }
 
 #[test]
@@ -282,8 +277,7 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
         (NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT),
         (2, 4)
     );
-    // Up to 32 rows: the tile that holds them, whatever the lengths; but see the test
-    // above for 32-row tiles without a split P.
+    // Up to 32 rows: the tile that holds them, whatever the lengths.
     for split in [false, true] {
         assert_eq!(row_tiling(0, 8, 132, 1, split), (16, 1));
         assert_eq!(row_tiling(16, 8, 132, 1, split), (16, 1));

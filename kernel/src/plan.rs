@@ -337,19 +337,6 @@ pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
 /// h_q 64, 2K 50.5 → 43.1 µs; b 16, h_q 64, 4K 45.7 → 41.7).
 pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
 
-/// Pages per partition up to which `Fast` plans (P rounded once) keep 17–32 query rows per
-/// KV head on a 32-row tile; over longer shares they run as one 64-row tile whose rows past
-/// the last are zero-filled, as FlashMLA pads them: the seesaw kernel streams long shares
-/// faster than the 32-row one, whose two warpgroups both read every K and V tile. H200,
-/// 293197f's kernels, two A-B-B-A rounds against 62 (the threshold of 8dee11e, when the
-/// seesaw kernel was slower): wide at 24 pages 0.9 % faster (b 16, h_q 32, 12K 64.5 → 64.0
-/// µs; b 32, 6K 64.7 → 64.1), at 32 pages 1.2-1.5 % faster (b 16, h_q 32, 16K 83.1 → 81.9;
-/// b 32, 8K 83.1 → 82.0; b 16, s_q 2, h_q 16, 16K 83.1 → 81.9), at 16 pages 2.9-3.4 %
-/// slower by the runs' medians (b 16, h_q 32, 8K 45.4 → 46.7; b 32, 4K 45.2 → 46.8). With
-/// a split P the 64-row tile was 14–23 % slower at every length (it doubles its P·V
-/// products).
-pub const ROW_TILE_32_MAX_SHARE_FAST: u64 = 16;
-
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
 /// of `share` pages a partition, where `split_asked` says whether the caller asked for it
 /// (`Precision::Accurate`): always then, and also for 16-row tiles over long shares (more
@@ -363,12 +350,18 @@ pub const fn split_p_for(split_asked: bool, rows_per_cta: u32, share: u64) -> bo
 
 /// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
-/// heads. The widest tile that holds the rows ([`row_tile_for`]), but:
-/// - a 32-row tile becomes one 64-row tile without `split_p` where each partition would
-///   read more than [`ROW_TILE_32_MAX_SHARE_FAST`] pages;
-/// - a 64-row tile becomes 32-row tiles where the 64-row plan would give each partition
-///   at most [`NARROW_TILE_MAX_SHARE_SPLIT`] pages (with `split_p`; else
-///   [`NARROW_TILE_MAX_SHARE_FAST`]).
+/// heads. The widest tile that holds the rows ([`row_tile_for`]), but a 64-row tile
+/// becomes 32-row tiles where the 64-row plan would give each partition at most
+/// [`NARROW_TILE_MAX_SHARE_SPLIT`] pages (with `split_p`; else
+/// [`NARROW_TILE_MAX_SHARE_FAST`]).
+///
+/// 17–32 rows stay on a 32-row tile at every share in both precisions. Until the
+/// thirty-first session `Fast` plans ran them as one zero-padded 64-row tile over more
+/// than 16 pages a partition; with the KV tensor maps' 128-byte L2 fills the 32-row tile
+/// is the faster one there (H200, two cards, two A-B-B-A rounds each, h_q 32 and s_q 2 ×
+/// h_q 16 from 8K: 0.987 of the time over 7 points, one slower, and 0.983 over 8, none
+/// slower; b 32, h_q 32, 64K 577.9 → 555.5 µs, 32K 294.3 → 282.0): the padding rows'
+/// tensor work drew power the 32-row kernel does not.
 pub const fn row_tiling(
     rows_per_kv: u32,
     total_pages: u64,
@@ -378,13 +371,6 @@ pub const fn row_tiling(
 ) -> (u32, u32) {
     let rows = if rows_per_kv == 0 { 1 } else { rows_per_kv };
     let tile = row_tile_for(rows);
-    if tile == ROW_TILES[1]
-        && !split_p
-        && share_per_part(total_pages, num_parts_for(sm_count, h_kv) as u64)
-            > ROW_TILE_32_MAX_SHARE_FAST
-    {
-        return (MAX_ROWS_PER_CTA, 1);
-    }
     if tile == MAX_ROWS_PER_CTA {
         let chunks = rows.div_ceil(tile);
         let parts = num_parts_for(sm_count, chunks.saturating_mul(h_kv)) as u64;
