@@ -771,12 +771,13 @@ mod tests {
                 // Every KV box the kernel loads with: at one page a partition and past the
                 // 32-row tiles' half-box limit, where plans keep the tile (two boxes for
                 // 32-row tiles).
-                let long = etap_kernel::config::HALF_BOX_MAX_SHARE_32_ROWS + 1;
+                let (split_max, fast_max) = etap_kernel::config::HALF_BOX_MAX_SHARE_32_ROWS;
+                let long = if split_p { split_max } else { fast_max } + 1;
                 for share in [1, long] {
                     if plan::row_tiling(rows, share * 132, 132, 1, split_p).0 != rows {
                         continue;
                     }
-                    let kv_box = etap_kernel::config::kv_map_index(rows, share);
+                    let kv_box = etap_kernel::config::kv_map_index(rows, share, split_p);
                     assert!(
                         boxes.contains(&(rows, split_p, kv_box)),
                         "no grid case runs {rows}-row tiles with split P {split_p} and KV map {kv_box}"

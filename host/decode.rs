@@ -574,7 +574,7 @@ impl Schedule {
     /// with: `config::kv_map_index` at this plan's pages per CTA.
     pub fn kv_map_index(&self) -> usize {
         let share = plan::share_per_part(self.total_pages, self.num_parts as u64);
-        kv_map_index(self.rows_per_cta, share)
+        kv_map_index(self.rows_per_cta, share, self.split_p)
     }
     /// The thread-block cluster the decode kernel may be launched in: the seesaw kernel's
     /// row chunks of a KV head in pairs (`config::SEESAW_CLUSTER_CTAS`, grid y), where their
@@ -1132,15 +1132,25 @@ mod tests {
         assert_eq!(fast(16, 16, 4096).kv_map_index(), KV_MAP_HALF);
         assert_eq!(fast(16, 16, 65536).kv_map_index(), KV_MAP_WHOLE);
         assert_eq!(fast(16, 16, 512).kv_map_index(), KV_MAP_WHOLE);
-        // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 32 each.
+        // h_q 32: b 16 at 8K is 2048 pages over 132 CTAs (16 each), at 16K 32 each, at
+        // 32K 63 each: half boxes up to 16 pages with a split P, up to 32 without.
+        let accurate = |batch, h_q, len| schedule(batch, h_q, len, Precision::Accurate);
         let short = fast(16, 32, 8192);
-        let long = fast(16, 32, 16384);
         assert_eq!((short.rows_per_cta, short.total_pages), (32, 2048));
-        assert_eq!(long.rows_per_cta, 32);
-        assert_eq!(
-            (short.kv_map_index(), long.kv_map_index()),
-            (KV_MAP_HALF, KV_MAP_WHOLE)
-        );
+        for (len, split_box, fast_box) in [
+            (8192, KV_MAP_HALF, KV_MAP_HALF),
+            (16384, KV_MAP_WHOLE, KV_MAP_HALF),
+            (32768, KV_MAP_WHOLE, KV_MAP_WHOLE),
+        ] {
+            let (a, f) = (accurate(16, 32, len), fast(16, 32, len));
+            assert_eq!((a.rows_per_cta, a.split_p), (32, true));
+            assert_eq!((f.rows_per_cta, f.split_p), (32, false));
+            assert_eq!(
+                (a.kv_map_index(), f.kv_map_index()),
+                (split_box, fast_box),
+                "{len}"
+            );
+        }
         // h_q 128 on 64-row tiles (the seesaw kernel): never.
         let seesaw = fast(32, 128, 8192);
         assert_eq!(

@@ -23,10 +23,14 @@ pub const TILE_TOKENS: u32 = 64;
 /// same.
 pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
 
-/// Pages per CTA up to which the 32-row kernel also loads 32-token boxes. H200, two cards:
-/// 2-3 % faster at b 16, 1K-8K and b 32, 2K-4K (up to 16 pages a CTA), slower from 32K at
-/// b 16 and 16K at b 32 (31-62 pages a CTA).
-pub const HALF_BOX_MAX_SHARE_32_ROWS: u64 = 16;
+/// Pages per CTA up to which the 32-row kernels load 32-token boxes: (with P split, with P
+/// rounded once). H200, two cards, with 256-byte L2 fills: 2-3 % faster at b 16, 1K-8K and
+/// b 32, 2K-4K (up to 16 pages a CTA), slower from 32K at b 16 and 16K at b 32 (31-62
+/// pages a CTA). With 128-byte fills (thirty-first session, A-B-B-A), at 31 pages a CTA
+/// (b 16, h_q 32, 16K; b 32, 8K; b 16, s_q 2, h_q 16, 16K) the single-rounding kernel is
+/// 0.3-0.8 % faster with half boxes on two cards and the split one 0.4-0.8 % slower; from
+/// 62 pages both are mixed to 1.7 % slower.
+pub const HALF_BOX_MAX_SHARE_32_ROWS: (u64, u64) = (16, 32);
 
 /// Pages per CTA (first, last) over which the 16-row kernel loads 32-token boxes; outside,
 /// whole tiles. With the L2 fills of 128 bytes (`tensor_map::encode_tiled`), whole tiles
@@ -36,13 +40,15 @@ pub const HALF_BOX_MAX_SHARE_32_ROWS: u64 = 16;
 pub const HALF_BOX_SHARES_16_ROWS: (u64, u64) = (3, 32);
 
 /// Index into [`KV_BOX_TOKENS`] (and the KV tensor maps) for the kernel of `rows_cta` query
-/// rows per CTA when each CTA reads about `share_pages` pages: half boxes for the 16-row
-/// kernel over `HALF_BOX_SHARES_16_ROWS`, for the 32-row one on short shares, whole tiles
-/// otherwise.
-pub const fn kv_map_index(rows_cta: u32, share_pages: u64) -> usize {
+/// rows per CTA, splitting P or not (`split_p`), when each CTA reads about `share_pages`
+/// pages: half boxes for the 16-row kernels over `HALF_BOX_SHARES_16_ROWS`, for the
+/// 32-row ones on short shares (`HALF_BOX_MAX_SHARE_32_ROWS`), whole tiles otherwise.
+pub const fn kv_map_index(rows_cta: u32, share_pages: u64, split_p: bool) -> usize {
     let (first, last) = HALF_BOX_SHARES_16_ROWS;
+    let (split_max, fast_max) = HALF_BOX_MAX_SHARE_32_ROWS;
+    let max_32 = if split_p { split_max } else { fast_max };
     if (rows_cta == ROW_TILES[0] && share_pages >= first && share_pages <= last)
-        || (rows_cta == ROW_TILES[1] && share_pages <= HALF_BOX_MAX_SHARE_32_ROWS)
+        || (rows_cta == ROW_TILES[1] && share_pages <= max_32)
     {
         KV_MAP_HALF
     } else {
@@ -547,19 +553,22 @@ mod tests {
             assert!(b <= 256, "a TMA box extent is at most 256");
         }
         assert_eq!(KV_BOX_TOKENS, [64, 32]);
+        assert_eq!(HALF_BOX_MAX_SHARE_32_ROWS, (16, 32));
         for share in [1, 2, 3, 16, 17, 32, 33, 1000] {
-            assert_eq!(
-                kv_map_index(16, share) == KV_MAP_HALF,
-                (3..=32).contains(&share),
-                "the 16-row kernel: half boxes over 3-32 pages a CTA"
-            );
-            assert_eq!(
-                kv_map_index(64, share),
-                KV_MAP_WHOLE,
-                "the seesaw kernels: never"
-            );
-            let half = share <= HALF_BOX_MAX_SHARE_32_ROWS;
-            assert_eq!(kv_map_index(32, share) == KV_MAP_HALF, half);
+            for split_p in [false, true] {
+                assert_eq!(
+                    kv_map_index(16, share, split_p) == KV_MAP_HALF,
+                    (3..=32).contains(&share),
+                    "the 16-row kernels: half boxes over 3-32 pages a CTA"
+                );
+                assert_eq!(
+                    kv_map_index(64, share, split_p),
+                    KV_MAP_WHOLE,
+                    "the seesaw kernels: never"
+                );
+                let half = share <= if split_p { 16 } else { 32 };
+                assert_eq!(kv_map_index(32, share, split_p) == KV_MAP_HALF, half);
+            }
         }
     }
 
