@@ -771,8 +771,7 @@ mod tests {
                 // Every KV box the kernel loads with: at one page a partition and past the
                 // 32-row tiles' half-box limit, where plans keep the tile (two boxes for
                 // 32-row tiles).
-                let (split_max, fast_max) = etap_kernel::config::HALF_BOX_MAX_SHARE_32_ROWS;
-                let long = if split_p { split_max } else { fast_max } + 1;
+                let long = etap_kernel::config::half_box_max_share_32_rows(split_p) + 1;
                 for share in [1, long] {
                     if plan::row_tiling(rows, share * 132, 132, 1, split_p).0 != rows {
                         continue;

@@ -13,7 +13,7 @@ pub const TILE_TOKENS: u32 = 64;
 /// Tokens per TMA box of the KV loads, one tensor map each (all in one device buffer, 128
 /// bytes a map, in this order): whole tiles, and half tiles for the 16-row kernel over
 /// `HALF_BOX_SHARES_16_ROWS` and for 32-row tiles of at most `HALF_BOX_MAX_SHARE_32_ROWS`
-/// pages a CTA. A tile is
+/// pages a CTA (by precision). A tile is
 /// then two loads a column block; the 128-byte swizzle repeats every 8 rows, so the halves
 /// land exactly where one box would put them. H200, same runs, 16-row kernel against
 /// 64-token boxes: 1.3-2.7 % less time over the h_q 16 points of the bench on each of three
@@ -32,6 +32,16 @@ pub const KV_BOX_TOKENS: [u32; 2] = [TILE_TOKENS, TILE_TOKENS / 2];
 /// 62 pages both are mixed to 1.7 % slower.
 pub const HALF_BOX_MAX_SHARE_32_ROWS: (u64, u64) = (16, 32);
 
+/// The entry of [`HALF_BOX_MAX_SHARE_32_ROWS`] for a kernel that splits P (`split_p`) or not.
+pub const fn half_box_max_share_32_rows(split_p: bool) -> u64 {
+    let (split_max, fast_max) = HALF_BOX_MAX_SHARE_32_ROWS;
+    if split_p {
+        split_max
+    } else {
+        fast_max
+    }
+}
+
 /// Pages per CTA (first, last) over which the 16-row kernel loads 32-token boxes; outside,
 /// whole tiles. With the L2 fills of 128 bytes (`tensor_map::encode_tiled`), whole tiles
 /// against half (H200, A-B-B-A, Fast / Accurate): 1-2 pages a CTA 0.95-1.00 (b 1, h_q 16,
@@ -45,10 +55,8 @@ pub const HALF_BOX_SHARES_16_ROWS: (u64, u64) = (3, 32);
 /// 32-row ones on short shares (`HALF_BOX_MAX_SHARE_32_ROWS`), whole tiles otherwise.
 pub const fn kv_map_index(rows_cta: u32, share_pages: u64, split_p: bool) -> usize {
     let (first, last) = HALF_BOX_SHARES_16_ROWS;
-    let (split_max, fast_max) = HALF_BOX_MAX_SHARE_32_ROWS;
-    let max_32 = if split_p { split_max } else { fast_max };
     if (rows_cta == ROW_TILES[0] && share_pages >= first && share_pages <= last)
-        || (rows_cta == ROW_TILES[1] && share_pages <= max_32)
+        || (rows_cta == ROW_TILES[1] && share_pages <= half_box_max_share_32_rows(split_p))
     {
         KV_MAP_HALF
     } else {
