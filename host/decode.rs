@@ -451,6 +451,28 @@ impl DecodePlan {
             Ok((parts, split_offsets))
         };
         let mut chosen = plan_with(plan::fixed_overhead_pages(rows_per_cta))?;
+        // The seesaw kernels' plans over long shares: the greedy fill at other piece costs
+        // too, kept where it balances the partitions better by the same cost
+        // (`plan::charged_makespan`), then where it has fewer pieces.
+        if rows_per_cta == MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES {
+            let charged = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
+                (
+                    plan::charged_makespan(
+                        parts,
+                        seqlens,
+                        PAGE_SIZE as usize,
+                        plan::FIXED_OVERHEAD_PAGES_64_ROWS,
+                    ),
+                    offsets[config.batch],
+                )
+            };
+            for fixed in plan::FILL_OVERHEADS_64_ROWS.rev().skip(1) {
+                let other = plan_with(fixed)?;
+                if charged(&other) < charged(&chosen) {
+                    chosen = other;
+                }
+            }
+        }
         // Over long shares (on short ones pieces cost nothing either way) the transposed
         // kernels' plans are also tried with cheaper pieces; `plan::keeps_alt_plan` picks
         // one by their modelled times.
@@ -1209,6 +1231,38 @@ mod tests {
             CombineLaunch::new(COMBINE_WIDE_MIN_SPLITS - 1, 1, 132).kind,
             CombineKind::Medium
         );
+    }
+
+    #[test]
+    fn seesaw_plans_over_long_shares_keep_the_better_balanced_fill() {
+        let schedule = |h_q: usize, len: i32, precision: Precision| {
+            let config = DecodeConfig::new(32, h_q, 1024).precision(precision);
+            let lens = vec![len; 32];
+            let s = DecodePlan::schedule(&config, &lens, 132).unwrap();
+            let pages: Vec<u64> = s
+                .parts
+                .iter()
+                .filter(|p| !p.is_idle())
+                .map(|p| {
+                    plan::pieces(p, &lens, PAGE_SIZE as usize)
+                        .map(|q| (q.page_end - q.page_begin) as u64)
+                        .sum()
+                })
+                .collect();
+            (s, pages)
+        };
+        for precision in [Precision::Fast, Precision::Accurate] {
+            // b 32, h_q 128, 8K: 128 pages a request over 66 pair partitions. Filled at 8
+            // pages a piece the requests split 66 + 62; at 4, 64 + 64.
+            let (s, pages) = schedule(128, 8192, precision);
+            assert_eq!((s.rows_per_cta, s.row_chunks, s.active_parts), (64, 2, 64));
+            assert!(pages.iter().all(|&p| p == 64), "{pages:?}");
+            assert_eq!(s.split_offsets[32], 64);
+            // 16K: 64 partitions of one 128-page piece beat 66 of 97 pieces; kept.
+            let (s, pages) = schedule(128, 16384, precision);
+            assert_eq!((s.active_parts, s.split_offsets[32]), (64, 64));
+            assert!(pages.iter().all(|&p| p == 128), "{pages:?}");
+        }
     }
 
     #[test]

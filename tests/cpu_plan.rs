@@ -9,13 +9,13 @@
 //! `ceil(T / N)`.
 use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
-    clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece, keeps_alt_plan,
-    length_fits, max_split_slots, modelled_makespan, num_pages, num_parts_for, num_splits,
-    partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling, split_p_for, PartWork,
-    PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FIXED_OVERHEAD_PAGES,
-    FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_TILE_MAX_SHARE_FAST,
-    NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES,
-    WHOLE_PIECE_HALF_PAGES,
+    charged_makespan, clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece,
+    keeps_alt_plan, length_fits, max_split_slots, modelled_makespan, num_pages, num_parts_for,
+    num_splits, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling, split_p_for,
+    PartWork, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS,
+    FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
+    NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES,
+    SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -694,6 +694,21 @@ fn long_shares_keep_the_cheaper_piece_plan_within_the_slack() {
     assert!(keeps_alt_plan(long, 259 + ALT_PLAN_SLACK_HALF_PAGES, 259));
     assert!(!keeps_alt_plan(long, 260 + ALT_PLAN_SLACK_HALF_PAGES, 259));
     assert!(keeps_alt_plan(long, 200, 259));
+}
+
+#[test]
+fn charged_makespan_counts_pages_and_a_fixed_cost_a_piece() {
+    // The same plan: partition 0 holds 68 pages in one piece, partition 1 32 + 10 + 10 in
+    // three.
+    let seqlens = [100 * 64, 10 * 64, 10 * 64];
+    let (_, parts, _) = plan_and_check(&seqlens, PAGE_SIZE, 2);
+    // At 8 a piece both cost 76 (68 + 8 and 52 + 3 · 8).
+    assert_eq!(charged_makespan(&parts, &seqlens, PAGE_SIZE, 8), 76);
+    assert_eq!(charged_makespan(&parts, &seqlens, PAGE_SIZE, 0), 68);
+    assert_eq!(charged_makespan(&parts, &seqlens, PAGE_SIZE, 9), 52 + 27);
+    assert_eq!(charged_makespan(&[PartWork::IDLE], &[0], PAGE_SIZE, 8), 0);
+    // The range of fills starts at the seesaw plans' own piece cost.
+    assert_eq!(*FILL_OVERHEADS_64_ROWS.end(), FIXED_OVERHEAD_PAGES_64_ROWS);
 }
 
 #[test]
