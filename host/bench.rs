@@ -570,6 +570,12 @@ impl PointResult {
         self.replays_us.last().copied()
     }
 
+    /// The fastest timed replay, µs per call: under the power cap, the replays before the
+    /// clock drops.
+    pub fn fastest_us(&self) -> Option<f64> {
+        self.replays_us.iter().copied().reduce(f64::min)
+    }
+
     /// Whether the point slowed by [`REPLAY_DRIFT_MARK`] or more from its first to its last
     /// timed replay.
     pub fn slowed_in_replays(&self) -> bool {

@@ -2,7 +2,11 @@
 //! GPU. The H200s of a device pool differ by a few percent from card to card, so a change
 //! is measured by alternating the two builds in one run (A-B-B-A) and comparing those
 //! reports: each side's time at a point is the geometric mean over its runs, and a point
-//! counts as moved only where the two sides' ranges of run times do not overlap.
+//! counts as moved only where the two sides' ranges of run times do not overlap. A run's time
+//! is its median replay, or with `--fastest` its fastest: where the card caps its power
+//! (h_q 64/128 from 8K on an H200) the clock steps down within a run's replays at moments
+//! that differ from run to run, and the fastest replay, before the first step, separates a
+//! change of a few percent that the medians' spread hides.
 
 use crate::bench::{geomean, parse_filters, select, Filter, Point, Report};
 use crate::error::{Error, Result};
@@ -20,6 +24,18 @@ pub struct CompareArgs {
     /// Keep only the points matching KEY=VALUE (as `bench --only`).
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Compare each run's fastest replay instead of its median.
+    #[arg(long)]
+    pub fastest: bool,
+}
+
+/// Which of a run's replay times stands for the run at a point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunTime {
+    /// The median replay (the bench's µs).
+    Median,
+    /// The fastest replay.
+    Fastest,
 }
 
 /// One point measured by every report of both sides.
@@ -50,9 +66,15 @@ pub struct Comparison {
 }
 
 /// Compares `new` with `base` over the points (matching every filter) that all reports
-/// measured. Every report must come from the same GPU model and precision: anything else
-/// is an error naming the side (`--base` or `--new`) and the report.
-pub fn compare(base: &[Report], new: &[Report], filters: &[Filter]) -> Result<Comparison> {
+/// measured, each run timed by `run_time`. Every report must come from the same GPU model
+/// and precision, and hold its replays where `run_time` is [`RunTime::Fastest`]: anything
+/// else is an error naming the side (`--base` or `--new`) and the report.
+pub fn compare(
+    base: &[Report],
+    new: &[Report],
+    filters: &[Filter],
+    run_time: RunTime,
+) -> Result<Comparison> {
     let first = base
         .first()
         .ok_or_else(|| Error::invalid("--base", "needs at least one report"))?;
@@ -62,6 +84,15 @@ pub fn compare(base: &[Report], new: &[Report], filters: &[Filter]) -> Result<Co
     let sides = [("--base", base), ("--new", new)];
     for (arg, reports) in sides {
         for (i, r) in reports.iter().enumerate() {
+            if run_time == RunTime::Fastest && r.points.iter().any(|p| p.replays_us.is_empty()) {
+                return Err(Error::invalid(
+                    arg,
+                    format!(
+                        "report {} has a point without its replay times: --fastest needs them",
+                        i + 1
+                    ),
+                ));
+            }
             if r.device != first.device || r.precision != first.precision {
                 return Err(Error::invalid(
                     arg,
@@ -81,7 +112,13 @@ pub fn compare(base: &[Report], new: &[Report], filters: &[Filter]) -> Result<Co
     let times = |reports: &[Report], p: &Point| -> Option<Vec<f64>> {
         reports
             .iter()
-            .map(|r| r.points.iter().find(|q| q.point == *p).map(|q| q.us))
+            .map(|r| {
+                let q = r.points.iter().find(|q| q.point == *p)?;
+                match run_time {
+                    RunTime::Median => Some(q.us),
+                    RunTime::Fastest => q.fastest_us(),
+                }
+            })
             .collect()
     };
     let mut points = Vec::new();
@@ -150,7 +187,12 @@ pub fn main(args: &CompareArgs) -> Result<()> {
         .iter()
         .map(|p| load("--new", p))
         .collect::<Result<Vec<_>>>()?;
-    let c = compare(&base, &new, &filters)?;
+    let run_time = if args.fastest {
+        RunTime::Fastest
+    } else {
+        RunTime::Median
+    };
+    let c = compare(&base, &new, &filters, run_time)?;
     let commits = |r: &[Report]| {
         r.iter()
             .map(|r| r.git_commit.as_str())
@@ -158,9 +200,10 @@ pub fn main(args: &CompareArgs) -> Result<()> {
             .join(", ")
     };
     println!(
-        "{}, precision {}: base {} run(s) of {}; new {} run(s) of {}",
+        "{}, precision {}, {} replays: base {} run(s) of {}; new {} run(s) of {}",
         base[0].device,
         base[0].precision,
+        if args.fastest { "fastest" } else { "median" },
         base.len(),
         commits(&base),
         new.len(),
@@ -242,7 +285,7 @@ mod tests {
             report("Fast", &[(A, 9.0), (B, 20.5), (C, 33.0)]),
             report("Fast", &[(A, 9.2), (B, 19.0), (C, 32.0)]),
         ];
-        let c = compare(&base, &new, &[]).unwrap();
+        let c = compare(&base, &new, &[], RunTime::Median).unwrap();
         assert_eq!(c.points.len(), 3);
         assert!((c.points[0].base_us - (10.0f64 * 10.4).sqrt()).abs() < 1e-9);
         assert!((c.points[0].new_us - (9.0f64 * 9.2).sqrt()).abs() < 1e-9);
@@ -252,26 +295,60 @@ mod tests {
         assert!((c.geomean_ratio - want).abs() < 1e-12);
         assert_eq!(c.skipped, 0);
         // One run a side: ratios, but no point is called moved.
-        let one = compare(&base[..1], &new[..1], &[]).unwrap();
+        let one = compare(&base[..1], &new[..1], &[], RunTime::Median).unwrap();
         assert!(one.points.iter().all(|p| p.moved.is_none()));
         assert!((one.points[0].ratio - 0.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn fastest_replays_compare_where_the_medians_spread() {
+        // Two runs a side whose medians overlap (the clock stepped down at different
+        // replays) and whose fastest replays do not.
+        let run = |replays_us: &[f64]| {
+            let ms: Vec<f64> = replays_us.iter().map(|us| us * 20e-3).collect();
+            let mut r = report("Fast", &[]);
+            r.points = vec![PointResult::new(A, &A.lengths(), &ms, None, None)];
+            r
+        };
+        let base = [
+            run(&[128.0, 128.2, 134.0, 134.1, 134.2]),
+            run(&[127.9, 128.1, 128.3, 128.4, 134.0]),
+        ];
+        let new = [
+            run(&[125.0, 125.2, 133.0, 133.1, 133.3]),
+            run(&[125.4, 125.5, 125.6, 131.0, 131.2]),
+        ];
+        let median = compare(&base, &new, &[], RunTime::Median).unwrap();
+        assert_eq!(median.points[0].moved, None);
+        let fastest = compare(&base, &new, &[], RunTime::Fastest).unwrap();
+        let p = &fastest.points[0];
+        assert_eq!(p.moved, Some(Less));
+        assert!((p.base_us - (128.0f64 * 127.9).sqrt()).abs() < 1e-9);
+        assert!((p.new_us - (125.0f64 * 125.4).sqrt()).abs() < 1e-9);
+        // A report without replay times cannot be compared by its fastest.
+        let mut bare = run(&[130.0]);
+        bare.points[0].replays_us.clear();
+        assert!(matches!(
+            compare(&base, &[bare], &[], RunTime::Fastest),
+            Err(Error::InvalidArgument { arg: "--new", .. })
+        ));
     }
 
     #[test]
     fn only_points_every_report_measured_and_matching_the_filters() {
         let base = [report("Fast", &[(A, 10.0), (B, 20.0), (C, 30.0)])];
         let new = [report("Fast", &[(C, 27.0), (A, 11.0)])];
-        let c = compare(&base, &new, &[]).unwrap();
+        let c = compare(&base, &new, &[], RunTime::Median).unwrap();
         let pts: Vec<_> = c.points.iter().map(|p| p.point).collect();
         assert_eq!(pts, [A, C]);
         assert_eq!(c.skipped, 1);
         let f = [Filter::parse("b=32").unwrap()];
-        let c = compare(&base, &new, &f).unwrap();
+        let c = compare(&base, &new, &f, RunTime::Median).unwrap();
         assert_eq!(c.points.len(), 1);
         assert!((c.points[0].ratio - 0.9).abs() < 1e-9);
         let none = [Filter::parse("h_q=128").unwrap()];
         assert!(matches!(
-            compare(&base, &new, &none),
+            compare(&base, &new, &none, RunTime::Median),
             Err(Error::InvalidArgument { arg: "--only", .. })
         ));
     }
@@ -280,18 +357,30 @@ mod tests {
     fn refuses_mixed_precisions_cards_and_empty_sides() {
         let fast = report("Fast", &[(A, 10.0)]);
         let accurate = report("Accurate", &[(A, 12.0)]);
-        let err = compare(std::slice::from_ref(&fast), &[accurate], &[]).unwrap_err();
+        let err = compare(
+            std::slice::from_ref(&fast),
+            &[accurate],
+            &[],
+            RunTime::Median,
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { arg: "--new", .. }));
         let mut h100 = report("Fast", &[(A, 10.0)]);
         h100.device = "NVIDIA H100 80GB HBM3".into();
-        let err = compare(&[fast.clone(), h100], std::slice::from_ref(&fast), &[]).unwrap_err();
+        let err = compare(
+            &[fast.clone(), h100],
+            std::slice::from_ref(&fast),
+            &[],
+            RunTime::Median,
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { arg: "--base", .. }));
         assert!(matches!(
-            compare(&[], std::slice::from_ref(&fast), &[]),
+            compare(&[], std::slice::from_ref(&fast), &[], RunTime::Median),
             Err(Error::InvalidArgument { arg: "--base", .. })
         ));
         assert!(matches!(
-            compare(std::slice::from_ref(&fast), &[], &[]),
+            compare(std::slice::from_ref(&fast), &[], &[], RunTime::Median),
             Err(Error::InvalidArgument { arg: "--new", .. })
         ));
     }
@@ -301,7 +390,13 @@ mod tests {
         // Embedded: test binaries also run on GPU machines without the repository.
         let r: Report =
             serde_json::from_str(include_str!("../bench/results/h200_fast.json")).unwrap();
-        let c = compare(std::slice::from_ref(&r), std::slice::from_ref(&r), &[]).unwrap();
+        let c = compare(
+            std::slice::from_ref(&r),
+            std::slice::from_ref(&r),
+            &[],
+            RunTime::Median,
+        )
+        .unwrap();
         assert_eq!((c.points.len(), c.skipped), (r.points.len(), 0));
         assert!(c.points.iter().all(|p| p.ratio == 1.0));
         assert_eq!(c.geomean_ratio, 1.0);

@@ -5,7 +5,8 @@
 # --only h_q=16 --settle-ms 200: the default second of idle before each point is for
 # results runs; here base and new alternate).
 # Usage: ab-bench.sh BASE_BIN NEW_BIN OUT_DIR [bench args...]
-# Writes OUT_DIR/{base,new}{1,2}.json and prints the comparison; ROUNDS=N (default 1)
+# Writes OUT_DIR/{base,new}{1,2}.json and prints the comparison (of the runs' median
+# replays, then of their fastest); ROUNDS=N (default 1)
 # repeats the A-B-B-A block.
 set -euo pipefail
 
@@ -42,3 +43,5 @@ for _ in $(seq "$rounds"); do
 done
 join() { local IFS=,; echo "$*"; }
 "$new_bin" compare --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"
+# The fastest replays too: under the power cap they show what the medians' spread hides.
+"$new_bin" compare --fastest --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"
