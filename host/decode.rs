@@ -502,7 +502,6 @@ impl DecodePlan {
             * (config.s_q * config.h_q) as u64;
         let l2_footprint =
             kv_bytes + partial_rows * u64::from(D_V * 4 + 4) + rows * u64::from((D_QK + D_V) * 2);
-        let combine_rows = (config.s_q * config.h_q) as u64 * config.batch as u64;
         Ok(Schedule {
             parts,
             split_offsets,
@@ -512,7 +511,7 @@ impl DecodePlan {
             row_chunks,
             split_p,
             max_splits,
-            combine: CombineLaunch::new(max_splits, combine_rows, sm_count),
+            combine: CombineLaunch::new(max_splits, rows, sm_count),
             kv_bytes,
             l2_footprint,
             total_pages,
