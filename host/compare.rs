@@ -65,11 +65,16 @@ pub struct Comparison {
     pub skipped: usize,
 }
 
+/// [`compare_by`] on the runs' median replays (the bench's µs).
+pub fn compare(base: &[Report], new: &[Report], filters: &[Filter]) -> Result<Comparison> {
+    compare_by(base, new, filters, RunTime::Median)
+}
+
 /// Compares `new` with `base` over the points (matching every filter) that all reports
 /// measured, each run timed by `run_time`. Every report must come from the same GPU model
 /// and precision, and hold its replays where `run_time` is [`RunTime::Fastest`]: anything
 /// else is an error naming the side (`--base` or `--new`) and the report.
-pub fn compare(
+pub fn compare_by(
     base: &[Report],
     new: &[Report],
     filters: &[Filter],
@@ -192,7 +197,7 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     } else {
         RunTime::Median
     };
-    let c = compare(&base, &new, &filters, run_time)?;
+    let c = compare_by(&base, &new, &filters, run_time)?;
     let commits = |r: &[Report]| {
         r.iter()
             .map(|r| r.git_commit.as_str())
@@ -285,7 +290,7 @@ mod tests {
             report("Fast", &[(A, 9.0), (B, 20.5), (C, 33.0)]),
             report("Fast", &[(A, 9.2), (B, 19.0), (C, 32.0)]),
         ];
-        let c = compare(&base, &new, &[], RunTime::Median).unwrap();
+        let c = compare(&base, &new, &[]).unwrap();
         assert_eq!(c.points.len(), 3);
         assert!((c.points[0].base_us - (10.0f64 * 10.4).sqrt()).abs() < 1e-9);
         assert!((c.points[0].new_us - (9.0f64 * 9.2).sqrt()).abs() < 1e-9);
@@ -295,7 +300,7 @@ mod tests {
         assert!((c.geomean_ratio - want).abs() < 1e-12);
         assert_eq!(c.skipped, 0);
         // One run a side: ratios, but no point is called moved.
-        let one = compare(&base[..1], &new[..1], &[], RunTime::Median).unwrap();
+        let one = compare(&base[..1], &new[..1], &[]).unwrap();
         assert!(one.points.iter().all(|p| p.moved.is_none()));
         assert!((one.points[0].ratio - 0.9).abs() < 1e-9);
     }
@@ -318,9 +323,9 @@ mod tests {
             run(&[125.0, 125.2, 133.0, 133.1, 133.3]),
             run(&[125.4, 125.5, 125.6, 131.0, 131.2]),
         ];
-        let median = compare(&base, &new, &[], RunTime::Median).unwrap();
+        let median = compare(&base, &new, &[]).unwrap();
         assert_eq!(median.points[0].moved, None);
-        let fastest = compare(&base, &new, &[], RunTime::Fastest).unwrap();
+        let fastest = compare_by(&base, &new, &[], RunTime::Fastest).unwrap();
         let p = &fastest.points[0];
         assert_eq!(p.moved, Some(Less));
         assert!((p.base_us - (128.0f64 * 127.9).sqrt()).abs() < 1e-9);
@@ -329,7 +334,7 @@ mod tests {
         let mut bare = run(&[130.0]);
         bare.points[0].replays_us.clear();
         assert!(matches!(
-            compare(&base, &[bare], &[], RunTime::Fastest),
+            compare_by(&base, &[bare], &[], RunTime::Fastest),
             Err(Error::InvalidArgument { arg: "--new", .. })
         ));
     }
@@ -338,17 +343,17 @@ mod tests {
     fn only_points_every_report_measured_and_matching_the_filters() {
         let base = [report("Fast", &[(A, 10.0), (B, 20.0), (C, 30.0)])];
         let new = [report("Fast", &[(C, 27.0), (A, 11.0)])];
-        let c = compare(&base, &new, &[], RunTime::Median).unwrap();
+        let c = compare(&base, &new, &[]).unwrap();
         let pts: Vec<_> = c.points.iter().map(|p| p.point).collect();
         assert_eq!(pts, [A, C]);
         assert_eq!(c.skipped, 1);
         let f = [Filter::parse("b=32").unwrap()];
-        let c = compare(&base, &new, &f, RunTime::Median).unwrap();
+        let c = compare(&base, &new, &f).unwrap();
         assert_eq!(c.points.len(), 1);
         assert!((c.points[0].ratio - 0.9).abs() < 1e-9);
         let none = [Filter::parse("h_q=128").unwrap()];
         assert!(matches!(
-            compare(&base, &new, &none, RunTime::Median),
+            compare(&base, &new, &none),
             Err(Error::InvalidArgument { arg: "--only", .. })
         ));
     }
@@ -357,30 +362,18 @@ mod tests {
     fn refuses_mixed_precisions_cards_and_empty_sides() {
         let fast = report("Fast", &[(A, 10.0)]);
         let accurate = report("Accurate", &[(A, 12.0)]);
-        let err = compare(
-            std::slice::from_ref(&fast),
-            &[accurate],
-            &[],
-            RunTime::Median,
-        )
-        .unwrap_err();
+        let err = compare(std::slice::from_ref(&fast), &[accurate], &[]).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { arg: "--new", .. }));
         let mut h100 = report("Fast", &[(A, 10.0)]);
         h100.device = "NVIDIA H100 80GB HBM3".into();
-        let err = compare(
-            &[fast.clone(), h100],
-            std::slice::from_ref(&fast),
-            &[],
-            RunTime::Median,
-        )
-        .unwrap_err();
+        let err = compare(&[fast.clone(), h100], std::slice::from_ref(&fast), &[]).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { arg: "--base", .. }));
         assert!(matches!(
-            compare(&[], std::slice::from_ref(&fast), &[], RunTime::Median),
+            compare(&[], std::slice::from_ref(&fast), &[]),
             Err(Error::InvalidArgument { arg: "--base", .. })
         ));
         assert!(matches!(
-            compare(std::slice::from_ref(&fast), &[], &[], RunTime::Median),
+            compare(std::slice::from_ref(&fast), &[], &[]),
             Err(Error::InvalidArgument { arg: "--new", .. })
         ));
     }
@@ -390,13 +383,7 @@ mod tests {
         // Embedded: test binaries also run on GPU machines without the repository.
         let r: Report =
             serde_json::from_str(include_str!("../bench/results/h200_fast.json")).unwrap();
-        let c = compare(
-            std::slice::from_ref(&r),
-            std::slice::from_ref(&r),
-            &[],
-            RunTime::Median,
-        )
-        .unwrap();
+        let c = compare(std::slice::from_ref(&r), std::slice::from_ref(&r), &[]).unwrap();
         assert_eq!((c.points.len(), c.skipped), (r.points.len(), 0));
         assert!(c.points.iter().all(|p| p.ratio == 1.0));
         assert_eq!(c.geomean_ratio, 1.0);

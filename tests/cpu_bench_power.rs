@@ -2,7 +2,7 @@
 //! samples, the energy estimate, the table cell, the CSV columns and JSON fields with and
 //! without values, and reading reports written before the fields existed.
 use flashmla_etap::bench::{table_header, table_row, to_csv, to_json, Point, PointResult, Report};
-use flashmla_etap::compare::{compare, CompareArgs, RunTime};
+use flashmla_etap::compare::{compare, CompareArgs};
 use flashmla_etap::power::{
     energy_per_call_uj, nvml_bus_id, PowerSample, PowerStats, ThrottleReasons, SLOWDOWN,
 };
@@ -371,13 +371,7 @@ fn reports_from_before_the_fields_still_read_and_compare() {
         p.power = capped();
         p.us *= 0.9;
     }
-    let c = compare(
-        std::slice::from_ref(&old),
-        std::slice::from_ref(&new),
-        &[],
-        RunTime::Median,
-    )
-    .unwrap();
+    let c = compare(std::slice::from_ref(&old), std::slice::from_ref(&new), &[]).unwrap();
     assert_eq!(c.points.len(), old.points.len());
     assert!((c.geomean_ratio - 0.9).abs() < 1e-9);
     let dir = std::env::temp_dir().join(format!("etap-power-{}", std::process::id()));
