@@ -330,6 +330,8 @@ pub struct SeesawSmem {
     /// The partition's first request as read before the wait for the previous grid
     /// (`LEAD_WORDS` words: its length, then its first `STAGES` page ids).
     pub lead: u32,
+    /// The partition's piece index of its first request (`PartWork::first_split`).
+    pub first_split: u32,
     /// Total bytes to request.
     pub bytes: u32,
 }
@@ -346,7 +348,8 @@ impl SeesawSmem {
         let moved = l + CONSUMER_WARPGROUPS * SEESAW_ROWS * 4;
         let bars = moved + CONSUMER_WARPS * 4;
         let lead = bars + STAGES * K_BLOCKS * 8;
-        let bytes = lead + LEAD_WORDS * 4;
+        let first_split = lead + LEAD_WORDS * 4;
+        let bytes = first_split + 4;
         SeesawSmem {
             q,
             kv,
@@ -357,6 +360,7 @@ impl SeesawSmem {
             moved,
             bars,
             lead,
+            first_split,
             bytes,
         }
     }

@@ -91,6 +91,7 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
             mbarrier::init(base + lay.bars + 8 * b, 1);
         }
         Lead::read(a, part, part.begin_req).store(base + lay.lead);
+        smem::st_u32(base + lay.first_split, part.first_split as u32);
     }) else {
         return;
     };
@@ -752,9 +753,10 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
             smem::ld_f32(c.l_at(0, c.rows[1])) + smem::ld_f32(c.l_at(1, c.rows[1])),
         ];
         let m = c.rows_f32(|row| c.m_at(row));
-        // Read from the plan again rather than held in a register through the piece.
+        // Kept in shared memory rather than in a register through the piece (read from
+        // the plan here, its latency sat before the output stores: 0.4 µs, H200 stamps).
         let split_idx = if r == part.begin_req {
-            (*a.parts.add(ids::block_x() as usize)).first_split
+            smem::ld_u32(c.base + c.lay.first_split) as i32
         } else {
             0
         };
