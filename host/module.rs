@@ -374,10 +374,10 @@ mod tests {
             let body = entry_body(PTX, name);
             let count = |insn: &str| body.matches(insn).count() as u32;
             let (found, want) = if is_seesaw(name) {
-                // Two rows a thread, an element pair (8 or 4 bytes) per 8 of its 256 dims.
-                let pairs = 2 * SEESAW_HALF_DV / 8;
-                let found = (count("@p st.global.v2.f32"), count("@p st.global.b32"));
-                (found, (pairs, pairs))
+                // Two rows a thread, 4 elements (16 or 8 bytes) per 16 of its 256 dims.
+                let quads = 2 * SEESAW_HALF_DV / 16;
+                let found = (count("@p st.global.v4.f32"), count("@p st.global.v2.b32"));
+                (found, (quads, quads))
             } else {
                 // Per V block, a quarter of the CTA's rows (r16: 4, r32: 8) a thread.
                 let rows: u32 = name[name.find("_r").unwrap() + 2..]

@@ -34,3 +34,20 @@ pub unsafe fn st_b32_if(pred: bool, addr: u64, v: u32) {
     asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p st.global.b32 [{a}], {v}; }}",
         pr = in(reg32) pred as u32, a = in(reg64) addr, v = in(reg32) v, options(nostack));
 }
+
+/// st.global.v4.f32 (16 bytes, `addr` 16-byte aligned) where `pred` holds.
+#[inline(always)]
+pub unsafe fn st_v4_f32_if(pred: bool, addr: u64, v: [f32; 4]) {
+    asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p st.global.v4.f32 [{a}], {{{x}, {y}, {z}, {w}}}; }}",
+        pr = in(reg32) pred as u32, a = in(reg64) addr,
+        x = in(reg32) v[0], y = in(reg32) v[1], z = in(reg32) v[2], w = in(reg32) v[3],
+        options(nostack));
+}
+
+/// st.global.v2.b32 (8 bytes, `addr` 8-byte aligned) where `pred` holds.
+#[inline(always)]
+pub unsafe fn st_v2_b32_if(pred: bool, addr: u64, v0: u32, v1: u32) {
+    asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p st.global.v2.b32 [{a}], {{{x}, {y}}}; }}",
+        pr = in(reg32) pred as u32, a = in(reg64) addr, x = in(reg32) v0, y = in(reg32) v1,
+        options(nostack));
+}

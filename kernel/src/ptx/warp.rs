@@ -12,6 +12,17 @@ pub fn shfl_xor(v: f32, mask: u32) -> f32 {
     r
 }
 
+/// shfl.sync.idx: the value `v` of lane `src` (all 32 lanes take part).
+#[inline(always)]
+pub fn shfl_idx(v: f32, src: u32) -> f32 {
+    let r: f32;
+    unsafe {
+        asm!("shfl.sync.idx.b32 {r}, {v}, {s}, 0x1f, 0xffffffff;", r = out(reg32) r, v = in(reg32) v, s = in(reg32) src,
+            options(nomem, nostack));
+    }
+    r
+}
+
 /// bar.warp.sync: reconverges the warp and orders its lanes' memory accesses.
 #[inline(always)]
 pub fn sync() {
