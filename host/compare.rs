@@ -208,7 +208,10 @@ pub fn main(args: &CompareArgs) -> Result<()> {
         "{}, precision {}, {} replays: base {} run(s) of {}; new {} run(s) of {}",
         base[0].device,
         base[0].precision,
-        if args.fastest { "fastest" } else { "median" },
+        match run_time {
+            RunTime::Median => "median",
+            RunTime::Fastest => "fastest",
+        },
         base.len(),
         commits(&base),
         new.len(),

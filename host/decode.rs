@@ -466,10 +466,12 @@ impl DecodePlan {
                     offsets[config.batch],
                 )
             };
+            let mut best = charged(&chosen);
             for fixed in plan::FILL_OVERHEADS_64_ROWS.rev().skip(1) {
                 let other = plan_with(fixed)?;
-                if charged(&other) < charged(&chosen) {
-                    chosen = other;
+                let cost = charged(&other);
+                if cost < best {
+                    (chosen, best) = (other, cost);
                 }
             }
         }
