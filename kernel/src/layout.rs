@@ -87,6 +87,22 @@ pub const fn acc_coord(thread: u32, i: u32) -> (u32, u32) {
     (row, col)
 }
 
+/// Whether `lane` stores the high pair of its 16-dim span after the transposed kernels'
+/// output shuffle: lanes l/4 = 2d and 2d + 1 (holding accumulator rows l/4 and l/4 + 8)
+/// swap one element (`shfl.xor 4`), the even lane keeping rows 2d, 2d + 1 and the odd one
+/// rows 2d + 8, 2d + 9.
+#[inline(always)]
+pub const fn pair_store_is_high(lane: u32) -> bool {
+    (lane / 4) % 2 == 1
+}
+
+/// The first of the two adjacent accumulator rows (within a warp's 16) that `lane` stores
+/// after that shuffle (see `pair_store_is_high`).
+#[inline(always)]
+pub const fn pair_store_dim(lane: u32) -> u32 {
+    2 * (lane / 8) + if pair_store_is_high(lane) { 8 } else { 0 }
+}
+
 /// Where `stmatrix .trans` call `group` of `thread` (0..128) sends the row it addresses,
 /// when the warpgroup stores its Sᵀ-shaped fragment (64 tokens × N columns) as the K-major
 /// Pᵀ operand: returns (Pᵀ row = query column, first of its 8 tokens). Matrix k = 4·group +
@@ -131,6 +147,32 @@ pub const fn p_rows_store_coord(thread: u32, kk: u32) -> (u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After the shuffle each lane stores rows it holds or takes from lane ^ 4, and the 8
+    /// lanes of a column cover its 16 rows once.
+    #[test]
+    fn pair_stores_cover_each_row_once_from_the_lanes_that_hold_it() {
+        for q in 0..4 {
+            let mut seen = [0u32; 16];
+            for lane in (q..32).step_by(4) {
+                let d = pair_store_dim(lane);
+                assert_eq!(d % 2, 0, "lane {lane}: an aligned pair");
+                // Rows held by a lane: acc_coord's l/4 and l/4 + 8 (warp 0).
+                let held = |l: u32| [acc_coord(l, 0).0, acc_coord(l, 2).0];
+                // The lane keeps one element of its own and takes the other from lane ^ 4,
+                // which publishes its row l/4 (when high) or l/4 + 8 (when low).
+                let own = held(lane)[pair_store_is_high(lane) as usize];
+                let partner = lane ^ 4;
+                let taken = held(partner)[!pair_store_is_high(partner) as usize];
+                let mut pair = [own, taken];
+                pair.sort();
+                assert_eq!(pair, [d, d + 1], "lane {lane}");
+                seen[d as usize] += 1;
+                seen[d as usize + 1] += 1;
+            }
+            assert_eq!(seen, [1; 16], "column lanes {q} mod 4");
+        }
+    }
 
     #[test]
     fn swizzle_is_a_permutation_of_each_atom() {

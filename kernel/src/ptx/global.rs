@@ -20,6 +20,21 @@ pub unsafe fn st_b16_if(pred: bool, addr: u64, v: u16) {
         pr = in(reg32) pred as u32, a = in(reg64) addr, v = in(reg16) v, options(nostack));
 }
 
+/// st.global.v2.f32 (8 bytes, `addr` 8-byte aligned) where `pred` holds.
+#[inline(always)]
+pub unsafe fn st_v2_f32_if(pred: bool, addr: u64, v: [f32; 2]) {
+    asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p st.global.v2.f32 [{a}], {{{x}, {y}}}; }}",
+        pr = in(reg32) pred as u32, a = in(reg64) addr, x = in(reg32) v[0], y = in(reg32) v[1],
+        options(nostack));
+}
+
+/// st.global.b32 (`addr` 4-byte aligned) where `pred` holds.
+#[inline(always)]
+pub unsafe fn st_b32_if(pred: bool, addr: u64, v: u32) {
+    asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p st.global.b32 [{a}], {v}; }}",
+        pr = in(reg32) pred as u32, a = in(reg64) addr, v = in(reg32) v, options(nostack));
+}
+
 /// st.global.v4.f32 (16 bytes, `addr` 16-byte aligned) where `pred` holds.
 #[inline(always)]
 pub unsafe fn st_v4_f32_if(pred: bool, addr: u64, v: [f32; 4]) {
