@@ -484,7 +484,7 @@ mod tests {
             if split_p {
                 pv + when(b, wait(0) + pv + when(b2, wait(0) + next_s)) + wait(0)
             } else {
-                // With more than one row chunk, tile b+2's reload first waits for P_b·V_bR.
+                // Tile b+2's reload first waits for P_b·V_bR.
                 when(b, pv)
                     + pv
                     + when(b2, wait(1))

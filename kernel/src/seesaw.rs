@@ -1051,16 +1051,12 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
         barrier::arrive_named(NamedBarrier::PbIssued as u32, 256);
     }
 
-    // Reload the halves this warpgroup read last, then S_{b+2}. Where other CTAs read the
-    // same pages (more than one row chunk a KV head), tile b+2's half goes out as soon as
-    // P_b·V_bR retires, then tile a+2's: S_{b+2} waited ~1,100 cycles a pair for its own
-    // half, and the order took h_q 128 from 4K 1.6-4 % faster (H200, thirty-fourth
-    // session). With one chunk, tile a+2's goes first, since warpgroup 0's S_{a+2} waits
-    // for it before S_{b+2} does for tile b+2 (loads land about in issue order; h_q 64 from
-    // 4K 1.6 % faster that way).
-    let b_first = B2 && c.a.row_chunks > 1;
-    if b_first {
-        // Tile a+3 implies b: P_b·V_bR is the older of the two groups in flight.
+    // Reload the halves this warpgroup read last, each as soon as its products retire:
+    // tile b+2's once P_b·V_bR is done (tile a+3 implies b: it is the older group in
+    // flight), then tile a+2's; then S_{b+2}, which waited ~1,100 cycles a pair for its own
+    // half when it went out second (H200, thirty-fourth session: h_q 128 from 8K 2-5 %
+    // faster, h_q 64 from 4K 0.7-2 % slower; a run-time choice by row chunks kept the loss).
+    if B2 {
         wgmma::wait::<1>();
         c.load_half::<false>(pc, 1, 1, id_b2);
     }
@@ -1069,10 +1065,6 @@ unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: boo
         c.load_half::<false>(pc, 0, 1, id_a2);
     }
     if B2 {
-        // Tile a+3 implies a+2: the wait above retired P_b·V_bR too.
-        if !b_first {
-            c.load_half::<false>(pc, 1, 1, id_b2);
-        }
         s.issue_next_s::<T, false, 1>(c, || {});
     }
     wgmma::wait_all();
