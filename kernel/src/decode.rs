@@ -812,7 +812,8 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
     };
     // One branch-free copy of each loop per element size (a single copy with both widths'
     // guarded stores spilled in `_r32_split`), in which `elem_bytes` is a constant.
-    match (O::N > S::N, wide) {
+    let stacked = O::N > S::N;
+    match (stacked, wide) {
         (true, true) => out.elements(o, half, t, |p, at, v| global::st_f32_if(p, at, v)),
         (true, false) => out.elements(o, half, t, |p, at, v| {
             global::st_b16_if(p, at, T::from_f32(v))
@@ -846,8 +847,8 @@ impl Outputs<'_> {
         })
     }
 
-    /// Stores each element of Oᵀ (the sum of its two halves where `o` is stacked) on its
-    /// own.
+    /// Stores each element of a stacked Oᵀ (the sum of its high and low halves, `half`
+    /// elements apart) on its own.
     #[inline(always)]
     unsafe fn elements<A: AsRef<[f32]>>(
         &self,
@@ -865,21 +866,16 @@ impl Outputs<'_> {
                 let c = column_slot(i);
                 let (dim, _) = acc_coord(t, i as u32);
                 let step = (mb as u32 * 64 + dim - dim0) as u64 * self.elem_bytes;
-                let sum = if v.len() > half {
-                    v[i] + v[i + half]
-                } else {
-                    v[i]
-                };
                 put(
                     self.row_at[c] != u32::MAX,
                     col_addr[c].wrapping_add(step),
-                    sum * self.inv[c],
+                    (v[i] + v[i + half]) * self.inv[c],
                 );
             }
         }
     }
 
-    /// Stores Oᵀ two adjacent dims a lane. A column's 16 dims of a warp per V block lie in
+    /// Stores an unstacked Oᵀ two adjacent dims a lane. A column's 16 dims of a warp per V block lie in
     /// 8 lanes (dims l/4 and l/4 + 8 of lane l): lanes l/4 = 2d and 2d + 1 swap one element
     /// in a shuffle, so that a warp's store covers 4 rows × 16 dims, half the instructions
     /// and lines of one element a lane (as the seesaw's stores, thirty-third session).
