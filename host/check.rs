@@ -693,6 +693,7 @@ pub fn anchor_accuracy_cases() -> Vec<(Case, f64)> {
 mod tests {
     use super::*;
     use crate::decode::CombineKind;
+    use etap_kernel::config::SEESAW_ROWS;
     use etap_kernel::plan;
 
     fn result(rmse: f64, floor: f64, values: usize) -> CaseResult {
@@ -744,6 +745,7 @@ mod tests {
         let mut boxes = Vec::new();
         let mut long_shares = Vec::new();
         let mut fast_split = false;
+        let mut fast_seesaw_orders = Vec::new();
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -752,6 +754,9 @@ mod tests {
                 combines.push(sched.combine.kind);
             }
             kernels.push((sched.rows_per_cta, sched.split_p));
+            if sched.rows_per_cta == SEESAW_ROWS && !sched.split_p {
+                fast_seesaw_orders.push(sched.pa_first);
+            }
             boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
             if share > plan::SHORT_SHARE_PAGES && sched.max_splits > 1 {
@@ -796,5 +801,11 @@ mod tests {
             }
         }
         assert!(fast_split, "no Fast grid case runs the split kernel");
+        for pa_first in [true, false] {
+            assert!(
+                fast_seesaw_orders.contains(&pa_first),
+                "no Fast 64-row grid case runs the P_a-first order {pa_first}"
+            );
+        }
     }
 }

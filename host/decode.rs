@@ -430,6 +430,7 @@ impl DecodePlan {
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
         let share = plan::share_per_part(total_pages, num_parts as u64);
         let split_p = plan::split_p_for(split_asked, rows_per_cta, share);
+        let pa_first = plan::seesaw_pa_first(rows_per_cta, split_p, row_chunks, share);
         let plan_with = |fixed: u32| -> Result<(Vec<PartWork>, Vec<i32>)> {
             let mut parts = vec![PartWork::IDLE; num_parts];
             let mut split_offsets = vec![0i32; config.batch + 1];
@@ -512,6 +513,7 @@ impl DecodePlan {
             rows_per_cta,
             row_chunks,
             split_p,
+            pa_first,
             max_splits,
             combine: CombineLaunch::new(max_splits, rows, sm_count),
             kv_bytes,
@@ -578,6 +580,9 @@ pub struct Schedule {
     /// Whether the decode kernel splits P (`plan::split_p_for`): with
     /// `Precision::Accurate`, and with `Fast` where that kernel is the faster.
     pub split_p: bool,
+    /// Whether the 64-row kernel runs its pairs in the P_a-first order
+    /// (`plan::seesaw_pa_first`; always with `split_p`), else in FlashMLA's.
+    pub pa_first: bool,
     /// Most pieces any one request is split into (what `combine` is chosen by).
     pub max_splits: u32,
     /// The combine kernel and its launch shape.
@@ -724,6 +729,9 @@ struct Functions {
     /// `[dtype][split P][row tile]`: `etap_decode_{bf16,f16}_r{16,32,64}` (P rounded once)
     /// and `_split`; 64 rows: the seesaw kernels.
     decode: [[[sys::CUfunction; ROW_TILES.len()]; 2]; 2],
+    /// `[dtype]`: the 64-row kernel with P rounded once in the P_a-first order
+    /// ([`pa_first_kernel_name`]).
+    decode_pa_first: [sys::CUfunction; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
     combine: [[sys::CUfunction; CombineKind::ALL.len()]; 2],
 }
@@ -850,12 +858,22 @@ fn decode_kernel_name(dtype: Dtype, split_p: bool, rows: u32) -> String {
     format!("etap_decode_{}_r{rows}{suffix}", dtype_kernel(dtype).0)
 }
 
+/// The 64-row decode kernel for `dtype` with P rounded once in the P_a-first order
+/// (`Schedule::pa_first`; the split one always runs it).
+fn pa_first_kernel_name(dtype: Dtype) -> String {
+    format!(
+        "etap_decode_{}_r{SEESAW_ROWS}_pa_first",
+        dtype_kernel(dtype).0
+    )
+}
+
 impl Decoder {
     /// Loads the kernels on `gpu` and allows the decode kernels their shared memory.
     pub fn new(gpu: &Gpu) -> Result<Self> {
         let kernels = Kernels::load(gpu)?;
         let mut functions = Functions {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
+            decode_pa_first: [std::ptr::null_mut(); 2],
             combine: [[std::ptr::null_mut(); CombineKind::ALL.len()]; 2],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
@@ -867,6 +885,9 @@ impl Decoder {
                     functions.decode[d][usize::from(split_p)][r] = kernels.function(&kernel)?;
                 }
             }
+            let kernel = pa_first_kernel_name(dtype);
+            kernels.set_max_dynamic_smem(&kernel, decode_smem_bytes(SEESAW_ROWS))?;
+            functions.decode_pa_first[d] = kernels.function(&kernel)?;
             for (k, kernel) in combine_kernel_names(dtype).iter().enumerate() {
                 functions.combine[d][k] = kernels.function(kernel)?;
             }
@@ -969,10 +990,12 @@ impl Decoder {
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
         let comb = sched.combine;
-        let (decode_fn, combine_fn) = (
-            self.functions.decode[d][usize::from(sched.split_p)][tile],
-            self.functions.combine[d][comb.kind as usize],
-        );
+        let decode_fn = if sched.pa_first && !sched.split_p {
+            self.functions.decode_pa_first[d]
+        } else {
+            self.functions.decode[d][usize::from(sched.split_p)][tile]
+        };
+        let combine_fn = self.functions.combine[d][comb.kind as usize];
         let kv_map = sched.kv_map_index();
         let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
             | if O::F32 { FLAG_OUT_F32 } else { 0 }
@@ -1100,6 +1123,8 @@ mod tests {
                     assert!(entries.contains(&name.as_str()), "{name} is not a kernel");
                 }
             }
+            let name = pa_first_kernel_name(dtype);
+            assert!(entries.contains(&name.as_str()), "{name} is not a kernel");
             for combine in combine_kernel_names(dtype) {
                 assert!(
                     entries.contains(&combine.as_str()),
@@ -1111,6 +1136,10 @@ mod tests {
         assert_eq!(
             decode_kernel_name(Dtype::Bf16, false, 64),
             "etap_decode_bf16_r64"
+        );
+        assert_eq!(
+            pa_first_kernel_name(Dtype::F16),
+            "etap_decode_f16_r64_pa_first"
         );
         assert_eq!(
             decode_kernel_name(Dtype::F16, false, 32),
@@ -1183,6 +1212,35 @@ mod tests {
         assert_eq!((fast.rows_per_cta, fast.split_p), (64, false));
         assert_eq!((accurate.rows_per_cta, accurate.split_p), (64, true));
         assert!(fast.drops_partials(l2) && !accurate.drops_partials(l2));
+    }
+
+    #[test]
+    fn fast_seesaw_plans_run_pa_first_except_over_long_shares_of_two_row_chunks() {
+        let schedule = |batch: usize, s_q: usize, h_q: usize, len: i32, precision| {
+            let config = DecodeConfig::new(batch, h_q, 1024)
+                .s_q(s_q)
+                .precision(precision);
+            DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
+        };
+        // (b, s_q, h_q, length, P_a-first with P rounded once): h_q 64 has one row chunk;
+        // h_q 128 at b 16, 8K is 2048 pages over 66 partitions (32 each), at 16K 63 each.
+        for (batch, s_q, h_q, len, pa_first) in [
+            (16, 1, 64, 65536, true),
+            (32, 1, 64, 2048, true),
+            (16, 1, 128, 8192, true),
+            (32, 1, 128, 2048, true),
+            (16, 1, 128, 16384, false),
+            (32, 1, 128, 8192, false),
+            (16, 2, 128, 16384, false),
+        ] {
+            let fast = schedule(batch, s_q, h_q, len, Precision::Fast);
+            let accurate = schedule(batch, s_q, h_q, len, Precision::Accurate);
+            assert_eq!(fast.rows_per_cta, 64, "b {batch}, h_q {h_q}, {len}");
+            assert_eq!(fast.pa_first, pa_first, "b {batch}, h_q {h_q}, {len}");
+            assert!(accurate.split_p && accurate.pa_first);
+        }
+        // 16/32-row tiles have one order.
+        assert!(!schedule(16, 1, 16, 65536, Precision::Fast).pa_first);
     }
 
     #[test]

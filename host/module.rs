@@ -327,7 +327,10 @@ mod tests {
                 assert_eq!(bound, None, "{name}");
             }
         }
-        assert_eq!(seesaw, 4, "bf16/f16 × Fast/Accurate seesaw kernels");
+        assert_eq!(
+            seesaw, 6,
+            "bf16/f16 × Fast (two orders) / Accurate seesaw kernels"
+        );
     }
 
     /// The 16/32-row kernels' wgmma instructions appear in the PTX exactly as often as the
@@ -398,7 +401,10 @@ mod tests {
             assert_eq!(found, want, "{name}: guarded stores (f32, 16-bit output)");
             checked += 1;
         }
-        assert_eq!(checked, 12, "bf16/f16 × 16/32/64 rows × Fast/Accurate");
+        assert_eq!(
+            checked, 14,
+            "bf16/f16 × 16/32/64 rows × Fast/Accurate, + P_a-first"
+        );
     }
 
     /// The seesaw kernels issue a piece's Q loads (`cp.async`) ahead of its first KV tiles'
@@ -419,7 +425,10 @@ mod tests {
             );
             checked += 1;
         }
-        assert_eq!(checked, 4, "bf16/f16 × Fast/Accurate seesaw kernels");
+        assert_eq!(
+            checked, 6,
+            "bf16/f16 × Fast (two orders) / Accurate seesaw kernels"
+        );
     }
 
     /// wgmma instructions of one seesaw kernel: fences, commits, waits (any count, and
@@ -448,8 +457,9 @@ mod tests {
 
     /// What the seesaw source issues, call site by call site: S of a piece's first tile,
     /// then each warpgroup's pair function at its five call sites (the loop's full pair,
-    /// the tails of 3 tiles (two calls), of 2 and of 1), each `(B, A2, B2)`.
-    fn seesaw_source_counts(split_p: bool) -> WgmmaCounts {
+    /// the tails of 3 tiles (two calls), of 2 and of 1), each `(B, A2, B2)`, in the
+    /// P_a-first order (`pa_first`, always with `split_p`) or FlashMLA's.
+    fn seesaw_source_counts(split_p: bool, pa_first: bool) -> WgmmaCounts {
         use etap_kernel::config::{K_BLOCKS, PV_STEPS, QK_STEPS};
         let n = |b: bool| b as u32;
         // P·V over half the V dims: one fence and commit, PV_STEPS MMAs (twice with split P).
@@ -474,14 +484,14 @@ mod tests {
         let none = WgmmaCounts::default();
         let when = |c: bool, x: WgmmaCounts| if c { x } else { none };
         let wg0 = |b: bool, a2: bool, b2: bool| {
-            if split_p {
+            if pa_first {
                 pv + when(b, wait(0) + pv) + when(a2, next_s + when(b2, wait(1))) + wait(0)
             } else {
                 pv + wait(0) + when(b, pv) + when(a2, next_s + when(b2, wait(1))) + wait(0)
             }
         };
         let wg1 = |b: bool, a2: bool, b2: bool| {
-            if split_p {
+            if pa_first {
                 pv + when(b, wait(0) + pv + when(b2, wait(0) + next_s)) + wait(0)
             } else {
                 // Tile b+2's reload first waits for P_b·V_bR.
@@ -534,12 +544,15 @@ mod tests {
             // LLVM merged the two identical tail call sites, and the model needs updating.
             assert_eq!(
                 found,
-                seesaw_source_counts(name.ends_with("_split")),
+                seesaw_source_counts(
+                    name.ends_with("_split"),
+                    name.ends_with("_split") || name.ends_with("_pa_first")
+                ),
                 "{name}"
             );
             checked += 1;
         }
-        assert_eq!(checked, 4, "bf16/f16 × Fast/Accurate");
+        assert_eq!(checked, 6, "bf16/f16 × Fast (two orders) / Accurate");
     }
 
     #[test]

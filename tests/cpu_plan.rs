@@ -11,9 +11,9 @@ use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
     charged_makespan, clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece,
     keeps_alt_plan, length_fits, max_split_slots, modelled_makespan, num_pages, num_parts_for,
-    num_splits, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling, split_p_for,
-    PartWork, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS,
-    FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
+    num_splits, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling,
+    seesaw_pa_first, split_p_for, PartWork, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES,
+    FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
     NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES,
     SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
@@ -253,6 +253,28 @@ fn fast_plans_split_p_only_on_16_row_tiles_over_long_shares() {
                 long_16,
                 "{rows} rows, {share}"
             );
+        }
+    }
+}
+
+#[test]
+fn seesaw_runs_pa_first_with_split_p_one_row_chunk_or_a_short_share() {
+    for share in [1, SHORT_SHARE_PAGES, SHORT_SHARE_PAGES + 1, 248] {
+        let short = share <= SHORT_SHARE_PAGES;
+        for chunks in [1, 2, 4] {
+            assert!(
+                seesaw_pa_first(64, true, chunks, share),
+                "split, {chunks}, {share}"
+            );
+            assert_eq!(
+                seesaw_pa_first(64, false, chunks, share),
+                chunks == 1 || short,
+                "Fast, {chunks} chunks, {share} pages"
+            );
+            for rows in [16, 32] {
+                assert!(!seesaw_pa_first(rows, true, chunks, share));
+                assert!(!seesaw_pa_first(rows, false, chunks, share));
+            }
         }
     }
 }

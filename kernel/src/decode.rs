@@ -951,14 +951,18 @@ use crate::seesaw;
 // 64-row tiles run the seesaw kernel in FlashMLA's orientation; 16- and 32-row tiles the
 // transposed one. `_split`: P split into two 16-bit terms (`Precision::Accurate` on the
 // host, and `Fast` on 16-row tiles over long shares: `plan::split_p_for`); the transposed
-// tiles stack the low half as N more columns of Pᵀ. Kernels of their
+// tiles stack the low half as N more columns of Pᵀ. `_pa_first`: the 64-row pairs with P
+// rounded once in the split kernel's order (`plan::seesaw_pa_first`). Kernels of their
 // own rather than a flag: a run-time branch around the wgmma batches makes ptxas spill the
-// accumulators.
+// accumulators, and one between the two seesaw orders made the kernel 2-30 % slower
+// (H200, thirty-fifth session).
 decode_kernels! {
-    etap_decode_bf16_r64 => seesaw::decode::<Bf16, false>;
-    etap_decode_f16_r64 => seesaw::decode::<F16, false>;
-    etap_decode_bf16_r64_split => seesaw::decode::<Bf16, true>;
-    etap_decode_f16_r64_split => seesaw::decode::<F16, true>;
+    etap_decode_bf16_r64 => seesaw::decode::<Bf16, false, false>;
+    etap_decode_f16_r64 => seesaw::decode::<F16, false, false>;
+    etap_decode_bf16_r64_pa_first => seesaw::decode::<Bf16, false, true>;
+    etap_decode_f16_r64_pa_first => seesaw::decode::<F16, false, true>;
+    etap_decode_bf16_r64_split => seesaw::decode::<Bf16, true, true>;
+    etap_decode_f16_r64_split => seesaw::decode::<F16, true, true>;
     etap_decode_bf16_r16 => decode::<Bf16, N8, N8>;
     etap_decode_bf16_r32 => decode::<Bf16, N16, N16>;
     etap_decode_f16_r16 => decode::<F16, N8, N8>;

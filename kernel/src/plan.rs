@@ -372,6 +372,22 @@ pub const fn split_p_for(split_asked: bool, rows_per_cta: u32, share: u64) -> bo
     split_asked || (rows_per_cta == ROW_TILES[0] && share > SHORT_SHARE_PAGES)
 }
 
+/// Whether a plan's 64-row (seesaw) kernel runs its pairs in the P_a-first order (warpgroup
+/// 1 multiplies P_a under its softmax of S_b) rather than FlashMLA's (`seesaw` module
+/// docs): always with `split_p`, and with P rounded once where a KV head has one row chunk
+/// or a partition at most [`SHORT_SHARE_PAGES`] pages. H200, A-B-B-A, same card
+/// (thirty-fifth session, fastest replays): P_a-first h_q 64 at every length 0.5-3.2 %
+/// faster, h_q 128 at 1K-8K (16-32 pages) 0.7-2.2 % faster, h_q 128 at 63-248 pages
+/// 0.4-4.1 % slower (b 32, 8K 1.004; 16K 1.020; 64K 1.041; b 16, s_q 2, 16K 1.018).
+pub const fn seesaw_pa_first(
+    rows_per_cta: u32,
+    split_p: bool,
+    row_chunks: u32,
+    share: u64,
+) -> bool {
+    rows_per_cta == MAX_ROWS_PER_CTA && (split_p || row_chunks == 1 || share <= SHORT_SHARE_PAGES)
+}
+
 /// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
 /// heads. The widest tile that holds the rows ([`row_tile_for`]), but a 64-row tile

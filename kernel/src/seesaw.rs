@@ -22,10 +22,16 @@
 //!
 //! The running max passes from one warpgroup's softmax to the other's through shared
 //! memory with the rescale factor s of each tile, so both halves of O see the same
-//! factors. That is the split-P schedule (`Precision::Accurate`: P ≈ P_hi + P_lo, twice
-//! the P·V products, one buffer for either warpgroup's P_lo in turn). With P rounded once
-//! the pair runs in FlashMLA's order instead (`fast_pair_wg0`): warpgroup 1's softmax
-//! first, and warpgroup 0 stores P_a scaled by s_b.
+//! factors. That is the P_a-first order (`pa_first_pair_wg0`), which the split-P schedule
+//! (`Precision::Accurate`: P ≈ P_hi + P_lo, twice the P·V products, one buffer for either
+//! warpgroup's P_lo in turn) always runs. With P rounded once, FlashMLA's order
+//! (`softmax_first_pair_wg0`: warpgroup 1's softmax first, warpgroup 0 stores P_a scaled
+//! by s_b) runs where two or more row chunks share each tile over long shares; the plan
+//! picks (`plan::seesaw_pa_first`): the P_a-first order keeps the tensor cores busy under
+//! warpgroup 1's softmax (P_a·V_aL and P_a·V_aR, not P_a·V_aL alone) and frees stage 0
+//! sooner, FlashMLA's frees stage 1's V_R sooner, which the long power-capped h_q 128
+//! calls favour (H200, thirty-fifth session: h_q 64 1-3 % and h_q 128 up to 8K 1-2 %
+//! faster P_a-first, h_q 128 from 16K 1-4 % slower).
 //!
 //! As in the transposed kernel, a row's running max moves only where a tile's score passes
 //! it by more than `SOFTMAX_SLACK` (P ≤ 2^8), so after a piece's first tiles the factors
@@ -81,9 +87,11 @@ type OutHalf = <N256 as MmaShape>::Acc;
 type PFragment = [[u32; 4]; 4];
 
 /// The seesaw decode kernel body for element type `T` (one CTA: 64 query rows of one KV
-/// head over one partition of the plan); `SPLIT_P`: P split into P_hi + P_lo.
+/// head over one partition of the plan); `SPLIT_P`: P split into P_hi + P_lo; `PA_FIRST`:
+/// the pairs in the P_a-first order (required with `SPLIT_P`), else in FlashMLA's.
 #[inline(always)]
-pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
+pub unsafe fn decode<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(a: &DecodeArgs) {
+    const { assert!(PA_FIRST || !SPLIT_P) };
     let lay = SeesawSmem::new();
     let base = smem::base();
     let Some(part) = enter(a, |part| {
@@ -114,7 +122,7 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool>(a: &DecodeArgs) {
         scale_log2: a.softmax_scale * LOG2_E,
         policy: tma::l2_policy(a.flags & FLAG_KV_EVICT_FIRST != 0),
     };
-    consume::<T, SPLIT_P>(&c, &part);
+    consume::<T, SPLIT_P, PA_FIRST>(&c, &part);
     griddep::launch_dependents();
 }
 
@@ -244,6 +252,16 @@ impl Cta<'_> {
             store_fragment(&p[1], self.p_lo_buf(), self.t);
         }
         fence::proxy_async_shared();
+    }
+    /// P_b in the P_a-first order: stage 1's RoPE block with a split P, else the spare
+    /// buffer (so that stage 1's RoPE block reloads with warpgroup 1's V half, as in
+    /// `seesaw_half_blocks`).
+    fn pb_buf<const SPLIT_P: bool>(&self) -> u32 {
+        if SPLIT_P {
+            self.p_buf(1)
+        } else {
+            self.p_lo_buf()
+        }
     }
     /// This warpgroup's V blocks of stage `s`.
     fn v_half(&self, s: u32) -> u32 {
@@ -611,7 +629,7 @@ impl State {
 /// Consumer warpgroup: for each request piece of the partition, the attention of the CTA's
 /// 64 query rows over the piece's pages, then this warpgroup's 256 dims of the output.
 #[inline(always)]
-unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
+unsafe fn consume<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(c: &Cta, part: &PartWork) {
     let a = c.a;
     let consumers = NamedBarrier::Consumers as u32;
     let rows_total = a.s_q * c.heads_per_kv;
@@ -713,29 +731,29 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
         let mut tile = 0;
         if c.wg == 0 {
             while tile + 3 < pc.n {
-                pair_wg0::<T, SPLIT_P, true, true, true>(c, &pc, tile, &mut s);
+                pair_wg0::<T, SPLIT_P, PA_FIRST, true, true, true>(c, &pc, tile, &mut s);
                 tile += 2;
             }
             match pc.n - tile {
                 3 => {
-                    pair_wg0::<T, SPLIT_P, true, true, false>(c, &pc, tile, &mut s);
-                    pair_wg0::<T, SPLIT_P, false, false, false>(c, &pc, tile + 2, &mut s);
+                    pair_wg0::<T, SPLIT_P, PA_FIRST, true, true, false>(c, &pc, tile, &mut s);
+                    pair_wg0::<T, SPLIT_P, PA_FIRST, false, false, false>(c, &pc, tile + 2, &mut s);
                 }
-                2 => pair_wg0::<T, SPLIT_P, true, false, false>(c, &pc, tile, &mut s),
-                _ => pair_wg0::<T, SPLIT_P, false, false, false>(c, &pc, tile, &mut s),
+                2 => pair_wg0::<T, SPLIT_P, PA_FIRST, true, false, false>(c, &pc, tile, &mut s),
+                _ => pair_wg0::<T, SPLIT_P, PA_FIRST, false, false, false>(c, &pc, tile, &mut s),
             }
         } else {
             while tile + 3 < pc.n {
-                pair_wg1::<T, SPLIT_P, true, true, true>(c, &pc, tile, &mut s);
+                pair_wg1::<T, SPLIT_P, PA_FIRST, true, true, true>(c, &pc, tile, &mut s);
                 tile += 2;
             }
             match pc.n - tile {
                 3 => {
-                    pair_wg1::<T, SPLIT_P, true, true, false>(c, &pc, tile, &mut s);
-                    pair_wg1::<T, SPLIT_P, false, false, false>(c, &pc, tile + 2, &mut s);
+                    pair_wg1::<T, SPLIT_P, PA_FIRST, true, true, false>(c, &pc, tile, &mut s);
+                    pair_wg1::<T, SPLIT_P, PA_FIRST, false, false, false>(c, &pc, tile + 2, &mut s);
                 }
-                2 => pair_wg1::<T, SPLIT_P, true, false, false>(c, &pc, tile, &mut s),
-                _ => pair_wg1::<T, SPLIT_P, false, false, false>(c, &pc, tile, &mut s),
+                2 => pair_wg1::<T, SPLIT_P, PA_FIRST, true, false, false>(c, &pc, tile, &mut s),
+                _ => pair_wg1::<T, SPLIT_P, PA_FIRST, false, false, false>(c, &pc, tile, &mut s),
             }
         }
 
@@ -773,11 +791,12 @@ unsafe fn consume<T: Element, const SPLIT_P: bool>(c: &Cta, part: &PartWork) {
     }
 }
 
-/// Warpgroup 0's part of a pair: the split-P schedule or the single-rounding one.
+/// Warpgroup 0's part of a pair, in the P_a-first order or FlashMLA's.
 #[inline(always)]
 unsafe fn pair_wg0<
     T: Element,
     const SPLIT_P: bool,
+    const PA_FIRST: bool,
     const B: bool,
     const A2: bool,
     const B2: bool,
@@ -787,40 +806,48 @@ unsafe fn pair_wg0<
     ta: u32,
     s: &mut State,
 ) {
-    if SPLIT_P {
-        split_pair_wg0::<T, B, A2, B2>(c, pc, ta, s)
+    if PA_FIRST {
+        pa_first_pair_wg0::<T, SPLIT_P, B, A2, B2>(c, pc, ta, s)
     } else {
-        fast_pair_wg0::<T, B, A2, B2>(c, pc, ta, s)
+        softmax_first_pair_wg0::<T, B, A2, B2>(c, pc, ta, s)
     }
 }
 
-/// Warpgroup 1's part of a pair: the split-P schedule or the single-rounding one.
+/// Warpgroup 1's part of a pair, in the P_a-first order or FlashMLA's.
 #[inline(always)]
 unsafe fn pair_wg1<
+    T: Element,
+    const SPLIT_P: bool,
+    const PA_FIRST: bool,
+    const B: bool,
+    const A2: bool,
+    const B2: bool,
+>(
+    c: &Cta,
+    pc: &Piece,
+    ta: u32,
+    s: &mut State,
+) {
+    if PA_FIRST {
+        pa_first_pair_wg1::<T, SPLIT_P, B, A2, B2>(c, pc, ta, s)
+    } else {
+        softmax_first_pair_wg1::<T, B, A2, B2>(c, pc, ta, s)
+    }
+}
+
+/// Warpgroup 0's part of a pair in the P_a-first order of the module docs: tile a = `ta`,
+/// and b = `ta + 1` if `B`; `A2` / `B2`: tiles a + 2 / a + 3 exist. On entry S_a is in
+/// `s.st`; on exit S_{a+2} (if `A2`). With `SPLIT_P` one buffer holds either warpgroup's
+/// low half in turn (warpgroup 1 has read P_a before it stores P_b); with P rounded once
+/// P_b takes the spare buffer (`Cta::pb_buf`).
+#[inline(always)]
+unsafe fn pa_first_pair_wg0<
     T: Element,
     const SPLIT_P: bool,
     const B: bool,
     const A2: bool,
     const B2: bool,
 >(
-    c: &Cta,
-    pc: &Piece,
-    ta: u32,
-    s: &mut State,
-) {
-    if SPLIT_P {
-        split_pair_wg1::<T, B, A2, B2>(c, pc, ta, s)
-    } else {
-        fast_pair_wg1::<T, B, A2, B2>(c, pc, ta, s)
-    }
-}
-
-/// Warpgroup 0's part of a pair in the schedule of the module docs: tile a = `ta`, and
-/// b = `ta + 1` if `B`; `A2` / `B2`: tiles a + 2 / a + 3 exist. On entry S_a is in `s.st`;
-/// on exit S_{a+2} (if `A2`). Used for the split P: one buffer holds either warpgroup's
-/// low half in turn (warpgroup 1 has read P_a before it stores P_b).
-#[inline(always)]
-unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bool>(
     c: &Cta,
     pc: &Piece,
     ta: u32,
@@ -830,15 +857,15 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
     let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // Softmax of S_a against the running max; P_a to shared memory for warpgroup 1.
     s.softmax_rescaled(c, pc, ta);
-    let p = pack_p::<T, true>(&s.st, [1.0; 2]);
-    c.store_p::<true>(&p, c.p_buf(0));
+    let p = pack_p::<T, SPLIT_P>(&s.st, [1.0; 2]);
+    c.store_p::<SPLIT_P>(&p, c.p_buf(0));
     barrier::arrive_named(NamedBarrier::ScaleA as u32, 256);
 
     // O_L = O_L·scale_a + P_a·V_aL.
     if !B {
         c.zero_tail_v(pc, ta);
     }
-    issue_pv_own::<T, true>(&mut s.o, &p, c.v_half(0));
+    issue_pv_own::<T, SPLIT_P>(&mut s.o, &p, c.v_half(0));
     wgmma::commit();
 
     // O_L = O_L·scale_b + P_b·V_bL, once warpgroup 1 has P_b out.
@@ -847,7 +874,7 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
         // while warpgroup 1's softmax of S_b runs).
         wgmma::wait::<0>();
         if A2 {
-            c.load_half::<true>(pc, 0, 0, id_a2);
+            c.load_half::<SPLIT_P>(pc, 0, 0, id_a2);
         }
         barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
         let scale_b = c.rows_f32(|row| c.scale_at(1, row));
@@ -855,27 +882,33 @@ unsafe fn split_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bo
             c.zero_tail_v(pc, ta + 1);
         }
         s.rescale(scale_b, c.moved(1));
-        issue_pv_other::<T, true>(&mut s.o, c.p_buf(1), c.p_lo_buf(), c.v_half(1));
+        issue_pv_other::<T, SPLIT_P>(&mut s.o, c.pb_buf::<SPLIT_P>(), c.p_lo_buf(), c.v_half(1));
         wgmma::commit();
     }
 
     // S_{a+2}: the V_L half (loaded above) first, then the half warpgroup 1 loads.
     if A2 {
-        s.issue_next_s::<T, true, 0>(c, || {
+        s.issue_next_s::<T, SPLIT_P, 0>(c, || {
             if B2 {
                 // O_L += P_b·V_bL is done: stage 1's V_L and P_b may take tile b+2.
                 wgmma::wait::<1>();
-                c.load_half::<true>(pc, 1, 0, id_b2);
+                c.load_half::<SPLIT_P>(pc, 1, 0, id_b2);
             }
         });
     }
     wgmma::wait_all();
 }
 
-/// Warpgroup 1's part of a pair (see `split_pair_wg0`). On entry S_b is in `s.st` (if
+/// Warpgroup 1's part of a pair (see `pa_first_pair_wg0`). On entry S_b is in `s.st` (if
 /// `B`); on exit S_{b+2} (if `B2`).
 #[inline(always)]
-unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bool>(
+unsafe fn pa_first_pair_wg1<
+    T: Element,
+    const SPLIT_P: bool,
+    const B: bool,
+    const A2: bool,
+    const B2: bool,
+>(
     c: &Cta,
     pc: &Piece,
     ta: u32,
@@ -890,7 +923,7 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
     if !B {
         c.zero_tail_v(pc, ta);
     }
-    issue_pv_other::<T, true>(&mut s.o, c.p_buf(0), c.p_lo_buf(), c.v_half(0));
+    issue_pv_other::<T, SPLIT_P>(&mut s.o, c.p_buf(0), c.p_lo_buf(), c.v_half(0));
     wgmma::commit();
 
     if B {
@@ -901,10 +934,10 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
         for h in 0..2 {
             s.l[h] = s.l[h] * step_b.scale[h] + step_b.sum[h];
         }
-        let p = pack_p::<T, true>(&s.st, [1.0; 2]);
+        let p = pack_p::<T, SPLIT_P>(&s.st, [1.0; 2]);
         // P_a is read: its buffers take P_b (for warpgroup 0, waiting for it).
         wgmma::wait::<0>();
-        c.store_p::<true>(&p, c.p_buf(1));
+        c.store_p::<SPLIT_P>(&p, c.pb_buf::<SPLIT_P>());
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
 
         // O_R = O_R·scale_b + P_b·V_bR; then stage 0's V_R takes tile a+2 (S_{a+2} reads
@@ -913,30 +946,30 @@ unsafe fn split_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bo
         if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
-        issue_pv_own::<T, true>(&mut s.o, &p, c.v_half(1));
+        issue_pv_own::<T, SPLIT_P>(&mut s.o, &p, c.v_half(1));
         wgmma::commit();
         if A2 {
-            c.load_half::<true>(pc, 0, 1, id_a2);
+            c.load_half::<SPLIT_P>(pc, 0, 1, id_a2);
         }
 
         // Stage 1's V_R is done with once that has run: it takes tile b+2; then S_{b+2}.
         if B2 {
             wgmma::wait::<0>();
-            c.load_half::<true>(pc, 1, 1, id_b2);
-            s.issue_next_s::<T, true, 1>(c, || {});
+            c.load_half::<SPLIT_P>(pc, 1, 1, id_b2);
+            s.issue_next_s::<T, SPLIT_P, 1>(c, || {});
         }
     }
     wgmma::wait_all();
 }
 
 /// Warpgroup 0's part of a pair with P rounded once (tile a = `ta`, and b = `ta + 1` if
-/// `B`; `A2` / `B2`: tiles a + 2 / a + 3 exist). Unlike the split schedule, warpgroup 1
-/// runs its softmax first and multiplies P_a after its own P_b, so warpgroup 0 stores P_a
-/// scaled by s_b (rounded once from f32) and both halves of O see the same factors. Stage
-/// 1's V_R is then free earlier, and S_{b+2} waits less for its load: H200, same run, 2-9 %
-/// faster at h_q 128 from 4K than the split schedule with one rounding.
+/// `B`; `A2` / `B2`: tiles a + 2 / a + 3 exist) in FlashMLA's order. Unlike the P_a-first
+/// order, warpgroup 1 runs its softmax first and multiplies P_a after its own P_b, so
+/// warpgroup 0 stores P_a scaled by s_b (rounded once from f32) and both halves of O see
+/// the same factors. Stage 1's V_R is then free earlier, and S_{b+2} waits less for its
+/// load (see the module docs for where the plan runs it).
 #[inline(always)]
-unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bool>(
+unsafe fn softmax_first_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: bool>(
     c: &Cta,
     pc: &Piece,
     ta: u32,
@@ -999,9 +1032,9 @@ unsafe fn fast_pair_wg0<T: Element, const B: bool, const A2: bool, const B2: boo
     wgmma::wait_all();
 }
 
-/// Warpgroup 1's part of a pair with P rounded once (see `fast_pair_wg0`).
+/// Warpgroup 1's part of a pair with P rounded once (see `softmax_first_pair_wg0`).
 #[inline(always)]
-unsafe fn fast_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bool>(
+unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, const B2: bool>(
     c: &Cta,
     pc: &Piece,
     ta: u32,
