@@ -935,7 +935,8 @@ unsafe fn pa_first_pair_wg1<
             s.l[h] = s.l[h] * step_b.scale[h] + step_b.sum[h];
         }
         let p = pack_p::<T, SPLIT_P>(&s.st, [1.0; 2]);
-        // P_a is read: its buffers take P_b (for warpgroup 0, waiting for it).
+        // P_a·V_aR is done: O_R may be rescaled, and with a split P, P_a's buffers take
+        // P_b (for warpgroup 0, waiting for it).
         wgmma::wait::<0>();
         c.store_p::<SPLIT_P>(&p, c.pb_buf::<SPLIT_P>());
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
