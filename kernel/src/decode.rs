@@ -875,10 +875,11 @@ impl Outputs<'_> {
         }
     }
 
-    /// Stores an unstacked Oᵀ two adjacent dims a lane. A column's 16 dims of a warp per V block lie in
-    /// 8 lanes (dims l/4 and l/4 + 8 of lane l): lanes l/4 = 2d and 2d + 1 swap one element
-    /// in a shuffle, so that a warp's store covers 4 rows × 16 dims, half the instructions
-    /// and lines of one element a lane (as the seesaw's stores, thirty-third session).
+    /// Stores an unstacked Oᵀ two adjacent dims a lane. A column's 16 dims of a warp per V
+    /// block lie in 8 lanes (dims l/4 and l/4 + 8 of lane l): lanes l/4 = 2d and 2d + 1
+    /// swap one element in a shuffle, so that a warp's store covers 4 rows × 16 dims, half
+    /// the instructions and lines of one element a lane (as the seesaw's stores,
+    /// thirty-third session).
     #[inline(always)]
     unsafe fn pairs<A: AsRef<[f32]>>(
         &self,

@@ -1177,8 +1177,7 @@ unsafe fn store_output<T: Element>(
             global::st_v2_b32_if(
                 valid && !wide,
                 row_addr + span * B16_BYTES,
-                T::pack2(x[0], x[1]),
-                T::pack2(y[0], y[1]),
+                [T::pack2(x[0], x[1]), T::pack2(y[0], y[1])],
             );
         }
     }

@@ -46,8 +46,8 @@ pub unsafe fn st_v4_f32_if(pred: bool, addr: u64, v: [f32; 4]) {
 
 /// st.global.v2.b32 (8 bytes, `addr` 8-byte aligned) where `pred` holds.
 #[inline(always)]
-pub unsafe fn st_v2_b32_if(pred: bool, addr: u64, v0: u32, v1: u32) {
+pub unsafe fn st_v2_b32_if(pred: bool, addr: u64, v: [u32; 2]) {
     asm!("{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p st.global.v2.b32 [{a}], {{{x}, {y}}}; }}",
-        pr = in(reg32) pred as u32, a = in(reg64) addr, x = in(reg32) v0, y = in(reg32) v1,
+        pr = in(reg32) pred as u32, a = in(reg64) addr, x = in(reg32) v[0], y = in(reg32) v[1],
         options(nostack));
 }
