@@ -370,12 +370,7 @@ impl Cta<'_> {
     /// does, and O's rescale by factors of 1 is then skipped.
     fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
         self.mask(st, pc, tile);
-        let mut out = SoftmaxStep {
-            m: [0.0; 2],
-            scale: [0.0; 2],
-            sum: [0.0; 2],
-            moved: false,
-        };
+        let mut out = SoftmaxStep::default();
         for h in 0..2 {
             let (m_new, m_use) = self.row_max(st, h, m_old[h]);
             let mut sum = 0.0;
@@ -405,12 +400,7 @@ impl Cta<'_> {
         m_old: [f32; 2],
     ) -> (SoftmaxStep, [f32; 2]) {
         self.mask(st, pc, tile);
-        let mut out = SoftmaxStep {
-            m: [0.0; 2],
-            scale: [0.0; 2],
-            sum: [0.0; 2],
-            moved: false,
-        };
+        let mut out = SoftmaxStep::default();
         let mut m_use = [0.0; 2];
         for h in 0..2 {
             let (m_new, m_row) = self.row_max(st, h, m_old[h]);
@@ -505,6 +495,7 @@ fn row_scale(m_new: f32, m_use: f32, m_old: f32) -> f32 {
 }
 
 /// What a softmax step returns for this thread's two rows.
+#[derive(Default)]
 struct SoftmaxStep {
     /// The new running max (base-2 scaled).
     m: [f32; 2],
