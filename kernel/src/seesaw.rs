@@ -25,9 +25,8 @@
 //! factors. That is the P_a-first order (`pa_first_pair_wg0`), which the split-P schedule
 //! (`Precision::Accurate`: P ≈ P_hi + P_lo, twice the P·V products, one buffer for either
 //! warpgroup's P_lo in turn) always runs. With P rounded once, FlashMLA's order
-//! (`softmax_first_pair_wg0`: warpgroup 1's softmax first, issuing P_b·V_bR k16 step by
-//! k16 step as P_b comes out of the exponent; warpgroup 0 stores P_a scaled by s_b) runs
-//! where two or more row chunks share each tile over long shares; the plan
+//! (`softmax_first_pair_wg0`: warpgroup 1's softmax first, warpgroup 0 stores P_a scaled
+//! by s_b) runs where two or more row chunks share each tile over long shares; the plan
 //! picks (`plan::seesaw_pa_first`): the P_a-first order keeps the tensor cores busy under
 //! warpgroup 1's softmax (P_a·V_aL and P_a·V_aR, not P_a·V_aL alone) and frees stage 0
 //! sooner, FlashMLA's frees stage 1's V_R sooner, which the long power-capped h_q 128
@@ -369,63 +368,6 @@ impl Cta<'_> {
     /// warp on whether any of its rows' max moved: after a piece's first tiles it rarely
     /// does, and O's rescale by factors of 1 is then skipped.
     fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
-        self.mask(st, pc, tile);
-        let mut out = SoftmaxStep::default();
-        for h in 0..2 {
-            let (m_new, m_use) = self.row_max(st, h, m_old[h]);
-            let mut sum = 0.0;
-            for j in 0..8 {
-                for e in 0..2 {
-                    let i = 4 * j + 2 * h + e;
-                    st[i] = math::exp2(math::fma(st[i], self.scale_log2, -m_use));
-                    sum += st[i];
-                }
-            }
-            out.m[h] = m_new;
-            out.scale[h] = row_scale(m_new, m_use, m_old[h]);
-            out.sum[h] = sum;
-        }
-        out.moved = warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
-        out
-    }
-
-    /// `softmax` up to the exponent: the masking, the new running max, the factors and the
-    /// vote (the sums left 0), and each row's offset for `exp_chunk`, so that the caller
-    /// can publish the factors and start P·V while P is still being computed.
-    fn softmax_max(
-        &self,
-        st: &mut Scores,
-        pc: &Piece,
-        tile: u32,
-        m_old: [f32; 2],
-    ) -> (SoftmaxStep, [f32; 2]) {
-        self.mask(st, pc, tile);
-        let mut out = SoftmaxStep::default();
-        let mut m_use = [0.0; 2];
-        for h in 0..2 {
-            let (m_new, m_row) = self.row_max(st, h, m_old[h]);
-            m_use[h] = m_row;
-            out.m[h] = m_new;
-            out.scale[h] = row_scale(m_new, m_row, m_old[h]);
-        }
-        out.moved = warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
-        (out, m_use)
-    }
-
-    /// The rest of `softmax` for the 16 tokens of k16 step `kk` (A-fragment pairs
-    /// `a_fragment_pair(kk, ..)`): S → P there, this thread's part of the rows' sums added
-    /// to `sum`.
-    fn exp_chunk(&self, st: &mut Scores, kk: usize, m_use: [f32; 2], sum: &mut [f32; 2]) {
-        for i in 8 * kk..8 * kk + 8 {
-            let h = (i / 2) % 2;
-            st[i] = math::exp2(math::fma(st[i], self.scale_log2, -m_use[h]));
-            sum[h] += st[i];
-        }
-    }
-
-    /// Keys of tile `tile` past a row's limit set to −∞ (only on tiles that reach past the
-    /// first row's limit).
-    fn mask(&self, st: &mut Scores, pc: &Piece, tile: u32) {
         let tok0 = (pc.first + tile) * PAGE_SIZE;
         if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
             for (i, x) in st.iter_mut().enumerate() {
@@ -435,30 +377,49 @@ impl Cta<'_> {
                 }
             }
         }
-    }
-
-    /// Row `h`'s max over the tile (the 4 lanes of a row), and from it the new running max
-    /// (raised from `m_old` only past `SOFTMAX_SLACK`) and the offset P is taken against.
-    fn row_max(&self, st: &Scores, h: usize, m_old: f32) -> (f32, f32) {
-        let mut mx = f32::NEG_INFINITY;
-        for j in 0..8 {
-            mx = mx.max(st[4 * j + 2 * h]).max(st[4 * j + 2 * h + 1]);
+        let mut out = SoftmaxStep {
+            m: [0.0; 2],
+            scale: [0.0; 2],
+            sum: [0.0; 2],
+            moved: false,
+        };
+        for h in 0..2 {
+            let mut mx = f32::NEG_INFINITY;
+            for j in 0..8 {
+                mx = mx.max(st[4 * j + 2 * h]).max(st[4 * j + 2 * h + 1]);
+            }
+            mx = mx.max(warp::shfl_xor(mx, 1));
+            mx = mx.max(warp::shfl_xor(mx, 2));
+            let mx = mx * self.scale_log2;
+            let m_new = if mx > m_old[h] + SOFTMAX_SLACK {
+                mx
+            } else {
+                m_old[h]
+            };
+            // A row that has seen no key yet keeps max -inf: use 0 as its offset.
+            let m_use = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            let mut sum = 0.0;
+            for j in 0..8 {
+                for e in 0..2 {
+                    let i = 4 * j + 2 * h + e;
+                    st[i] = math::exp2(math::fma(st[i], self.scale_log2, -m_use));
+                    sum += st[i];
+                }
+            }
+            out.m[h] = m_new;
+            out.scale[h] = if m_new == m_old[h] {
+                1.0
+            } else {
+                math::exp2(m_old[h] - m_use)
+            };
+            out.sum[h] = sum;
         }
-        mx = mx.max(warp::shfl_xor(mx, 1));
-        mx = mx.max(warp::shfl_xor(mx, 2));
-        let mx = mx * self.scale_log2;
-        let m_new = if mx > m_old + SOFTMAX_SLACK {
-            mx
-        } else {
-            m_old
-        };
-        // A row that has seen no key yet keeps max -inf: use 0 as its offset.
-        let m_use = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
-        (m_new, m_use)
+        out.moved = warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
+        out
     }
 
     /// Loads a per-row f32 of this thread's two rows.
@@ -483,19 +444,7 @@ impl Cta<'_> {
     }
 }
 
-/// The factor that rescales a row accumulated against `m_old` once its max is `m_new`
-/// (offset `m_use`): exactly 1 where the max did not move.
-#[inline(always)]
-fn row_scale(m_new: f32, m_use: f32, m_old: f32) -> f32 {
-    if m_new == m_old {
-        1.0
-    } else {
-        math::exp2(m_old - m_use)
-    }
-}
-
 /// What a softmax step returns for this thread's two rows.
-#[derive(Default)]
 struct SoftmaxStep {
     /// The new running max (base-2 scaled).
     m: [f32; 2],
@@ -1100,7 +1049,7 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
     let mut p = [[[0u32; 4]; 4]; 2];
     if B {
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let (step_b, m_use) = c.softmax_max(&mut s.st, pc, ta + 1, m_old);
+        let step_b = c.softmax(&mut s.st, pc, ta + 1, m_old);
         c.publish(&step_b);
         // Warpgroup 0 publishes its next flag only after ScaleB: read before arriving.
         let moved = c.moved(0) || step_b.moved;
@@ -1109,36 +1058,24 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
         // warpgroup's own rescale and packing (H200: h_q 128 from 8K about 1 % faster).
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
         let f = [scale_a[0] * step_b.scale[0], scale_a[1] * step_b.scale[1]];
-        rescale(&mut s.o, f, moved);
-        if !A2 {
-            c.zero_tail_v(pc, ta + 1);
-        }
-        // O_R += P_b·V_bR one k16 step at a time, each as soon as its 16 tokens of P_b
-        // are out of the exponent (a fence before each: its A registers were just
-        // written), so the tensor cores start under this softmax, where in FlashMLA's
-        // order only P_a·V_aL runs (H200, fastest replays over 11 h_q 128 points: 0.990
-        // on one card, 0.9995 on another, medians 0.983 / 0.994; 4 bytes spilled).
-        let v_desc = opaque(smem_desc(c.v_half(1), Major::MN, BLOCK_BYTES));
-        let mut sum = [0.0; 2];
-        for kk in 0..PV_STEPS as usize {
-            c.exp_chunk(&mut s.st, kk, m_use, &mut sum);
-            p[0][kk] = core::array::from_fn(|m| {
-                let i = a_fragment_pair(kk as u32, m as u32) as usize;
-                T::pack2(s.st[i], s.st[i + 1])
-            });
-            wgmma::fence();
-            let vk = desc_add(v_desc, kk as u32 * MN_STEP_BYTES);
-            T::mma_rs_tb::<N256>(&mut s.o, p[0][kk], vk, true);
-        }
-        wgmma::commit();
         for h in 0..2 {
-            s.l[h] = s.l[h] * f[h] + sum[h];
+            s.l[h] = s.l[h] * f[h] + step_b.sum[h];
         }
-        // P_b → shared memory for warpgroup 0.
-        c.store_p::<false>(&p, c.p_lo_buf());
+        rescale(&mut s.o, f, moved);
+        p = pack_p::<T, false>(&s.st, [1.0; 2]);
     } else {
         s.rescale(scale_a, c.moved(0));
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
+    }
+
+    // P_b → shared memory for warpgroup 0; O_R += P_b·V_bR.
+    if B {
+        c.store_p::<false>(&p, c.p_lo_buf());
+        if !A2 {
+            c.zero_tail_v(pc, ta + 1);
+        }
+        issue_pv_own::<T, false>(&mut s.o, &p, c.v_half(1));
+        wgmma::commit();
     }
 
     // O_R += P_a·V_aR, with P_a from warpgroup 0 (already scaled by scale_b).
