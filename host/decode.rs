@@ -861,10 +861,7 @@ fn decode_kernel_name(dtype: Dtype, split_p: bool, rows: u32) -> String {
 /// The 64-row decode kernel for `dtype` with P rounded once in the P_a-first order
 /// (`Schedule::pa_first`; the split one always runs it).
 fn pa_first_kernel_name(dtype: Dtype) -> String {
-    format!(
-        "etap_decode_{}_r{SEESAW_ROWS}_pa_first",
-        dtype_kernel(dtype).0
-    )
+    decode_kernel_name(dtype, false, SEESAW_ROWS) + "_pa_first"
 }
 
 impl Decoder {
