@@ -469,6 +469,12 @@ mod tests {
             mmas: PV_STEPS * (1 + n(split_p)),
             ..Default::default()
         };
+        // Warpgroup 1's P_b·V_bR in FlashMLA's order: a fence per k16 step (each issued as
+        // its part of P_b is computed), one commit.
+        let pv_by_step = WgmmaCounts {
+            fences: PV_STEPS,
+            ..pv
+        };
         // S of the next tile: a fence per column block, two commits (own half, other half).
         let next_s = WgmmaCounts {
             fences: K_BLOCKS,
@@ -495,7 +501,7 @@ mod tests {
                 pv + when(b, wait(0) + pv + when(b2, wait(0) + next_s)) + wait(0)
             } else {
                 // Tile b+2's reload first waits for P_b·V_bR.
-                when(b, pv)
+                when(b, pv_by_step)
                     + pv
                     + when(b2, wait(1))
                     + when(a2, wait(0))

@@ -25,8 +25,9 @@
 //! factors. That is the P_a-first order (`pa_first_pair_wg0`), which the split-P schedule
 //! (`Precision::Accurate`: P ≈ P_hi + P_lo, twice the P·V products, one buffer for either
 //! warpgroup's P_lo in turn) always runs. With P rounded once, FlashMLA's order
-//! (`softmax_first_pair_wg0`: warpgroup 1's softmax first, warpgroup 0 stores P_a scaled
-//! by s_b) runs where two or more row chunks share each tile over long shares; the plan
+//! (`softmax_first_pair_wg0`: warpgroup 1's softmax first, issuing P_b·V_bR k16 step by
+//! k16 step as P_b comes out of the exponent; warpgroup 0 stores P_a scaled by s_b) runs
+//! where two or more row chunks share each tile over long shares; the plan
 //! picks (`plan::seesaw_pa_first`): the P_a-first order keeps the tensor cores busy under
 //! warpgroup 1's softmax (P_a·V_aL and P_a·V_aR, not P_a·V_aL alone) and frees stage 0
 //! sooner, FlashMLA's frees stage 1's V_R sooner, which the long power-capped h_q 128
@@ -368,40 +369,10 @@ impl Cta<'_> {
     /// warp on whether any of its rows' max moved: after a piece's first tiles it rarely
     /// does, and O's rescale by factors of 1 is then skipped.
     fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
-        let tok0 = (pc.first + tile) * PAGE_SIZE;
-        if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
-            for (i, x) in st.iter_mut().enumerate() {
-                let (h, col) = ((i / 2) % 2, acc_coord(self.t, i as u32).1);
-                if (tok0 + col) as i32 > pc.lim[h] {
-                    *x = f32::NEG_INFINITY;
-                }
-            }
-        }
-        let mut out = SoftmaxStep {
-            m: [0.0; 2],
-            scale: [0.0; 2],
-            sum: [0.0; 2],
-            moved: false,
-        };
+        self.mask(st, pc, tile);
+        let mut out = SoftmaxStep::default();
         for h in 0..2 {
-            let mut mx = f32::NEG_INFINITY;
-            for j in 0..8 {
-                mx = mx.max(st[4 * j + 2 * h]).max(st[4 * j + 2 * h + 1]);
-            }
-            mx = mx.max(warp::shfl_xor(mx, 1));
-            mx = mx.max(warp::shfl_xor(mx, 2));
-            let mx = mx * self.scale_log2;
-            let m_new = if mx > m_old[h] + SOFTMAX_SLACK {
-                mx
-            } else {
-                m_old[h]
-            };
-            // A row that has seen no key yet keeps max -inf: use 0 as its offset.
-            let m_use = if m_new == f32::NEG_INFINITY {
-                0.0
-            } else {
-                m_new
-            };
+            let (m_new, m_use) = self.row_max(st, h, m_old[h]);
             let mut sum = 0.0;
             for j in 0..8 {
                 for e in 0..2 {
@@ -411,15 +382,83 @@ impl Cta<'_> {
                 }
             }
             out.m[h] = m_new;
-            out.scale[h] = if m_new == m_old[h] {
-                1.0
-            } else {
-                math::exp2(m_old[h] - m_use)
-            };
+            out.scale[h] = row_scale(m_new, m_use, m_old[h]);
             out.sum[h] = sum;
         }
         out.moved = warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
         out
+    }
+
+    /// `softmax` up to the exponent: the masking, the new running max, the factors and the
+    /// vote (the sums left 0), and each row's offset for `exp_chunk`, so that the caller
+    /// can publish the factors and start P·V while P is still being computed.
+    fn softmax_max(
+        &self,
+        st: &mut Scores,
+        pc: &Piece,
+        tile: u32,
+        m_old: [f32; 2],
+    ) -> (SoftmaxStep, [f32; 2]) {
+        self.mask(st, pc, tile);
+        let mut out = SoftmaxStep::default();
+        let mut m_use = [0.0; 2];
+        for h in 0..2 {
+            let (m_new, m_row) = self.row_max(st, h, m_old[h]);
+            m_use[h] = m_row;
+            out.m[h] = m_new;
+            out.scale[h] = row_scale(m_new, m_row, m_old[h]);
+        }
+        out.moved = warp::any(out.scale[0] != 1.0 || out.scale[1] != 1.0);
+        (out, m_use)
+    }
+
+    /// The rest of `softmax` for the 16 tokens of k16 step `kk` (A-fragment pairs
+    /// `a_fragment_pair(kk, ..)`): S → P there, this thread's part of the rows' sums added
+    /// to `sum`.
+    fn exp_chunk(&self, st: &mut Scores, kk: usize, m_use: [f32; 2], sum: &mut [f32; 2]) {
+        for i in 8 * kk..8 * kk + 8 {
+            let h = (i / 2) % 2;
+            st[i] = math::exp2(math::fma(st[i], self.scale_log2, -m_use[h]));
+            sum[h] += st[i];
+        }
+    }
+
+    /// Keys of tile `tile` past a row's limit set to −∞ (only on tiles that reach past the
+    /// first row's limit).
+    fn mask(&self, st: &mut Scores, pc: &Piece, tile: u32) {
+        let tok0 = (pc.first + tile) * PAGE_SIZE;
+        if (tok0 + TILE_TOKENS) as i32 > pc.first_limit + 1 {
+            for (i, x) in st.iter_mut().enumerate() {
+                let (h, col) = ((i / 2) % 2, acc_coord(self.t, i as u32).1);
+                if (tok0 + col) as i32 > pc.lim[h] {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+
+    /// Row `h`'s max over the tile (the 4 lanes of a row), and from it the new running max
+    /// (raised from `m_old` only past `SOFTMAX_SLACK`) and the offset P is taken against.
+    fn row_max(&self, st: &Scores, h: usize, m_old: f32) -> (f32, f32) {
+        let mut mx = f32::NEG_INFINITY;
+        for j in 0..8 {
+            mx = mx.max(st[4 * j + 2 * h]).max(st[4 * j + 2 * h + 1]);
+        }
+        mx = mx.max(warp::shfl_xor(mx, 1));
+        mx = mx.max(warp::shfl_xor(mx, 2));
+        let mx = mx * self.scale_log2;
+        let m_new = if mx > m_old + SOFTMAX_SLACK {
+            mx
+        } else {
+            m_old
+        };
+        // A row that has seen no key yet keeps max -inf: use 0 as its offset.
+        let m_use = if m_new == f32::NEG_INFINITY {
+            0.0
+        } else {
+            m_new
+        };
+        (m_new, m_use)
     }
 
     /// Loads a per-row f32 of this thread's two rows.
@@ -444,7 +483,19 @@ impl Cta<'_> {
     }
 }
 
+/// The factor that rescales a row accumulated against `m_old` once its max is `m_new`
+/// (offset `m_use`): exactly 1 where the max did not move.
+#[inline(always)]
+fn row_scale(m_new: f32, m_use: f32, m_old: f32) -> f32 {
+    if m_new == m_old {
+        1.0
+    } else {
+        math::exp2(m_old - m_use)
+    }
+}
+
 /// What a softmax step returns for this thread's two rows.
+#[derive(Default)]
 struct SoftmaxStep {
     /// The new running max (base-2 scaled).
     m: [f32; 2],
@@ -484,9 +535,15 @@ fn pack_p<T: Element, const SPLIT_P: bool>(st: &Scores, scale: [f32; 2]) -> [PFr
 #[inline(always)]
 unsafe fn store_fragment(p: &PFragment, buf: u32, t: u32) {
     for (kk, regs) in p.iter().enumerate() {
-        let (row, col) = p_rows_store_coord(t, kk as u32);
-        stmatrix::store_x4(buf + swizzled_offset(row, col), *regs);
+        store_fragment_step(regs, kk as u32, buf, t);
     }
+}
+
+/// Stores k16 step `kk` of a P fragment (see `store_fragment`).
+#[inline(always)]
+unsafe fn store_fragment_step(regs: &[u32; 4], kk: u32, buf: u32, t: u32) {
+    let (row, col) = p_rows_store_coord(t, kk);
+    stmatrix::store_x4(buf + swizzled_offset(row, col), *regs);
 }
 
 /// O rows scaled by this thread's two row factors, where a max moved: `moved` is uniform
@@ -1046,37 +1103,49 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
     // Softmax of S_b against warpgroup 0's max of S_a.
     barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
     let scale_a = c.rows_f32(|row| c.scale_at(0, row));
-    let mut p = [[[0u32; 4]; 4]; 2];
     if B {
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let step_b = c.softmax(&mut s.st, pc, ta + 1, m_old);
+        let (step_b, m_use) = c.softmax_max(&mut s.st, pc, ta + 1, m_old);
         c.publish(&step_b);
         // Warpgroup 0 publishes its next flag only after ScaleB: read before arriving.
         let moved = c.moved(0) || step_b.moved;
         // Warpgroup 0 waits at ScaleB to scale P_a, the start of the chain to P_a·V_aR
         // and stage 0's V_R reload: arrive as soon as s_b is out, ahead of this
-        // warpgroup's own rescale and packing (H200, fastest replays of h_q 128 from 8K:
-        // 0.989 on one card, 0.999 on another).
+        // warpgroup's own rescale and packing (H200: h_q 128 from 8K about 1 % faster).
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
         let f = [scale_a[0] * step_b.scale[0], scale_a[1] * step_b.scale[1]];
-        for h in 0..2 {
-            s.l[h] = s.l[h] * f[h] + step_b.sum[h];
-        }
         rescale(&mut s.o, f, moved);
-        p = pack_p::<T, false>(&s.st, [1.0; 2]);
-    } else {
-        s.rescale(scale_a, c.moved(0));
-        barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
-    }
-
-    // P_b → shared memory for warpgroup 0; O_R += P_b·V_bR.
-    if B {
-        c.store_p::<false>(&p, c.p_lo_buf());
         if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
-        issue_pv_own::<T, false>(&mut s.o, &p, c.v_half(1));
+        // O_R += P_b·V_bR one k16 step at a time, each as soon as its 16 tokens of P_b
+        // are out of the exponent (a fence before each: its A registers were just
+        // written), so the tensor cores start under this softmax, where in FlashMLA's
+        // order only P_a·V_aL runs (H200, 10 h_q 128 points: medians 0.98-0.99 on three
+        // cards, fastest replays 0.990-0.9995; 16 bytes spilled).
+        let v_desc = opaque(smem_desc(c.v_half(1), Major::MN, BLOCK_BYTES));
+        let mut sum = [0.0; 2];
+        for kk in 0..PV_STEPS as usize {
+            c.exp_chunk(&mut s.st, kk, m_use, &mut sum);
+            let pk: [u32; 4] = core::array::from_fn(|m| {
+                let i = a_fragment_pair(kk as u32, m as u32) as usize;
+                T::pack2(s.st[i], s.st[i + 1])
+            });
+            // This step of P_b → shared memory for warpgroup 0, before its wgmma: the
+            // A registers of a wgmma in flight must not be accessed, not even read.
+            store_fragment_step(&pk, kk as u32, c.p_lo_buf(), c.t);
+            wgmma::fence();
+            let vk = desc_add(v_desc, kk as u32 * MN_STEP_BYTES);
+            T::mma_rs_tb::<N256>(&mut s.o, pk, vk, true);
+        }
         wgmma::commit();
+        fence::proxy_async_shared();
+        for h in 0..2 {
+            s.l[h] = s.l[h] * f[h] + sum[h];
+        }
+    } else {
+        s.rescale(scale_a, c.moved(0));
+        barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
     }
 
     // O_R += P_a·V_aR, with P_a from warpgroup 0 (already scaled by scale_b).
