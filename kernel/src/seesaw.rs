@@ -1055,12 +1055,15 @@ unsafe fn softmax_first_pair_wg0<T: Element, const B: bool, const A2: bool, cons
         c.load_half::<false>(pc, 0, 0, id_a2);
     }
     barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
-    let scale_b = if B {
-        c.rows_f32(|row| c.scale_at(1, row))
+    // Where no row of this warp moved its max with S_b (almost always), s_b is exactly 1
+    // and P_a goes out as packed for P_a·V_aL (done): no rescale and repacking on the way
+    // to warpgroup 1's P_a·V_aR (H200, 10 h_q 128 points: medians 0.991, fastest 0.9997).
+    if B && c.moved(1) {
+        let scale_b = c.rows_f32(|row| c.scale_at(1, row));
+        c.store_p::<false>(&pack_p::<T, false>(&s.st, scale_b), c.p_buf(0));
     } else {
-        [1.0; 2]
-    };
-    c.store_p::<false>(&pack_p::<T, false>(&s.st, scale_b), c.p_buf(0));
+        c.store_p::<false>(&p, c.p_buf(0));
+    }
     barrier::arrive_named(NamedBarrier::PaReady as u32, 256);
 
     // O_L = O_L·scale_b + P_b·V_bL.
