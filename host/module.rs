@@ -460,7 +460,7 @@ mod tests {
     /// the tails of 3 tiles (two calls), of 2 and of 1), each `(B, A2, B2)`, in the
     /// P_a-first order (`pa_first`, always with `split_p`) or FlashMLA's.
     fn seesaw_source_counts(split_p: bool, pa_first: bool) -> WgmmaCounts {
-        use etap_kernel::config::{K_BLOCKS, PV_STEPS, QK_STEPS};
+        use etap_kernel::config::{K_BLOCKS, PB_CHUNK_STEPS, PV_STEPS, QK_STEPS};
         let n = |b: bool| b as u32;
         // P·V over half the V dims: one fence and commit, PV_STEPS MMAs (twice with split P).
         let pv = WgmmaCounts {
@@ -469,10 +469,10 @@ mod tests {
             mmas: PV_STEPS * (1 + n(split_p)),
             ..Default::default()
         };
-        // Warpgroup 1's P_b·V_bR in FlashMLA's order: a fence per k16 step (each issued as
-        // its part of P_b is computed), one commit.
+        // Warpgroup 1's P_b·V_bR in FlashMLA's order: a fence per chunk of k16 steps (each
+        // issued as its part of P_b is computed), one commit.
         let pv_by_step = WgmmaCounts {
-            fences: PV_STEPS,
+            fences: PV_STEPS / PB_CHUNK_STEPS,
             ..pv
         };
         // S of the next tile: a fence per column block, two commits (own half, other half).

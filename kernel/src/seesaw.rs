@@ -78,6 +78,7 @@ const MN_STEP_BYTES: u32 = 16 * SWIZZLE_ROW_BYTES;
 const _: () = {
     assert!(STAGES == 2 && CONSUMER_WARPGROUPS == 2);
     assert!(SEESAW_ROWS == TILE_TOKENS && SEESAW_ROWS * SWIZZLE_ROW_BYTES == BLOCK_BYTES);
+    assert!(PV_STEPS % PB_CHUNK_STEPS == 0);
 };
 
 /// S of one tile: 64 rows × 64 tokens.
@@ -1121,25 +1122,32 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
         if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
-        // O_R += P_b·V_bR one k16 step at a time, each as soon as its 16 tokens of P_b
-        // are out of the exponent (a fence before each: its A registers were just
-        // written), so the tensor cores start under this softmax, where in FlashMLA's
-        // order only P_a·V_aL runs (H200, 10 h_q 128 points: medians 0.98-0.99 on three
-        // cards, fastest replays 0.990-0.9995; 16 bytes spilled).
+        // O_R += P_b·V_bR in chunks of k16 steps, each as soon as its tokens of P_b are out
+        // of the exponent (a fence before each: its A registers were just written), so
+        // the tensor cores start under this softmax, where in FlashMLA's order only
+        // P_a·V_aL runs (H200, 10 h_q 128 points, one step a chunk: medians 0.98-0.99 on
+        // three cards, fastest replays 0.990-0.9995; 16 bytes spilled).
+        const CHUNK: usize = PB_CHUNK_STEPS as usize;
         let v_desc = opaque(smem_desc(c.v_half(1), Major::MN, BLOCK_BYTES));
         let mut sum = [0.0; 2];
-        for kk in 0..PV_STEPS as usize {
-            c.exp_chunk(&mut s.st, kk, m_use, &mut sum);
-            let pk: [u32; 4] = core::array::from_fn(|m| {
-                let i = a_fragment_pair(kk as u32, m as u32) as usize;
-                T::pack2(s.st[i], s.st[i + 1])
-            });
-            // This step of P_b → shared memory for warpgroup 0, before its wgmma: the
-            // A registers of a wgmma in flight must not be accessed, not even read.
-            store_fragment_step(&pk, kk as u32, c.p_lo_buf(), c.t);
+        for chunk in 0..PV_STEPS as usize / CHUNK {
+            let mut pk = [[0u32; 4]; CHUNK];
+            for (j, pkj) in pk.iter_mut().enumerate() {
+                let kk = CHUNK * chunk + j;
+                c.exp_chunk(&mut s.st, kk, m_use, &mut sum);
+                *pkj = core::array::from_fn(|m| {
+                    let i = a_fragment_pair(kk as u32, m as u32) as usize;
+                    T::pack2(s.st[i], s.st[i + 1])
+                });
+                // This step of P_b → shared memory for warpgroup 0, before its wgmma: the
+                // A registers of a wgmma in flight must not be accessed, not even read.
+                store_fragment_step(pkj, kk as u32, c.p_lo_buf(), c.t);
+            }
             wgmma::fence();
-            let vk = desc_add(v_desc, kk as u32 * MN_STEP_BYTES);
-            T::mma_rs_tb::<N256>(&mut s.o, pk, vk, true);
+            for (j, pkj) in pk.iter().enumerate() {
+                let vk = desc_add(v_desc, (CHUNK * chunk + j) as u32 * MN_STEP_BYTES);
+                T::mma_rs_tb::<N256>(&mut s.o, *pkj, vk, true);
+            }
         }
         wgmma::commit();
         fence::proxy_async_shared();
