@@ -623,6 +623,20 @@ pub struct Report {
     pub points: Vec<PointResult>,
 }
 
+impl Report {
+    /// Reads a report written by `bench --json`; errors name the option `arg` it came from.
+    pub fn load(arg: &'static str, path: &Path) -> Result<Report> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::invalid(arg, format!("cannot read {}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Error::invalid(
+                arg,
+                format!("{} is not a bench --json report: {e}", path.display()),
+            )
+        })
+    }
+}
+
 /// The method line recorded in the report.
 pub fn method_line(serial_launch: bool, pair_clusters: bool, settle_ms: u64) -> String {
     format!(
@@ -1114,7 +1128,7 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
     s
 }
 
-fn write_file(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))
 }
 

@@ -10,7 +10,7 @@
 
 use crate::bench::{geomean, parse_filters, select, Filter, Point, Report};
 use crate::error::{Error, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Options of `flashmla-etap compare`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -167,17 +167,6 @@ pub fn compare_by(
     })
 }
 
-fn load(arg: &'static str, path: &Path) -> Result<Report> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::invalid(arg, format!("cannot read {}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| {
-        Error::invalid(
-            arg,
-            format!("{} is not a bench --json report: {e}", path.display()),
-        )
-    })
-}
-
 /// Runs `flashmla-etap compare`: prints every common point (base and new µs, their ratio,
 /// whether it moved beyond the runs' spread) and the geometric-mean ratio.
 pub fn main(args: &CompareArgs) -> Result<()> {
@@ -185,12 +174,12 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     let base = args
         .base
         .iter()
-        .map(|p| load("--base", p))
+        .map(|p| Report::load("--base", p))
         .collect::<Result<Vec<_>>>()?;
     let new = args
         .new
         .iter()
-        .map(|p| load("--new", p))
+        .map(|p| Report::load("--new", p))
         .collect::<Result<Vec<_>>>()?;
     let run_time = if args.fastest {
         RunTime::Fastest
@@ -399,15 +388,15 @@ mod tests {
         let path = dir.join("base.json");
         let r = report("Fast", &[(A, 10.0)]);
         std::fs::write(&path, serde_json::to_string(&r).unwrap()).unwrap();
-        let back = load("--base", &path).unwrap();
+        let back = Report::load("--base", &path).unwrap();
         assert_eq!(back.points, r.points);
         std::fs::write(&path, "{}").unwrap();
         assert!(matches!(
-            load("--base", &path),
+            Report::load("--base", &path),
             Err(Error::InvalidArgument { arg: "--base", .. })
         ));
         assert!(matches!(
-            load("--new", &dir.join("missing.json")),
+            Report::load("--new", &dir.join("missing.json")),
             Err(Error::InvalidArgument { arg: "--new", .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -36,6 +36,8 @@ enum Command {
     Probe,
     /// Compare `bench --json` reports of two builds point by point (A-B runs; no GPU needed).
     Compare(flashmla_etap::compare::CompareArgs),
+    /// Redraw the SVG plot of a `bench --json` report (no GPU needed).
+    Plot(flashmla_etap::plot::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Check(args) => return demo::check(cli.device, &args),
         Command::Probe => flashmla_etap::probe::main(cli.device),
         Command::Compare(args) => flashmla_etap::compare::main(&args),
+        Command::Plot(args) => flashmla_etap::plot::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,80 @@
+//! `flashmla-etap plot`: redraws the SVG plot of a saved `bench --json` report without a
+//! GPU (the same drawing as `bench --plot`), e.g. for another batch or after the plot of a
+//! results run was lost in transfer.
+
+use crate::bench::{svg_plot, write_file, Anchors, Report};
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+/// Options of `flashmla-etap plot`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlotArgs {
+    /// The report (`bench --json`).
+    #[arg(long, value_name = "PATH")]
+    pub json: PathBuf,
+    /// Where to write the SVG.
+    #[arg(long, value_name = "PATH.svg")]
+    pub plot: PathBuf,
+    /// The batch the plot shows.
+    #[arg(long, value_name = "B", default_value_t = 16)]
+    pub plot_batch: usize,
+    /// The peers' anchors (JSON) [default: the built-in copy of bench/anchors.json].
+    #[arg(long, value_name = "PATH")]
+    pub peers: Option<PathBuf>,
+}
+
+/// The SVG of `report`, with the peers of the card its anchors came from.
+pub fn redraw(report: &Report, anchors: &Anchors, batch: usize) -> Result<String> {
+    let card = match &report.anchors_card {
+        Some(key) => Some(anchors.cards.get(key).ok_or_else(|| {
+            Error::invalid(
+                "--peers",
+                format!("the anchors have no card `{key}`, which the report was compared with"),
+            )
+        })?),
+        None => None,
+    };
+    Ok(svg_plot(report, card, batch))
+}
+
+/// Runs `flashmla-etap plot`.
+pub fn main(args: &PlotArgs) -> Result<()> {
+    let report = Report::load("--json", &args.json)?;
+    let anchors = Anchors::load(args.peers.as_deref())?;
+    write_file(&args.plot, &redraw(&report, &anchors, args.plot_batch)?)?;
+    eprintln!("wrote {}", args.plot.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// The committed H200 Accurate results: `bench --json` and `bench --plot` of one run.
+    fn results(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("bench/results")
+            .join(name)
+    }
+
+    #[test]
+    fn redraws_the_plot_the_bench_drew() {
+        let report = Report::load("--json", &results("h200_accurate.json")).unwrap();
+        let anchors = Anchors::load(None).unwrap();
+        let svg = redraw(&report, &anchors, 16).unwrap();
+        let drawn = std::fs::read_to_string(results("h200_accurate.svg")).unwrap();
+        assert_eq!(svg, drawn);
+    }
+
+    #[test]
+    fn a_card_missing_from_the_anchors_is_an_error() {
+        let mut report = Report::load("--json", &results("h200_accurate.json")).unwrap();
+        report.anchors_card = Some("B200".into());
+        let anchors = Anchors::load(None).unwrap();
+        assert!(matches!(
+            redraw(&report, &anchors, 16),
+            Err(Error::InvalidArgument { arg: "--peers", .. })
+        ));
+    }
+}
