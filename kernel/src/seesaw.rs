@@ -25,10 +25,10 @@
 //! factors. That is the P_a-first order (`pa_first_pair_wg0`), which the split-P schedule
 //! (`Precision::Accurate`: P ≈ P_hi + P_lo, twice the P·V products, one buffer for either
 //! warpgroup's P_lo in turn) always runs. With P rounded once, FlashMLA's order
-//! (`softmax_first_pair_wg0`: warpgroup 1's softmax first, issuing P_b·V_bR k16 step by
-//! k16 step as P_b comes out of the exponent; warpgroup 0 stores P_a scaled by s_b) runs
-//! where two or more row chunks share each tile over long shares; the plan
-//! picks (`plan::seesaw_pa_first`): the P_a-first order keeps the tensor cores busy under
+//! (`softmax_first_pair_wg0`: warpgroup 1's softmax first, issuing P_b·V_bR a chunk of k16
+//! steps at a time as P_b comes out of the exponent; warpgroup 0 stores P_a scaled by s_b
+//! where it moved) runs where two or more row chunks share each tile over long shares; the
+//! plan picks (`plan::seesaw_pa_first`): the P_a-first order keeps the tensor cores busy under
 //! warpgroup 1's softmax (P_a·V_aL and P_a·V_aR, not P_a·V_aL alone) and frees stage 0
 //! sooner, FlashMLA's frees stage 1's V_R sooner, which the long power-capped h_q 128
 //! calls favour (H200, thirty-fifth session: h_q 64 1-3 % and h_q 128 up to 8K 1-2 %
