@@ -471,7 +471,7 @@ mod tests {
         };
         // Warpgroup 1's P_b·V_bR in FlashMLA's order: a fence per chunk of k16 steps (each
         // issued as its part of P_b is computed), one commit.
-        let pv_by_step = WgmmaCounts {
+        let pv_by_chunk = WgmmaCounts {
             fences: PV_STEPS / PB_CHUNK_STEPS,
             ..pv
         };
@@ -501,7 +501,7 @@ mod tests {
                 pv + when(b, wait(0) + pv + when(b2, wait(0) + next_s)) + wait(0)
             } else {
                 // Tile b+2's reload first waits for P_b·V_bR.
-                when(b, pv_by_step)
+                when(b, pv_by_chunk)
                     + pv
                     + when(b2, wait(1))
                     + when(a2, wait(0))

@@ -29,7 +29,10 @@ pub fn redraw(report: &Report, anchors: &Anchors, batch: usize) -> Result<String
         Some(key) => Some(anchors.cards.get(key).ok_or_else(|| {
             Error::invalid(
                 "--peers",
-                format!("the anchors have no card `{key}`, which the report was compared with"),
+                format!(
+                    "the anchors (built in unless --peers names a file) have no card `{key}`, \
+                     which the report was compared with"
+                ),
             )
         })?),
         None => None,

@@ -1050,8 +1050,8 @@ unsafe fn softmax_first_pair_wg0<T: Element, const B: bool, const A2: bool, cons
     wgmma::wait_all();
 
     // Stage 0's V_L, read only by this warpgroup's P·V (done), takes tile a+2 (issued
-    // while warpgroup 1's softmax of S_b runs); once that is done, P_a goes out scaled by
-    // its factor.
+    // while warpgroup 1's softmax of S_b runs); once that is done, P_a goes out, scaled by
+    // its factor where that moved.
     if A2 {
         c.load_half::<false>(pc, 0, 0, id_a2);
     }
@@ -1125,8 +1125,9 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
         // O_R += P_b·V_bR in chunks of k16 steps, each as soon as its tokens of P_b are out
         // of the exponent (a fence before each: its A registers were just written), so
         // the tensor cores start under this softmax, where in FlashMLA's order only
-        // P_a·V_aL runs (H200, 10 h_q 128 points, one step a chunk: medians 0.98-0.99 on
-        // three cards, fastest replays 0.990-0.9995; 16 bytes spilled).
+        // P_a·V_aL runs (H200, 10 h_q 128 points and an h_q 64 one: one step a chunk
+        // medians 0.981, fastest replays 0.997; two steps, against one, medians 0.988 on
+        // two cards; 16 bytes spilled).
         const CHUNK: usize = PB_CHUNK_STEPS as usize;
         let v_desc = opaque(smem_desc(c.v_half(1), Major::MN, BLOCK_BYTES));
         let mut sum = [0.0; 2];
