@@ -460,6 +460,40 @@ pub const GRID_BATCHES: [usize; 4] = [1, 2, 6, 64];
 /// Head counts of the grid (odd counts included).
 pub const GRID_HEADS: [usize; 8] = [1, 3, 16, 32, 63, 64, 126, 128];
 
+/// A few quick cases for the GPU smoke test and the sanitizer runs over it
+/// (`tests/gpu_decode.rs`, `scripts/sanitize.sh`): short and empty requests, one long
+/// request whose combine merges each row in dim slices, and shares long enough for the
+/// 64-row seesaw kernels in each of their schedules (split P; `Fast` in the P_a-first
+/// order; `Fast` in FlashMLA's, planned for 8 SMs).
+pub fn smoke() -> Vec<Case> {
+    let case = |dtype, s_q, h_q, lengths: Vec<i32>, causal| Case {
+        seed: 7,
+        ..Case::new(dtype, s_q, h_q, lengths, causal)
+    };
+    vec![
+        case(Dtype::Bf16, 1, 16, vec![64], false),
+        case(Dtype::Bf16, 1, 16, vec![1], false),
+        case(Dtype::Bf16, 1, 16, vec![100, 0, 300], false),
+        case(Dtype::Bf16, 1, 16, vec![4096; 2], false),
+        case(Dtype::Bf16, 1, 16, vec![20000], false),
+        case(Dtype::F16, 1, 16, vec![9000], false),
+        case(Dtype::Bf16, 1, 64, vec![1000; 3], false),
+        case(Dtype::Bf16, 1, 128, vec![1000; 3], false),
+        case(Dtype::F16, 2, 16, vec![200; 2], true),
+        case(Dtype::Bf16, 1, 3, vec![140; 2], false),
+        case(Dtype::Bf16, 1, 128, vec![30000, 8000, 650], false),
+        Case {
+            precision: Precision::Fast,
+            ..case(Dtype::Bf16, 2, 64, vec![20000, 3001], true)
+        },
+        Case {
+            precision: Precision::Fast,
+            sm_count: Some(8),
+            ..case(Dtype::Bf16, 1, 128, vec![20000, 9000, 650], false)
+        },
+    ]
+}
+
 /// The correctness grid: every (dtype, h_q, s_q, causal) combination, each with one
 /// fixed-length and one varlen case whose batch and lengths rotate through
 /// [`GRID_BATCHES`] and [`GRID_LENGTHS`] (long lengths with small batches, to bound the
@@ -695,6 +729,27 @@ mod tests {
     use crate::decode::CombineKind;
     use etap_kernel::config::SEESAW_ROWS;
     use etap_kernel::plan;
+
+    /// The smoke cases reach each schedule of the 64-row seesaw kernels: the split one, and
+    /// `Fast` in the P_a-first order and in FlashMLA's.
+    #[test]
+    fn the_smoke_cases_reach_every_seesaw_schedule() {
+        let mut seen = Vec::new();
+        for case in smoke() {
+            let sm_count = case.sm_count.unwrap_or(132);
+            let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
+                .expect("a smoke case plans");
+            if sched.rows_per_cta == SEESAW_ROWS {
+                seen.push((sched.split_p, sched.pa_first));
+            }
+        }
+        for schedule in [(true, true), (false, true), (false, false)] {
+            assert!(
+                seen.contains(&schedule),
+                "no smoke case runs the seesaw kernel with (split P, P_a first) = {schedule:?}"
+            );
+        }
+    }
 
     fn result(rmse: f64, floor: f64, values: usize) -> CaseResult {
         CaseResult {

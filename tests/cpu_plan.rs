@@ -673,23 +673,6 @@ proptest! {
     }
 }
 
-/// The GPU smoke test's long cases (`tests/gpu_decode.rs`, `decode_smoke`) run the 64-row
-/// seesaw kernels on a 132-SM card, so the sanitizer runs over them cover those kernels.
-#[test]
-fn smoke_cases_reach_the_seesaw_kernels() {
-    let pages = |lengths: &[u32]| lengths.iter().map(|l| l.div_ceil(64) as u64).sum::<u64>();
-    // Accurate (split P), h_q 128, s_q 1.
-    assert_eq!(
-        row_tiling(128, pages(&[30000, 8000, 650]), 132, 1, true),
-        (64, 2)
-    );
-    // Fast, h_q 64, s_q 2: 128 query rows per KV head.
-    assert_eq!(
-        row_tiling(128, pages(&[20000, 3001]), 132, 1, false),
-        (64, 2)
-    );
-}
-
 /// The grid's seesaw cases with a partial row chunk (`check::grid`, seeds 5103 and 5104:
 /// 126 query rows per KV head) run 64-row tiles on a 132-SM card.
 #[test]

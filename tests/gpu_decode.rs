@@ -65,28 +65,7 @@ fn bitwise_equal(a: &(Vec<half::bf16>, Vec<f32>), b: &(Vec<half::bf16>, Vec<f32>
 }
 
 fn decode_smoke() {
-    run_all(
-        "decode_smoke",
-        &[
-            case(Dtype::Bf16, 1, 16, vec![64], false),
-            case(Dtype::Bf16, 1, 16, vec![1], false),
-            case(Dtype::Bf16, 1, 16, vec![100, 0, 300], false),
-            case(Dtype::Bf16, 1, 16, vec![4096; 2], false),
-            // One long request: the combine merges each row in 4 dim slices (2 above).
-            case(Dtype::Bf16, 1, 16, vec![20000], false),
-            case(Dtype::F16, 1, 16, vec![9000], false),
-            case(Dtype::Bf16, 1, 64, vec![1000; 3], false),
-            case(Dtype::Bf16, 1, 128, vec![1000; 3], false),
-            case(Dtype::F16, 2, 16, vec![200; 2], true),
-            case(Dtype::Bf16, 1, 3, vec![140; 2], false),
-            // Shares long enough for the seesaw kernels (64-row tiles) in both precisions.
-            case(Dtype::Bf16, 1, 128, vec![30000, 8000, 650], false),
-            Case {
-                precision: Precision::Fast,
-                ..case(Dtype::Bf16, 2, 64, vec![20000, 3001], true)
-            },
-        ],
-    );
+    run_all("decode_smoke", &flashmla_etap::check::smoke());
 }
 
 /// Calls that read more KV than the L2 holds: the decode streams it evict-first and the
