@@ -390,21 +390,23 @@ impl Cta<'_> {
         out
     }
 
-    /// `softmax` up to the exponent: the masking, the new running max, the factors and the
-    /// vote (the sums left 0), and each row's offset for `exp_chunk`, so that the caller
-    /// can publish the factors and start P·V while P is still being computed.
-    fn softmax_max(
-        &self,
-        st: &mut Scores,
-        pc: &Piece,
-        tile: u32,
-        m_old: [f32; 2],
-    ) -> (SoftmaxStep, [f32; 2]) {
+    /// The masking and each row's max over tile `tile` (scaled to base 2): the part of
+    /// `softmax` that needs no running max, so that warpgroup 1 runs it before it waits
+    /// for warpgroup 0's.
+    fn tile_max(&self, st: &mut Scores, pc: &Piece, tile: u32) -> [f32; 2] {
         self.mask(st, pc, tile);
+        [self.row_tile_max(st, 0), self.row_tile_max(st, 1)]
+    }
+
+    /// `softmax` from the tile's row maxima `mx` up to the exponent: the new running max,
+    /// the factors and the vote (the sums left 0), and each row's offset for `exp_chunk`,
+    /// so that the caller can publish the factors and start P·V while P is still being
+    /// computed.
+    fn softmax_max(&self, mx: [f32; 2], m_old: [f32; 2]) -> (SoftmaxStep, [f32; 2]) {
         let mut out = SoftmaxStep::default();
         let mut m_use = [0.0; 2];
         for h in 0..2 {
-            let (m_new, m_row) = self.row_max(st, h, m_old[h]);
+            let (m_new, m_row) = running_max(mx[h], m_old[h]);
             m_use[h] = m_row;
             out.m[h] = m_new;
             out.scale[h] = row_scale(m_new, m_row, m_old[h]);
@@ -439,27 +441,20 @@ impl Cta<'_> {
     }
 
     /// Row `h`'s max over the tile (the 4 lanes of a row), and from it the new running max
-    /// (raised from `m_old` only past `SOFTMAX_SLACK`) and the offset P is taken against.
+    /// and the offset P is taken against (`running_max`).
     fn row_max(&self, st: &Scores, h: usize, m_old: f32) -> (f32, f32) {
+        running_max(self.row_tile_max(st, h), m_old)
+    }
+
+    /// Row `h`'s max over the tile (the 4 lanes of a row), scaled to base 2.
+    fn row_tile_max(&self, st: &Scores, h: usize) -> f32 {
         let mut mx = f32::NEG_INFINITY;
         for j in 0..8 {
             mx = mx.max(st[4 * j + 2 * h]).max(st[4 * j + 2 * h + 1]);
         }
         mx = mx.max(warp::shfl_xor(mx, 1));
         mx = mx.max(warp::shfl_xor(mx, 2));
-        let mx = mx * self.scale_log2;
-        let m_new = if mx > m_old + SOFTMAX_SLACK {
-            mx
-        } else {
-            m_old
-        };
-        // A row that has seen no key yet keeps max -inf: use 0 as its offset.
-        let m_use = if m_new == f32::NEG_INFINITY {
-            0.0
-        } else {
-            m_new
-        };
-        (m_new, m_use)
+        mx * self.scale_log2
     }
 
     /// Loads a per-row f32 of this thread's two rows.
@@ -482,6 +477,24 @@ impl Cta<'_> {
         }
         smem::st_u32(self.moved_at(self.wg), step.moved as u32);
     }
+}
+
+/// The new running max of a row whose tile max is `mx` (raised from `m_old` only past
+/// `SOFTMAX_SLACK`) and the offset P is taken against.
+#[inline(always)]
+fn running_max(mx: f32, m_old: f32) -> (f32, f32) {
+    let m_new = if mx > m_old + SOFTMAX_SLACK {
+        mx
+    } else {
+        m_old
+    };
+    // A row that has seen no key yet keeps max -inf: use 0 as its offset.
+    let m_use = if m_new == f32::NEG_INFINITY {
+        0.0
+    } else {
+        m_new
+    };
+    (m_new, m_use)
 }
 
 /// The factor that rescales a row accumulated against `m_old` once its max is `m_new`
@@ -1104,15 +1117,23 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
 ) {
     let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
     let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
-    // Softmax of S_b against warpgroup 0's max of S_a.
+    // Softmax of S_b against warpgroup 0's max of S_a: S_b's own row maxima first, while
+    // warpgroup 0's softmax runs.
+    let mx_b = if B {
+        c.tile_max(&mut s.st, pc, ta + 1)
+    } else {
+        [0.0; 2]
+    };
     barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
     let scale_a = c.rows_f32(|row| c.scale_at(0, row));
+    // Warpgroup 0 publishes its next flag only after ScaleB: read before arriving, with
+    // the other loads that follow ScaleA.
+    let moved_a = c.moved(0);
     if B {
         let m_old = c.rows_f32(|row| c.m_at(row));
-        let (step_b, m_use) = c.softmax_max(&mut s.st, pc, ta + 1, m_old);
+        let (step_b, m_use) = c.softmax_max(mx_b, m_old);
         c.publish(&step_b);
-        // Warpgroup 0 publishes its next flag only after ScaleB: read before arriving.
-        let moved = c.moved(0) || step_b.moved;
+        let moved = moved_a || step_b.moved;
         // Warpgroup 0 waits at ScaleB to scale P_a, the start of the chain to P_a·V_aR
         // and stage 0's V_R reload: arrive as soon as s_b is out, ahead of this
         // warpgroup's own rescale and packing (H200: h_q 128 from 8K about 1 % faster).
@@ -1156,7 +1177,7 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
             s.l[h] = s.l[h] * f[h] + sum[h];
         }
     } else {
-        s.rescale(scale_a, c.moved(0));
+        s.rescale(scale_a, moved_a);
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
     }
 
