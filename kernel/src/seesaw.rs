@@ -369,13 +369,13 @@ impl Cta<'_> {
     /// the transposed kernel), S turned into P = 2^(s·scale·log2e − m), and a vote of the
     /// warp on whether any of its rows' max moved: after a piece's first tiles it rarely
     /// does, and O's rescale by factors of 1 is then skipped. Row by row, with the vote
-    /// after the exponentials: as `softmax_max` + `exp_chunk` it measured 1-3 % slower
-    /// (H200, thirty-eighth session).
+    /// after the exponentials: as `tile_max` + `softmax_max` + `exp_chunk` (both rows'
+    /// maxima and the vote first) it measured 1-3 % slower (H200, thirty-eighth session).
     fn softmax(&self, st: &mut Scores, pc: &Piece, tile: u32, m_old: [f32; 2]) -> SoftmaxStep {
         self.mask(st, pc, tile);
         let mut out = SoftmaxStep::default();
         for h in 0..2 {
-            let (m_new, m_use) = self.row_max(st, h, m_old[h]);
+            let (m_new, m_use) = running_max(self.row_tile_max(st, h), m_old[h]);
             let mut sum = 0.0;
             for j in 0..8 {
                 for e in 0..2 {
@@ -440,12 +440,6 @@ impl Cta<'_> {
                 }
             }
         }
-    }
-
-    /// Row `h`'s max over the tile (the 4 lanes of a row), and from it the new running max
-    /// and the offset P is taken against (`running_max`).
-    fn row_max(&self, st: &Scores, h: usize, m_old: f32) -> (f32, f32) {
-        running_max(self.row_tile_max(st, h), m_old)
     }
 
     /// Row `h`'s max over the tile (the 4 lanes of a row), scaled to base 2.
@@ -1121,9 +1115,8 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
     let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // Softmax of S_b against warpgroup 0's max of S_a: S_b's own row maxima first, while
     // warpgroup 0's softmax runs, so that only the running max is left after ScaleA
-    // (H200, 11 Fast points at h_q 64/128, with the moved flag read with the loads after
-    // ScaleA: medians 0.988 then 0.994, and 0.994 on another card; fastest replays 0.993,
-    // 0.997, 0.998; the same in the P_a-first order measured 1.002 Fast, 1.03 split).
+    // (H200, 11 Fast points at h_q 64/128, with the moved flag read early: medians 0.994,
+    // fastest replays 0.998; the P_a-first order did not gain from it: `docs/PERFORMANCE.md`).
     let mx_b = if B {
         c.tile_max(&mut s.st, pc, ta + 1)
     } else {
