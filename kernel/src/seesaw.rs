@@ -523,8 +523,7 @@ struct SoftmaxStep {
 fn pack_p<T: Element, const SPLIT_P: bool>(st: &Scores, scale: [f32; 2]) -> [PFragment; 2] {
     let pair = |kk: usize, m: usize| a_fragment_pair(kk as u32, m as u32) as usize;
     let x = |kk: usize, m: usize, e: usize| st[pair(kk, m) + e] * scale[m % 2];
-    let hi: PFragment =
-        core::array::from_fn(|kk| core::array::from_fn(|m| T::pack2(x(kk, m, 0), x(kk, m, 1))));
+    let hi: PFragment = core::array::from_fn(|kk| pack_step::<T>(st, kk, scale));
     let lo: PFragment = core::array::from_fn(|kk| {
         core::array::from_fn(|m| {
             if !SPLIT_P {
@@ -538,6 +537,16 @@ fn pack_p<T: Element, const SPLIT_P: bool>(st: &Scores, scale: [f32; 2]) -> [PFr
         })
     });
     [hi, lo]
+}
+
+/// k16 step `kk` of P scaled by the rows' `scale`, packed as the wgmma A fragment (P
+/// rounded once: `pack_p`'s high half).
+#[inline(always)]
+fn pack_step<T: Element>(st: &Scores, kk: usize, scale: [f32; 2]) -> [u32; 4] {
+    core::array::from_fn(|m| {
+        let i = a_fragment_pair(kk as u32, m as u32) as usize;
+        T::pack2(st[i] * scale[m % 2], st[i + 1] * scale[m % 2])
+    })
 }
 
 /// Stores a P fragment row-major (row = query row, 64 tokens, swizzled) at `buf`: the
@@ -1155,10 +1164,7 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
             for (j, pkj) in pk.iter_mut().enumerate() {
                 let kk = CHUNK * chunk + j;
                 c.exp_chunk(&mut s.st, kk, m_use, &mut sum);
-                *pkj = core::array::from_fn(|m| {
-                    let i = a_fragment_pair(kk as u32, m as u32) as usize;
-                    T::pack2(s.st[i], s.st[i + 1])
-                });
+                *pkj = pack_step::<T>(&s.st, kk, [1.0; 2]);
                 // This step of P_b → shared memory for warpgroup 0, before its wgmma: the
                 // A registers of a wgmma in flight must not be accessed, not even read.
                 store_fragment_step(pkj, kk as u32, c.p_lo_buf(), c.t);
