@@ -297,7 +297,7 @@ fn row_tiling_keeps_17_to_32_rows_on_32_row_tiles_at_every_share() {
 fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     assert_eq!(
         (NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT),
-        (2, 4)
+        (2, 1)
     );
     // Up to 32 rows: the tile that holds them, whatever the lengths.
     for split in [false, true] {
@@ -308,26 +308,25 @@ fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
     }
     assert_eq!(row_tiling(32, 1 << 20, 132, 1, true), (32, 1));
     // 64 rows over 132 partitions (one row chunk): 128 pages (b 16 at 512) is 1 page a
-    // partition, 32-row tiles in both precisions, and 264 pages 2; 265 pages are 3, wide
-    // with P rounded once, and 528 pages 4, 32-row tiles with a split P; 529
-    // pages are 5 and 1024 (b 16 at 4K) 8, wide.
+    // partition, 32-row tiles in both precisions; 264 pages are 2, 32-row tiles with P
+    // rounded once and wide with a split P; 265 pages are 3 and 1024 (b 16 at 4K) 8, wide.
     for split in [false, true] {
         assert_eq!(row_tiling(64, 128, 132, 1, split), (32, 2));
-        assert_eq!(row_tiling(64, 264, 132, 1, split), (32, 2));
-        assert_eq!(row_tiling(64, 529, 132, 1, split), (64, 1));
+        assert_eq!(row_tiling(64, 132, 132, 1, split), (32, 2));
+        assert_eq!(row_tiling(64, 265, 132, 1, split), (64, 1));
         assert_eq!(row_tiling(64, 1024, 132, 1, split), (64, 1));
     }
-    assert_eq!(row_tiling(64, 265, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(64, 528, 132, 1, false), (64, 1));
-    assert_eq!(row_tiling(64, 265, 132, 1, true), (32, 2));
-    assert_eq!(row_tiling(64, 528, 132, 1, true), (32, 2));
+    assert_eq!(row_tiling(64, 133, 132, 1, false), (32, 2));
+    assert_eq!(row_tiling(64, 264, 132, 1, false), (32, 2));
+    assert_eq!(row_tiling(64, 133, 132, 1, true), (64, 1));
+    assert_eq!(row_tiling(64, 264, 132, 1, true), (64, 1));
     // The share is counted over the 64-row plan's partitions: 128 rows are 2 CTAs per KV
-    // head, so 66 partitions; 132 pages are 2 a partition, 133 pages 3 (and with a split P,
-    // 264 pages are 4, 265 pages 5).
+    // head, so 66 partitions; 66 pages are 1 a partition, 67 pages 2, 132 pages 2 and 133
+    // pages 3.
     assert_eq!(row_tiling(128, 132, 132, 1, false), (32, 4));
     assert_eq!(row_tiling(128, 133, 132, 1, false), (64, 2));
-    assert_eq!(row_tiling(128, 264, 132, 1, true), (32, 4));
-    assert_eq!(row_tiling(128, 265, 132, 1, true), (64, 2));
+    assert_eq!(row_tiling(128, 66, 132, 1, true), (32, 4));
+    assert_eq!(row_tiling(128, 67, 132, 1, true), (64, 2));
     // Two KV heads halve the partitions again (66 for one row chunk: 132 pages are 2 a
     // partition, 133 pages 3); 48 rows still count as a 64-row tile.
     assert_eq!(row_tiling(64, 132, 132, 2, false), (32, 2));

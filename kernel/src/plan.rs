@@ -354,12 +354,16 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// 17.0 → 17.3; b 32, 512 16.9 → 17.9).
 pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
 /// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
-/// products and the 32-row one stacks them at about no cost. H100, against the transposed
-/// 64-row kernel of c559b68: 1.07x to 1.52x faster up to 8 pages a partition, and 0.99x to
-/// 1.07x at 16. H200, against the seesaw kernel: 4 instead of 8 was within ±2 % (ninth
-/// session); since its lazy rescale and pair clusters, 4 is faster (tenth session: b 32,
-/// h_q 64, 2K 50.5 → 43.1 µs; b 16, h_q 64, 4K 45.7 → 41.7).
-pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 4;
+/// products and the 32-row one stacks them at about no cost, but each 32-row CTA reads
+/// every page its KV head's other row chunks read. Until the thirty-ninth session 4 (tenth
+/// session, against the seesaw kernel of then: b 32, h_q 64, 2K 50.5 → 43.1 µs at 4
+/// rather than 8). Since then the seesaw kernel loads Q first and stores its output in
+/// wide stores; H200, A-B-B-A, two rounds, Accurate: at 0 (never narrow) the 2-4 page
+/// points ran 2.6-10 % faster on the 64-row tile (b 16, h_q 128, 1K 25.3 → 22.8 µs; b 16,
+/// h_q 64, 2K 26.7 → 25.0; b 32, h_q 64, 512 17.5 → 17.1) and the 1-page one 4 % slower
+/// (b 16, h_q 64, 512 13.6 → 14.2); at 2 the 3-4 page points alone gained as much.
+/// Narrow tiles over long shares lose badly: 1.44x over 13 h_q 64/128 points from 2K.
+pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 1;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
 /// of `share` pages a partition, where `split_asked` says whether the caller asked for it
