@@ -425,7 +425,6 @@ impl DecodePlan {
             total_pages,
             sm_count,
             config.h_kv as u32,
-            split_asked,
         );
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
         let share = plan::share_per_part(total_pages, num_parts as u64);
@@ -1385,7 +1384,8 @@ mod tests {
         let long = schedule(16, 1, 32, 32768);
         assert_eq!((long.rows_per_cta, long.row_chunks), (32, 1));
         assert_eq!(long.pair_cluster(), None);
-        let narrow = schedule(16, 1, 128, 512);
+        // h_q 128 at b 8, 512: 64 pages over 66 pair partitions, one a partition.
+        let narrow = schedule(8, 1, 128, 512);
         assert_eq!(narrow.rows_per_cta, 32);
         assert_eq!(narrow.pair_cluster(), None);
         assert_eq!(schedule(16, 1, 16, 8192).pair_cluster(), None);

@@ -14,8 +14,8 @@ use etap_kernel::plan::{
     num_splits, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling,
     seesaw_pa_first, split_p_for, PartWork, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES,
     FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
-    NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT, PAGE_SIZE, SHORT_SHARE_PAGES,
-    SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
+    NARROW_TILE_MAX_SHARE, PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES,
+    WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -282,58 +282,41 @@ fn seesaw_runs_pa_first_with_split_p_one_row_chunk_or_a_short_share() {
 #[test]
 fn row_tiling_keeps_17_to_32_rows_on_32_row_tiles_at_every_share() {
     // h_q 32 over 132 partitions from 1 to 62 pages a partition (b 32 at 64K is 32768
-    // pages, 249), with one or two KV heads, in both precisions; 24 rows too.
-    for split in [false, true] {
-        for pages in [132, 2048, 2113, 3072, 8192, 32768] {
-            for h_kv in [1, 2] {
-                assert_eq!(row_tiling(32, pages, 132, h_kv, split), (32, 1));
-                assert_eq!(row_tiling(24, pages, 132, h_kv, split), (32, 1));
-            }
+    // pages, 249), with one or two KV heads; 24 rows too.
+    for pages in [132, 2048, 2113, 3072, 8192, 32768] {
+        for h_kv in [1, 2] {
+            assert_eq!(row_tiling(32, pages, 132, h_kv), (32, 1));
+            assert_eq!(row_tiling(24, pages, 132, h_kv), (32, 1));
         }
     }
 }
 
 #[test]
-fn row_tiling_narrows_64_row_tiles_only_for_short_shares() {
-    assert_eq!(
-        (NARROW_TILE_MAX_SHARE_FAST, NARROW_TILE_MAX_SHARE_SPLIT),
-        (2, 1)
-    );
+fn row_tiling_narrows_64_row_tiles_only_at_one_page_a_partition() {
+    assert_eq!(NARROW_TILE_MAX_SHARE, 1);
     // Up to 32 rows: the tile that holds them, whatever the lengths.
-    for split in [false, true] {
-        assert_eq!(row_tiling(0, 8, 132, 1, split), (16, 1));
-        assert_eq!(row_tiling(16, 8, 132, 1, split), (16, 1));
-        assert_eq!(row_tiling(16, 1 << 20, 132, 1, split), (16, 1));
-        assert_eq!(row_tiling(17, 8, 132, 1, split), (32, 1));
-    }
-    assert_eq!(row_tiling(32, 1 << 20, 132, 1, true), (32, 1));
-    // 64 rows over 132 partitions (one row chunk): 128 pages (b 16 at 512) is 1 page a
-    // partition, 32-row tiles in both precisions; 264 pages are 2, 32-row tiles with P
-    // rounded once and wide with a split P; 265 pages are 3 and 1024 (b 16 at 4K) 8, wide.
-    for split in [false, true] {
-        assert_eq!(row_tiling(64, 128, 132, 1, split), (32, 2));
-        assert_eq!(row_tiling(64, 132, 132, 1, split), (32, 2));
-        assert_eq!(row_tiling(64, 265, 132, 1, split), (64, 1));
-        assert_eq!(row_tiling(64, 1024, 132, 1, split), (64, 1));
-    }
-    assert_eq!(row_tiling(64, 133, 132, 1, false), (32, 2));
-    assert_eq!(row_tiling(64, 264, 132, 1, false), (32, 2));
-    assert_eq!(row_tiling(64, 133, 132, 1, true), (64, 1));
-    assert_eq!(row_tiling(64, 264, 132, 1, true), (64, 1));
+    assert_eq!(row_tiling(0, 8, 132, 1), (16, 1));
+    assert_eq!(row_tiling(16, 8, 132, 1), (16, 1));
+    assert_eq!(row_tiling(16, 1 << 20, 132, 1), (16, 1));
+    assert_eq!(row_tiling(17, 8, 132, 1), (32, 1));
+    assert_eq!(row_tiling(32, 1 << 20, 132, 1), (32, 1));
+    // 64 rows over 132 partitions (one row chunk): 128 pages (b 16 at 512) and 132 are 1
+    // page a partition, 32-row tiles; 133 pages are 2 and 1024 (b 16 at 4K) 8, wide.
+    assert_eq!(row_tiling(64, 128, 132, 1), (32, 2));
+    assert_eq!(row_tiling(64, 132, 132, 1), (32, 2));
+    assert_eq!(row_tiling(64, 133, 132, 1), (64, 1));
+    assert_eq!(row_tiling(64, 1024, 132, 1), (64, 1));
     // The share is counted over the 64-row plan's partitions: 128 rows are 2 CTAs per KV
-    // head, so 66 partitions; 66 pages are 1 a partition, 67 pages 2, 132 pages 2 and 133
-    // pages 3.
-    assert_eq!(row_tiling(128, 132, 132, 1, false), (32, 4));
-    assert_eq!(row_tiling(128, 133, 132, 1, false), (64, 2));
-    assert_eq!(row_tiling(128, 66, 132, 1, true), (32, 4));
-    assert_eq!(row_tiling(128, 67, 132, 1, true), (64, 2));
-    // Two KV heads halve the partitions again (66 for one row chunk: 132 pages are 2 a
-    // partition, 133 pages 3); 48 rows still count as a 64-row tile.
-    assert_eq!(row_tiling(64, 132, 132, 2, false), (32, 2));
-    assert_eq!(row_tiling(64, 133, 132, 2, false), (64, 1));
-    assert_eq!(row_tiling(48, 100, 132, 1, false), (32, 2));
+    // head, so 66 partitions; 66 pages are 1 a partition, 67 pages 2.
+    assert_eq!(row_tiling(128, 66, 132, 1), (32, 4));
+    assert_eq!(row_tiling(128, 67, 132, 1), (64, 2));
+    // Two KV heads halve the partitions again (66 for one row chunk: 66 pages are 1 a
+    // partition, 67 pages 2); 48 rows still count as a 64-row tile.
+    assert_eq!(row_tiling(64, 66, 132, 2), (32, 2));
+    assert_eq!(row_tiling(64, 67, 132, 2), (64, 1));
+    assert_eq!(row_tiling(48, 100, 132, 1), (32, 2));
     // s_q 2, h_q 128 at 16K (b 16): 256 rows, 4096 pages, wide.
-    assert_eq!(row_tiling(256, 4096, 132, 1, true), (64, 4));
+    assert_eq!(row_tiling(256, 4096, 132, 1), (64, 4));
 }
 
 #[test]
@@ -678,13 +661,10 @@ proptest! {
 fn grid_partial_chunk_cases_reach_the_seesaw_kernels() {
     let pages = |lengths: &[u32]| lengths.iter().map(|l| l.div_ceil(64) as u64).sum::<u64>();
     assert_eq!(
-        row_tiling(126, pages(&[20000, 9000, 3001]), 132, 1, false),
+        row_tiling(126, pages(&[20000, 9000, 3001]), 132, 1),
         (64, 2)
     );
-    assert_eq!(
-        row_tiling(126, pages(&[40000, 3000]), 132, 1, true),
-        (64, 2)
-    );
+    assert_eq!(row_tiling(126, pages(&[40000, 3000]), 132, 1), (64, 2));
 }
 
 #[test]

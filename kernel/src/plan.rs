@@ -342,28 +342,22 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 }
 
 /// Pages per partition up to which more than 32 query rows per KV head run as 32-row tiles
-/// rather than 64-row ones when P is rounded once (`Precision::Fast`): twice the CTAs per
-/// KV head, each carrying half the Q rows and half the partial results. With pair clusters
-/// (two or more row chunks), against the seesaw kernel (H200, b1b38ba, A-B-A-B): at 4
-/// pages a partition the 64-row tile is faster (b 16, h_q 128, 1K: 28.2-28.5 µs against
-/// 30.4-31.6); H200, 3730aea, two A-B-B-A rounds: 4 was 5-10 % slower at both h_q 128
-/// points it moves (b 16, 1K 24.4 → 25.6 µs; b 32, 512 28.8 → 31.8). With one row chunk
-/// (64 query rows) 4 was the better threshold at 3730aea (b 16, h_q 64, 2K 28.7 → 27.2 µs);
-/// since the seesaw kernel loads Q first (293197f), 2 is better (H200, two A-B-B-A rounds:
-/// b 16, h_q 64, 2K 25.7 → 25.2 µs, b 32, 1K 26.1 → 26.0) and 1 loses (b 16, h_q 64, 1K
-/// 17.0 → 17.3; b 32, 512 16.9 → 17.9).
-pub const NARROW_TILE_MAX_SHARE_FAST: u64 = 2;
-/// The same with a split P (`Precision::Accurate`), where the 64-row tile doubles its P·V
-/// products and the 32-row one stacks them at about no cost, but each 32-row CTA reads
-/// every page its KV head's other row chunks read. Until the thirty-ninth session 4 (tenth
-/// session, against the seesaw kernel of then: b 32, h_q 64, 2K 50.5 → 43.1 µs at 4
-/// rather than 8). Since then the seesaw kernel loads Q first and stores its output in
-/// wide stores; H200, A-B-B-A, two rounds, Accurate: at 0 (never narrow) the 2-4 page
-/// points ran 2.6-10 % faster on the 64-row tile (b 16, h_q 128, 1K 25.3 → 22.8 µs; b 16,
-/// h_q 64, 2K 26.7 → 25.0; b 32, h_q 64, 512 17.5 → 17.1) and the 1-page one 4 % slower
-/// (b 16, h_q 64, 512 13.6 → 14.2); at 2 the 3-4 page points alone gained as much.
-/// Narrow tiles over long shares lose badly: 1.44x over 13 h_q 64/128 points from 2K.
-pub const NARROW_TILE_MAX_SHARE_SPLIT: u64 = 1;
+/// rather than 64-row ones, in both precisions: twice the CTAs per KV head, each carrying
+/// half the Q rows and half the partial results, and each reading every page its KV
+/// head's other row chunks read (the 32-row tile stacks a split P's two halves into N at
+/// about no cost, where the 64-row tile doubles its P·V products).
+///
+/// History: 4 with a split P (tenth session: b 32, h_q 64, 2K 50.5 → 43.1 µs against 8),
+/// 2 with P rounded once (twentieth session, once the seesaw kernel loaded Q first: b 16,
+/// h_q 64, 2K 25.7 → 25.2 µs against 4; 1 then lost, b 32, h_q 64, 512 16.9 → 17.9). The
+/// seesaw kernel has since gained its wide output stores and FlashMLA's order; H200,
+/// A-B-B-A, two rounds each (thirty-ninth session): Accurate at 0 ran the 2-4 page
+/// h_q 64/128 points 2.6-10 % faster on the 64-row tile (b 16, h_q 128, 1K 25.3 → 22.8
+/// µs) and the 1-page one 4 % slower (b 16, h_q 64, 512 13.6 → 14.2); Fast at 1 the
+/// 2-page points 5-10 % faster (b 16, h_q 128, 512 16.6 → 15.0; b 16, h_q 64, 1K 16.7 →
+/// 15.3), at 0 the 1-page one 3 % slower. Narrow tiles at every share lost 1.44x
+/// (Accurate) and 1.75x (Fast) over the h_q 64/128 points from 2K.
+pub const NARROW_TILE_MAX_SHARE: u64 = 1;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
 /// of `share` pages a partition, where `split_asked` says whether the caller asked for it
@@ -396,8 +390,7 @@ pub const fn seesaw_pa_first(
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
 /// heads. The widest tile that holds the rows ([`row_tile_for`]), but a 64-row tile
 /// becomes 32-row tiles where the 64-row plan would give each partition at most
-/// [`NARROW_TILE_MAX_SHARE_SPLIT`] pages (with `split_p`; else
-/// [`NARROW_TILE_MAX_SHARE_FAST`]).
+/// [`NARROW_TILE_MAX_SHARE`] pages.
 ///
 /// 17–32 rows stay on a 32-row tile at every share in both precisions. Until the
 /// thirty-first session `Fast` plans ran them as one zero-padded 64-row tile over more
@@ -411,19 +404,13 @@ pub const fn row_tiling(
     total_pages: u64,
     sm_count: u32,
     h_kv: u32,
-    split_p: bool,
 ) -> (u32, u32) {
     let rows = if rows_per_kv == 0 { 1 } else { rows_per_kv };
     let tile = row_tile_for(rows);
     if tile == MAX_ROWS_PER_CTA {
         let chunks = rows.div_ceil(tile);
         let parts = num_parts_for(sm_count, chunks.saturating_mul(h_kv)) as u64;
-        let max_share = if split_p {
-            NARROW_TILE_MAX_SHARE_SPLIT
-        } else {
-            NARROW_TILE_MAX_SHARE_FAST
-        };
-        if share_per_part(total_pages, parts) <= max_share {
+        if share_per_part(total_pages, parts) <= NARROW_TILE_MAX_SHARE {
             let narrow = ROW_TILES[ROW_TILES.len() - 2];
             return (narrow, rows.div_ceil(narrow));
         }
