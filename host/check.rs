@@ -462,9 +462,10 @@ pub const GRID_HEADS: [usize; 8] = [1, 3, 16, 32, 63, 64, 126, 128];
 
 /// A few quick cases for the GPU smoke test and the sanitizer runs over it
 /// (`tests/gpu_decode.rs`, `scripts/sanitize.sh`): short and empty requests, one long
-/// request whose combine merges each row in dim slices, and shares long enough for the
+/// request whose combine merges each row in dim slices, shares long enough for the
 /// 64-row seesaw kernels in each of their schedules (split P; `Fast` in the P_a-first
-/// order; `Fast` in FlashMLA's, planned for 8 SMs).
+/// order; `Fast` in FlashMLA's, planned for 8 SMs), and the shortest share the seesaw
+/// kernels take (two pages a partition, `plan::NARROW_TILE_MAX_SHARE`).
 pub fn smoke() -> Vec<Case> {
     let case = |dtype, s_q, h_q, lengths: Vec<i32>, causal| Case {
         seed: 7,
@@ -482,6 +483,7 @@ pub fn smoke() -> Vec<Case> {
         case(Dtype::F16, 2, 16, vec![200; 2], true),
         case(Dtype::Bf16, 1, 3, vec![140; 2], false),
         case(Dtype::Bf16, 1, 128, vec![30000, 8000, 650], false),
+        case(Dtype::Bf16, 1, 128, vec![2000; 4], false),
         Case {
             precision: Precision::Fast,
             ..case(Dtype::Bf16, 2, 64, vec![20000, 3001], true)
@@ -731,18 +733,23 @@ mod tests {
     use etap_kernel::plan;
 
     /// The smoke cases reach each schedule of the 64-row seesaw kernels: the split one, and
-    /// `Fast` in the P_a-first order and in FlashMLA's.
+    /// `Fast` in the P_a-first order and in FlashMLA's; and the seesaw kernels at the
+    /// shortest share they take.
     #[test]
     fn the_smoke_cases_reach_every_seesaw_schedule() {
         let mut seen = Vec::new();
+        let mut shortest = u64::MAX;
         for case in smoke() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
                 .expect("a smoke case plans");
             if sched.rows_per_cta == SEESAW_ROWS {
                 seen.push((sched.split_p, sched.pa_first));
+                let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
+                shortest = shortest.min(share);
             }
         }
+        assert_eq!(shortest, plan::NARROW_TILE_MAX_SHARE + 1);
         for schedule in [(true, true), (false, true), (false, false)] {
             assert!(
                 seen.contains(&schedule),
