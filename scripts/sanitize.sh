@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs ON the GPU machine, from the bundle of scripts/build-gpu-bundle.sh: NVIDIA
-# compute-sanitizer's four tools (memcheck, racecheck, synccheck, initcheck) over the fast
-# GPU tests — every test of dist/tests/gpu_primitives and `decode_smoke` +
-# `graph_replay_equals_eager` + `checked_api_reports_bad_page_ids_and_lengths` of
-# dist/tests/gpu_decode — with `--error-exitcode 1`.
+# compute-sanitizer's four tools (memcheck, racecheck, synccheck, initcheck) over the GPU
+# tests — every test of dist/tests/gpu_primitives and every test of dist/tests/gpu_decode
+# but the accuracy comparison (the correctness grid reaches every kernel and plan shape:
+# about a minute a tool on an H200) — with `--error-exitcode 1`; racecheck, much slower,
+# over `decode_smoke` only.
 # Prints one line per tool and binary with the verdict; exits non-zero if any run reports
 # errors, fails or times out (2 if compute-sanitizer or the binaries are missing).
 #
@@ -12,7 +13,8 @@
 #   COMPUTE_SANITIZER            the compute-sanitizer executable (else PATH, then
 #                                /usr/local/cuda*/bin, then the bundle's dist/sanitizer/bin/)
 #   ETAP_SANITIZE_TOOLS          tools to run (default "memcheck racecheck synccheck initcheck")
-#   ETAP_SANITIZE_DECODE_TESTS   gpu_decode test filters (default "decode_smoke graph_replay checked_api")
+#   ETAP_SANITIZE_DECODE_TESTS   gpu_decode test filters (default "decode_smoke graph_replay
+#                                checked_api decode_grid pair_clusters back_to_back beyond_the_l2")
 #   ETAP_SANITIZE_RACECHECK_DECODE_TESTS
 #                                the same for racecheck, which is much slower
 #                                (default "decode_smoke")
@@ -60,7 +62,7 @@ for b in gpu_primitives gpu_decode; do
 done
 
 tools="${ETAP_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}"
-decode_tests="${ETAP_SANITIZE_DECODE_TESTS:-decode_smoke graph_replay checked_api}"
+decode_tests="${ETAP_SANITIZE_DECODE_TESTS:-decode_smoke graph_replay checked_api decode_grid pair_clusters back_to_back beyond_the_l2}"
 race_decode_tests="${ETAP_SANITIZE_RACECHECK_DECODE_TESTS:-decode_smoke}"
 limit="${ETAP_SANITIZE_TIMEOUT:-900}"
 logs="${ETAP_SANITIZE_LOGS:-$dist/sanitize-logs}"
