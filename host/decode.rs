@@ -633,6 +633,19 @@ impl Schedule {
         (self.rows_per_cta == SEESAW_ROWS && self.row_chunks.is_multiple_of(SEESAW_CLUSTER_CTAS))
             .then_some((1, SEESAW_CLUSTER_CTAS, 1))
     }
+    /// Whether the decode runs the 64-row kernel of the P_a-first order with P rounded
+    /// once (the split kernel runs that order itself).
+    fn runs_pa_first_kernel(&self) -> bool {
+        self.pa_first && !self.split_p
+    }
+    /// The name of the decode kernel this plan launches for a cache of `dtype`.
+    pub fn decode_kernel_name(&self, dtype: Dtype) -> String {
+        if self.runs_pa_first_kernel() {
+            pa_first_kernel_name(dtype)
+        } else {
+            decode_kernel_name(dtype, self.split_p, self.rows_per_cta)
+        }
+    }
 }
 
 /// [`DecodePlan::validate_block_table`] without a plan (CPU only): checks the shapes
@@ -986,7 +999,7 @@ impl Decoder {
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
         let comb = sched.combine;
-        let decode_fn = if sched.pa_first && !sched.split_p {
+        let decode_fn = if sched.runs_pa_first_kernel() {
             self.functions.decode_pa_first[d]
         } else {
             self.functions.decode[d][usize::from(sched.split_p)][tile]

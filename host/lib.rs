@@ -68,6 +68,7 @@ pub mod bench;
 pub mod check;
 pub mod compare;
 pub mod decode;
+pub mod explain;
 pub mod plot;
 pub mod power;
 pub mod probe;

@@ -38,6 +38,9 @@ enum Command {
     Compare(flashmla_etap::compare::CompareArgs),
     /// Redraw the SVG plot of a `bench --json` report (no GPU needed).
     Plot(flashmla_etap::plot::PlotArgs),
+    /// Show how the decode plans bench points: kernel, partitions, pieces, combine (no GPU
+    /// needed).
+    Plan(flashmla_etap::explain::PlanArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Probe => flashmla_etap::probe::main(cli.device),
         Command::Compare(args) => flashmla_etap::compare::main(&args),
         Command::Plot(args) => flashmla_etap::plot::main(&args),
+        Command::Plan(args) => flashmla_etap::explain::main(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,268 @@
+//! `flashmla-etap plan`: what the planner makes of a shape, without a GPU — the decode
+//! kernel, how the pages fall on the partitions, how many pieces the requests split into
+//! and which combine merges them. The shapes are the bench's points (`--point`, varlen
+//! lengths drawn as the bench draws them), so a benchmark figure can be read against the
+//! plan that produced it.
+
+use crate::bench::Point;
+use crate::decode::{DecodeConfig, DecodePlan, Precision, Schedule};
+use crate::error::{Error, Result};
+use crate::reference::Dtype;
+use clap::Args;
+use etap_kernel::config::SEESAW_ROWS;
+use etap_kernel::plan::{self, PAGE_SIZE};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Arguments of `flashmla-etap plan`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// The shapes, as `bench --point` takes them (repeatable), e.g. `b=16,h_q=128,s_k=32K`
+    /// or `b=128,h_q=16,s_k=4096v` (varlen lengths as the bench draws them).
+    #[arg(
+        long = "point",
+        value_name = "b=B,h_q=H,s_k=K[,s_q=S]",
+        required = true
+    )]
+    pub points: Vec<String>,
+    /// The precision the plan is made for.
+    #[arg(long, value_enum, default_value_t = Precision::Accurate)]
+    pub precision: Precision,
+    /// SMs of the GPU planned for (an H100 or H200 SXM has 132).
+    #[arg(long, value_name = "N", default_value_t = 132)]
+    pub sms: u32,
+    /// L2 of the GPU in MiB, which decides whether the KV is streamed evict-first (an H200
+    /// has 60, an H100 SXM 50).
+    #[arg(long, value_name = "MIB", default_value_t = 60)]
+    pub l2_mib: u64,
+}
+
+/// Runs `flashmla-etap plan`.
+pub fn main(args: &PlanArgs) -> Result<()> {
+    if args.sms == 0 {
+        return Err(Error::invalid("--sms", "must be at least 1"));
+    }
+    for s in &args.points {
+        let p = Point::parse(s)?;
+        print!(
+            "{}",
+            describe(&p, args.precision, args.sms, args.l2_mib << 20)?
+        );
+    }
+    Ok(())
+}
+
+/// The decode's plan for the bench point `p` on `sm_count` SMs with `l2_bytes` of L2, as
+/// a few lines of text.
+pub fn describe(p: &Point, precision: Precision, sm_count: u32, l2_bytes: u64) -> Result<String> {
+    let lengths = p.lengths();
+    let max_pages = lengths
+        .iter()
+        .map(|&l| plan::num_pages(l, PAGE_SIZE) as usize)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let config = DecodeConfig::new(p.b, p.h_q, max_pages)
+        .s_q(p.s_q)
+        .causal(p.causal())
+        .precision(precision);
+    let s = DecodePlan::schedule(&config, &lengths, sm_count)?;
+    let parts = Partitions::of(&s, &lengths);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "{} ({precision:?}, {sm_count} SMs):", p.label());
+    let _ = writeln!(
+        out,
+        "  decode: {} ({}-row tiles, {} a KV head{}; {})",
+        s.decode_kernel_name(Dtype::Bf16),
+        s.rows_per_cta,
+        s.row_chunks,
+        if s.pair_cluster().is_some() {
+            ", launched in pair clusters where the GPU holds them"
+        } else {
+            ""
+        },
+        kernel_order(&s)
+    );
+    let _ = writeln!(
+        out,
+        "  partitions: {} with work of {}, {} each; {} pages, {}–{} a partition",
+        s.active_parts,
+        s.num_parts,
+        if s.row_chunks == 1 {
+            "1 CTA".to_string()
+        } else {
+            format!("{} CTAs", s.row_chunks)
+        },
+        s.total_pages,
+        parts.min_pages,
+        parts.max_pages
+    );
+    let histogram: Vec<String> = parts
+        .pieces_per_part
+        .iter()
+        .map(|(pieces, n)| format!("{n} of {pieces}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  pieces: {} (partitions: {}); up to {} a request",
+        s.split_offsets[p.b],
+        histogram.join(", "),
+        s.max_splits
+    );
+    let _ = writeln!(
+        out,
+        "  combine: {:?}{}",
+        s.combine.kind,
+        if s.combine.slices > 1 {
+            format!(", {} dim slices a row", s.combine.slices)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  KV: {:.1} MB, {} on {} MiB of L2",
+        s.kv_bytes as f64 / 1e6,
+        if s.kv_evict_first(l2_bytes) {
+            "streamed evict-first"
+        } else {
+            "kept in L2 for the next call"
+        },
+        l2_bytes >> 20
+    );
+    Ok(out)
+}
+
+/// How the plan's decode kernel treats P, and in which order the seesaw kernel runs a pair.
+fn kernel_order(s: &Schedule) -> &'static str {
+    match (s.split_p, s.rows_per_cta == SEESAW_ROWS, s.pa_first) {
+        (true, _, _) => "P split in two 16-bit terms",
+        (false, true, true) => "P rounded once, P_a-first order",
+        (false, true, false) => "P rounded once, FlashMLA's order",
+        (false, false, _) => "P rounded once",
+    }
+}
+
+/// Pages and pieces over a plan's partitions with work.
+struct Partitions {
+    min_pages: u64,
+    max_pages: u64,
+    /// Partitions by their number of pieces.
+    pieces_per_part: BTreeMap<usize, usize>,
+}
+
+impl Partitions {
+    fn of(s: &Schedule, lengths: &[i32]) -> Self {
+        let mut min_pages = u64::MAX;
+        let mut max_pages = 0;
+        let mut pieces_per_part = BTreeMap::new();
+        for part in &s.parts[..s.active_parts] {
+            let (mut pages, mut pieces) = (0u64, 0usize);
+            for piece in plan::pieces(part, lengths, PAGE_SIZE) {
+                pages += (piece.page_end - piece.page_begin) as u64;
+                pieces += 1;
+            }
+            min_pages = min_pages.min(pages);
+            max_pages = max_pages.max(pages);
+            *pieces_per_part.entry(pieces).or_insert(0) += 1;
+        }
+        Partitions {
+            min_pages: min_pages.min(max_pages),
+            max_pages,
+            pieces_per_part,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(s: &str) -> Point {
+        Point::parse(s).unwrap()
+    }
+
+    #[test]
+    fn describes_a_seesaw_plan_with_two_piece_partitions() {
+        // b 16, h_q 128, 32K: 16 · 512 pages over 66 pair partitions, 14 of them holding
+        // the end of one request and the start of the next.
+        let text = describe(
+            &point("b=16,h_q=128,s_k=32K"),
+            Precision::Fast,
+            132,
+            60 << 20,
+        )
+        .unwrap();
+        assert!(text.contains("decode: etap_decode_bf16_r64 (64-row tiles, 2 a KV head, launched in pair clusters"), "{text}");
+        assert!(text.contains("FlashMLA's order"), "{text}");
+        assert!(
+            text.contains(
+                "partitions: 66 with work of 66, 2 CTAs each; 8192 pages, 52–127 a partition"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("pieces: 80 (partitions: 52 of 1, 14 of 2); up to 5 a request"),
+            "{text}"
+        );
+        assert!(text.contains("combine: Medium"), "{text}");
+        assert!(
+            text.contains("KV: 604.0 MB, streamed evict-first"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn describes_narrow_and_split_plans() {
+        // b 8, h_q 128, 512: one page a partition, so 32-row tiles; Accurate splits P.
+        let text = describe(
+            &point("b=8,h_q=128,s_k=512"),
+            Precision::Accurate,
+            132,
+            60 << 20,
+        )
+        .unwrap();
+        assert!(
+            text.contains("etap_decode_bf16_r32_split (32-row tiles, 4 a KV head;"),
+            "{text}"
+        );
+        assert!(text.contains("P split in two 16-bit terms"), "{text}");
+        assert!(text.contains("kept in L2"), "{text}");
+    }
+
+    /// The kernel a plan names is one the module holds, for every tile, precision and
+    /// seesaw order the planner picks.
+    #[test]
+    fn the_named_decode_kernels_exist() {
+        let names = crate::module::kernel_names();
+        for precision in [Precision::Fast, Precision::Accurate] {
+            for p in [
+                "b=8,h_q=128,s_k=512",
+                "b=16,h_q=128,s_k=32K",
+                "b=16,h_q=64,s_k=2K",
+                "b=32,h_q=32,s_k=8K",
+                "b=16,h_q=16,s_k=64K",
+            ] {
+                let p = point(p);
+                let config = DecodeConfig::new(p.b, p.h_q, p.s_k / 64).precision(precision);
+                let s = DecodePlan::schedule(&config, &p.lengths(), 132).unwrap();
+                for dtype in [Dtype::Bf16, Dtype::F16] {
+                    let name = s.decode_kernel_name(dtype);
+                    assert!(
+                        names.contains(&name.as_str()),
+                        "{name} ({precision:?}, {})",
+                        p.label()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_batch_is_an_error_naming_the_argument() {
+        let p = Point::new(0, 1, 16, 64);
+        let e = describe(&p, Precision::Fast, 132, 60 << 20).unwrap_err();
+        assert!(e.to_string().contains("batch"), "{e}");
+    }
+}
