@@ -46,7 +46,12 @@ pub fn main(args: &PlanArgs) -> Result<()> {
         let p = Point::parse(s)?;
         print!(
             "{}",
-            describe(&p, args.precision, args.sms, args.l2_mib << 20)?
+            describe(
+                &p,
+                args.precision,
+                args.sms,
+                args.l2_mib.saturating_mul(1 << 20)
+            )?
         );
     }
     Ok(())
