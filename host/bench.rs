@@ -173,6 +173,14 @@ impl Point {
             self.s_k_label()
         )
     }
+    /// The decode configuration of this point over requests of `lengths` (h_kv 1, a
+    /// block table as wide as the longest request, causal where `s_q > 1`).
+    pub fn config(&self, lengths: &[i32], precision: Precision) -> DecodeConfig {
+        DecodeConfig::new(self.b, self.h_q, block_table_width(lengths))
+            .s_q(self.s_q)
+            .causal(self.causal())
+            .precision(precision)
+    }
     /// cache_seqlens: all `s_k`, or (varlen) `max(⌊N(s_k, s_k/2)⌋, s_q)` drawn from a
     /// generator seeded by the point, so every run uses the same lengths.
     pub fn lengths(&self) -> Vec<i32> {
@@ -1160,6 +1168,16 @@ pub fn permutation(n: usize, rng: &mut SplitMix64) -> Vec<i32> {
     v
 }
 
+/// Pages of the longest of `lengths` (at least 1): the block table's width.
+pub fn block_table_width(lengths: &[i32]) -> usize {
+    lengths
+        .iter()
+        .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
 /// Pages per request, the block-table width and the block table `[b, max_pages]` (pages of
 /// a random permutation of `0..Σ pages`; entries past a request's pages = 0, a valid page).
 pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, usize, Vec<i32>) {
@@ -1168,7 +1186,7 @@ pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, usize, Vec<
         .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
         .collect();
     let total: usize = pages.iter().sum();
-    let max_pages = pages.iter().copied().max().unwrap_or(0).max(1);
+    let max_pages = block_table_width(lengths);
     let perm = permutation(total.max(1), rng);
     let mut table = vec![0i32; lengths.len() * max_pages];
     let mut next = 0;
@@ -1256,7 +1274,7 @@ pub fn measure(
             ^ (p.s_k as u64).rotate_left(40)
             ^ u64::from(p.varlen),
     );
-    let (num_blocks, max_pages, table) = block_table(&lengths, &mut rng);
+    let (num_blocks, _, table) = block_table(&lengths, &mut rng);
     let cache_elems = num_blocks * PAGE_ELEMS;
     let q_elems = p.b * p.s_q * p.h_q * D_QK;
     let out_elems = p.b * p.s_q * p.h_q * D_V;
@@ -1284,10 +1302,7 @@ pub fn measure(
         .alloc_zeros(p.b * p.h_q * p.s_q)
         .map_err(drv("lse alloc"))?;
     let cache = KvCache::new(gpu, &kv, num_blocks, 1)?;
-    let config = DecodeConfig::new(p.b, p.h_q, max_pages)
-        .s_q(p.s_q)
-        .causal(p.causal())
-        .precision(precision);
+    let config = p.config(&lengths, precision);
     let mut plan = DecodePlan::new(gpu, config, &lengths)?;
     // One eager call first: a launch error surfaces here, outside the capture.
     decoder.decode::<bf16, bf16>(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)?;

@@ -5,7 +5,7 @@
 //! plan that produced it.
 
 use crate::bench::Point;
-use crate::decode::{DecodeConfig, DecodePlan, Precision, Schedule};
+use crate::decode::{DecodePlan, Precision, Schedule};
 use crate::error::{Error, Result};
 use crate::reference::Dtype;
 use clap::Args;
@@ -61,16 +61,7 @@ pub fn main(args: &PlanArgs) -> Result<()> {
 /// a few lines of text.
 pub fn describe(p: &Point, precision: Precision, sm_count: u32, l2_bytes: u64) -> Result<String> {
     let lengths = p.lengths();
-    let max_pages = lengths
-        .iter()
-        .map(|&l| plan::num_pages(l, PAGE_SIZE) as usize)
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let config = DecodeConfig::new(p.b, p.h_q, max_pages)
-        .s_q(p.s_q)
-        .causal(p.causal())
-        .precision(precision);
+    let config = p.config(&lengths, precision);
     let s = DecodePlan::schedule(&config, &lengths, sm_count)?;
     let parts = Partitions::of(&s, &lengths);
     let mut out = String::new();
@@ -250,8 +241,9 @@ mod tests {
                 "b=16,h_q=16,s_k=64K",
             ] {
                 let p = point(p);
-                let config = DecodeConfig::new(p.b, p.h_q, p.s_k / 64).precision(precision);
-                let s = DecodePlan::schedule(&config, &p.lengths(), 132).unwrap();
+                let lengths = p.lengths();
+                let s =
+                    DecodePlan::schedule(&p.config(&lengths, precision), &lengths, 132).unwrap();
                 for dtype in [Dtype::Bf16, Dtype::F16] {
                     let name = s.decode_kernel_name(dtype);
                     assert!(
