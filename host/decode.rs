@@ -430,14 +430,14 @@ impl DecodePlan {
         let share = plan::share_per_part(total_pages, num_parts as u64);
         let split_p = plan::split_p_for(split_asked, rows_per_cta, share);
         let pa_first = plan::seesaw_pa_first(rows_per_cta, split_p, row_chunks, share);
-        let plan_with = |fixed: u32| -> Result<(Vec<PartWork>, Vec<i32>)> {
+        let plan_with = |num_filled: usize, fixed: u32| -> Result<(Vec<PartWork>, Vec<i32>)> {
             let mut parts = vec![PartWork::IDLE; num_parts];
             let mut split_offsets = vec![0i32; config.batch + 1];
             plan::plan_with_overhead(
                 seqlens,
                 config.max_pages,
                 PAGE_SIZE as usize,
-                num_parts,
+                num_filled,
                 fixed,
                 &mut parts,
                 &mut split_offsets,
@@ -450,7 +450,7 @@ impl DecodePlan {
             })?;
             Ok((parts, split_offsets))
         };
-        let mut chosen = plan_with(plan::fixed_overhead_pages(rows_per_cta))?;
+        let mut chosen = plan_with(num_parts, plan::fixed_overhead_pages(rows_per_cta))?;
         // The seesaw kernels' plans over long shares: the greedy fill at other piece costs
         // too, kept where it balances the partitions better by the same cost
         // (`plan::charged_makespan`), then where it has fewer pieces.
@@ -468,10 +468,24 @@ impl DecodePlan {
             };
             let mut best = charged(&chosen);
             for fixed in plan::FILL_OVERHEADS_64_ROWS.rev().skip(1) {
-                let other = plan_with(fixed)?;
+                let other = plan_with(num_parts, fixed)?;
                 let cost = charged(&other);
                 if cost < best {
                     (chosen, best) = (other, cost);
+                }
+            }
+            // Requests in more pieces than the narrow combine takes: the first fill of
+            // balanced pages over as many or a few fewer partitions that keeps them to that
+            // many replaces the plan where it costs little more (`plan::keeps_narrow_fill`).
+            if plan::max_pieces(&chosen.1) > COMBINE_NARROW_MAX_SPLITS {
+                for filled in plan::narrow_fill_part_counts(num_parts) {
+                    let other = plan_with(filled, 0)?;
+                    if plan::max_pieces(&other.1) <= COMBINE_NARROW_MAX_SPLITS {
+                        if plan::keeps_narrow_fill(charged(&other).0, best.0) {
+                            chosen = other;
+                        }
+                        break;
+                    }
                 }
             }
         }
@@ -482,17 +496,13 @@ impl DecodePlan {
             let makespan = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
                 plan::modelled_makespan(parts, offsets, seqlens, PAGE_SIZE as usize)
             };
-            let alt = plan_with(plan::FIXED_OVERHEAD_PAGES_ALT)?;
+            let alt = plan_with(num_parts, plan::FIXED_OVERHEAD_PAGES_ALT)?;
             if plan::keeps_alt_plan(share, makespan(&alt), makespan(&chosen)) {
                 chosen = alt;
             }
         }
         let (parts, split_offsets) = chosen;
-        let max_splits = split_offsets
-            .windows(2)
-            .map(|w| (w[1] - w[0]) as u32)
-            .max()
-            .unwrap_or(0);
+        let max_splits = plan::max_pieces(&split_offsets);
         let active_parts = parts.iter().take_while(|p| !p.is_idle()).count();
         let kv_bytes = total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64;
         let rows = (config.batch * config.s_q * config.h_q) as u64;
@@ -1221,6 +1231,29 @@ mod tests {
         assert_eq!((fast.rows_per_cta, fast.split_p), (64, false));
         assert_eq!((accurate.rows_per_cta, accurate.split_p), (64, true));
         assert!(fast.drops_partials(l2) && !accurate.drops_partials(l2));
+    }
+
+    #[test]
+    fn seesaw_plans_keep_requests_to_the_narrow_combine_where_it_costs_a_page() {
+        let schedule = |batch: usize, h_q: usize, len: i32, precision| {
+            let config = DecodeConfig::new(batch, h_q, 1024).precision(precision);
+            DecodePlan::schedule(&config, &vec![len; batch], 132).unwrap()
+        };
+        for precision in [Precision::Fast, Precision::Accurate] {
+            // b 16, h_q 128, 32K: 8192 pages on 64 of 66 partitions, 128 pages (one piece)
+            // each, 4 pieces a request (charged 136 pages against 135 on all 66).
+            let narrow = schedule(16, 128, 32768, precision);
+            assert_eq!((narrow.rows_per_cta, narrow.active_parts), (64, 64));
+            assert_eq!(narrow.max_splits, COMBINE_NARROW_MAX_SPLITS);
+            assert_eq!(narrow.combine.kind, CombineKind::Narrow);
+            // b 32, h_q 64, 32K: 128 of 132 one-CTA partitions.
+            let narrow = schedule(32, 64, 32768, precision);
+            assert_eq!((narrow.active_parts, narrow.max_splits), (128, 4));
+            // At 64K the balanced fill costs 5 pages more (264 against 259): not kept.
+            let medium = schedule(16, 128, 65536, precision);
+            assert_eq!((medium.active_parts, medium.max_splits), (66, 5));
+            assert_eq!(medium.combine.kind, CombineKind::Medium);
+        }
     }
 
     #[test]

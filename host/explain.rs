@@ -181,10 +181,10 @@ mod tests {
 
     #[test]
     fn describes_a_seesaw_plan_with_two_piece_partitions() {
-        // b 16, h_q 128, 32K: 16 · 512 pages over 66 pair partitions, 14 of them holding
+        // b 16, h_q 128, 64K: 16 · 1024 pages over 66 pair partitions, 14 of them holding
         // the end of one request and the start of the next.
         let text = describe(
-            &point("b=16,h_q=128,s_k=32K"),
+            &point("b=16,h_q=128,s_k=64K"),
             Precision::Fast,
             132,
             60 << 20,
@@ -194,7 +194,7 @@ mod tests {
         assert!(text.contains("FlashMLA's order"), "{text}");
         assert!(
             text.contains(
-                "partitions: 66 with work of 66, 2 CTAs each; 8192 pages, 52–127 a partition"
+                "partitions: 66 with work of 66, 2 CTAs each; 16384 pages, 188–251 a partition"
             ),
             "{text}"
         );
@@ -204,7 +204,7 @@ mod tests {
         );
         assert!(text.contains("combine: Medium"), "{text}");
         assert!(
-            text.contains("KV: 604.0 MB, streamed evict-first"),
+            text.contains("KV: 1208.0 MB, streamed evict-first"),
             "{text}"
         );
     }

@@ -10,12 +10,12 @@
 use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
     charged_makespan, clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece,
-    keeps_alt_plan, length_fits, max_split_slots, modelled_makespan, num_pages, num_parts_for,
-    num_splits, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling,
-    seesaw_pa_first, split_p_for, PartWork, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES,
-    FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
-    NARROW_TILE_MAX_SHARE, PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES,
-    WHOLE_PIECE_HALF_PAGES,
+    keeps_alt_plan, keeps_narrow_fill, length_fits, max_pieces, max_split_slots, modelled_makespan,
+    narrow_fill_part_counts, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces,
+    plan, plan_with_overhead, row_tiling, seesaw_pa_first, split_p_for, PartWork, PlanError,
+    PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES,
+    FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE,
+    PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -693,6 +693,39 @@ fn charged_makespan_counts_pages_and_a_fixed_cost_a_piece() {
     assert_eq!(charged_makespan(&[PartWork::IDLE], &[0], PAGE_SIZE, 8), 0);
     // The range of fills starts at the seesaw plans' own piece cost.
     assert_eq!(*FILL_OVERHEADS_64_ROWS.end(), FIXED_OVERHEAD_PAGES_64_ROWS);
+}
+
+#[test]
+fn narrow_fills_try_up_to_one_partition_in_32_fewer() {
+    assert_eq!(
+        narrow_fill_part_counts(66).collect::<Vec<_>>(),
+        [66, 65, 64]
+    );
+    assert_eq!(
+        narrow_fill_part_counts(132).collect::<Vec<_>>(),
+        [132, 131, 130, 129, 128]
+    );
+    assert_eq!(narrow_fill_part_counts(1).collect::<Vec<_>>(), [1]);
+    // 16 requests of 512 pages: balanced over 66 or 65 partitions (payloads 125 and 127) a
+    // request takes more than 4 pieces, over 64 four of 128 pages, a partition one piece.
+    let seqlens = [512 * 64; 16];
+    let pieces_over = |n: usize| {
+        let (_, parts, offsets) = plan_and_check_with(&seqlens, PAGE_SIZE, n, 0);
+        (
+            max_pieces(&offsets),
+            charged_makespan(&parts, &seqlens, PAGE_SIZE, 8),
+        )
+    };
+    assert!(pieces_over(66).0 > 4 && pieces_over(65).0 > 4);
+    assert_eq!(pieces_over(64), (4, 136));
+    // Kept within the slack of the chosen plan's charged cost, not beyond.
+    assert!(keeps_narrow_fill(136, 135));
+    assert!(keeps_narrow_fill(135 + NARROW_FILL_SLACK_PAGES, 135));
+    assert!(!keeps_narrow_fill(136 + NARROW_FILL_SLACK_PAGES, 135));
+    // The most pieces of any request; none for an empty batch, garbage counts as 0.
+    assert_eq!(max_pieces(&[0, 2, 7, 8]), 5);
+    assert_eq!(max_pieces(&[0]), 0);
+    assert_eq!(max_pieces(&[5, 3]), 0);
 }
 
 #[test]

@@ -106,6 +106,42 @@ pub fn charged_makespan(parts: &[PartWork], seqlens: &[i32], page_size: usize, f
 /// fewer.
 pub const FILL_OVERHEADS_64_ROWS: core::ops::RangeInclusive<u32> = 4..=FIXED_OVERHEAD_PAGES_64_ROWS;
 
+/// Partitions a 64-row plan over long shares may leave idle, at most one in this many, to
+/// keep its requests to the narrow combine's pieces ([`narrow_fill_part_counts`]).
+pub const NARROW_FILL_IDLE_DIVISOR: usize = 32;
+
+/// What the medium combine costs a 64-row plan over the narrow one, in pages of its
+/// busiest partition ([`keeps_narrow_fill`]). H200, A-B-B-A against the plans of 5 pieces a
+/// request, fastest replays: one page more (b 16, h_q 128, 32K on 64 of 66 partitions:
+/// Fast 227.5 → 223.3 µs, Accurate 309.0 → 305.9; b 32, h_q 64, 32K on 128 of 132: Fast
+/// 296.3 → 289.2, Accurate 358.7 → 341.1) was 1-5 % faster, five more (the same at 64K)
+/// level within ±1 %.
+pub const NARROW_FILL_SLACK_PAGES: u64 = 4;
+
+/// The partition counts, most first, over which a 64-row plan over long shares whose
+/// requests have more pieces than the narrow combine takes is also filled, with pages
+/// balanced alone (no piece cost): `num_parts` down to
+/// `num_parts - num_parts / NARROW_FILL_IDLE_DIVISOR`.
+pub fn narrow_fill_part_counts(num_parts: usize) -> impl Iterator<Item = usize> {
+    (num_parts - num_parts / NARROW_FILL_IDLE_DIVISOR..=num_parts).rev()
+}
+
+/// Most pieces of any request of a plan (its `split_offsets`, `batch + 1` entries).
+pub fn max_pieces(split_offsets: &[i32]) -> u32 {
+    split_offsets
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]).max(0) as u32)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Whether a fill that keeps every request to the narrow combine (`narrow_charged` pages of
+/// its busiest partition by [`charged_makespan`]) replaces the chosen plan
+/// (`chosen_charged`): where it costs at most [`NARROW_FILL_SLACK_PAGES`] more.
+pub const fn keeps_narrow_fill(narrow_charged: u64, chosen_charged: u64) -> bool {
+    narrow_charged <= chosen_charged + NARROW_FILL_SLACK_PAGES
+}
+
 /// The modelled time of a plan, in half pages: the largest over its partitions of two per
 /// page plus [`WHOLE_PIECE_HALF_PAGES`] or [`SPLIT_PIECE_HALF_PAGES`] per piece.
 pub fn modelled_makespan(
