@@ -610,6 +610,14 @@ pub fn grid() -> Vec<Case> {
         seed: 5104,
         ..Case::new(Dtype::F16, 2, 63, vec![40000, 3000], true)
     });
+    // A seesaw plan filled over 64 of 66 partitions to keep its requests to the narrow
+    // combine (`plan::keeps_narrow_fill`): the smallest such shape found, 97 pages a
+    // partition with a partial last page (planned for 66 SMs).
+    cases.push(Case {
+        sm_count: Some(66),
+        seed: 5106,
+        ..Case::new(Dtype::Bf16, 1, 64, vec![24815; 16], false)
+    });
     for dtype in [Dtype::Bf16, Dtype::F16] {
         cases.push(Case {
             out_f32: true,
@@ -729,7 +737,7 @@ pub fn anchor_accuracy_cases() -> Vec<(Case, f64)> {
 mod tests {
     use super::*;
     use crate::decode::CombineKind;
-    use etap_kernel::config::SEESAW_ROWS;
+    use etap_kernel::config::{COMBINE_NARROW_MAX_SPLITS, SEESAW_ROWS};
     use etap_kernel::plan;
 
     /// The smoke cases reach each schedule of the 64-row seesaw kernels: the split one, and
@@ -756,6 +764,36 @@ mod tests {
                 "no smoke case runs the seesaw kernel with (split P, P_a first) = {schedule:?}"
             );
         }
+    }
+
+    /// A grid case runs a seesaw plan that the narrow fill replaced: fewer partitions
+    /// active than the grid has, its requests in no more pieces than the narrow combine
+    /// takes, where the best-balanced fill over all partitions split one into more.
+    #[test]
+    fn the_grid_reaches_a_narrow_fill() {
+        let reached = grid().into_iter().any(|case| {
+            let sm_count = case.sm_count.unwrap_or(132);
+            let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
+                .expect("a grid case plans");
+            let max_pages = case.lengths.iter().map(|&l| plan::num_pages(l, 64)).max();
+            let mut parts = vec![plan::PartWork::IDLE; sched.num_parts];
+            let mut offsets = vec![0; case.lengths.len() + 1];
+            plan::plan_with_overhead(
+                &case.lengths,
+                max_pages.unwrap_or(0) as usize,
+                64,
+                sched.num_parts,
+                plan::FIXED_OVERHEAD_PAGES_64_ROWS,
+                &mut parts,
+                &mut offsets,
+            )
+            .expect("the lengths plan");
+            sched.rows_per_cta == SEESAW_ROWS
+                && sched.active_parts < sched.num_parts
+                && sched.combine.kind == CombineKind::Narrow
+                && plan::max_pieces(&offsets) > COMBINE_NARROW_MAX_SPLITS
+        });
+        assert!(reached, "no grid case takes the narrow fill");
     }
 
     fn result(rmse: f64, floor: f64, values: usize) -> CaseResult {
