@@ -768,20 +768,24 @@ mod tests {
 
     /// A grid case runs a seesaw plan that the narrow fill replaced: fewer partitions
     /// active than the grid has, its requests in no more pieces than the narrow combine
-    /// takes, where the best-balanced fill over all partitions split one into more.
+    /// takes, where the fill over all partitions at the seesaw plans' piece cost split one
+    /// into more.
     #[test]
     fn the_grid_reaches_a_narrow_fill() {
         let reached = grid().into_iter().any(|case| {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
                 .expect("a grid case plans");
-            let max_pages = case.lengths.iter().map(|&l| plan::num_pages(l, 64)).max();
+            let max_pages = case
+                .lengths
+                .iter()
+                .map(|&l| plan::num_pages(l, plan::PAGE_SIZE));
             let mut parts = vec![plan::PartWork::IDLE; sched.num_parts];
             let mut offsets = vec![0; case.lengths.len() + 1];
             plan::plan_with_overhead(
                 &case.lengths,
-                max_pages.unwrap_or(0) as usize,
-                64,
+                max_pages.max().unwrap_or(0) as usize,
+                plan::PAGE_SIZE,
                 sched.num_parts,
                 plan::FIXED_OVERHEAD_PAGES_64_ROWS,
                 &mut parts,
