@@ -1178,9 +1178,9 @@ pub fn block_table_width(lengths: &[i32]) -> usize {
         .max(1)
 }
 
-/// Pages per request, the block-table width and the block table `[b, max_pages]` (pages of
-/// a random permutation of `0..Σ pages`; entries past a request's pages = 0, a valid page).
-pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, usize, Vec<i32>) {
+/// Pages in the cache and the block table `[b, block_table_width]` (pages of a random
+/// permutation of `0..Σ pages`; entries past a request's pages = 0, a valid page).
+pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, Vec<i32>) {
     let pages: Vec<usize> = lengths
         .iter()
         .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
@@ -1196,7 +1196,7 @@ pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, usize, Vec<
             next += 1;
         }
     }
-    (total.max(1), max_pages, table)
+    (total.max(1), table)
 }
 
 fn drv(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
@@ -1274,7 +1274,7 @@ pub fn measure(
             ^ (p.s_k as u64).rotate_left(40)
             ^ u64::from(p.varlen),
     );
-    let (num_blocks, _, table) = block_table(&lengths, &mut rng);
+    let (num_blocks, table) = block_table(&lengths, &mut rng);
     let cache_elems = num_blocks * PAGE_ELEMS;
     let q_elems = p.b * p.s_q * p.h_q * D_QK;
     let out_elems = p.b * p.s_q * p.h_q * D_V;
@@ -2039,9 +2039,9 @@ mod tests {
     fn block_table_is_a_permutation_of_exactly_the_needed_pages() {
         let mut rng = SplitMix64(7);
         let lengths = [1, 64, 65, 200, 0];
-        let (n, max_pages, t) = block_table(&lengths, &mut rng);
+        let (n, t) = block_table(&lengths, &mut rng);
         assert_eq!(n, 1 + 1 + 2 + 4);
-        assert_eq!(max_pages, 4);
+        assert_eq!(block_table_width(&lengths), 4);
         assert_eq!(t.len(), 5 * 4);
         let mut used: Vec<i32> = vec![t[0], t[4], t[8], t[9], t[12], t[13], t[14], t[15]];
         used.sort_unstable();
