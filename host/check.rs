@@ -774,17 +774,14 @@ mod tests {
     fn the_grid_reaches_a_narrow_fill() {
         let reached = grid().into_iter().any(|case| {
             let sm_count = case.sm_count.unwrap_or(132);
-            let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
-                .expect("a grid case plans");
-            let max_pages = case
-                .lengths
-                .iter()
-                .map(|&l| plan::num_pages(l, plan::PAGE_SIZE));
+            let config = case.config(&case.shape());
+            let sched =
+                DecodePlan::schedule(&config, &case.lengths, sm_count).expect("a grid case plans");
             let mut parts = vec![plan::PartWork::IDLE; sched.num_parts];
             let mut offsets = vec![0; case.lengths.len() + 1];
             plan::plan_with_overhead(
                 &case.lengths,
-                max_pages.max().unwrap_or(0) as usize,
+                config.max_pages,
                 plan::PAGE_SIZE,
                 sched.num_parts,
                 plan::FIXED_OVERHEAD_PAGES_64_ROWS,
