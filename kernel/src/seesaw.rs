@@ -118,6 +118,11 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(a: &
         wg,
         t,
         lane,
+        leader: if PA_FIRST && !SPLIT_P {
+            (warp_id == 0) & warp::elect_one()
+        } else {
+            t == 0
+        },
         rows: [16 * warp_id + lane / 4, 16 * warp_id + lane / 4 + 8],
         row0: chunk * SEESAW_ROWS,
         heads_per_kv: a.h_q / a.h_kv,
@@ -198,6 +203,15 @@ struct Cta<'a> {
     /// Thread within the warpgroup.
     t: u32,
     lane: u32,
+    /// The thread of the warpgroup that issues its TMA loads: thread 0, the lane
+    /// `elect.sync` picks in warp 0 in the P_a-first kernel with P rounded once. Predicated
+    /// on `t == 0`, ptxas wraps each load in a loop over the lanes' operand values (16 SASS
+    /// instructions a load against 2-7 elected). H200, forty-third session: elected, that
+    /// kernel's points 1-2 % faster (b 32, h_q 128, 2K 40.2 → 39.4 µs; b 16, h_q 64, 8K 48.6
+    /// → 47.8), none slower; in FlashMLA's order b 128, h_q 128, 4K varlen and s_q 2 ~1 %
+    /// faster but b 16, h_q 128, 32K 1-3 % slower on three cards, and in the split kernel
+    /// b 16, h_q 128, 1K 2 % slower, so those keep thread 0.
+    leader: bool,
     /// This thread's two accumulator rows (within the CTA's 64).
     rows: [u32; 2],
     /// First query row (of the KV head's s_q·h_q/h_kv) of the CTA.
@@ -310,12 +324,12 @@ impl Cta<'_> {
     }
 
     /// Issues the TMA loads of half `half` of stage `s` from page `id`, one mbarrier per
-    /// column block (from thread 0 of the warpgroup only, without a branch: see
+    /// column block (from the warpgroup's `leader` only, without a branch: see
     /// `tma::load_3d_hint_if`). A page id outside the cache is reported and loaded as an
     /// all-out-of-bounds box (zeros).
     unsafe fn load_half<const SPLIT_P: bool>(&self, pc: &Piece, s: u32, half: u32, id: i32) {
         let a = self.a;
-        let leader = self.t == 0;
+        let leader = self.leader;
         let bad = id < 0 || id as u32 >= a.num_blocks;
         atomic::min_i32_if(leader && bad, a.errors.add(ERROR_PAGE_ID), pc.r);
         let token0 = if bad {

@@ -59,6 +59,21 @@ pub fn uniform(v: u32) -> u32 {
     r
 }
 
+/// elect.sync: true in one lane of the (converged) warp, the lowest active one. ptxas knows
+/// that a TMA load predicated on it is issued once, so it needs no loop over the lanes'
+/// operand values (PTX ISA: elect.sync).
+#[inline(always)]
+pub fn elect_one() -> bool {
+    let r: u32;
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; elect.sync _|p, 0xffffffff; selp.u32 {r}, 1, 0, p; }}",
+            r = out(reg32) r, options(nomem, nostack)
+        )
+    };
+    r != 0
+}
+
 /// vote.sync.all: whether `pred` holds in every lane of the warp.
 #[inline(always)]
 pub fn all(pred: bool) -> bool {
