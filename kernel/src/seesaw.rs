@@ -203,8 +203,8 @@ struct Cta<'a> {
     /// Thread within the warpgroup.
     t: u32,
     lane: u32,
-    /// The thread of the warpgroup that issues its TMA loads: thread 0, the lane
-    /// `elect.sync` picks in warp 0 in the P_a-first kernel with P rounded once. Predicated
+    /// The thread of the warpgroup that issues its TMA loads: thread 0, or in the P_a-first
+    /// kernel with P rounded once the lane `elect.sync` picks in warp 0. Predicated
     /// on `t == 0`, ptxas wraps each load in a loop over the lanes' operand values (16 SASS
     /// instructions a load against 2-7 elected). H200, forty-third session: elected, that
     /// kernel's points 1-2 % faster (b 32, h_q 128, 2K 40.2 → 39.4 µs; b 16, h_q 64, 8K 48.6

@@ -59,9 +59,9 @@ pub fn uniform(v: u32) -> u32 {
     r
 }
 
-/// elect.sync: true in one lane of the (converged) warp, the lowest active one. ptxas knows
-/// that a TMA load predicated on it is issued once, so it needs no loop over the lanes'
-/// operand values (PTX ISA: elect.sync).
+/// elect.sync: true in exactly one lane of the (converged) warp, the same lane every time.
+/// ptxas knows that a TMA load predicated on it is issued once, so it needs no loop over the
+/// lanes' operand values (PTX ISA: elect.sync).
 #[inline(always)]
 pub fn elect_one() -> bool {
     let r: u32;
