@@ -491,3 +491,19 @@ fn larger_case_runs_in_parallel_and_is_consistent() {
     let x = generate(&s, &lens, Dtype::Bf16, 77);
     compare_with_naive(&s, &x, scale(), true);
 }
+
+/// `check::moving_maxima` (run on the GPU by `tests/gpu_decode.rs`) is there to move rows'
+/// running max past the kernels' `SOFTMAX_SLACK` after a request's first tile: each of its
+/// cases does, where inputs drawn as ANCHORS.md draws them do not.
+#[test]
+fn moving_maxima_cases_move_the_max() {
+    use flashmla_etap::check::{late_max_moves, moving_maxima, Case};
+    let slack = etap_kernel::config::SOFTMAX_SLACK as f64;
+    for case in moving_maxima() {
+        let moves = late_max_moves(&case, slack);
+        println!("{}: {moves} late moves", case.describe());
+        assert!(moves > 0, "{}: no late move of a max", case.describe());
+    }
+    let plain = Case::new(Dtype::Bf16, 1, 16, vec![9000, 4100, 700], false);
+    assert_eq!(late_max_moves(&plain, slack), 0);
+}

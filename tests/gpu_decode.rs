@@ -113,6 +113,10 @@ fn decode_grid() {
     run_all("decode_grid", &flashmla_etap::check::grid());
 }
 
+fn moving_maxima() {
+    run_all("moving_maxima", &flashmla_etap::check::moving_maxima());
+}
+
 /// The decode call is graph-capturable (no host synchronisation, no allocation), and a
 /// replay of the captured graph writes exactly what the eager call wrote.
 fn graph_replay_equals_eager() {
@@ -397,6 +401,7 @@ fn accuracy_not_worse_than_flashmla() {
 test_main!(
     decode_smoke,
     decode_grid,
+    moving_maxima,
     beyond_the_l2,
     graph_replay_equals_eager,
     pair_clusters_change_no_bit,
