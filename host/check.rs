@@ -331,6 +331,11 @@ impl Case {
             .precision(self.precision)
     }
 
+    /// The softmax scale of the case: 1/√576 times `score_gain`.
+    pub fn softmax_scale(&self) -> f64 {
+        (576f64).powf(-0.5) * self.score_gain
+    }
+
     /// Runs the case on `decoder`'s GPU.
     pub fn run(&self, decoder: &Decoder) -> Result<CaseResult> {
         match (self.dtype, self.out_f32) {
@@ -365,7 +370,7 @@ impl Case {
     ) -> Result<CaseResult> {
         let shape = self.shape();
         let inputs = generate(&shape, &self.lengths, self.dtype, self.seed);
-        let scale = (576f64).powf(-0.5) * self.score_gain;
+        let scale = self.softmax_scale();
         let reference = reference_for(&shape, &inputs, scale, self.causal)?;
 
         let gpu = decoder.gpu();
@@ -556,22 +561,16 @@ pub fn late_max_moves(case: &Case, slack: f64) -> usize {
     let shape = case.shape();
     let inputs = generate(&shape, &case.lengths, case.dtype, case.seed);
     let d = crate::reference::D_QK;
-    let scale = (576f64).powf(-0.5) * case.score_gain * std::f64::consts::LOG2_E;
+    let scale = case.softmax_scale() * std::f64::consts::LOG2_E;
     let mut moves = 0;
     for (b, &len) in case.lengths.iter().enumerate() {
-        // The first query token's keys (causal: all but the last s_q - 1).
-        let visible = if case.causal {
-            len as usize + 1 - case.s_q.min(len as usize + 1)
-        } else {
-            len as usize
-        };
+        let visible = shape.visible(len as usize, 0, case.causal);
         for head in [0, case.h_q - 1] {
             let kv_head = head / (case.h_q / case.h_kv);
             let q = &inputs.q[(b * case.s_q * case.h_q + head) * d..][..d];
             let score = |t: usize| {
-                let page = inputs.block_table[b * shape.max_pages + t / shape.page_size] as usize;
-                let row = (page * shape.page_size + t % shape.page_size) * case.h_kv + kv_head;
-                let k = &inputs.kv_cache[row * d..][..d];
+                let k =
+                    &inputs.kv_cache[shape.key_offset(&inputs.block_table, b, t, kv_head)..][..d];
                 q.iter()
                     .zip(k)
                     .map(|(x, y)| *x as f64 * *y as f64)

@@ -106,6 +106,12 @@ impl MlaShape {
     pub fn lse_len(&self) -> usize {
         self.batch * self.h_q * self.s_q
     }
+    /// Element offset in the KV cache of key `t` of request `b` for KV head `kv_head`, by
+    /// the request's row of `block_table`.
+    pub fn key_offset(&self, block_table: &[i32], b: usize, t: usize, kv_head: usize) -> usize {
+        let page = block_table[b * self.max_pages + t / self.page_size] as usize;
+        ((page * self.page_size + t % self.page_size) * self.h_kv + kv_head) * D_QK
+    }
     /// Number of keys query `i` of a request of length `len` sees.
     pub fn visible(&self, len: usize, i: usize, causal: bool) -> usize {
         if causal {
@@ -337,10 +343,7 @@ fn run_task(
         })
         .collect();
     let n_max = vis.iter().copied().max().unwrap_or(0);
-    let row_of = |t: usize| -> usize {
-        let page = block_table[b * s.max_pages + t / s.page_size] as usize;
-        ((page * s.page_size + t % s.page_size) * s.h_kv + task.kvh) * D_QK
-    };
+    let row_of = |t: usize| s.key_offset(block_table, b, t, task.kvh);
 
     // Pass 1: scores.
     let mut scores = vec![0.0f64; nrows * n_max];
