@@ -333,7 +333,7 @@ impl Case {
 
     /// The softmax scale of the case: 1/√576 times `score_gain`.
     pub fn softmax_scale(&self) -> f64 {
-        (576f64).powf(-0.5) * self.score_gain
+        (crate::reference::D_QK as f64).powf(-0.5) * self.score_gain
     }
 
     /// Runs the case on `decoder`'s GPU.
@@ -578,8 +578,8 @@ pub fn late_max_moves(case: &Case, slack: f64) -> usize {
                     * scale
             };
             let mut m = f64::NEG_INFINITY;
-            for start in (0..visible).step_by(64) {
-                let tile_max = (start..(start + 64).min(visible))
+            for start in (0..visible).step_by(shape.page_size) {
+                let tile_max = (start..(start + shape.page_size).min(visible))
                     .map(score)
                     .fold(f64::NEG_INFINITY, f64::max);
                 if tile_max > m + slack {
