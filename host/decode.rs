@@ -15,7 +15,7 @@ use etap_kernel::config::{
     combine_wide_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
     COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_WORDS, FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST,
+    ERROR_PAGE_ID, ERROR_PLAN, ERROR_WORDS, FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST,
     FLAG_KV_HALF_BOXES, FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE,
     ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
 };
@@ -972,7 +972,9 @@ impl Decoder {
     /// length against the plan's config, and the cache's `h_kv`. Not checked here (it would
     /// need a host copy or a synchronisation): that the device `cache_seqlens` equal the
     /// plan's lengths and that the used block-table entries are valid page ids — use
-    /// [`DecodePlan::validate_block_table`] where the table is built (the checked API).
+    /// [`DecodePlan::validate_block_table`] where the table is built, and
+    /// [`Decoder::decode_checked`], which reports what the kernel found of both. A device
+    /// length with the plan's page count decodes exactly as a plan built for it.
     ///
     /// `block_table` and `cache_seqlens`, being what the plan was built from, must be
     /// settled when the call is enqueued: with programmatic launch (the default) the
@@ -1085,7 +1087,13 @@ impl Decoder {
     /// negative or longer than its block-table row, is an [`Error::InvalidArgument`] naming
     /// the smallest such batch index. In either case the kernel read nothing outside the
     /// cache or the block table (such pages load as zeros), but that request's output is
-    /// meaningless.
+    /// meaningless. So is a device length whose page count is not the plan's where the
+    /// plan's pieces fix it (`plan::contradicts_plan`: pages left out or read past the
+    /// length, or a planned piece left empty; a request planned without pages whose device
+    /// length has some, inside a partition's range, also writes another request's partial
+    /// result): an [`Error::InvalidArgument`] for `cache_seqlens`, after which no output
+    /// of the call is to be trusted. Not seen: such a request outside every partition's
+    /// range, which the decode never reads (its output stays the empty result).
     #[allow(clippy::too_many_arguments)]
     pub fn decode_checked<T: KvElement, O: OutElement<T>>(
         &self,
@@ -1110,6 +1118,19 @@ impl Decoder {
                 format!(
                     "batch index {b}: the device length is negative or exceeds max_pages·64 = {}",
                     plan.config.max_pages * PAGE_SIZE as usize
+                ),
+            ));
+        }
+        if words[ERROR_PLAN] != i32::MAX {
+            let b = words[ERROR_PLAN];
+            let planned = plan.seqlens.get(b as usize).copied().unwrap_or(0);
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!(
+                    "batch index {b}: the device length is not the one the plan was built from \
+                     ({planned}, {} pages) and the plan's pieces cannot cover it; build the plan \
+                     from the lengths on the device",
+                    plan::num_pages(planned, PAGE_SIZE as usize)
                 ),
             ));
         }

@@ -9,11 +9,11 @@
 //! `ceil(T / N)`.
 use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
 use etap_kernel::plan::{
-    charged_makespan, clamped_piece, combine_dim_slices, fixed_overhead_pages, for_each_piece,
-    keeps_alt_plan, keeps_narrow_fill, length_fits, max_pieces, max_split_slots, modelled_makespan,
-    narrow_fill_part_counts, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces,
-    plan, plan_with_overhead, row_tiling, seesaw_pa_first, split_p_for, PartWork, PlanError,
-    PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES,
+    charged_makespan, clamped_piece, combine_dim_slices, contradicts_plan, fixed_overhead_pages,
+    for_each_piece, keeps_alt_plan, keeps_narrow_fill, length_fits, max_pieces, max_split_slots,
+    modelled_makespan, narrow_fill_part_counts, num_pages, num_parts_for, num_splits, partial_slot,
+    piece_of, pieces, plan, plan_with_overhead, row_tiling, seesaw_pa_first, split_p_for, PartWork,
+    PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES,
     FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE,
     PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
@@ -169,6 +169,17 @@ fn check(
             prev = Some((x.req, x.page_end));
             per_req[x.req as usize].push((x.page_begin, x.page_end, x.split_index));
             cost += (x.page_end - x.page_begin) as u64 + o;
+        }
+        // The plan's own lengths never contradict it, whatever the block-table width.
+        if page_size == PAGE_SIZE {
+            let row = np.iter().copied().max().unwrap_or(0) as u32;
+            for r in p.begin_req..=p.end_req {
+                let split_idx = if r == p.begin_req { p.first_split } else { 0 };
+                let len = seqlens[r as usize];
+                let splits = num_splits(offsets, r);
+                assert!(!contradicts_plan(p, r, len, row, split_idx, splits));
+                assert!(!contradicts_plan(p, r, len, row + 3, split_idx, splits));
+            }
         }
         // piece_of is empty for every request of the partition's range without a piece,
         // and outside the range.
@@ -608,6 +619,57 @@ proptest! {
         ],
     ) {
         plan_and_check_with(&seqlens, page_size, num_parts, fixed);
+    }
+
+    /// A device length other than the plan's: `contradicts_plan` flags a request at one of
+    /// its pieces exactly where the kernels, which take each piece's pages from
+    /// `clamped_piece`, would read other pages than the length's or leave a planned piece
+    /// unwritten (requests outside every partition's range, which no decode CTA sees, are
+    /// left out).
+    #[test]
+    fn stale_lengths_are_flagged_where_they_change_the_output(
+        seqlens in prop::collection::vec(0..=20 * 64i32, 1..=40),
+        num_parts in 1..=60usize,
+        fixed in prop_oneof![Just(0u32), Just(FIXED_OVERHEAD_PAGES), Just(FIXED_OVERHEAD_PAGES_64_ROWS)],
+        at in any::<prop::sample::Index>(),
+        new_len in 0..=20 * 64i32,
+    ) {
+        let (_, parts, offsets) = plan_and_check_with(&seqlens, PAGE_SIZE, num_parts, fixed);
+        let max_pages = 20;
+        let mut device = seqlens.clone();
+        device[at.index(seqlens.len())] = new_len;
+        for r in 0..seqlens.len() as i32 {
+            let in_range: Vec<&PartWork> = parts
+                .iter()
+                .filter(|p| !p.is_idle() && p.begin_req <= r && r <= p.end_req)
+                .collect();
+            if in_range.is_empty() {
+                continue;
+            }
+            let len = device[r as usize];
+            let splits = num_splits(&offsets, r);
+            let pages = num_pages(len, PAGE_SIZE) as u32;
+            let (mut flagged, mut read, mut empty_planned, mut unplanned) =
+                (false, Vec::new(), false, false);
+            for p in in_range {
+                let split_idx = if r == p.begin_req { p.first_split } else { 0 };
+                flagged |= contradicts_plan(p, r, len, max_pages, split_idx, splits);
+                let (first, last) = clamped_piece(p, r, len, max_pages);
+                if first < last {
+                    unplanned |= splits == 0;
+                    read.extend(first..last);
+                } else {
+                    empty_planned |= splits > 0;
+                }
+            }
+            read.sort_unstable();
+            let wrong = unplanned || empty_planned || read != (0..pages).collect::<Vec<_>>();
+            prop_assert_eq!(
+                flagged, wrong,
+                "request {} planned {} device {} (splits {}, read {:?})",
+                r, seqlens[r as usize], len, splits, read
+            );
+        }
     }
 
     #[test]

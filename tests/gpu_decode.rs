@@ -376,6 +376,114 @@ fn checked_api_reports_bad_page_ids_and_lengths() {
     println!("checked API: bad page ids (i32::MAX, -5, num_blocks) and a too-long length reported with their batch index");
 }
 
+/// A device length the plan was not built for is reported by the checked API where the
+/// plan's pieces cannot cover it (`plan::contradicts_plan`, which names the batch index
+/// the kernels report, here computed from the CPU schedule), on the 16-row kernel and on
+/// the 64-row seesaw kernels in both precisions; a length of the plan's page count is not,
+/// and gives the output of a plan built for it, bit for bit.
+fn checked_api_reports_lengths_the_plan_cannot_cover() {
+    use etap_kernel::plan::contradicts_plan;
+    use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
+    use flashmla_etap::reference::{generate, MlaShape};
+    use flashmla_etap::Error;
+    use half::bf16;
+    let gpu = require_gpu!("checked_api_reports_lengths_the_plan_cannot_cover");
+    let decoder = Decoder::new(&gpu).unwrap();
+    let s = gpu.stream.clone();
+    // The 16-row kernel, the split seesaw kernel and (over more than 32 pages a
+    // partition) the single-rounding one in FlashMLA's order.
+    let setups = [
+        (16, vec![300, 100, 700, 64], Precision::Accurate),
+        (128, vec![4096, 2048, 8000, 64], Precision::Accurate),
+        (128, vec![40000, 30000, 70000, 64], Precision::Fast),
+    ];
+    for (h_q, lengths, precision) in setups {
+        let shape = MlaShape::for_lengths(1, h_q, 1, 64, &lengths);
+        let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
+        let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+        let q = s.clone_htod(&to(&inputs.q)).unwrap();
+        let kv = s.clone_htod(&to(&inputs.kv_cache)).unwrap();
+        let cache = KvCache::new(&gpu, &kv, shape.num_blocks, 1).unwrap();
+        let bt = s.clone_htod(&inputs.block_table).unwrap();
+        let config = DecodeConfig::new(lengths.len(), h_q, shape.max_pages).precision(precision);
+        let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
+        let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
+        let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
+        let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
+        // The smallest batch index whose device length contradicts the plan, as the
+        // kernels compute it.
+        let flagged = |device: &[i32]| {
+            let mut first = None;
+            for p in schedule.parts.iter().filter(|p| !p.is_idle()) {
+                for r in p.begin_req..=p.end_req {
+                    let split_idx = if r == p.begin_req { p.first_split } else { 0 };
+                    let splits =
+                        schedule.split_offsets[r as usize + 1] - schedule.split_offsets[r as usize];
+                    let (len, row) = (device[r as usize], shape.max_pages as u32);
+                    if contradicts_plan(p, r, len, row, split_idx, splits) {
+                        first = Some(first.map_or(r, |f: i32| f.min(r)));
+                    }
+                }
+            }
+            first
+        };
+        let last = lengths.len() - 1;
+        let mut grown = lengths.clone();
+        grown[last] += 1; // one page more for the last request (64 tokens)
+        let mut shrunk = lengths.clone();
+        shrunk[2] = 64; // the longest request down to one page
+        for (what, device) in [("grown", grown), ("shrunk", shrunk)] {
+            let b = flagged(&device).unwrap_or_else(|| panic!("{what}: no piece contradicts"));
+            let sl = s.clone_htod(&device).unwrap();
+            match decoder.decode_checked(&s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse) {
+                Err(Error::InvalidArgument {
+                    arg: "cache_seqlens",
+                    rule,
+                }) => assert!(
+                    rule.contains(&format!("batch index {b}:")),
+                    "{what}: {rule}"
+                ),
+                other => panic!(
+                    "h_q {h_q}, {what} {device:?}: expected a cache_seqlens error, got {other:?}"
+                ),
+            }
+        }
+        // Within the plan's page counts: no error, and the output of a plan built for
+        // the device lengths.
+        let mut within = lengths.clone();
+        within[0] -= 1;
+        within[2] -= 30;
+        assert_eq!(flagged(&within), None);
+        let sl = s.clone_htod(&within).unwrap();
+        decoder
+            .decode_checked(&s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)
+            .unwrap();
+        let stale = (s.clone_dtoh(&out).unwrap(), s.clone_dtoh(&lse).unwrap());
+        let mut fresh = DecodePlan::new(&gpu, config, &within).unwrap();
+        decoder
+            .decode_checked(&s, &mut fresh, &q, &cache, &bt, &sl, &mut out, &mut lse)
+            .unwrap();
+        let fresh = (s.clone_dtoh(&out).unwrap(), s.clone_dtoh(&lse).unwrap());
+        assert!(
+            stale
+                .0
+                .iter()
+                .zip(&fresh.0)
+                .all(|(x, y)| x.to_bits() == y.to_bits())
+                && stale
+                    .1
+                    .iter()
+                    .zip(&fresh.1)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "h_q {h_q}: lengths within the plan's pages gave another output than a fresh plan"
+        );
+        println!(
+            "h_q {h_q} {precision:?} ({}): grown and shrunk lengths reported, lengths within the plan's pages exact",
+            schedule.decode_kernel_name(Dtype::Bf16)
+        );
+    }
+}
+
 /// On the accuracy cases of ANCHORS.md, the RMSE / rounding-floor ratio is at most
 /// FlashMLA's on the same kind of case.
 fn accuracy_not_worse_than_flashmla() {
@@ -407,5 +515,6 @@ test_main!(
     pair_clusters_change_no_bit,
     back_to_back_calls_stay_ordered,
     checked_api_reports_bad_page_ids_and_lengths,
+    checked_api_reports_lengths_the_plan_cannot_cover,
     accuracy_not_worse_than_flashmla,
 );

@@ -178,9 +178,12 @@ pub const ERROR_PAGE_ID: usize = 0;
 /// Slot of the decode kernel's error words: smallest batch index whose length is negative
 /// or exceeds its block-table row.
 pub const ERROR_LENGTH: usize = 1;
+/// Slot of the decode kernel's error words: smallest batch index whose device length
+/// contradicts the plan where that changes the output (`plan::contradicts_plan`).
+pub const ERROR_PLAN: usize = 2;
 /// Number of error words the decode sets; the combine kernel then copies them to the
 /// next `ERROR_WORDS` (read by the host) and re-arms them with i32::MAX.
-pub const ERROR_WORDS: usize = 2;
+pub const ERROR_WORDS: usize = 3;
 
 /// Bits of the decode kernel's `flags` argument.
 pub const FLAG_CAUSAL: u32 = 1;

@@ -29,7 +29,7 @@ use crate::layout::{
     acc_coord, desc_add, p_store_coord, p_store_pair, pair_store_dim, pair_store_is_high,
     smem_desc, swizzled_offset, Major,
 };
-use crate::plan::{clamped_piece, length_fits, piece_begin, PartWork};
+use crate::plan::{clamped_piece, contradicts_plan, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape};
 use crate::ptx::{
     atomic, barrier, cp_async, fence, global, griddep, ids, math, mbarrier, opaque, regs, smem,
@@ -69,9 +69,9 @@ pub struct DecodeArgs {
     pub max_pages: u32,
     /// Pages in the cache: page ids must lie in 0..num_blocks.
     pub num_blocks: u32,
-    /// Two i32 holding i32::MAX at the launch; the kernel lowers them to the smallest
-    /// batch index with a bad page id (`ERROR_PAGE_ID`) or a length its block-table row
-    /// cannot hold (`ERROR_LENGTH`).
+    /// `ERROR_WORDS` i32 holding i32::MAX at the launch; the kernel lowers them to the
+    /// smallest batch index with a bad page id (`ERROR_PAGE_ID`), a length its block-table
+    /// row cannot hold (`ERROR_LENGTH`) or one that contradicts the plan (`ERROR_PLAN`).
     pub errors: *mut i32,
     /// Row chunks per KV head (grid y = chunks · h_kv).
     pub row_chunks: u32,
@@ -323,18 +323,20 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
                 a.q.add((((r as u32 * a.s_q + s) * a.h_q + h) * D_QK) as usize)
             })
         });
-        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
-        if first >= last {
-            // A request with no pages inside the range: the combine writes its result.
-            cp_async::wait_all();
-            continue;
-        }
         let splits = split_end - split_begin;
         let split_idx = if r == part.begin_req {
             part.first_split
         } else {
             0
         };
+        let stale = contradicts_plan(part, r, seqlen, a.max_pages, split_idx, splits);
+        atomic::min_i32_if(wg == 0 && t == 0 && stale, a.errors.add(ERROR_PLAN), r);
+        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
+        if first >= last {
+            // A request with no pages inside the range: the combine writes its result.
+            cp_async::wait_all();
+            continue;
+        }
         cp_async::wait_all();
         fence::proxy_async_shared();
         barrier::sync_named(group_bar, 128);

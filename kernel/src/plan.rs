@@ -774,6 +774,32 @@ pub fn clamped_piece(part: &PartWork, r: i32, seqlen: i32, max_pages: u32) -> (u
     (piece_begin(part, r, max_pages), end.min(max_pages))
 }
 
+/// Whether request `r`'s device length `seqlen` contradicts the plan at its piece of
+/// `part` (piece `split_idx` of the request's `splits` planned pieces) in a way that
+/// changes the output: the plan gave the request no pages but the length has some (its
+/// result would land in another request's partial-result slot), the planned piece holds no
+/// page of the length (its partial result, or the output, stays unwritten), or the
+/// request's last planned piece, at the end of its partition's range, does not end at the
+/// length's last page (keys would be left out, or pages past the length read). A length
+/// of the plan's page count, or any length of a request whose last piece a partition
+/// takes whole, is harmless: the kernels mask keys by the device length.
+#[inline(always)]
+pub fn contradicts_plan(
+    part: &PartWork,
+    r: i32,
+    seqlen: i32,
+    max_pages: u32,
+    split_idx: i32,
+    splits: i32,
+) -> bool {
+    let (first, last) = clamped_piece(part, r, seqlen, max_pages);
+    let pages = (seqlen.max(0) as u32)
+        .div_ceil(crate::config::PAGE_SIZE)
+        .min(max_pages);
+    let last_piece = r == part.end_req && split_idx.wrapping_add(1) == splits;
+    (splits == 0) != (first >= last) || (last_piece && pages != last)
+}
+
 /// The first page of [`clamped_piece`], which does not depend on the length: the kernels
 /// read its page id while the length is still loading.
 #[inline(always)]

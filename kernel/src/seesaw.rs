@@ -59,7 +59,7 @@ use crate::layout::{
     a_fragment_pair, acc_coord, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
     SWIZZLE_ROW_BYTES,
 };
-use crate::plan::{clamped_piece, length_fits, piece_begin, PartWork};
+use crate::plan::{clamped_piece, contradicts_plan, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
 use crate::ptx::{
     atomic, barrier, cp_async, fence, global, griddep, ids, math, mbarrier, opaque, smem, stmatrix,
@@ -316,6 +316,18 @@ impl Cta<'_> {
             row / self.heads_per_kv,
             self.head * self.heads_per_kv + row % self.heads_per_kv,
         )
+    }
+
+    /// Index of request `r`'s piece in this partition among the request's pieces: the
+    /// partition's first piece index for its first request, else 0. Kept in shared memory
+    /// rather than in a register through the piece (read from the plan before the output
+    /// stores, its latency sat ahead of them: 0.4 µs, H200 stamps).
+    unsafe fn split_index(&self, part: &PartWork, r: i32) -> i32 {
+        if r == part.begin_req {
+            smem::ld_u32(self.base + self.lay.first_split) as i32
+        } else {
+            0
+        }
     }
 
     /// Page id of tile `tile` of the piece (read early: its latency hides behind the pair).
@@ -741,8 +753,22 @@ unsafe fn consume<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(c: &Cta
         } = Lead::of(a, part, r, c.base + c.lay.lead);
         let split_begin = *a.split_offsets.add(r as usize);
         let split_end = *a.split_offsets.add(r as usize + 1);
-        let misfit = c.wg == 0 && c.t == 0 && !length_fits(seqlen, a.max_pages);
-        atomic::min_i32_if(misfit, a.errors.add(ERROR_LENGTH), r);
+        let reporter = c.wg == 0 && c.t == 0;
+        atomic::min_i32_if(
+            reporter && !length_fits(seqlen, a.max_pages),
+            a.errors.add(ERROR_LENGTH),
+            r,
+        );
+        let split_idx = c.split_index(part, r);
+        let stale = contradicts_plan(
+            part,
+            r,
+            seqlen,
+            a.max_pages,
+            split_idx,
+            split_end - split_begin,
+        );
+        atomic::min_i32_if(reporter && stale, a.errors.add(ERROR_PLAN), r);
         let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
         if first >= last {
             // A request with no pages inside the range: the combine writes its result.
@@ -861,13 +887,7 @@ unsafe fn consume<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(c: &Cta
             smem::ld_f32(c.l_at(0, c.rows[1])) + smem::ld_f32(c.l_at(1, c.rows[1])),
         ];
         let m = c.rows_f32(|row| c.m_at(row));
-        // Kept in shared memory rather than in a register through the piece (read from
-        // the plan here, its latency sat before the output stores: 0.4 µs, H200 stamps).
-        let split_idx = if r == part.begin_req {
-            smem::ld_u32(c.base + c.lay.first_split) as i32
-        } else {
-            0
-        };
+        let split_idx = c.split_index(part, r);
         store_output::<T>(
             c,
             &s.o,
