@@ -14,10 +14,11 @@ use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, Device
 use etap_kernel::config::{
     combine_wide_smem_bytes, decode_smem_bytes, decode_threads, kv_map_index, COL_BLOCK,
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
-    COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V, ERROR_LENGTH,
-    ERROR_PAGE_ID, ERROR_PLAN, ERROR_WORDS, FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST,
-    FLAG_KV_HALF_BOXES, FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE,
-    ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
+    COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V,
+    ERROR_BUFFER_WORDS, ERROR_EMPTY_PLANNED, ERROR_LENGTH, ERROR_PAGE_ID, ERROR_PLAN, ERROR_WORDS,
+    FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
+    KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS,
+    SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -370,7 +371,8 @@ pub struct DecodePlan {
     o_accum: CudaSlice<f32>,
     lse_accum: CudaSlice<f32>,
     /// The kernels' error words: `ERROR_WORDS` armed with i32::MAX (the decode lowers
-    /// them), then the last call's values (published by the combine kernel).
+    /// them), then the last call's values (published by the combine kernel), then the
+    /// combine's own report (`ERROR_EMPTY_PLANNED`, re-armed by `decode_checked`).
     errors: CudaSlice<i32>,
 }
 
@@ -398,7 +400,7 @@ impl DecodePlan {
                 .map_err(drv)?,
             lse_accum: stream.alloc_zeros(slots * rows).map_err(drv)?,
             errors: stream
-                .clone_htod(&[i32::MAX; 2 * ERROR_WORDS])
+                .clone_htod(&[i32::MAX; ERROR_BUFFER_WORDS])
                 .map_err(drv)?,
             schedule,
         })
@@ -973,7 +975,7 @@ impl Decoder {
     /// need a host copy or a synchronisation): that the device `cache_seqlens` equal the
     /// plan's lengths and that the used block-table entries are valid page ids — use
     /// [`DecodePlan::validate_block_table`] where the table is built, and
-    /// [`Decoder::decode_checked`], which reports what the kernel found of both. A device
+    /// [`Decoder::decode_checked`], which reports what the kernels find of both. A device
     /// length with the plan's page count decodes exactly as a plan built for it.
     ///
     /// `block_table` and `cache_seqlens`, being what the plan was built from, must be
@@ -1069,7 +1071,7 @@ impl Decoder {
         unsafe { launch(decode_fn, &spec, stream, &mut args)? };
 
         let mut cargs =
-            crate::kernel_args![oacc, lacc, so, out_ptr, lse_ptr, errors, s_q, h_q, flags];
+            crate::kernel_args![oacc, lacc, so, sl, out_ptr, lse_ptr, errors, s_q, h_q, flags];
         let cspec = LaunchSpec {
             grid: comb.grid(s_q * h_q, c.batch as u32),
             block: (comb.threads(), 1, 1),
@@ -1087,13 +1089,13 @@ impl Decoder {
     /// negative or longer than its block-table row, is an [`Error::InvalidArgument`] naming
     /// the smallest such batch index. In either case the kernel read nothing outside the
     /// cache or the block table (such pages load as zeros), but that request's output is
-    /// meaningless. So is a device length whose page count is not the plan's where the
-    /// plan's pieces fix it (`plan::contradicts_plan`: pages left out or read past the
-    /// length, or a planned piece left empty; a request planned without pages whose device
-    /// length has some, inside a partition's range, also writes another request's partial
-    /// result): an [`Error::InvalidArgument`] for `cache_seqlens`, after which no output
-    /// of the call is to be trusted. Not seen: such a request outside every partition's
-    /// range, which the decode never reads (its output stays the empty result).
+    /// meaningless. So are device lengths the plan cannot cover, which the kernels also
+    /// note: a page count that is not the plan's where the plan's pieces fix it
+    /// (`plan::contradicts_plan`: pages left out or read past the length, or a planned
+    /// piece left empty), and pages for a request the plan gave none (which the decode
+    /// reads only inside a partition's range, and then writes into another request's
+    /// partial result), are an [`Error::InvalidArgument`] for `cache_seqlens`, after which
+    /// no output of the call is to be trusted.
     #[allow(clippy::too_many_arguments)]
     pub fn decode_checked<T: KvElement, O: OutElement<T>>(
         &self,
@@ -1106,10 +1108,20 @@ impl Decoder {
         out: &mut CudaSlice<O>,
         lse: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        // The combine's own report (atomic minima), re-armed before the call.
+        stream
+            .memcpy_htod(
+                &[i32::MAX],
+                &mut plan
+                    .errors
+                    .slice_mut(ERROR_EMPTY_PLANNED..ERROR_BUFFER_WORDS),
+            )
+            .map_err(|e| Error::driver("re-arming the combine's error word", e))?;
         self.decode(stream, plan, q, cache, block_table, cache_seqlens, out, lse)?;
         let words = stream
             .clone_dtoh(&plan.errors)
             .map_err(|e| Error::driver("reading the decode's error words", e))?;
+        let empty_planned = words[ERROR_EMPTY_PLANNED];
         let words = &words[ERROR_WORDS..];
         if words[ERROR_LENGTH] != i32::MAX {
             let b = words[ERROR_LENGTH];
@@ -1121,8 +1133,9 @@ impl Decoder {
                 ),
             ));
         }
-        if words[ERROR_PLAN] != i32::MAX {
-            let b = words[ERROR_PLAN];
+        let stale = words[ERROR_PLAN].min(empty_planned);
+        if stale != i32::MAX {
+            let b = stale;
             let planned = plan.seqlens.get(b as usize).copied().unwrap_or(0);
             return Err(Error::invalid(
                 "cache_seqlens",

@@ -378,9 +378,10 @@ fn checked_api_reports_bad_page_ids_and_lengths() {
 
 /// A device length the plan was not built for is reported by the checked API where the
 /// plan's pieces cannot cover it (`plan::contradicts_plan`, which names the batch index
-/// the kernels report, here computed from the CPU schedule), on the 16-row kernel and on
-/// the 64-row seesaw kernels in both precisions; a length of the plan's page count is not,
-/// and gives the output of a plan built for it, bit for bit.
+/// the decode reports, here computed from the CPU schedule) or where the plan gave the
+/// request no pages (reported by the combine), on the 16-row kernel and on the 64-row
+/// seesaw kernels in both orders; a length of the plan's page count is not, and gives the
+/// output of a plan built for it, bit for bit.
 fn checked_api_reports_lengths_the_plan_cannot_cover() {
     use etap_kernel::plan::contradicts_plan;
     use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
@@ -390,12 +391,12 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
     let gpu = require_gpu!("checked_api_reports_lengths_the_plan_cannot_cover");
     let decoder = Decoder::new(&gpu).unwrap();
     let s = gpu.stream.clone();
-    // The 16-row kernel, the split seesaw kernel and (over more than 32 pages a
-    // partition) the single-rounding one in FlashMLA's order.
+    // The 16-row split kernel, the split seesaw kernel and (over more than 32 pages a
+    // partition) the single-rounding one in FlashMLA's order; request 1 is planned empty.
     let setups = [
-        (16, vec![300, 100, 700, 64], Precision::Accurate),
-        (128, vec![4096, 2048, 8000, 64], Precision::Accurate),
-        (128, vec![40000, 30000, 70000, 64], Precision::Fast),
+        (16, vec![300, 0, 700, 64], Precision::Accurate),
+        (128, vec![4096, 0, 8000, 64], Precision::Accurate),
+        (128, vec![70000, 0, 70000, 64], Precision::Fast),
     ];
     for (h_q, lengths, precision) in setups {
         let shape = MlaShape::for_lengths(1, h_q, 1, 64, &lengths);
@@ -408,32 +409,39 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
         let config = DecodeConfig::new(lengths.len(), h_q, shape.max_pages).precision(precision);
         let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
         let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
+        let splits =
+            |r: i32| schedule.split_offsets[r as usize + 1] - schedule.split_offsets[r as usize];
         let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
         let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
-        // The smallest batch index whose device length contradicts the plan, as the
-        // kernels compute it.
+        // The smallest batch index the kernels report: a piece the device length
+        // contradicts, or a request planned empty whose device length has pages.
         let flagged = |device: &[i32]| {
-            let mut first = None;
+            let mut bad: Vec<i32> = (0..device.len() as i32)
+                .filter(|&r| splits(r) == 0 && device[r as usize] > 0)
+                .collect();
             for p in schedule.parts.iter().filter(|p| !p.is_idle()) {
                 for r in p.begin_req..=p.end_req {
                     let split_idx = if r == p.begin_req { p.first_split } else { 0 };
-                    let splits =
-                        schedule.split_offsets[r as usize + 1] - schedule.split_offsets[r as usize];
                     let (len, row) = (device[r as usize], shape.max_pages as u32);
-                    if contradicts_plan(p, r, len, row, split_idx, splits) {
-                        first = Some(first.map_or(r, |f: i32| f.min(r)));
+                    if contradicts_plan(p, r, len, row, split_idx, splits(r)) {
+                        bad.push(r);
                     }
                 }
             }
-            first
+            bad.into_iter().min()
         };
-        let last = lengths.len() - 1;
         let mut grown = lengths.clone();
-        grown[last] += 1; // one page more for the last request (64 tokens)
+        grown[3] += 1; // one page more for the last request (64 tokens)
         let mut shrunk = lengths.clone();
-        shrunk[2] = 64; // the longest request down to one page
-        for (what, device) in [("grown", grown), ("shrunk", shrunk)] {
-            let b = flagged(&device).unwrap_or_else(|| panic!("{what}: no piece contradicts"));
+        shrunk[2] = 64; // a long request down to one page
+        let mut appeared = lengths.clone();
+        appeared[1] = 64; // the request planned empty
+        for (what, device, b) in [
+            ("grown", grown, 3),
+            ("shrunk", shrunk, 2),
+            ("appeared", appeared, 1),
+        ] {
+            assert_eq!(flagged(&device), Some(b), "{what}");
             let sl = s.clone_htod(&device).unwrap();
             match decoder.decode_checked(&s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse) {
                 Err(Error::InvalidArgument {
@@ -478,7 +486,7 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
             "h_q {h_q}: lengths within the plan's pages gave another output than a fresh plan"
         );
         println!(
-            "h_q {h_q} {precision:?} ({}): grown and shrunk lengths reported, lengths within the plan's pages exact",
+            "h_q {h_q} {precision:?} ({}): grown, shrunk and appeared lengths reported, lengths within the plan's pages exact",
             schedule.decode_kernel_name(Dtype::Bf16)
         );
     }

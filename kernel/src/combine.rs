@@ -14,11 +14,11 @@
 //!   512 threads make that many more groups.
 use crate::config::{
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_PAIR_MAX_SPLITS,
-    COMBINE_WIDE_GROUPS, D_V, ERROR_WORDS, FLAG_DROP_PARTIALS, FLAG_OUT_F32,
+    COMBINE_WIDE_GROUPS, D_V, ERROR_EMPTY_PLANNED, ERROR_WORDS, FLAG_DROP_PARTIALS, FLAG_OUT_F32,
 };
 use crate::element::{Bf16, Element, F16};
 use crate::ptx::cache::{self, L2_LINE_BYTES};
-use crate::ptx::{barrier, griddep, ids, math, smem, warp};
+use crate::ptx::{atomic, barrier, griddep, ids, math, smem, warp};
 
 const LOG2_E: f32 = core::f32::consts::LOG2_E;
 /// V dims of one load of a partial result (16 bytes).
@@ -47,6 +47,8 @@ struct Args {
     o_accum: *const f32,
     lse_accum: *const f32,
     split_offsets: *const i32,
+    /// cache_seqlens [batch] (the device lengths).
+    seqlens: *const i32,
     out: *mut u8,
     lse: *mut f32,
     errors: *mut i32,
@@ -97,6 +99,13 @@ unsafe fn enter(a: &Args, r: u32, publishes_errors: bool) -> Option<(i32, i32)> 
             *a.errors.add(ERROR_WORDS + w) = *a.errors.add(w);
             *a.errors.add(w) = i32::MAX;
         }
+    }
+    // A request the plan gave no pages must have none on the device either: the decode
+    // reads it only if it lies inside a partition's range, and its output is the empty
+    // result written here.
+    let planned_empty = splits == 0 && ids::thread() == 0;
+    if planned_empty && *a.seqlens.add(r as usize) > 0 {
+        atomic::min_i32(a.errors.add(ERROR_EMPTY_PLANNED), r as i32);
     }
     (splits != 1).then_some((first, splits))
 }
@@ -323,6 +332,7 @@ macro_rules! combine_kernels {
             o_accum: *const f32,
             lse_accum: *const f32,
             split_offsets: *const i32,
+            seqlens: *const i32,
             out: *mut u8,
             lse: *mut f32,
             errors: *mut i32,
@@ -330,7 +340,9 @@ macro_rules! combine_kernels {
             h_q: u32,
             flags: u32,
         ) {
-            let a = Args { o_accum, lse_accum, split_offsets, out, lse, errors, s_q, h_q, flags };
+            let a = Args {
+                o_accum, lse_accum, split_offsets, seqlens, out, lse, errors, s_q, h_q, flags,
+            };
             $body(&a)
         }
     )*};

@@ -184,6 +184,12 @@ pub const ERROR_PLAN: usize = 2;
 /// Number of error words the decode sets; the combine kernel then copies them to the
 /// next `ERROR_WORDS` (read by the host) and re-arms them with i32::MAX.
 pub const ERROR_WORDS: usize = 3;
+/// Slot after the published words: smallest batch index the plan gave no pages whose
+/// device length has some, lowered by the combine kernel (which writes that request's
+/// empty result) and re-armed by the host's checked API before each call.
+pub const ERROR_EMPTY_PLANNED: usize = 2 * ERROR_WORDS;
+/// Words of the error buffer: the decode's, the published ones and `ERROR_EMPTY_PLANNED`.
+pub const ERROR_BUFFER_WORDS: usize = ERROR_EMPTY_PLANNED + 1;
 
 /// Bits of the decode kernel's `flags` argument.
 pub const FLAG_CAUSAL: u32 = 1;

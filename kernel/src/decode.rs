@@ -329,6 +329,8 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
         } else {
             0
         };
+        // A device length the plan's pieces cannot cover is reported (Q's loads are on
+        // their way).
         let stale = contradicts_plan(part, r, seqlen, a.max_pages, split_idx, splits);
         atomic::min_i32_if(wg == 0 && t == 0 && stale, a.errors.add(ERROR_PLAN), r);
         let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);

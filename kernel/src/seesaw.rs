@@ -753,25 +753,19 @@ unsafe fn consume<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(c: &Cta
         } = Lead::of(a, part, r, c.base + c.lay.lead);
         let split_begin = *a.split_offsets.add(r as usize);
         let split_end = *a.split_offsets.add(r as usize + 1);
-        let reporter = c.wg == 0 && c.t == 0;
-        atomic::min_i32_if(
-            reporter && !length_fits(seqlen, a.max_pages),
-            a.errors.add(ERROR_LENGTH),
-            r,
-        );
-        let split_idx = c.split_index(part, r);
-        let stale = contradicts_plan(
-            part,
-            r,
-            seqlen,
-            a.max_pages,
-            split_idx,
-            split_end - split_begin,
-        );
-        atomic::min_i32_if(reporter && stale, a.errors.add(ERROR_PLAN), r);
+        let misfit = c.wg == 0 && c.t == 0 && !length_fits(seqlen, a.max_pages);
+        atomic::min_i32_if(misfit, a.errors.add(ERROR_LENGTH), r);
+        // A device length the plan's pieces cannot cover is reported: for an empty piece
+        // here, else once its first loads are issued, off their path.
+        let report_stale = || {
+            let (split_idx, splits) = (c.split_index(part, r), split_end - split_begin);
+            let stale = contradicts_plan(part, r, seqlen, a.max_pages, split_idx, splits);
+            atomic::min_i32_if(c.wg == 0 && c.t == 0 && stale, a.errors.add(ERROR_PLAN), r);
+        };
         let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
         if first >= last {
             // A request with no pages inside the range: the combine writes its result.
+            report_stale();
             continue;
         }
         // Last visible key of a CTA row: the length, or its query's causal limit.
@@ -829,6 +823,7 @@ unsafe fn consume<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(c: &Cta
         if ct < SEESAW_ROWS {
             smem::st_f32(c.m_at(ct), f32::NEG_INFINITY);
         }
+        report_stale();
         cp_async::wait_all();
         fence::proxy_async_shared();
         barrier::sync_named(consumers, 256);
