@@ -780,9 +780,11 @@ pub fn clamped_piece(part: &PartWork, r: i32, seqlen: i32, max_pages: u32) -> (u
 /// result would land in another request's partial-result slot), the planned piece holds no
 /// page of the length (its partial result, or the output, stays unwritten), or the
 /// request's last planned piece, at the end of its partition's range, does not end at the
-/// length's last page (keys would be left out, or pages past the length read). A length
-/// of the plan's page count, or any length of a request whose last piece a partition
-/// takes whole, is harmless: the kernels mask keys by the device length.
+/// length's last page (keys would be left out, or pages past the length read). Any other
+/// length is harmless, as the kernels mask keys by the device length: one of the plan's
+/// page count, or one that leaves every planned piece a page where the request's last
+/// piece is not at the end of its partition's range (that partition reads the request
+/// up to its device length).
 #[inline(always)]
 pub fn contradicts_plan(
     part: &PartWork,
