@@ -563,6 +563,55 @@ impl DecodePlan {
     pub fn seqlens(&self) -> &[i32] {
         &self.seqlens
     }
+    /// Whether the plan still decodes the lengths `seqlens` (a host copy of the device's)
+    /// as they are, so that a serving loop can keep it while the lengths change: always
+    /// within the plan's page counts, and often beyond them
+    /// ([`Schedule::first_uncovered`]). Errors: [`Error::InvalidArgument`] for
+    /// `cache_seqlens` where it has the wrong length, a length is negative or past its
+    /// block-table row, or the plan cannot cover one (the batch index is named), which is
+    /// what [`Decoder::decode_checked`] would report for these lengths on the device.
+    pub fn covers(&self, seqlens: &[i32]) -> Result<()> {
+        if seqlens.len() != self.config.batch {
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!(
+                    "has {} entries for batch {}",
+                    seqlens.len(),
+                    self.config.batch
+                ),
+            ));
+        }
+        let capacity = self.config.max_pages * PAGE_SIZE as usize;
+        if let Some(b) = seqlens.iter().position(|&l| l < 0 || l as usize > capacity) {
+            return Err(Error::invalid(
+                "cache_seqlens",
+                format!(
+                    "batch index {b}: {} is negative or exceeds max_pages·64 = {capacity}",
+                    seqlens[b]
+                ),
+            ));
+        }
+        match self
+            .schedule
+            .first_uncovered(self.config.max_pages, seqlens)
+        {
+            Some(b) => Err(self.uncovered_length(b)),
+            None => Ok(()),
+        }
+    }
+    /// The error for batch index `b`, whose device length the plan cannot cover.
+    fn uncovered_length(&self, b: usize) -> Error {
+        let planned = self.seqlens.get(b).copied().unwrap_or(0);
+        Error::invalid(
+            "cache_seqlens",
+            format!(
+                "batch index {b}: the device length is not the one the plan was built from \
+                 ({planned}, {} pages) and the plan's pieces cannot cover it; build the plan \
+                 from the lengths on the device",
+                plan::num_pages(planned, PAGE_SIZE as usize)
+            ),
+        )
+    }
     /// Whether the decode with this plan rounds P once rather than splitting it: with
     /// `Precision::Fast`, except where the split kernel is the faster
     /// ([`Schedule::split_p`]).
@@ -644,6 +693,24 @@ impl Schedule {
     pub fn pair_cluster(&self) -> Option<(u32, u32, u32)> {
         (self.rows_per_cta == SEESAW_ROWS && self.row_chunks.is_multiple_of(SEESAW_CLUSTER_CTAS))
             .then_some((1, SEESAW_CLUSTER_CTAS, 1))
+    }
+    /// The smallest batch index whose length in `seqlens` (device lengths, `max_pages` the
+    /// block-table width) this schedule cannot decode as it is, which is what the kernels
+    /// report to [`Decoder::decode_checked`]: one a piece contradicts
+    /// (`plan::contradicts_plan`), or pages for a request the schedule gave none. `None`
+    /// where every length is covered, e.g. any length of the plan's page count.
+    pub fn first_uncovered(&self, max_pages: usize, seqlens: &[i32]) -> Option<usize> {
+        let splits = |r: usize| plan::num_splits(&self.split_offsets, r as i32);
+        let row = max_pages.min(u32::MAX as usize) as u32;
+        let in_pieces = self.parts.iter().filter(|p| !p.is_idle()).flat_map(|p| {
+            (p.begin_req..=p.end_req).filter(move |&r| {
+                let split_idx = if r == p.begin_req { p.first_split } else { 0 };
+                let len = seqlens.get(r as usize).copied().unwrap_or(0);
+                plan::contradicts_plan(p, r, len, row, split_idx, splits(r as usize))
+            })
+        });
+        let planned_empty = (0..seqlens.len()).filter(|&r| splits(r) == 0 && seqlens[r] > 0);
+        in_pieces.map(|r| r as usize).chain(planned_empty).min()
     }
     /// Whether the decode runs the 64-row kernel of the P_a-first order with P rounded
     /// once (the split kernel runs that order itself).
@@ -1135,17 +1202,7 @@ impl Decoder {
         }
         let stale = words[ERROR_PLAN].min(empty_planned);
         if stale != i32::MAX {
-            let b = stale;
-            let planned = plan.seqlens.get(b as usize).copied().unwrap_or(0);
-            return Err(Error::invalid(
-                "cache_seqlens",
-                format!(
-                    "batch index {b}: the device length is not the one the plan was built from \
-                     ({planned}, {} pages) and the plan's pieces cannot cover it; build the plan \
-                     from the lengths on the device",
-                    plan::num_pages(planned, PAGE_SIZE as usize)
-                ),
-            ));
+            return Err(plan.uncovered_length(stale as usize));
         }
         if words[ERROR_PAGE_ID] != i32::MAX {
             let b = words[ERROR_PAGE_ID];

@@ -10,7 +10,8 @@
 //! - a plan used with another shape / cache: `check_buffers` against the plan's config;
 //! - cache_seqlens negative or beyond the block table: `DecodePlan::schedule` (the planner,
 //!   what `DecodePlan::new` runs), naming the batch index;
-//! - page ids out of range among the used pages: `validate_block_table` (the checked API).
+//! - page ids out of range among the used pages: `validate_block_table` (the checked API);
+//! - device lengths a plan cannot cover: `Schedule::first_uncovered` (`DecodePlan::covers`).
 use etap_kernel::config::COMBINE_WIDE_MIN_SPLITS;
 use etap_kernel::plan::{
     max_split_slots, modelled_makespan, pieces, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
@@ -322,6 +323,34 @@ fn schedule_accepts_valid_lengths() {
     assert_eq!(s.split_offsets.len(), 5);
     assert_eq!(s.parts.len(), s.num_parts);
     assert!(s.num_parts >= 1);
+}
+
+/// `Schedule::first_uncovered` (what `DecodePlan::covers` and, on the device,
+/// `Decoder::decode_checked` report): lengths of the plan's page counts are covered; a last
+/// request grown by a page, a long one shrunk to a page and pages for a request planned
+/// empty are not, each named by its batch index; on the 16-row and 64-row plans.
+#[test]
+fn schedule_names_the_lengths_it_cannot_cover() {
+    for (h_q, lengths) in [(16, [300, 0, 700, 64]), (128, [4096, 0, 8000, 64])] {
+        let max_pages = 125;
+        let c = DecodeConfig::new(4, h_q, max_pages);
+        let s = DecodePlan::schedule(&c, &lengths, 132).unwrap();
+        let with = |r: usize, len: i32| {
+            let mut l = lengths;
+            l[r] = len;
+            s.first_uncovered(max_pages, &l)
+        };
+        assert_eq!(s.first_uncovered(max_pages, &lengths), None);
+        assert_eq!(with(0, lengths[0] - 1), None, "h_q {h_q}: same pages");
+        assert_eq!(with(2, lengths[2] - 30), None, "h_q {h_q}: same pages");
+        assert_eq!(with(3, 65), Some(3), "h_q {h_q}: last request grown");
+        assert_eq!(with(2, 64), Some(2), "h_q {h_q}: long request shrunk");
+        assert_eq!(
+            with(1, 64),
+            Some(1),
+            "h_q {h_q}: planned empty, now with pages"
+        );
+    }
 }
 
 #[test]

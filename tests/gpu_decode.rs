@@ -378,12 +378,11 @@ fn checked_api_reports_bad_page_ids_and_lengths() {
 
 /// A device length the plan was not built for is reported by the checked API where the
 /// plan's pieces cannot cover it (`plan::contradicts_plan`, which names the batch index
-/// the decode reports, here computed from the CPU schedule) or where the plan gave the
-/// request no pages (reported by the combine), on the 16-row kernel and on the 64-row
+/// the decode reports; `Schedule::first_uncovered` and `DecodePlan::covers` name the same
+/// on the CPU) or where the plan gave the request no pages (reported by the combine), on the 16-row kernel and on the 64-row
 /// seesaw kernels in both orders; a length of the plan's page count is not, and gives the
 /// output of a plan built for it, bit for bit.
 fn checked_api_reports_lengths_the_plan_cannot_cover() {
-    use etap_kernel::plan::contradicts_plan;
     use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
     use flashmla_etap::reference::{generate, MlaShape};
     use flashmla_etap::Error;
@@ -409,27 +408,8 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
         let config = DecodeConfig::new(lengths.len(), h_q, shape.max_pages).precision(precision);
         let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
         let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
-        let splits =
-            |r: i32| schedule.split_offsets[r as usize + 1] - schedule.split_offsets[r as usize];
         let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
         let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
-        // The smallest batch index the kernels report: a piece the device length
-        // contradicts, or a request planned empty whose device length has pages.
-        let flagged = |device: &[i32]| {
-            let mut bad: Vec<i32> = (0..device.len() as i32)
-                .filter(|&r| splits(r) == 0 && device[r as usize] > 0)
-                .collect();
-            for p in schedule.parts.iter().filter(|p| !p.is_idle()) {
-                for r in p.begin_req..=p.end_req {
-                    let split_idx = if r == p.begin_req { p.first_split } else { 0 };
-                    let (len, row) = (device[r as usize], shape.max_pages as u32);
-                    if contradicts_plan(p, r, len, row, split_idx, splits(r)) {
-                        bad.push(r);
-                    }
-                }
-            }
-            bad.into_iter().min()
-        };
         let mut grown = lengths.clone();
         grown[3] += 1; // one page more for the last request (64 tokens)
         let mut shrunk = lengths.clone();
@@ -441,7 +421,20 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
             ("shrunk", shrunk, 2),
             ("appeared", appeared, 1),
         ] {
-            assert_eq!(flagged(&device), Some(b), "{what}");
+            assert_eq!(
+                schedule.first_uncovered(shape.max_pages, &device),
+                Some(b),
+                "{what}"
+            );
+            match plan.covers(&device) {
+                Err(Error::InvalidArgument { rule, .. }) => {
+                    assert!(
+                        rule.contains(&format!("batch index {b}:")),
+                        "{what}: {rule}"
+                    )
+                }
+                other => panic!("{what}: covers gave {other:?}"),
+            }
             let sl = s.clone_htod(&device).unwrap();
             match decoder.decode_checked(&s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse) {
                 Err(Error::InvalidArgument {
@@ -461,7 +454,7 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
         let mut within = lengths.clone();
         within[0] -= 1;
         within[2] -= 30;
-        assert_eq!(flagged(&within), None);
+        plan.covers(&within).unwrap();
         let sl = s.clone_htod(&within).unwrap();
         decoder
             .decode_checked(&s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)
