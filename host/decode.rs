@@ -571,26 +571,7 @@ impl DecodePlan {
     /// block-table row, or the plan cannot cover one (the batch index is named), which is
     /// what [`Decoder::decode_checked`] would report for these lengths on the device.
     pub fn covers(&self, seqlens: &[i32]) -> Result<()> {
-        if seqlens.len() != self.config.batch {
-            return Err(Error::invalid(
-                "cache_seqlens",
-                format!(
-                    "has {} entries for batch {}",
-                    seqlens.len(),
-                    self.config.batch
-                ),
-            ));
-        }
-        let capacity = self.config.max_pages * PAGE_SIZE as usize;
-        if let Some(b) = seqlens.iter().position(|&l| l < 0 || l as usize > capacity) {
-            return Err(Error::invalid(
-                "cache_seqlens",
-                format!(
-                    "batch index {b}: {} is negative or exceeds max_pages·64 = {capacity}",
-                    seqlens[b]
-                ),
-            ));
-        }
+        check_lengths(&self.config, seqlens)?;
         match self
             .schedule
             .first_uncovered(self.config.max_pages, seqlens)
@@ -727,6 +708,31 @@ impl Schedule {
     }
 }
 
+/// Host lengths against `config`: `config.batch` of them, each in `0..=max_pages · 64`
+/// (the error names the batch index).
+fn check_lengths(config: &DecodeConfig, seqlens: &[i32]) -> Result<()> {
+    if seqlens.len() != config.batch {
+        return Err(Error::invalid(
+            "cache_seqlens",
+            format!("has {} entries for batch {}", seqlens.len(), config.batch),
+        ));
+    }
+    let capacity = config.max_pages.saturating_mul(PAGE_SIZE as usize);
+    match seqlens
+        .iter()
+        .position(|&len| len < 0 || len as usize > capacity)
+    {
+        Some(b) => Err(Error::invalid(
+            "cache_seqlens",
+            format!(
+                "cache_seqlens[{b}] = {} is not in 0..=max_pages·64 = {capacity}",
+                seqlens[b]
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// [`DecodePlan::validate_block_table`] without a plan (CPU only): checks the shapes
 /// (`seqlens` has `config.batch` entries, `block_table` has `batch · max_pages`, lengths in
 /// `0..=max_pages · 64`) and that every used entry of request `b` — pages
@@ -738,12 +744,7 @@ pub fn validate_block_table(
     block_table: &[i32],
     num_blocks: usize,
 ) -> Result<()> {
-    if seqlens.len() != config.batch {
-        return Err(Error::invalid(
-            "cache_seqlens",
-            format!("has {} entries for batch {}", seqlens.len(), config.batch),
-        ));
-    }
+    check_lengths(config, seqlens)?;
     let want = config.batch.saturating_mul(config.max_pages);
     if block_table.len() != want {
         return Err(Error::invalid(
@@ -758,15 +759,6 @@ pub fn validate_block_table(
     }
     let page = PAGE_SIZE as usize;
     for (b, &len) in seqlens.iter().enumerate() {
-        if len < 0 || len as usize > config.max_pages.saturating_mul(page) {
-            return Err(Error::invalid(
-                "cache_seqlens",
-                format!(
-                    "cache_seqlens[{b}] = {len} is not in 0..=max_pages·64 = {}",
-                    config.max_pages.saturating_mul(page)
-                ),
-            ));
-        }
         let used = (len as usize).div_ceil(page);
         let row = &block_table[b * config.max_pages..b * config.max_pages + used];
         if let Some((p, &id)) = row
