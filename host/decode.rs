@@ -662,6 +662,15 @@ impl Schedule {
         self.kv_evict_first(l2_bytes)
             && (self.rows_per_cta < MAX_ROWS_PER_CTA || (!self.split_p && self.row_chunks == 1))
     }
+    /// Whether the decode stores partial results as f16 with a power-of-two scale per row
+    /// and V half (the `_p16` kernels, `config::PARTIAL_SCALES_BYTE`) rather than f32, for
+    /// a cache of `dtype` and f32 output or not: on 64-row tiles that round P once, with
+    /// bf16 output. There the f16 rounding adds ~1.6 % to the variance of the output's own
+    /// bf16 rounding; f16 or f32 output, whose rounding is finer, and the split P keep f32
+    /// partial results.
+    pub fn partials_f16(&self, dtype: Dtype, out_f32: bool) -> bool {
+        self.rows_per_cta == MAX_ROWS_PER_CTA && !self.split_p && dtype == Dtype::Bf16 && !out_f32
+    }
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.
     pub fn kv_map_index(&self) -> usize {
@@ -698,9 +707,12 @@ impl Schedule {
     fn runs_pa_first_kernel(&self) -> bool {
         self.pa_first && !self.split_p
     }
-    /// The name of the decode kernel this plan launches for a cache of `dtype`.
-    pub fn decode_kernel_name(&self, dtype: Dtype) -> String {
-        if self.runs_pa_first_kernel() {
+    /// The name of the decode kernel this plan launches for a cache of `dtype` and f32
+    /// output or not.
+    pub fn decode_kernel_name(&self, dtype: Dtype, out_f32: bool) -> String {
+        if self.partials_f16(dtype, out_f32) {
+            p16_kernel_name(self.runs_pa_first_kernel())
+        } else if self.runs_pa_first_kernel() {
             pa_first_kernel_name(dtype)
         } else {
             decode_kernel_name(dtype, self.split_p, self.rows_per_cta)
@@ -817,6 +829,11 @@ struct Functions {
     decode_pa_first: [sys::CUfunction; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
     combine: [[sys::CUfunction; CombineKind::ALL.len()]; 2],
+    /// `[P_a-first]`: the bf16 64-row kernels with P rounded once and scaled f16 partial
+    /// results ([`p16_kernel_name`]).
+    decode_p16: [sys::CUfunction; 2],
+    /// `[CombineKind]`: their combine kernels ([`p16_combine_kernel_names`]).
+    combine_p16: [sys::CUfunction; CombineKind::ALL.len()],
 }
 
 /// The combine kernels, by how they spread a row's merge.
@@ -916,9 +933,18 @@ impl CombineLaunch {
 
 /// The combine kernels for `dtype`, in [`CombineKind::ALL`] order.
 pub(crate) fn combine_kernel_names(dtype: Dtype) -> [String; CombineKind::ALL.len()] {
-    let name = dtype_kernel(dtype).0;
+    combine_names(dtype_kernel(dtype).0)
+}
+
+/// The combine kernels of scaled f16 partial results (bf16 output), in
+/// [`CombineKind::ALL`] order.
+pub(crate) fn p16_combine_kernel_names() -> [String; CombineKind::ALL.len()] {
+    combine_names("bf16_p16")
+}
+
+fn combine_names(infix: &str) -> [String; CombineKind::ALL.len()] {
     ["_pair", "", "_medium", "_wide", "_sliced"]
-        .map(|suffix| format!("etap_combine_{name}{suffix}"))
+        .map(|suffix| format!("etap_combine_{infix}{suffix}"))
 }
 
 // SAFETY: the handles belong to the module that `Decoder::kernels` keeps loaded, and a
@@ -947,6 +973,17 @@ fn pa_first_kernel_name(dtype: Dtype) -> String {
     decode_kernel_name(dtype, false, SEESAW_ROWS) + "_pa_first"
 }
 
+/// The bf16 64-row decode kernel with P rounded once, in the P_a-first order or
+/// FlashMLA's, that writes scaled f16 partial results (`Schedule::partials_f16`).
+fn p16_kernel_name(pa_first: bool) -> String {
+    let name = if pa_first {
+        pa_first_kernel_name(Dtype::Bf16)
+    } else {
+        decode_kernel_name(Dtype::Bf16, false, SEESAW_ROWS)
+    };
+    name + "_p16"
+}
+
 impl Decoder {
     /// Loads the kernels on `gpu` and allows the decode kernels their shared memory.
     pub fn new(gpu: &Gpu) -> Result<Self> {
@@ -955,6 +992,8 @@ impl Decoder {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
             decode_pa_first: [std::ptr::null_mut(); 2],
             combine: [[std::ptr::null_mut(); CombineKind::ALL.len()]; 2],
+            decode_p16: [std::ptr::null_mut(); 2],
+            combine_p16: [std::ptr::null_mut(); CombineKind::ALL.len()],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
             let d = dtype_kernel(dtype).1;
@@ -971,6 +1010,14 @@ impl Decoder {
             for (k, kernel) in combine_kernel_names(dtype).iter().enumerate() {
                 functions.combine[d][k] = kernels.function(kernel)?;
             }
+        }
+        for pa_first in [false, true] {
+            let kernel = p16_kernel_name(pa_first);
+            kernels.set_max_dynamic_smem(&kernel, decode_smem_bytes(SEESAW_ROWS))?;
+            functions.decode_p16[usize::from(pa_first)] = kernels.function(&kernel)?;
+        }
+        for (k, kernel) in p16_combine_kernel_names().iter().enumerate() {
+            functions.combine_p16[k] = kernels.function(kernel)?;
         }
         // Every seesaw kernel has the same block and shared memory: ask for one.
         let pair = LaunchSpec {
@@ -1072,12 +1119,19 @@ impl Decoder {
             .position(|&rows| rows == sched.rows_per_cta)
             .ok_or_else(|| Error::Plan(format!("no kernel for {} rows", sched.rows_per_cta)))?;
         let comb = sched.combine;
-        let decode_fn = if sched.runs_pa_first_kernel() {
+        let f16_partials = sched.partials_f16(T::DTYPE, O::F32);
+        let decode_fn = if f16_partials {
+            self.functions.decode_p16[usize::from(sched.runs_pa_first_kernel())]
+        } else if sched.runs_pa_first_kernel() {
             self.functions.decode_pa_first[d]
         } else {
             self.functions.decode[d][usize::from(sched.split_p)][tile]
         };
-        let combine_fn = self.functions.combine[d][comb.kind as usize];
+        let combine_fn = if f16_partials {
+            self.functions.combine_p16[comb.kind as usize]
+        } else {
+            self.functions.combine[d][comb.kind as usize]
+        };
         let kv_map = sched.kv_map_index();
         let mut flags = if c.causal { FLAG_CAUSAL } else { 0 }
             | if O::F32 { FLAG_OUT_F32 } else { 0 }
@@ -1234,6 +1288,15 @@ mod tests {
                 );
             }
         }
+        for name in [false, true]
+            .map(p16_kernel_name)
+            .into_iter()
+            .chain(p16_combine_kernel_names())
+        {
+            assert!(entries.contains(&name.as_str()), "{name} is not a kernel");
+        }
+        assert_eq!(p16_kernel_name(true), "etap_decode_bf16_r64_pa_first_p16");
+        assert_eq!(p16_combine_kernel_names()[0], "etap_combine_bf16_p16_pair");
         // A single-rounding kernel has no suffix, a split-P one `_split`.
         assert_eq!(
             decode_kernel_name(Dtype::Bf16, false, 64),

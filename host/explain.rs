@@ -70,7 +70,7 @@ pub fn describe(p: &Point, precision: Precision, sm_count: u32, l2_bytes: u64) -
     let _ = writeln!(
         out,
         "  decode: {} ({}-row tiles, {} a KV head{}; {})",
-        s.decode_kernel_name(Dtype::Bf16),
+        s.decode_kernel_name(Dtype::Bf16, false),
         s.rows_per_cta,
         s.row_chunks,
         if s.pair_cluster().is_some() {
@@ -108,12 +108,17 @@ pub fn describe(p: &Point, precision: Precision, sm_count: u32, l2_bytes: u64) -
     );
     let _ = writeln!(
         out,
-        "  combine: {:?}{}",
+        "  combine: {:?}{}; partial results {}",
         s.combine.kind,
         if s.combine.slices > 1 {
             format!(", {} dim slices a row", s.combine.slices)
         } else {
             String::new()
+        },
+        if s.partials_f16(Dtype::Bf16, false) {
+            "f16 with a scale a row half for bf16 output, else f32"
+        } else {
+            "f32"
         }
     );
     let _ = writeln!(
@@ -190,7 +195,7 @@ mod tests {
             60 << 20,
         )
         .unwrap();
-        assert!(text.contains("decode: etap_decode_bf16_r64 (64-row tiles, 2 a KV head, launched in pair clusters"), "{text}");
+        assert!(text.contains("decode: etap_decode_bf16_r64_p16 (64-row tiles, 2 a KV head, launched in pair clusters"), "{text}");
         assert!(text.contains("FlashMLA's order"), "{text}");
         assert!(
             text.contains(
@@ -202,7 +207,10 @@ mod tests {
             text.contains("pieces: 80 (partitions: 52 of 1, 14 of 2); up to 5 a request"),
             "{text}"
         );
-        assert!(text.contains("combine: Medium"), "{text}");
+        assert!(
+            text.contains("combine: Medium; partial results f16 with a scale a row half"),
+            "{text}"
+        );
         assert!(
             text.contains("KV: 1208.0 MB, streamed evict-first"),
             "{text}"
@@ -244,8 +252,12 @@ mod tests {
                 let lengths = p.lengths();
                 let s =
                     DecodePlan::schedule(&p.config(&lengths, precision), &lengths, 132).unwrap();
-                for dtype in [Dtype::Bf16, Dtype::F16] {
-                    let name = s.decode_kernel_name(dtype);
+                for (dtype, out_f32) in [
+                    (Dtype::Bf16, false),
+                    (Dtype::Bf16, true),
+                    (Dtype::F16, false),
+                ] {
+                    let name = s.decode_kernel_name(dtype, out_f32);
                     assert!(
                         names.contains(&name.as_str()),
                         "{name} ({precision:?}, {})",

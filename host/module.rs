@@ -285,7 +285,7 @@ pub fn registers_of(report: &str, kernel: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{combine_kernel_names, CombineKind};
+    use crate::decode::{combine_kernel_names, p16_combine_kernel_names, CombineKind};
     use crate::reference::Dtype;
     use etap_kernel::config::{decode_threads, DECODE_THREADS, SEESAW_ROWS, SEESAW_THREADS};
 
@@ -328,8 +328,8 @@ mod tests {
             }
         }
         assert_eq!(
-            seesaw, 6,
-            "bf16/f16 × Fast (two orders) / Accurate seesaw kernels"
+            seesaw, 8,
+            "bf16/f16 × Fast (two orders) / Accurate seesaw kernels, + bf16 Fast with f16 partial results (two orders)"
         );
     }
 
@@ -402,8 +402,8 @@ mod tests {
             checked += 1;
         }
         assert_eq!(
-            checked, 14,
-            "bf16/f16 × 16/32/64 rows × Fast/Accurate, + P_a-first"
+            checked, 16,
+            "bf16/f16 × 16/32/64 rows × Fast/Accurate, + P_a-first, + bf16 f16-partial (two orders)"
         );
     }
 
@@ -426,8 +426,8 @@ mod tests {
             checked += 1;
         }
         assert_eq!(
-            checked, 6,
-            "bf16/f16 × Fast (two orders) / Accurate seesaw kernels"
+            checked, 8,
+            "bf16/f16 × Fast (two orders) / Accurate seesaw kernels, + bf16 f16-partial (two orders)"
         );
     }
 
@@ -552,13 +552,16 @@ mod tests {
                 found,
                 seesaw_source_counts(
                     name.ends_with("_split"),
-                    name.ends_with("_split") || name.ends_with("_pa_first")
+                    name.ends_with("_split") || name.contains("_pa_first")
                 ),
                 "{name}"
             );
             checked += 1;
         }
-        assert_eq!(checked, 6, "bf16/f16 × Fast (two orders) / Accurate");
+        assert_eq!(
+            checked, 8,
+            "bf16/f16 × Fast (two orders) / Accurate, + bf16 f16-partial (two orders)"
+        );
     }
 
     #[test]
@@ -583,11 +586,14 @@ mod tests {
         }
         // The combine kernels at the block size the decoder launches them with.
         let combine_threads = |name: &str| {
-            [Dtype::Bf16, Dtype::F16].into_iter().find_map(|dtype| {
-                let names = combine_kernel_names(dtype);
-                let k = names.iter().position(|n| n == name)?;
-                Some(CombineKind::ALL[k].threads())
-            })
+            [Dtype::Bf16, Dtype::F16]
+                .map(combine_kernel_names)
+                .into_iter()
+                .chain([p16_combine_kernel_names()])
+                .find_map(|names| {
+                    let k = names.iter().position(|n| n == name)?;
+                    Some(CombineKind::ALL[k].threads())
+                })
         };
         let mut checked = 0;
         for name in kernel_names() {

@@ -353,6 +353,37 @@ fn schedule_names_the_lengths_it_cannot_cover() {
     }
 }
 
+/// Scaled f16 partial results only where P is rounded once on 64-row tiles and the output
+/// is bf16: f16 or f32 output, the split P (Accurate) and the 16/32-row kernels keep f32.
+#[test]
+fn f16_partial_results_only_for_bf16_output_of_64_row_fast_plans() {
+    use flashmla_etap::decode::Precision;
+    use flashmla_etap::reference::Dtype;
+    let lengths = [8192; 4];
+    for (h_q, precision, f16) in [
+        (128, Precision::Fast, true),
+        (64, Precision::Fast, true),
+        (128, Precision::Accurate, false),
+        (16, Precision::Fast, false),
+        (32, Precision::Fast, false),
+    ] {
+        let c = DecodeConfig::new(4, h_q, 128).precision(precision);
+        let s = DecodePlan::schedule(&c, &lengths, 132).unwrap();
+        assert_eq!(
+            s.rows_per_cta == 64 && !s.split_p,
+            f16,
+            "h_q {h_q} {precision:?}"
+        );
+        assert_eq!(
+            s.partials_f16(Dtype::Bf16, false),
+            f16,
+            "h_q {h_q} {precision:?}"
+        );
+        assert!(!s.partials_f16(Dtype::Bf16, true), "h_q {h_q}: f32 output");
+        assert!(!s.partials_f16(Dtype::F16, false), "h_q {h_q}: f16 output");
+    }
+}
+
 #[test]
 fn schedule_reports_the_most_pieces_of_a_request() {
     // One request of 4K tokens (64 pages) over 132 partitions: one page a piece, so the

@@ -205,6 +205,70 @@ fn pair_clusters_change_no_bit() {
     println!("pair clusters: out and lse bitwise equal to separate CTAs (s_q 1 and 2)");
 }
 
+/// Where a plan keeps its partial results as scaled f16 (`Schedule::partials_f16`: Fast,
+/// 64-row tiles, bf16 output), the scale follows the values: a cache multiplied by 2^20
+/// (values past f16's 65504) or 2^-40 (below its smallest subnormal), with the softmax
+/// scale divided by the same power of two, gives the same scores and so, bit for bit, the
+/// output times that power and the same lse. Unscaled f16 partial results would overflow
+/// or flush to zero there. s_q 1 and 2, h_q 128, every request split.
+fn f16_partial_results_follow_the_cache_scale() {
+    use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
+    use flashmla_etap::reference::{generate, MlaShape};
+    use half::bf16;
+    let gpu = require_gpu!("f16_partial_results_follow_the_cache_scale");
+    let decoder = Decoder::new(&gpu).unwrap();
+    let s = gpu.stream.clone();
+    for s_q in [1, 2] {
+        let lengths = vec![30000, 8000, 4100, 20000];
+        let shape = MlaShape::for_lengths(s_q, 128, 1, 64, &lengths);
+        let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
+        let config = DecodeConfig::new(lengths.len(), 128, shape.max_pages)
+            .s_q(s_q)
+            .causal(s_q > 1)
+            .precision(Precision::Fast);
+        let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
+        assert!(
+            schedule.partials_f16(Dtype::Bf16, false)
+                && schedule.split_offsets.windows(2).all(|w| w[1] - w[0] > 1),
+            "s_q {s_q}: not a plan of split requests with f16 partial results"
+        );
+        let base_scale = config.softmax_scale;
+        let run = |gain: f32| {
+            let mut scaled = inputs.clone();
+            scaled.kv_cache.iter_mut().for_each(|x| *x *= gain);
+            let dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &scaled).unwrap();
+            let cache = KvCache::new(&gpu, &dev.kv_cache, shape.num_blocks, 1).unwrap();
+            let config = config.softmax_scale(base_scale / gain);
+            let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
+            decode_to_host(&decoder, &mut plan, &dev, &cache, &shape)
+        };
+        let base = run(1.0);
+        assert!(
+            base.0.iter().all(|x| x.is_finite()) && base.0.iter().any(|x| x.to_f32() != 0.0),
+            "s_q {s_q}: base output not finite or all zero"
+        );
+        for gain in [2f32.powi(20), 2f32.powi(-40)] {
+            let (out, lse) = run(gain);
+            let mismatches = out
+                .iter()
+                .zip(&base.0)
+                .filter(|(x, b)| x.to_bits() != bf16::from_f32(b.to_f32() * gain).to_bits())
+                .count();
+            assert_eq!(
+                mismatches, 0,
+                "s_q {s_q}, cache ×{gain:e}: {mismatches} outputs differ from the base × gain"
+            );
+            assert!(
+                lse.iter()
+                    .zip(&base.1)
+                    .all(|(x, b)| x.to_bits() == b.to_bits()),
+                "s_q {s_q}, cache ×{gain:e}: lse changed"
+            );
+        }
+    }
+    println!("f16 partial results: outputs scale with the cache by 2^20 and 2^-40, bit for bit");
+}
+
 /// Consecutive calls on one stream stay ordered although each kernel starts while the one
 /// before it finishes (programmatic dependent launch): a call whose requests are split
 /// many times (its combine writes `out` late), then one whose requests are not split (its
@@ -480,7 +544,7 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
         );
         println!(
             "h_q {h_q} {precision:?} ({}): grown, shrunk and appeared lengths reported, lengths within the plan's pages exact",
-            schedule.decode_kernel_name(Dtype::Bf16)
+            schedule.decode_kernel_name(Dtype::Bf16, false)
         );
     }
 }
@@ -514,6 +578,7 @@ test_main!(
     beyond_the_l2,
     graph_replay_equals_eager,
     pair_clusters_change_no_bit,
+    f16_partial_results_follow_the_cache_scale,
     back_to_back_calls_stay_ordered,
     checked_api_reports_bad_page_ids_and_lengths,
     checked_api_reports_lengths_the_plan_cannot_cover,

@@ -12,9 +12,13 @@
 //! - `_sliced`: the wide kernel over one slice of a row's dims (grid z slices,
 //!   `COMBINE_MAX_DIM_SLICES` at most): a group is then 128 / slices threads, and a CTA's
 //!   512 threads make that many more groups.
+//!
+//! The `_p16` kernels (bf16 only) read the 64-row decode's scaled f16 partial results
+//! (`config::PARTIAL_SCALES_BYTE`), the others f32 ones.
 use crate::config::{
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_PAIR_MAX_SPLITS,
     COMBINE_WIDE_GROUPS, D_V, ERROR_EMPTY_PLANNED, ERROR_WORDS, FLAG_DROP_PARTIALS, FLAG_OUT_F32,
+    PARTIAL_ROW_BYTES, PARTIAL_SCALES_BYTE, PARTIAL_SCALE_DIMS,
 };
 use crate::element::{Bf16, Element, F16};
 use crate::ptx::cache::{self, L2_LINE_BYTES};
@@ -27,6 +31,10 @@ const CHUNK: u32 = 4;
 const NARROW_CHUNKS: usize = (D_V / (32 * CHUNK)) as usize;
 /// Chunks of a row a medium thread merges.
 const MEDIUM_CHUNKS: usize = (D_V / (COMBINE_MEDIUM_TEAM * CHUNK)) as usize;
+/// Partial results a narrow thread loads before merging them: all of a request's.
+const NARROW_BATCH: usize = COMBINE_NARROW_MAX_SPLITS as usize;
+/// The same for the `_pair` kernels.
+const PAIR_BATCH: usize = COMBINE_PAIR_MAX_SPLITS as usize;
 /// Partial results a medium thread loads before merging them.
 const MEDIUM_BATCH: usize = 8;
 /// Partial results a wide group's thread (one chunk) loads before merging them.
@@ -37,9 +45,12 @@ const WIDE_BATCH: usize = 8;
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
 struct F32x4([f32; CHUNK as usize]);
-/// One chunk of 16-bit dims as a single 8-byte store.
+/// One chunk of 16-bit dims as a single 8-byte access.
 #[repr(C, align(8))]
 struct Packed4([u32; 2]);
+/// A scaled f16 partial row's two scales as a single 8-byte load.
+#[repr(C, align(8))]
+struct F32x2([f32; 2]);
 
 /// The kernels' arguments.
 #[derive(Clone, Copy)]
@@ -116,11 +127,13 @@ unsafe fn enter(a: &Args, r: u32, publishes_errors: bool) -> Option<(i32, i32)> 
 /// max (the sums rescaled when it rises), so the O loads do not wait for a separate pass
 /// over the lse values.
 ///
+/// `P16`: the partial results are scaled f16 (the `_p16` kernels), else f32.
+///
 /// With `FLAG_DROP_PARTIALS` the partial results' L2 lines are dropped once read: the next
 /// call's KV stream would otherwise write them back to memory, between its reads. The
 /// lanes that read a line are in one warp, so it is dropped after a warp barrier.
 #[inline(always)]
-unsafe fn merge<const C: usize, const BATCH: usize>(
+unsafe fn merge<const C: usize, const BATCH: usize, const P16: bool>(
     a: &Args,
     p: &Part,
     first: i32,
@@ -131,29 +144,68 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
     let rows = a.s_q * a.h_q;
     let slot_row = |i: i32| (first + i) as u32 * rows + p.row;
     let slot_lse = |i: i32| *a.lse_accum.add(slot_row(i) as usize);
-    // Chunk c's first dim, and its address in partial result `i` (16-byte aligned: D_V and
-    // the dims are multiples of 4, and the host allocates `o_accum` aligned).
+    // Partial results as scaled f16 (`P16`) or f32, in rows of `PARTIAL_ROW_BYTES`; a chunk
+    // is 8 or 16 bytes, aligned as such (D_V and the dims are multiples of 4, and the host
+    // allocates `o_accum` aligned).
+    let elem_bytes = if P16 { 2 } else { 4 };
     let chunk_dim = |c: usize| p.dim0 + c as u32 * p.stride;
-    let chunk_at = |i: i32, c: usize| {
-        a.o_accum
-            .wrapping_add((slot_row(i) * D_V + chunk_dim(c)) as usize)
+    let row_at = |i: i32| {
+        (a.o_accum as *const u8).wrapping_add(slot_row(i) as usize * PARTIAL_ROW_BYTES as usize)
     };
-    let slot_o = |i: i32, c: usize| (*(chunk_at(i, c) as *const F32x4)).0;
+    let chunk_at = |i: i32, c: usize| {
+        if P16 {
+            row_at(i).wrapping_add((chunk_dim(c) * elem_bytes) as usize)
+        } else {
+            a.o_accum
+                .wrapping_add((slot_row(i) * D_V + chunk_dim(c)) as usize)
+                .cast()
+        }
+    };
+    let slot_o = |i: i32, c: usize| {
+        if P16 {
+            let Packed4(h) = *(chunk_at(i, c) as *const Packed4);
+            [
+                h[0] as u16,
+                (h[0] >> 16) as u16,
+                h[1] as u16,
+                (h[1] >> 16) as u16,
+            ]
+            .map(F16::to_f32)
+        } else {
+            (*(chunk_at(i, c) as *const F32x4)).0
+        }
+    };
+    // The scale of each chunk's half (f16 partial results only).
+    let slot_scales = |i: i32| {
+        let [low, high] =
+            (*(row_at(i).wrapping_add(PARTIAL_SCALES_BYTE as usize) as *const F32x2)).0;
+        core::array::from_fn::<f32, C, _>(|c| {
+            if chunk_dim(c) < PARTIAL_SCALE_DIMS {
+                low
+            } else {
+                high
+            }
+        })
+    };
     let mut m = Merged {
         max: f32::NEG_INFINITY,
         total: 0.0,
         acc: [[0.0; CHUNK as usize]; C],
     };
     let discard = a.flags & FLAG_DROP_PARTIALS != 0;
-    let dims_per_line = L2_LINE_BYTES / core::mem::size_of::<f32>() as u32;
+    let dims_per_line = L2_LINE_BYTES / elem_bytes;
     let mut i = i0;
     while i < splits {
         let mut lse_batch = [f32::NEG_INFINITY; BATCH];
         let mut o_batch = [[[0.0f32; CHUNK as usize]; C]; BATCH];
+        let mut scale_batch = [[0.0f32; C]; BATCH];
         for k in 0..BATCH {
             let ik = i + stride * k as i32;
             if ik < splits {
                 lse_batch[k] = slot_lse(ik);
+                if P16 {
+                    scale_batch[k] = slot_scales(ik);
+                }
                 for (c, o) in o_batch[k].iter_mut().enumerate() {
                     *o = slot_o(ik, c);
                 }
@@ -170,8 +222,9 @@ unsafe fn merge<const C: usize, const BATCH: usize>(
                 let w = math::exp2((lse_batch[k] - m.max) * LOG2_E);
                 m.total += w;
                 for c in 0..C {
+                    let wc = if P16 { w * scale_batch[k][c] } else { w };
                     for d in 0..CHUNK as usize {
-                        m.acc[c][d] += w * o_batch[k][c][d];
+                        m.acc[c][d] += wc * o_batch[k][c][d];
                     }
                 }
             }
@@ -236,9 +289,10 @@ impl<const C: usize> Merged<C> {
 
 /// Narrow and medium combine body: grid (ceil(s_q·h_q / rows a CTA), batch), a row for
 /// each `D_V / (C · 4)` threads of the CTA, each thread over `C` chunks of 4 dims (one
-/// 16-byte load of a partial result each), `BATCH` partial results loaded at once.
+/// 16-byte load of a partial result each, 8-byte if `P16`), `BATCH` partial results
+/// loaded at once.
 #[inline(always)]
-unsafe fn combine_rows<T: Element, const C: usize, const BATCH: usize>(a: &Args) {
+unsafe fn combine_rows<T: Element, const C: usize, const BATCH: usize, const P16: bool>(a: &Args) {
     let r = ids::block_y();
     let Some((first, splits)) = enter(a, r, ids::block_x() == 0 && r == 0) else {
         return;
@@ -255,14 +309,14 @@ unsafe fn combine_rows<T: Element, const C: usize, const BATCH: usize>(a: &Args)
         dim0: t * CHUNK,
         stride: team * CHUNK,
     };
-    merge::<C, BATCH>(a, &p, first, splits, 0, 1).store::<T>(a, &p, t == 0);
+    merge::<C, BATCH, P16>(a, &p, first, splits, 0, 1).store::<T>(a, &p, t == 0);
 }
 
 /// Wide combine body: grid (s_q·h_q, batch, dim slices), `COMBINE_WIDE_GROUPS` ·
 /// `COMBINE_GROUP_THREADS` threads; `SLICED`: the grid's z slices a row's dims (else it
-/// is 1).
+/// is 1); `P16`: scaled f16 partial results.
 #[inline(always)]
-unsafe fn combine_wide<T: Element, const SLICED: bool>(a: &Args) {
+unsafe fn combine_wide<T: Element, const SLICED: bool, const P16: bool>(a: &Args) {
     let (row, r) = (ids::block_x(), ids::block_y());
     let (slices, slice) = if SLICED {
         (ids::grid_z(), ids::block_z())
@@ -282,7 +336,7 @@ unsafe fn combine_wide<T: Element, const SLICED: bool>(a: &Args) {
         dim0: slice * dims + t * CHUNK,
         stride: 0,
     };
-    let mut m = merge::<1, WIDE_BATCH>(a, &p, first, splits, group as i32, groups as i32);
+    let mut m = merge::<1, WIDE_BATCH, P16>(a, &p, first, splits, group as i32, groups as i32);
     // Shared memory: per group its max, its sum of weights, then its weighted dims.
     let base = smem::base();
     let max_at = |g: u32| base + 4 * g;
@@ -349,14 +403,19 @@ macro_rules! combine_kernels {
 }
 
 combine_kernels! {
-    etap_combine_bf16 combine_rows::<Bf16, NARROW_CHUNKS, { COMBINE_NARROW_MAX_SPLITS as usize }>;
-    etap_combine_f16 combine_rows::<F16, NARROW_CHUNKS, { COMBINE_NARROW_MAX_SPLITS as usize }>;
-    etap_combine_bf16_pair combine_rows::<Bf16, NARROW_CHUNKS, { COMBINE_PAIR_MAX_SPLITS as usize }>;
-    etap_combine_f16_pair combine_rows::<F16, NARROW_CHUNKS, { COMBINE_PAIR_MAX_SPLITS as usize }>;
-    etap_combine_bf16_medium combine_rows::<Bf16, MEDIUM_CHUNKS, MEDIUM_BATCH>;
-    etap_combine_f16_medium combine_rows::<F16, MEDIUM_CHUNKS, MEDIUM_BATCH>;
-    etap_combine_bf16_wide combine_wide::<Bf16, false>;
-    etap_combine_f16_wide combine_wide::<F16, false>;
-    etap_combine_bf16_sliced combine_wide::<Bf16, true>;
-    etap_combine_f16_sliced combine_wide::<F16, true>;
+    etap_combine_bf16 combine_rows::<Bf16, NARROW_CHUNKS, NARROW_BATCH, false>;
+    etap_combine_f16 combine_rows::<F16, NARROW_CHUNKS, NARROW_BATCH, false>;
+    etap_combine_bf16_pair combine_rows::<Bf16, NARROW_CHUNKS, PAIR_BATCH, false>;
+    etap_combine_f16_pair combine_rows::<F16, NARROW_CHUNKS, PAIR_BATCH, false>;
+    etap_combine_bf16_medium combine_rows::<Bf16, MEDIUM_CHUNKS, MEDIUM_BATCH, false>;
+    etap_combine_f16_medium combine_rows::<F16, MEDIUM_CHUNKS, MEDIUM_BATCH, false>;
+    etap_combine_bf16_wide combine_wide::<Bf16, false, false>;
+    etap_combine_f16_wide combine_wide::<F16, false, false>;
+    etap_combine_bf16_sliced combine_wide::<Bf16, true, false>;
+    etap_combine_f16_sliced combine_wide::<F16, true, false>;
+    etap_combine_bf16_p16 combine_rows::<Bf16, NARROW_CHUNKS, NARROW_BATCH, true>;
+    etap_combine_bf16_p16_pair combine_rows::<Bf16, NARROW_CHUNKS, PAIR_BATCH, true>;
+    etap_combine_bf16_p16_medium combine_rows::<Bf16, MEDIUM_CHUNKS, MEDIUM_BATCH, true>;
+    etap_combine_bf16_p16_wide combine_wide::<Bf16, false, true>;
+    etap_combine_bf16_p16_sliced combine_wide::<Bf16, true, true>;
 }

@@ -212,6 +212,18 @@ pub const FLAG_KV_HALF_BOXES: u32 = 8;
 /// 64-row kernel) the drops only lengthen the combine (Fast h_q 128, 4K-64K: up to 2 %
 /// slower).
 pub const FLAG_DROP_PARTIALS: u32 = 16;
+/// Bytes of a partial result row's slot: `D_V` f32. The `_p16` decode and combine kernels
+/// (plans on 64-row tiles that round P once, with bf16 output: `Schedule::partials_f16`)
+/// store and load partial results as f16 with a power-of-two scale per row and V half
+/// instead, about half the bytes: the f16 dims fill the slot's first half, the scales
+/// follow at [`PARTIAL_SCALES_BYTE`]. Their rounding (11 significant bits) adds ~1.6 % to
+/// the variance of the bf16 output's own.
+pub const PARTIAL_ROW_BYTES: u32 = D_V * 4;
+/// Byte offset, within a partial row's slot, of an f16 row's two scales ([f32; 2], the dims
+/// below `D_V / 2` and from it): a value times its half's scale is the partial result.
+pub const PARTIAL_SCALES_BYTE: u32 = D_V * 2;
+/// V dims that share one scale of an f16 partial row (a 64-row kernel's warpgroup's dims).
+pub const PARTIAL_SCALE_DIMS: u32 = D_V / 2;
 
 /// Column blocks that a transposed kernel's stage refills and hands back together: a
 /// block group, with a "full" and an "empty" mbarrier of its own per stage. Sᵀ starts on
@@ -298,6 +310,8 @@ pub const SEESAW_ROWS: u32 = 64;
 pub const SEESAW_CLUSTER_CTAS: u32 = 2;
 /// V dims of O held by each consumer warpgroup of a seesaw CTA (an m64n256 accumulator).
 pub const SEESAW_HALF_DV: u32 = D_V / CONSUMER_WARPGROUPS;
+// A scaled f16 partial row's halves are the 64-row kernels' warpgroups' dims.
+const _: () = assert!(PARTIAL_SCALE_DIMS == SEESAW_HALF_DV);
 /// Column blocks of V (and K) each seesaw warpgroup reads in O += P·V.
 pub const SEESAW_V_BLOCKS: u32 = SEESAW_HALF_DV / COL_BLOCK;
 

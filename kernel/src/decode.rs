@@ -727,26 +727,43 @@ pub const B16_BYTES: u64 = core::mem::size_of::<u16>() as u64;
 
 /// Where a piece's output elements go: `out` when the request is not split, else its
 /// partial results. Partial results and f32 output take 4-byte elements (`wide`), 16-bit
-/// output 2-byte ones; element `i` lies at `base + i · elem_bytes`.
+/// output 2-byte ones, and a kernel with f16 partial results writes them as scaled f16
+/// (`f16_partial`) in their f32 rows' slots; element `d` of row `i` lies at
+/// `base + (i · row_elems + d) · elem_bytes`.
 pub struct OutputTarget {
     pub base: u64,
+    pub row_elems: u32,
     pub elem_bytes: u64,
     pub wide: bool,
+    pub f16_partial: bool,
 }
 
 impl OutputTarget {
-    /// The target of a piece whose request is not split (`final_out`) or is.
+    /// The target of a piece whose request is not split (`final_out`) or is, from a kernel
+    /// whose partial results are scaled f16 (`f16_partials`) or f32.
     #[inline(always)]
-    pub fn of(a: &DecodeArgs, final_out: bool) -> OutputTarget {
-        let wide = !final_out || a.flags & FLAG_OUT_F32 != 0;
+    pub fn of(a: &DecodeArgs, final_out: bool, f16_partials: bool) -> OutputTarget {
+        let f16_partial = !final_out && f16_partials;
+        let wide = if final_out {
+            a.flags & FLAG_OUT_F32 != 0
+        } else {
+            !f16_partial
+        };
+        let elem_bytes = if wide { F32_BYTES } else { B16_BYTES };
         OutputTarget {
             base: if final_out {
                 a.out as u64
             } else {
                 a.o_accum as u64
             },
-            elem_bytes: if wide { F32_BYTES } else { B16_BYTES },
+            row_elems: if f16_partial {
+                PARTIAL_ROW_BYTES / B16_BYTES as u32
+            } else {
+                D_V
+            },
+            elem_bytes,
             wide,
+            f16_partial,
         }
     }
 }
@@ -778,7 +795,8 @@ unsafe fn store_output<T: Element, S: MmaShape, O: MmaShape>(
         base,
         elem_bytes,
         wide,
-    } = OutputTarget::of(a, final_out);
+        ..
+    } = OutputTarget::of(a, final_out, false);
     // Per owned column c = 2j + e (column 8j + 2(lane%4) + e): the element offset of its
     // output row (u32::MAX past the last row), 1/l, and its lse.
     let mut row_at = [u32::MAX; MAX_COLS_PER_THREAD];
@@ -957,17 +975,21 @@ use crate::seesaw;
 // transposed one. `_split`: P split into two 16-bit terms (`Precision::Accurate` on the
 // host, and `Fast` on 16-row tiles over long shares: `plan::split_p_for`); the transposed
 // tiles stack the low half as N more columns of Pᵀ. `_pa_first`: the 64-row pairs with P
-// rounded once in the split kernel's order (`plan::seesaw_pa_first`). Kernels of their
-// own rather than a flag: a run-time branch around the wgmma batches makes ptxas spill the
-// accumulators, and one between the two seesaw orders made the kernel 2-30 % slower
-// (H200, thirty-fifth session).
+// rounded once in the split kernel's order (`plan::seesaw_pa_first`). `_p16`: the 64-row
+// kernels with P rounded once writing scaled f16 partial results, for bf16 output
+// (`Schedule::partials_f16`). Kernels of their own rather than a flag: a run-time branch
+// around the wgmma batches makes ptxas spill the accumulators, and one between the two
+// seesaw orders made the kernel 2-30 % slower (H200, thirty-fifth session); a run-time
+// f16 store path cost the f32 one 1-3 % (forty-eighth).
 decode_kernels! {
-    etap_decode_bf16_r64 => seesaw::decode::<Bf16, false, false>;
-    etap_decode_f16_r64 => seesaw::decode::<F16, false, false>;
-    etap_decode_bf16_r64_pa_first => seesaw::decode::<Bf16, false, true>;
-    etap_decode_f16_r64_pa_first => seesaw::decode::<F16, false, true>;
-    etap_decode_bf16_r64_split => seesaw::decode::<Bf16, true, true>;
-    etap_decode_f16_r64_split => seesaw::decode::<F16, true, true>;
+    etap_decode_bf16_r64 => seesaw::decode::<Bf16, false, false, false>;
+    etap_decode_f16_r64 => seesaw::decode::<F16, false, false, false>;
+    etap_decode_bf16_r64_pa_first => seesaw::decode::<Bf16, false, true, false>;
+    etap_decode_f16_r64_pa_first => seesaw::decode::<F16, false, true, false>;
+    etap_decode_bf16_r64_split => seesaw::decode::<Bf16, true, true, false>;
+    etap_decode_f16_r64_split => seesaw::decode::<F16, true, true, false>;
+    etap_decode_bf16_r64_p16 => seesaw::decode::<Bf16, false, false, true>;
+    etap_decode_bf16_r64_pa_first_p16 => seesaw::decode::<Bf16, false, true, true>;
     etap_decode_bf16_r16 => decode::<Bf16, N8, N8>;
     etap_decode_bf16_r32 => decode::<Bf16, N16, N16>;
     etap_decode_f16_r16 => decode::<F16, N8, N8>;

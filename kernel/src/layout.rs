@@ -144,6 +144,34 @@ pub const fn p_rows_store_coord(thread: u32, kk: u32) -> (u32, u32) {
     (16 * warp + 8 * (q % 2) + lane % 8, 16 * kk + 8 * (q / 2))
 }
 
+/// Exponent of the largest power of two an f16 partial row half is scaled to: its largest
+/// magnitude lands in [2^14, 2^15), below f16's largest finite value (65504) and with every
+/// value that matters at its relative size above f16's smallest normal (2^-14).
+pub const F16_PARTIAL_TOP_EXP: i32 = 14;
+
+/// The power of two `k` an f16 partial row half whose largest magnitude is `max_abs` is
+/// stored divided by (`max_abs` · 2^-k in [2^14, 2^15)), clamped to [-126, 126] so that 2^k
+/// and 2^-k are both normal f32. An infinite `max_abs` gives 114: the row's infinities stay
+/// infinite, and its NaNs NaN.
+#[inline(always)]
+pub const fn f16_partial_scale_exp(max_abs: f32) -> i32 {
+    let exp = ((max_abs.to_bits() >> 23) & 0xff) as i32 - 127;
+    let k = exp - F16_PARTIAL_TOP_EXP;
+    if k < -126 {
+        -126
+    } else if k > 126 {
+        126
+    } else {
+        k
+    }
+}
+
+/// 2^k as an f32, for `k` in [-126, 127].
+#[inline(always)]
+pub const fn pow2(k: i32) -> f32 {
+    f32::from_bits(((k + 127) as u32) << 23)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +200,33 @@ mod tests {
             }
             assert_eq!(seen, [1; 16], "column lanes {q} mod 4");
         }
+    }
+
+    /// Every row half's largest magnitude, scaled, lies in [2^14, 2^15) (f16's largest
+    /// finite value is 65504, its smallest normal 2^-14), unless the clamp keeps 2^-k a
+    /// normal f32 (magnitudes below 2^-112); the scale and its inverse are exact powers of two.
+    #[test]
+    fn f16_partial_scales_keep_a_row_half_in_f16_range() {
+        let mut bits = 0u32;
+        while bits < 0x7f80_0000 {
+            let top = f32::from_bits(bits);
+            let k = f16_partial_scale_exp(top);
+            assert!((-126..=126).contains(&k), "{top:e}: k {k}");
+            assert_eq!(pow2(k) * pow2(-k), 1.0);
+            assert!(pow2(k).is_normal() && pow2(-k).is_normal());
+            let scaled = top * pow2(-k);
+            assert!(scaled < 32768.0, "{top:e} scaled to {scaled:e}");
+            if top >= pow2(-112) {
+                assert!(scaled >= 16384.0, "{top:e} scaled to {scaled:e}");
+            }
+            bits += 0x1357;
+        }
+        assert_eq!(f16_partial_scale_exp(0.0), -126);
+        assert_eq!(f16_partial_scale_exp(f32::MAX), 113);
+        let k = f16_partial_scale_exp(f32::INFINITY);
+        assert_eq!(f32::INFINITY * pow2(-k), f32::INFINITY);
+        assert_eq!(pow2(127), 2f32.powi(127));
+        assert_eq!(pow2(-126), f32::MIN_POSITIVE);
     }
 
     #[test]

@@ -54,10 +54,10 @@
 //! thread.
 use crate::config::*;
 use crate::decode::{enter, row_lse, DecodeArgs, OutputTarget, B16_BYTES, F32_BYTES};
-use crate::element::Element;
+use crate::element::{Element, F16};
 use crate::layout::{
-    a_fragment_pair, acc_coord, desc_add, p_rows_store_coord, smem_desc, swizzled_offset, Major,
-    SWIZZLE_ROW_BYTES,
+    a_fragment_pair, acc_coord, desc_add, f16_partial_scale_exp, p_rows_store_coord, pow2,
+    smem_desc, swizzled_offset, Major, SWIZZLE_ROW_BYTES,
 };
 use crate::plan::{clamped_piece, contradicts_plan, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
@@ -90,10 +90,20 @@ type PFragment = [[u32; 4]; 4];
 
 /// The seesaw decode kernel body for element type `T` (one CTA: 64 query rows of one KV
 /// head over one partition of the plan); `SPLIT_P`: P split into P_hi + P_lo; `PA_FIRST`:
-/// the pairs in the P_a-first order (required with `SPLIT_P`), else in FlashMLA's.
+/// the pairs in the P_a-first order (required with `SPLIT_P`), else in FlashMLA's;
+/// `F16_PARTIALS`: partial results as scaled f16 (`config::PARTIAL_SCALES_BYTE`), else f32
+/// (P rounded once only).
 #[inline(always)]
-pub unsafe fn decode<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(a: &DecodeArgs) {
+pub unsafe fn decode<
+    T: Element,
+    const SPLIT_P: bool,
+    const PA_FIRST: bool,
+    const F16_PARTIALS: bool,
+>(
+    a: &DecodeArgs,
+) {
     const { assert!(PA_FIRST || !SPLIT_P) };
+    const { assert!(!(SPLIT_P && F16_PARTIALS)) };
     let lay = SeesawSmem::new();
     let base = smem::base();
     let Some(part) = enter(a, |part| {
@@ -129,7 +139,7 @@ pub unsafe fn decode<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(a: &
         scale_log2: a.softmax_scale * LOG2_E,
         policy: tma::l2_policy(a.flags & FLAG_KV_EVICT_FIRST != 0),
     };
-    consume::<T, SPLIT_P, PA_FIRST>(&c, &part);
+    consume::<T, SPLIT_P, PA_FIRST, F16_PARTIALS>(&c, &part);
     griddep::launch_dependents();
 }
 
@@ -731,7 +741,15 @@ impl State {
 /// Consumer warpgroup: for each request piece of the partition, the attention of the CTA's
 /// 64 query rows over the piece's pages, then this warpgroup's 256 dims of the output.
 #[inline(always)]
-unsafe fn consume<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(c: &Cta, part: &PartWork) {
+unsafe fn consume<
+    T: Element,
+    const SPLIT_P: bool,
+    const PA_FIRST: bool,
+    const F16_PARTIALS: bool,
+>(
+    c: &Cta,
+    part: &PartWork,
+) {
     let a = c.a;
     let consumers = NamedBarrier::Consumers as u32;
     let rows_total = a.s_q * c.heads_per_kv;
@@ -883,7 +901,7 @@ unsafe fn consume<T: Element, const SPLIT_P: bool, const PA_FIRST: bool>(c: &Cta
         ];
         let m = c.rows_f32(|row| c.m_at(row));
         let split_idx = c.split_index(part, r);
-        store_output::<T>(
+        store_output::<T, F16_PARTIALS>(
             c,
             &s.o,
             m,
@@ -1246,10 +1264,11 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
 
 /// Writes this warpgroup's 256 dims of the normalised O rows and, from warpgroup 0, the
 /// rows' lse: straight to `out`/`lse` when the request is not split, else to its partial
-/// slot `slot`. The elements go out as guarded stores, without a branch (see `ptx::global`).
+/// slot `slot` (as f16 with a scale per row and warpgroup if `F16_PARTIALS`). The
+/// elements go out as guarded stores, without a branch (see `ptx::global`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn store_output<T: Element>(
+unsafe fn store_output<T: Element, const F16_PARTIALS: bool>(
     c: &Cta,
     o: &OutHalf,
     m: [f32; 2],
@@ -1264,9 +1283,11 @@ unsafe fn store_output<T: Element>(
     let rows_per_req = a.s_q * a.h_q;
     let OutputTarget {
         base,
+        row_elems,
         elem_bytes,
         wide,
-    } = OutputTarget::of(a, final_out);
+        f16_partial,
+    } = OutputTarget::of(a, final_out, F16_PARTIALS);
     for h in 0..2 {
         let valid = c.row0 + c.rows[h] < rows_total;
         let (sq, hq) = c.query_of(c.rows[h]);
@@ -1279,7 +1300,35 @@ unsafe fn store_output<T: Element>(
                 *a.lse_accum.add(req_row as usize) = lse;
             }
         }
-        let inv = if l[h] > 0.0 { 1.0 / l[h] } else { 0.0 };
+        let mut inv = if l[h] > 0.0 { 1.0 / l[h] } else { 0.0 };
+        if f16_partial {
+            // The row's largest magnitude in this warpgroup's dims (the row's 4 lanes) sets
+            // the power of two its f16 values are stored divided by.
+            let mut top = [0.0f32; 2];
+            for j in 0..(SEESAW_HALF_DV / 8) as usize {
+                for (e, t) in top.iter_mut().enumerate() {
+                    *t = t.max(o[4 * j + 2 * h + e].abs());
+                }
+            }
+            let top = top[0].max(top[1]);
+            let top = top.max(warp::shfl_xor(top, 1));
+            let top = top.max(warp::shfl_xor(top, 2));
+            let k = f16_partial_scale_exp(top * inv);
+            inv *= pow2(-k);
+            let row_base = base + (req_row * row_elems) as u64 * elem_bytes;
+            global::st_f32_if(
+                valid && c.lane % 4 == 0,
+                row_base + PARTIAL_SCALES_BYTE as u64 + c.wg as u64 * F32_BYTES,
+                pow2(k),
+            );
+        }
+        let pack = |x: f32, y: f32| {
+            if f16_partial {
+                F16::pack2(x, y)
+            } else {
+                T::pack2(x, y)
+            }
+        };
         // The row's 256 dims in spans of 16 (two 8-dim groups j, j+1 of the fragment), each
         // lane storing 4 contiguous elements (16 or 8 bytes) of a span: the four lanes of
         // the row swap element pairs in two shuffles, so that a warp's store covers 8 rows
@@ -1293,7 +1342,7 @@ unsafe fn store_output<T: Element>(
             group + 2 * (q % 2) + (q / 2) % 2,
             group + 2 * (q % 2) + (1 + q / 2) % 2,
         ];
-        let first = req_row * D_V + c.wg * SEESAW_HALF_DV + 4 * q;
+        let first = req_row * row_elems + c.wg * SEESAW_HALF_DV + 4 * q;
         let row_addr = base + first as u64 * elem_bytes;
         for m in 0..(SEESAW_HALF_DV / 16) as usize {
             let pair = |j: usize| [o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv];
@@ -1317,7 +1366,7 @@ unsafe fn store_output<T: Element>(
             global::st_v2_b32_if(
                 valid && !wide,
                 row_addr + span * B16_BYTES,
-                [T::pack2(x[0], x[1]), T::pack2(y[0], y[1])],
+                [pack(x[0], x[1]), pack(y[0], y[1])],
             );
         }
     }
