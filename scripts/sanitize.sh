@@ -14,7 +14,7 @@
 #                                /usr/local/cuda*/bin, then the bundle's dist/sanitizer/bin/)
 #   ETAP_SANITIZE_TOOLS          tools to run (default "memcheck racecheck synccheck initcheck")
 #   ETAP_SANITIZE_DECODE_TESTS   gpu_decode test filters (default "decode_smoke graph_replay
-#                                checked_api decode_grid pair_clusters back_to_back beyond_the_l2")
+#                                checked_api decode_grid pair_clusters back_to_back beyond_the_l2 f16_partial")
 #   ETAP_SANITIZE_RACECHECK_DECODE_TESTS
 #                                the same for racecheck, which is much slower
 #                                (default "decode_smoke")
@@ -62,7 +62,7 @@ for b in gpu_primitives gpu_decode; do
 done
 
 tools="${ETAP_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}"
-decode_tests="${ETAP_SANITIZE_DECODE_TESTS:-decode_smoke graph_replay checked_api decode_grid pair_clusters back_to_back beyond_the_l2}"
+decode_tests="${ETAP_SANITIZE_DECODE_TESTS:-decode_smoke graph_replay checked_api decode_grid pair_clusters back_to_back beyond_the_l2 f16_partial}"
 race_decode_tests="${ETAP_SANITIZE_RACECHECK_DECODE_TESTS:-decode_smoke}"
 limit="${ETAP_SANITIZE_TIMEOUT:-900}"
 logs="${ETAP_SANITIZE_LOGS:-$dist/sanitize-logs}"
