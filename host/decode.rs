@@ -17,8 +17,8 @@ use etap_kernel::config::{
     COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V,
     ERROR_BUFFER_WORDS, ERROR_EMPTY_PLANNED, ERROR_LENGTH, ERROR_PAGE_ID, ERROR_PLAN, ERROR_WORDS,
     FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
-    KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, ROW_TILES, SEESAW_CLUSTER_CTAS,
-    SEESAW_ROWS,
+    KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, PARTIAL_ROW_BYTES, ROW_TILES,
+    SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -172,7 +172,8 @@ impl DecodeConfig {
         }
         // The kernels index q, out, lse, the block table and the partial outputs in 32 bits.
         // The partial outputs hold (batch + partitions) · s_q · h_q · 512 elements, and
-        // partitions · s_q · h_q ≤ SMs · 64, so they stay below q's 576 per row.
+        // partitions · s_q · h_q ≤ SMs · 64, so they stay below q's 576 per row (the `_p16`
+        // kernels' f16 rows, 1024 elements a slot, are indexed in 64 bits).
         if (self.batch * self.s_q * self.h_q) as u64 * D_QK as u64 >= INDEX_LIMIT {
             return Err(Error::invalid(
                 "batch",
@@ -504,6 +505,7 @@ impl DecodePlan {
             }
         }
         let (parts, split_offsets) = chosen;
+        let split_offsets_total = split_offsets[config.batch] as u64;
         let max_splits = plan::max_pieces(&split_offsets);
         let active_parts = parts.iter().take_while(|p| !p.is_idle()).count();
         let kv_bytes = total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64;
@@ -530,6 +532,7 @@ impl DecodePlan {
             kv_bytes,
             l2_footprint,
             total_pages,
+            slot_rows: split_offsets_total * (config.s_q * config.h_q) as u64,
         })
     }
     /// The checked API's block-table check: every *used* entry (pages
@@ -635,6 +638,8 @@ pub struct Schedule {
     pub l2_footprint: u64,
     /// Pages of the plan (all requests, one KV head).
     pub total_pages: u64,
+    /// Rows of the partial-result slots the kernels index (pieces · s_q · h_q).
+    pub slot_rows: u64,
 }
 
 /// The share of the L2 (numerator, denominator) up to which a call's footprint
@@ -667,9 +672,16 @@ impl Schedule {
     /// a cache of `dtype` and f32 output or not: on 64-row tiles that round P once, with
     /// bf16 output. There the f16 rounding adds ~1.6 % to the variance of the output's own
     /// bf16 rounding; f16 or f32 output, whose rounding is finer, and the split P keep f32
-    /// partial results.
+    /// partial results. So do plans whose slots hold 2^32 f16 elements or more (1024 a row
+    /// in the kernels' 32-bit offsets, against f32's 512 that `DecodeConfig::validate`
+    /// bounds).
     pub fn partials_f16(&self, dtype: Dtype, out_f32: bool) -> bool {
-        self.rows_per_cta == MAX_ROWS_PER_CTA && !self.split_p && dtype == Dtype::Bf16 && !out_f32
+        let f16_elems = self.slot_rows * u64::from(PARTIAL_ROW_BYTES / 2);
+        self.rows_per_cta == MAX_ROWS_PER_CTA
+            && !self.split_p
+            && dtype == Dtype::Bf16
+            && !out_f32
+            && f16_elems <= INDEX_LIMIT
     }
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.

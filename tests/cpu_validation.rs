@@ -382,6 +382,14 @@ fn f16_partial_results_only_for_bf16_output_of_64_row_fast_plans() {
         assert!(!s.partials_f16(Dtype::Bf16, true), "h_q {h_q}: f32 output");
         assert!(!s.partials_f16(Dtype::F16, false), "h_q {h_q}: f16 output");
     }
+    // 40,000 requests of h_q 128 pass the q bound (576 elements a row below 2^32) but their
+    // f16 partial slots (1024 a row) would not fit the kernels' 32-bit offsets: f32.
+    let lengths = vec![64; 40_000];
+    let c = DecodeConfig::new(lengths.len(), 128, 1).precision(Precision::Fast);
+    let s = DecodePlan::schedule(&c, &lengths, 132).unwrap();
+    assert!(s.rows_per_cta == 64 && !s.split_p);
+    assert!(s.slot_rows * 1024 > 1 << 32, "{} slot rows", s.slot_rows);
+    assert!(!s.partials_f16(Dtype::Bf16, false));
 }
 
 #[test]
