@@ -173,7 +173,7 @@ impl DecodeConfig {
         // The kernels index q, out, lse, the block table and the partial outputs in 32 bits.
         // The partial outputs hold (batch + partitions) · s_q · h_q · 512 elements, and
         // partitions · s_q · h_q ≤ SMs · 64, so they stay below q's 576 per row (the `_p16`
-        // kernels' f16 rows, 1024 elements a slot, are indexed in 64 bits).
+        // kernels' f16 slots, 1024 elements a row, are bounded by `Schedule::partials_f16`).
         if (self.batch * self.s_q * self.h_q) as u64 * D_QK as u64 >= INDEX_LIMIT {
             return Err(Error::invalid(
                 "batch",
@@ -505,7 +505,7 @@ impl DecodePlan {
             }
         }
         let (parts, split_offsets) = chosen;
-        let split_offsets_total = split_offsets[config.batch] as u64;
+        let slot_rows = split_offsets[config.batch] as u64 * (config.s_q * config.h_q) as u64;
         let max_splits = plan::max_pieces(&split_offsets);
         let active_parts = parts.iter().take_while(|p| !p.is_idle()).count();
         let kv_bytes = total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64;
@@ -532,7 +532,7 @@ impl DecodePlan {
             kv_bytes,
             l2_footprint,
             total_pages,
-            slot_rows: split_offsets_total * (config.s_q * config.h_q) as u64,
+            slot_rows,
         })
     }
     /// The checked API's block-table check: every *used* entry (pages
@@ -706,9 +706,8 @@ impl Schedule {
         let row = max_pages.min(u32::MAX as usize) as u32;
         let in_pieces = self.parts.iter().filter(|p| !p.is_idle()).flat_map(|p| {
             (p.begin_req..=p.end_req).filter(move |&r| {
-                let split_idx = if r == p.begin_req { p.first_split } else { 0 };
                 let len = seqlens.get(r as usize).copied().unwrap_or(0);
-                plan::contradicts_plan(p, r, len, row, split_idx, splits(r as usize))
+                plan::contradicts_plan(p, r, len, row, p.split_index(r), splits(r as usize))
             })
         });
         let planned_empty = (0..seqlens.len()).filter(|&r| splits(r) == 0 && seqlens[r] > 0);

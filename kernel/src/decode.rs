@@ -324,11 +324,7 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
             })
         });
         let splits = split_end - split_begin;
-        let split_idx = if r == part.begin_req {
-            part.first_split
-        } else {
-            0
-        };
+        let split_idx = part.split_index(r);
         // A device length the plan's pieces cannot cover is reported (Q's loads are on
         // their way).
         let stale = contradicts_plan(part, r, seqlen, a.max_pages, split_idx, splits);

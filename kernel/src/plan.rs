@@ -272,6 +272,17 @@ impl PartWork {
         ]
     }
 
+    /// Index of request `r`'s piece in this partition among the request's pieces:
+    /// `first_split` for the partition's first request, else 0.
+    #[inline(always)]
+    pub const fn split_index(&self, r: i32) -> i32 {
+        if r == self.begin_req {
+            self.first_split
+        } else {
+            0
+        }
+    }
+
     /// True if the partition has no work (`begin_req > end_req`).
     #[inline]
     pub const fn is_idle(&self) -> bool {
@@ -765,13 +776,19 @@ pub fn piece_of(part: &PartWork, r: i32, seqlens: &[i32], page_size: usize) -> (
 /// no piece.
 #[inline(always)]
 pub fn clamped_piece(part: &PartWork, r: i32, seqlen: i32, max_pages: u32) -> (u32, u32) {
-    let pages = (seqlen.max(0) as u32).div_ceil(crate::config::PAGE_SIZE);
+    let pages = device_pages(seqlen);
     let end = if r == part.end_req {
         part.end_page.max(0) as u32
     } else {
         pages
     };
     (piece_begin(part, r, max_pages), end.min(max_pages))
+}
+
+/// Pages of a device length as the kernels count them (a negative length has none).
+#[inline(always)]
+pub fn device_pages(seqlen: i32) -> u32 {
+    (seqlen.max(0) as u32).div_ceil(crate::config::PAGE_SIZE)
 }
 
 /// Whether request `r`'s device length `seqlen` contradicts the plan at its piece of
@@ -795,9 +812,7 @@ pub fn contradicts_plan(
     splits: i32,
 ) -> bool {
     let (first, last) = clamped_piece(part, r, seqlen, max_pages);
-    let pages = (seqlen.max(0) as u32)
-        .div_ceil(crate::config::PAGE_SIZE)
-        .min(max_pages);
+    let pages = device_pages(seqlen).min(max_pages);
     let last_piece = r == part.end_req && split_idx.wrapping_add(1) == splits;
     (splits == 0) != (first >= last) || (last_piece && pages != last)
 }
@@ -838,16 +853,11 @@ impl Iterator for Pieces<'_> {
             self.next = if r == i32::MAX { -1 } else { r + 1 };
             let (b, e) = piece_of(&self.part, r, self.seqlens, self.page_size);
             if b < e {
-                let split_index = if r == self.part.begin_req {
-                    self.part.first_split
-                } else {
-                    0
-                };
                 return Some(Piece {
                     req: r,
                     page_begin: b,
                     page_end: e,
-                    split_index,
+                    split_index: self.part.split_index(r),
                 });
             }
         }
