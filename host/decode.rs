@@ -634,7 +634,11 @@ pub struct Schedule {
     /// Bytes of KV cache one call reads (every used page, all KV heads).
     pub kv_bytes: u64,
     /// Bytes one call reads or writes through the L2: the KV cache, the split requests'
-    /// partial results (f32 out and lse) and q and out (16-bit).
+    /// partial results (f32 out and lse) and q and out (16-bit). The partial results count
+    /// at f32 size where the decode writes them as f16 too ([`Schedule::partials_f16`]):
+    /// [`KV_RESIDENT_MAX_L2_SHARE`] was measured so, and b 32, h_q 128, 512 counted at its
+    /// f16 bytes (36.3 MB, not 44.6) would keep its KV in L2, 10 % slower (H200, A-B-B-A,
+    /// forty-ninth session: 18.8 → 20.7 µs).
     pub l2_footprint: u64,
     /// Pages of the plan (all requests, one KV head).
     pub total_pages: u64,
@@ -1362,6 +1366,17 @@ mod tests {
         assert!(schedule(16, 32, 2, 2048).kv_evict_first(l2));
         // A partial last page is read whole.
         assert_eq!(schedule(1, 16, 1, 65).kv_bytes, 2 * 64 * 576 * 2);
+        // b 32, h_q 128, 512 in Fast: f16 partial results with bf16 output, counted at
+        // f32 size (44.6 MB): streamed, the faster (see `Schedule::l2_footprint`).
+        let config = DecodeConfig::new(32, 128, 64).precision(Precision::Fast);
+        let h128 = DecodePlan::schedule(&config, &[512; 32], 132).unwrap();
+        assert!(h128.partials_f16(Dtype::Bf16, false));
+        assert_eq!(h128.kv_bytes, 256 * 64 * 576 * 2);
+        assert_eq!(
+            h128.l2_footprint,
+            h128.kv_bytes + 32 * 2 * 128 * (512 * 4 + 4) + 32 * 128 * (576 + 512) * 2
+        );
+        assert!(h128.kv_evict_first(l2));
     }
 
     #[test]
