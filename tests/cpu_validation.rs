@@ -392,6 +392,52 @@ fn f16_partial_results_only_for_bf16_output_of_64_row_fast_plans() {
     assert!(!s.partials_f16(Dtype::Bf16, false));
 }
 
+/// The error bounds `docs/ACCURACY.md` gives for a value `v` of a partial row half whose
+/// largest magnitude is `top`, stored as f16(v · 2^-k) and read back times 2^k: relative
+/// ≤ 2^-11 from 2^-28 of `top` up, and absolute ≤ 2^-39 of `top` below it (f16's
+/// subnormals), which passes v's own bf16 rounding (2^-9) only below 2^-30 of `top`.
+#[test]
+fn f16_partial_values_keep_the_documented_error_bounds() {
+    use etap_kernel::layout::{f16_partial_scale_exp, pow2};
+    use half::f16;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..200_000 {
+        let r = next();
+        // The half's largest magnitude anywhere a normal f32 maps to a normal 2^k.
+        let top = f32::from_bits(0x0d00_0000 + (r as u32 % 0x6a00_0000));
+        let k = f16_partial_scale_exp(top);
+        // A value from the top down to 2^-45 of it.
+        let v =
+            top * pow2(-((r >> 32) as i32 % 46)) * (0.5 + (r >> 40) as f32 / (1u64 << 25) as f32);
+        let v = v.min(top);
+        let back = f16::from_f32(v * pow2(-k)).to_f32() * pow2(k);
+        let err = (back as f64 - v as f64).abs();
+        if v as f64 >= top as f64 * 2f64.powi(-28) {
+            assert!(
+                err <= v as f64 * 2f64.powi(-11),
+                "top {top:e} v {v:e} back {back:e}"
+            );
+        } else {
+            assert!(
+                err <= top as f64 * 2f64.powi(-39),
+                "top {top:e} v {v:e} back {back:e}"
+            );
+        }
+        if v as f64 >= top as f64 * 2f64.powi(-30) {
+            assert!(
+                err <= v as f64 * 2f64.powi(-9),
+                "top {top:e} v {v:e} back {back:e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn schedule_reports_the_most_pieces_of_a_request() {
     // One request of 4K tokens (64 pages) over 132 partitions: one page a piece, so the
