@@ -500,6 +500,9 @@ impl Cta<'_> {
     /// Publishes the running max, this warpgroup's rescale factor of its rows and whether
     /// any of them moved.
     unsafe fn publish(&self, step: &SoftmaxStep) {
+        // The four lanes of a row read the old max before any of them overwrites it; the
+        // shuffles between do not order shared memory (racecheck's warp-level WAR).
+        warp::sync();
         // The four lanes of a row hold the same values and all store them (and every
         // thread the same flag): no branch on the lane ahead of the wgmma (see
         // `tma::load_3d_hint_if`).
