@@ -152,10 +152,11 @@ pub const F16_PARTIAL_TOP_EXP: i32 = 14;
 /// The power of two `k` an f16 partial row half whose largest magnitude is `max_abs` is
 /// stored divided by (`max_abs` · 2^-k in [2^14, 2^15)), clamped to [-126, 126] so that 2^k
 /// and 2^-k are both normal f32. Values under 2^-28 of `max_abs` may fall to f16's
-/// subnormals: their error is bounded by 2^-39 of `max_abs`, not by their own size. An infinite
-/// `max_abs` gives 114: infinities stay infinite and NaNs NaN, and the half's finite values
-/// round to zero (an infinite O/l needs V values within 2^8 of f32's largest, where the f32
-/// accumulator has overflowed already; NaNs, as from 0 · ∞, are left out of `max_abs`).
+/// subnormals: their error is bounded by 2^-39 of `max_abs`, not by their own size. An
+/// infinite `max_abs` gives 114: infinities stay infinite and NaNs NaN, and the half's
+/// finite values round to zero (an infinite O/l means the f32 accumulator overflowed, |V|
+/// near f32's largest over the row's sum of P; NaNs, as from 0 · ∞, are left out of
+/// `max_abs`).
 #[inline(always)]
 pub const fn f16_partial_scale_exp(max_abs: f32) -> i32 {
     let exp = ((max_abs.to_bits() >> 23) & 0xff) as i32 - 127;
