@@ -27,6 +27,13 @@ use std::sync::Arc;
 pub const MAX_S_Q: usize = 4;
 /// Most requests per call (the combine grid's y dimension).
 pub const MAX_BATCH: usize = 65535;
+/// Most SMs a plan is made for ([`DecodePlan::schedule`]'s `sm_count`): far above any GPU's,
+/// and low enough that the partial-result slots of every plan stay within the kernels'
+/// 32-bit offsets (see [`DecodeConfig::validate`]).
+pub const MAX_SM_COUNT: u32 = 4096;
+/// Largest `max_pages` (and cache `num_blocks`): page ids are `i32` and a row of 64 · max_pages
+/// tokens must fit one too.
+pub const MAX_PAGES: usize = i32::MAX as usize / PAGE_SIZE as usize;
 /// Element counts the kernels index with 32-bit arithmetic must stay below this.
 const INDEX_LIMIT: u64 = 1 << 32;
 
@@ -125,8 +132,8 @@ impl DecodeConfig {
 
     /// Checks every rule on the shape; the error ([`Error::InvalidArgument`]) names the field
     /// and the rule: batch in `1..=65535`, s_q in `1..=4`, h_kv ≥ 1, h_q a positive multiple
-    /// of h_kv, `s_q · h_q ≤ 65535`, max_pages in `1..=2^31/64`, softmax_scale finite and
-    /// positive, and (the kernels index in 32 bits) `batch · s_q · h_q · 576 < 2^32` and
+    /// of h_kv, `s_q · h_q ≤ 65535`, max_pages in `1..=2^25-1` ([`MAX_PAGES`]), softmax_scale
+    /// positive with scale · log2(e) finite (the kernels' softmax runs in base 2), and (the kernels index in 32 bits) `batch · s_q · h_q · 576 < 2^32` and
     /// `batch · max_pages < 2^32`. Head dims (576/512) and the page size (64) are fixed by the API and show up
     /// as buffer lengths ([`DecodeConfig::check_buffers`], [`KvCache::check_shape`]).
     ///
@@ -167,8 +174,14 @@ impl DecodeConfig {
         if self.h_q > 65535 / self.s_q {
             return Err(Error::invalid("h_q", "s_q · h_q must be at most 65535"));
         }
-        if self.max_pages == 0 || self.max_pages > (i32::MAX as usize) / PAGE_SIZE as usize {
-            return Err(Error::invalid("max_pages", "must be in 1..=2^31/64"));
+        if self.max_pages == 0 || self.max_pages > MAX_PAGES {
+            return Err(Error::invalid(
+                "max_pages",
+                format!(
+                    "{} is not in 1..={MAX_PAGES} (64 · max_pages tokens must fit an i32)",
+                    self.max_pages
+                ),
+            ));
         }
         // The kernels index q, out, lse, the block table and the partial outputs in 32 bits.
         // The partial outputs hold (batch + partitions) · s_q · h_q · 512 elements, and
@@ -186,10 +199,12 @@ impl DecodeConfig {
                 "batch · max_pages (the block-table entries) must be below 2^32",
             ));
         }
-        if !(self.softmax_scale.is_finite() && self.softmax_scale > 0.0) {
+        if !((self.softmax_scale * core::f32::consts::LOG2_E).is_finite()
+            && self.softmax_scale > 0.0)
+        {
             return Err(Error::invalid(
                 "softmax_scale",
-                "must be finite and positive",
+                "must be positive, with softmax_scale · log2(e) finite (the softmax runs in base 2)",
             ));
         }
         Ok(())
@@ -319,16 +334,16 @@ impl<'a, T: KvElement> KvCache<'a, T> {
         })
     }
     /// The argument checks of [`KvCache::new`], without a GPU: `h_kv ≥ 1`, `num_blocks` in
-    /// `1..=2^31/64` (page ids are `i32`, cache rows must fit the tensor map) and exactly
+    /// `1..=2^25-1` ([`MAX_PAGES`]: page ids are `i32`, cache rows must fit the tensor map) and exactly
     /// `num_blocks · 64 · h_kv · 576` elements.
     pub fn check_shape(len: usize, num_blocks: usize, h_kv: usize) -> Result<()> {
         if h_kv == 0 {
             return Err(Error::invalid("h_kv", "must be at least 1"));
         }
-        if num_blocks == 0 || num_blocks > (i32::MAX as usize) / PAGE_SIZE as usize {
+        if num_blocks == 0 || num_blocks > MAX_PAGES {
             return Err(Error::invalid(
                 "num_blocks",
-                format!("{num_blocks} is not in 1..=2^31/64"),
+                format!("{num_blocks} is not in 1..={MAX_PAGES}"),
             ));
         }
         let want = [PAGE_SIZE as usize, h_kv, D_QK as usize]
@@ -412,6 +427,12 @@ impl DecodePlan {
     /// `plan::modelled_makespan`).
     pub fn schedule(config: &DecodeConfig, seqlens: &[i32], sm_count: u32) -> Result<Schedule> {
         config.validate()?;
+        if sm_count == 0 || sm_count > MAX_SM_COUNT {
+            return Err(Error::invalid(
+                "sm_count",
+                format!("{sm_count} is not in 1..={MAX_SM_COUNT}"),
+            ));
+        }
         if seqlens.len() != config.batch {
             return Err(Error::invalid(
                 "cache_seqlens",
@@ -508,7 +529,9 @@ impl DecodePlan {
         let slot_rows = split_offsets[config.batch] as u64 * (config.s_q * config.h_q) as u64;
         let max_splits = plan::max_pieces(&split_offsets);
         let active_parts = parts.iter().take_while(|p| !p.is_idle()).count();
-        let kv_bytes = total_pages * u64::from(PAGE_SIZE * D_QK * 2) * config.h_kv as u64;
+        let kv_bytes = total_pages
+            .saturating_mul(u64::from(PAGE_SIZE * D_QK * 2))
+            .saturating_mul(config.h_kv as u64);
         let rows = (config.batch * config.s_q * config.h_q) as u64;
         let partial_rows = split_offsets
             .windows(2)
@@ -516,8 +539,9 @@ impl DecodePlan {
             .filter(|&pieces| pieces > 1)
             .sum::<u64>()
             * (config.s_q * config.h_q) as u64;
-        let l2_footprint =
-            kv_bytes + partial_rows * u64::from(D_V * 4 + 4) + rows * u64::from((D_QK + D_V) * 2);
+        let l2_footprint = kv_bytes
+            .saturating_add(partial_rows * u64::from(D_V * 4 + 4))
+            .saturating_add(rows * u64::from((D_QK + D_V) * 2));
         Ok(Schedule {
             parts,
             split_offsets,
@@ -661,7 +685,7 @@ impl Schedule {
     /// KV stays in L2 for the next call over it.
     pub fn kv_evict_first(&self, l2_bytes: u64) -> bool {
         let (num, den) = KV_RESIDENT_MAX_L2_SHARE;
-        self.l2_footprint * den > l2_bytes * num
+        u128::from(self.l2_footprint) * u128::from(den) > u128::from(l2_bytes) * u128::from(num)
     }
     /// Whether the combine drops the partial results' L2 lines once read
     /// (`FLAG_DROP_PARTIALS`): where the KV is streamed evict-first and the stream bounds
@@ -771,8 +795,10 @@ pub fn validate_block_table(
     block_table: &[i32],
     num_blocks: usize,
 ) -> Result<()> {
+    config.validate()?;
     check_lengths(config, seqlens)?;
-    let want = config.batch.saturating_mul(config.max_pages);
+    // `validate` bounds batch · max_pages below 2^32.
+    let want = config.batch * config.max_pages;
     if block_table.len() != want {
         return Err(Error::invalid(
             "block_table",

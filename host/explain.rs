@@ -5,7 +5,7 @@
 //! plan that produced it.
 
 use crate::bench::Point;
-use crate::decode::{DecodePlan, Precision, Schedule};
+use crate::decode::{DecodePlan, Precision, Schedule, MAX_SM_COUNT};
 use crate::error::{Error, Result};
 use crate::reference::Dtype;
 use clap::Args;
@@ -39,8 +39,11 @@ pub struct PlanArgs {
 
 /// Runs `flashmla-etap plan`.
 pub fn main(args: &PlanArgs) -> Result<()> {
-    if args.sms == 0 {
-        return Err(Error::invalid("--sms", "must be at least 1"));
+    if args.sms == 0 || args.sms > MAX_SM_COUNT {
+        return Err(Error::invalid(
+            "--sms",
+            format!("{} is not in 1..={MAX_SM_COUNT}", args.sms),
+        ));
     }
     for s in &args.points {
         let p = Point::parse(s)?;

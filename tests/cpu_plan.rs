@@ -810,3 +810,25 @@ fn modelled_makespan_counts_pages_and_pieces() {
         0
     );
 }
+
+/// A part naming requests past the lengths given (a corrupt or foreign `PartWork`) yields
+/// the pieces of the requests that exist and stops there (it used to walk on to `end_req`:
+/// 2^31 steps, ~23 s in a debug build); the plan comparisons saturate where a sum with
+/// their slack would wrap.
+#[test]
+fn plan_helpers_stay_bounded_on_extreme_arguments() {
+    let part = PartWork {
+        begin_req: 0,
+        begin_page: 0,
+        end_req: i32::MAX,
+        end_page: 1,
+        first_split: 0,
+        _pad: [0; 3],
+    };
+    let lens = [64, 64];
+    let found: Vec<_> = pieces(&part, &lens, 64).map(|p| p.req).collect();
+    assert_eq!(found, [0, 1]);
+    assert!(keeps_narrow_fill(1000, u64::MAX));
+    assert!(keeps_alt_plan(u64::MAX, 1000, u64::MAX));
+    assert!(!keeps_alt_plan(0, u64::MAX, 0));
+}

@@ -18,7 +18,8 @@ use etap_kernel::plan::{
     FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT, PAGE_SIZE,
 };
 use flashmla_etap::decode::{
-    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_S_Q,
+    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_PAGES,
+    MAX_SM_COUNT, MAX_S_Q,
 };
 use flashmla_etap::Error;
 use proptest::prelude::*;
@@ -165,16 +166,23 @@ fn max_pages_range() {
     assert_invalid(
         DecodeConfig::new(4, 16, (i32::MAX as usize) / 64 + 1).validate(),
         "max_pages",
-        &[],
+        &["33554432 is not in 1..=33554431"],
     );
-    DecodeConfig::new(4, 16, (i32::MAX as usize) / 64)
-        .validate()
-        .unwrap();
+    assert_eq!(MAX_PAGES, (1 << 25) - 1);
+    DecodeConfig::new(4, 16, MAX_PAGES).validate().unwrap();
 }
 
 #[test]
 fn softmax_scale_finite_positive() {
-    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+    // f32::MAX is finite, but the kernels' scale · log2(e) would not be.
+    for bad in [
+        0.0,
+        -1.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+    ] {
         assert_invalid(
             cfg().softmax_scale(bad).validate(),
             "softmax_scale",
@@ -182,6 +190,7 @@ fn softmax_scale_finite_positive() {
         );
     }
     cfg().softmax_scale(1e-3).validate().unwrap();
+    cfg().softmax_scale(1e38).validate().unwrap();
 }
 
 // ---- buffer sizes and head dims (DecodeConfig::check_buffers, run by Decoder::decode) ----
@@ -586,6 +595,30 @@ fn schedule_validates_the_config() {
 }
 
 #[test]
+fn schedule_names_an_sm_count_out_of_range() {
+    for bad in [0, MAX_SM_COUNT + 1, u32::MAX] {
+        assert_invalid(
+            DecodePlan::schedule(&cfg(), &[64; 4], bad),
+            "sm_count",
+            &["not in 1..=4096"],
+        );
+    }
+    DecodePlan::schedule(&cfg(), &[64; 4], MAX_SM_COUNT).unwrap();
+}
+
+/// The largest KV a valid config can name (128 requests of 2^31 - 64 tokens, 5826 KV
+/// heads) has an L2 footprint near 2^61: the evict-first rule compares it without
+/// overflowing, whatever the L2 size.
+#[test]
+fn the_l2_rule_holds_for_the_largest_footprints() {
+    let config = DecodeConfig::new(128, 5826, MAX_PAGES).h_kv(5826);
+    let s = DecodePlan::schedule(&config, &[(MAX_PAGES * 64) as i32; 128], 132).unwrap();
+    assert!(s.l2_footprint > 1 << 60, "{}", s.l2_footprint);
+    assert!(s.kv_evict_first(60 << 20));
+    assert!(!s.kv_evict_first(u64::MAX));
+}
+
+#[test]
 fn schedule_seqlens_count() {
     assert_invalid(
         DecodePlan::schedule(&cfg(), &[1, 2, 3], 132),
@@ -682,6 +715,12 @@ fn block_table_shape_and_lengths() {
         validate_block_table(&c, &seqlens, &bt[1..], n),
         "block_table",
         &["max_pages"],
+    );
+    // The shape itself is checked first: an empty batch is no table to accept.
+    assert_invalid(
+        validate_block_table(&DecodeConfig::new(0, 16, 8), &[], &[], n),
+        "batch",
+        &[],
     );
     assert_invalid(
         validate_block_table(&c, &seqlens[1..], &bt, n),

@@ -140,7 +140,7 @@ pub fn max_pieces(split_offsets: &[i32]) -> u32 {
 /// its busiest partition by [`charged_makespan`]) replaces the chosen plan
 /// (`chosen_charged`): where it costs at most [`NARROW_FILL_SLACK_PAGES`] more.
 pub const fn keeps_narrow_fill(narrow_charged: u64, chosen_charged: u64) -> bool {
-    narrow_charged <= chosen_charged + NARROW_FILL_SLACK_PAGES
+    narrow_charged <= chosen_charged.saturating_add(NARROW_FILL_SLACK_PAGES)
 }
 
 /// The modelled time of a plan, in half pages: the largest over its partitions of two per
@@ -185,7 +185,7 @@ pub const ALT_PLAN_SLACK_HALF_PAGES: u64 = 1;
 /// model, or over long shares no more than [`ALT_PLAN_SLACK_HALF_PAGES`] slower.
 pub const fn keeps_alt_plan(share: u64, alt: u64, main: u64) -> bool {
     if share > LONG_SHARE_PAGES {
-        alt <= main + ALT_PLAN_SLACK_HALF_PAGES
+        alt <= main.saturating_add(ALT_PLAN_SLACK_HALF_PAGES)
     } else {
         alt < main
     }
@@ -848,7 +848,11 @@ impl Iterator for Pieces<'_> {
     type Item = Piece;
     #[inline]
     fn next(&mut self) -> Option<Piece> {
-        while self.next <= self.part.end_req && self.next >= 0 {
+        // Requests past `seqlens` have no pieces: a part naming them ends there.
+        while self.next <= self.part.end_req
+            && self.next >= 0
+            && (self.next as usize) < self.seqlens.len()
+        {
             let r = self.next;
             self.next = if r == i32::MAX { -1 } else { r + 1 };
             let (b, e) = piece_of(&self.part, r, self.seqlens, self.page_size);
