@@ -433,12 +433,7 @@ impl DecodePlan {
                 format!("{sm_count} is not in 1..={MAX_SM_COUNT}"),
             ));
         }
-        if seqlens.len() != config.batch {
-            return Err(Error::invalid(
-                "cache_seqlens",
-                format!("has {} entries for batch {}", seqlens.len(), config.batch),
-            ));
-        }
+        check_count(config, seqlens)?;
         let total_pages = seqlens
             .iter()
             .map(|&len| plan::num_pages(len, PAGE_SIZE as usize))
@@ -526,19 +521,20 @@ impl DecodePlan {
             }
         }
         let (parts, split_offsets) = chosen;
-        let slot_rows = split_offsets[config.batch] as u64 * (config.s_q * config.h_q) as u64;
+        let rows_per_req = (config.s_q * config.h_q) as u64;
+        let slot_rows = split_offsets[config.batch] as u64 * rows_per_req;
         let max_splits = plan::max_pieces(&split_offsets);
         let active_parts = parts.iter().take_while(|p| !p.is_idle()).count();
         let kv_bytes = total_pages
             .saturating_mul(u64::from(PAGE_SIZE * D_QK * 2))
             .saturating_mul(config.h_kv as u64);
-        let rows = (config.batch * config.s_q * config.h_q) as u64;
+        let rows = config.batch as u64 * rows_per_req;
         let partial_rows = split_offsets
             .windows(2)
             .map(|w| (w[1] - w[0]) as u64)
             .filter(|&pieces| pieces > 1)
             .sum::<u64>()
-            * (config.s_q * config.h_q) as u64;
+            * rows_per_req;
         let l2_footprint = kv_bytes
             .saturating_add(partial_rows * u64::from(D_V * 4 + 4))
             .saturating_add(rows * u64::from((D_QK + D_V) * 2));
@@ -759,15 +755,21 @@ impl Schedule {
     }
 }
 
-/// Host lengths against `config`: `config.batch` of them, each in `0..=max_pages · 64`
-/// (the error names the batch index).
-fn check_lengths(config: &DecodeConfig, seqlens: &[i32]) -> Result<()> {
+/// Host lengths against `config`: one a request.
+fn check_count(config: &DecodeConfig, seqlens: &[i32]) -> Result<()> {
     if seqlens.len() != config.batch {
         return Err(Error::invalid(
             "cache_seqlens",
             format!("has {} entries for batch {}", seqlens.len(), config.batch),
         ));
     }
+    Ok(())
+}
+
+/// Host lengths against `config`: `config.batch` of them, each in `0..=max_pages · 64`
+/// (the error names the batch index).
+fn check_lengths(config: &DecodeConfig, seqlens: &[i32]) -> Result<()> {
+    check_count(config, seqlens)?;
     let capacity = config.max_pages.saturating_mul(PAGE_SIZE as usize);
     match seqlens
         .iter()
