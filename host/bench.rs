@@ -7,9 +7,11 @@
 //! least [`WARMUP_MS`] ms, then 10 replays each timed with CUDA events; µs per call =
 //! median / 20 (the combine kernel is
 //! included: [`Decoder::decode`] launches both). The card's bandwidth is probed in the same
-//! run by a 2-GiB device-to-device copy (read + write bytes counted). Where NVML loads,
-//! [`crate::power`] reads the card's SM clock, power and clock-event reasons during the
-//! timed replays: the clock a point ran at tells a power-capped card from a slow kernel.
+//! run by a 2-GiB device-to-device copy (read + write bytes counted). After each timed
+//! replay, outside the timed span, [`ClockProbe`] counts the SM clock on the GPU: the clock
+//! a point ran at tells a power-capped card from a slow kernel, and µs × MHz the cycles a
+//! call took. Where NVML loads, [`crate::power`] also reads the card's power and
+//! clock-event reasons during the timed replays (its readings lag the load).
 //!
 //! Inputs are not built with [`crate::reference::generate`] (f32 vectors, NaN poison: far
 //! too slow at 32 × 64K tokens): a pool of random bf16 values is generated once on the host,
@@ -22,6 +24,7 @@ use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, Precision};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::power::{PowerMonitor, PowerStats};
+use crate::probe::ClockProbe;
 use crate::reference::{Normal, SplitMix64};
 use crate::timing::{GpuTimer, Graph};
 use cudarc::driver::CudaSlice;
@@ -523,6 +526,10 @@ pub struct PointResult {
     /// flattened into the JSON row, every field null where not sampled).
     #[serde(flatten)]
     pub power: PowerStats,
+    /// The SM clock counted on the GPU after each timed replay, MHz ([`ClockProbe`]; empty
+    /// in reports written before the probe).
+    #[serde(default)]
+    pub clock_mhz: Vec<f64>,
 }
 
 impl PointResult {
@@ -565,6 +572,7 @@ impl PointResult {
             peers_us,
             ratio: best.is_finite().then(|| us / best),
             power: PowerStats::default(),
+            clock_mhz: Vec::new(),
         }
     }
 
@@ -582,6 +590,42 @@ impl PointResult {
     /// clock drops.
     pub fn fastest_us(&self) -> Option<f64> {
         self.replays_us.iter().copied().reduce(f64::min)
+    }
+
+    /// The median of the SM clock readings after the timed replays, MHz.
+    pub fn clock_median_mhz(&self) -> Option<f64> {
+        (!self.clock_mhz.is_empty()).then(|| median(&self.clock_mhz))
+    }
+
+    /// SM cycles a decode call takes, the median over the timed replays of each replay's µs
+    /// times the clock counted after it: a time the power cap's clock steps do not move
+    /// (the work's cycles, not its energy). `None` without a clock reading for every
+    /// replay.
+    pub fn cycles_per_call(&self) -> Option<f64> {
+        let n = self.replays_us.len();
+        (n > 0 && self.clock_mhz.len() == n).then(|| {
+            let cycles: Vec<f64> = self
+                .replays_us
+                .iter()
+                .zip(&self.clock_mhz)
+                .map(|(us, mhz)| us * mhz)
+                .collect();
+            median(&cycles)
+        })
+    }
+
+    /// The table's `SM MHz` cell, 6 characters: the median SM clock counted on the GPU
+    /// (NVML's median where the report has no such readings), then `*` where NVML saw the
+    /// software power cap in most samples, `-` where neither was taken.
+    pub fn clock_cell(&self) -> String {
+        let mhz = self.clock_median_mhz().or(self.power.sm_mhz);
+        match mhz {
+            Some(m) => format!(
+                "{m:>5.0}{}",
+                if self.power.power_capped() { '*' } else { ' ' }
+            ),
+            None => format!("{:>5} ", "-"),
+        }
     }
 
     /// Whether the point slowed by [`REPLAY_DRIFT_MARK`] or more from its first to its last
@@ -739,7 +783,7 @@ pub fn table_header(peers: &[String]) -> String {
 
 /// One table row; `ratio` is marked `*` where we lose (ratio > 1), our µs `^` where the
 /// point slowed during its replays ([`PointResult::slowed_in_replays`]), the SM clock where
-/// the point ran power-capped ([`PowerStats::table_cell`]).
+/// NVML saw the power cap ([`PointResult::clock_cell`]).
 pub fn table_row(r: &PointResult, peers: &[String]) -> String {
     let p = &r.point;
     let mut s = format!(
@@ -753,7 +797,7 @@ pub fn table_row(r: &PointResult, peers: &[String]) -> String {
         r.gbps,
         opt(r.pct_copy, 1),
         r.tflops,
-        r.power.table_cell()
+        r.clock_cell()
     );
     for name in peers {
         let _ = write!(s, " {:>11}", opt(r.peers_us.get(name).copied(), 1));
@@ -831,8 +875,10 @@ fn csv_field(s: &str) -> String {
 }
 
 /// CSV: one row per point, each repeating the run's device, driver, commit and time. The
-/// NVML columns follow `ratio`, then the first and last timed replays (µs a call), so
-/// readers of the older columns keep working.
+/// NVML columns follow `ratio`, then the first and last timed replays (µs a call), then the
+/// SM clock counted on the GPU after the replays (median, first, last; MHz) and the SM
+/// cycles a call ([`PointResult::cycles_per_call`], thousands), so readers of the older
+/// columns keep working.
 pub fn to_csv(rep: &Report) -> String {
     let mut s = String::from(
         "device,driver,git_commit,timestamp,precision,copy_gbps,b,s_q,h_q,s_k,varlen,causal,total_len,us,gbps,pct_copy,tflops",
@@ -841,7 +887,7 @@ pub fn to_csv(rep: &Report) -> String {
         let _ = write!(s, ",{}_us", csv_field(p));
     }
     s.push_str(
-        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us\n",
+        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us,clock_mhz,clock_mhz_first,clock_mhz_last,kcycles\n",
     );
     let num = |v: Option<f64>| match v {
         Some(x) if x.is_finite() => format!("{x:.4}"),
@@ -877,7 +923,7 @@ pub fn to_csv(rep: &Report) -> String {
         let w = &r.power;
         let _ = writeln!(
             s,
-            ",{},{},{},{},{},{},{},{},{},{},{}",
+            ",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             num(r.ratio),
             int(w.nvml_samples),
             num(w.sm_mhz),
@@ -888,7 +934,11 @@ pub fn to_csv(rep: &Report) -> String {
             num(w.energy_uj),
             int(w.temp_c),
             num(r.first_us()),
-            num(r.last_us())
+            num(r.last_us()),
+            num(r.clock_median_mhz()),
+            num(r.clock_mhz.first().copied()),
+            num(r.clock_mhz.last().copied()),
+            num(r.cycles_per_call().map(|c| c * 1e-3))
         );
     }
     s
@@ -1252,12 +1302,16 @@ pub struct Measured {
     /// NVML's view of the timed replays: `None` without a monitor, an error where a query
     /// failed.
     pub power: Option<Result<PowerStats>>,
+    /// The SM clock after each timed replay, MHz ([`ClockProbe`]; a reading the probe
+    /// could not take is left out).
+    pub clock_mhz: Vec<f64>,
 }
 
 /// Measures one point: builds its inputs, plans, captures [`CALLS_PER_GRAPH`] decode calls
 /// in one graph, idles for `settle`, replays the graph untimed for at least [`WARMUP_MS`] ms
 /// and [`REPLAYS`] times timed, with `monitor` (if any) sampling the card during the timed
-/// replays only. Every buffer is freed on return.
+/// replays only, and the SM clock counted on the GPU after each timed replay, outside the
+/// timed span ([`ClockProbe`], ~20 µs). Every buffer is freed on return.
 pub fn measure(
     decoder: &Decoder,
     pool: &CudaSlice<bf16>,
@@ -1324,12 +1378,14 @@ pub fn measure(
         gpu.synchronize()?;
     }
     let timer = GpuTimer::new(s)?;
-    let timed = || -> Result<Vec<f64>> {
+    let mut clock = ClockProbe::new(gpu, decoder.kernels(), REPLAYS)?;
+    let mut timed = || -> Result<Vec<f64>> {
         let mut ms = Vec::with_capacity(REPLAYS);
-        for _ in 0..REPLAYS {
+        for i in 0..REPLAYS {
             timer.start()?;
             graph.launch(s)?;
             timer.stop()?;
+            clock.run(s, i)?;
             ms.push(timer.elapsed_ms()? as f64);
         }
         Ok(ms)
@@ -1341,12 +1397,14 @@ pub fn measure(
         }
         None => (timed()?, None),
     };
+    let clock_mhz = clock.read_mhz(s)?.into_iter().flatten().collect();
     gpu.synchronize()?;
     drop(graph);
     Ok(Measured {
         lengths,
         replay_ms,
         power,
+        clock_mhz,
     })
 }
 
@@ -1531,6 +1589,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
             }
         };
         let mut r = PointResult::new(*p, &m.lengths, &m.replay_ms, Some(copy), card);
+        r.clock_mhz = m.clock_mhz;
         match m.power {
             Some(Ok(stats)) => r.power = stats,
             Some(Err(e)) => {
@@ -1954,7 +2013,7 @@ mod tests {
         // The CSV carries both replays.
         let csv = to_csv(&fake_report(vec![r], peers));
         let row = csv.lines().nth(1).unwrap();
-        assert!(row.ends_with(",471.0000,536.0000"), "{row}");
+        assert!(row.ends_with(",471.0000,536.0000,,,,"), "{row}");
     }
 
     #[test]
@@ -1966,7 +2025,7 @@ mod tests {
         let cols = lines[0].split(',').count();
         assert!(lines[0].contains(",flashmla_us,etap_us,ratio,"));
         assert!(lines[0].ends_with(
-            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us"
+            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us,clock_mhz,clock_mhz_first,clock_mhz_last,kcycles"
         ));
         for l in &lines[1..] {
             assert_eq!(l.split(',').count(), cols, "{l}");

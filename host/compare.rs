@@ -6,7 +6,10 @@
 //! is its median replay, or with `--fastest` its fastest: where the card caps its power
 //! (h_q 64/128 from 8K on an H200) the clock steps down within a run's replays at moments
 //! that differ from run to run, and the fastest replay, before the first step, separates a
-//! change of a few percent that the medians' spread hides.
+//! change of a few percent that the medians' spread hides. With `--cycles` a run's time is
+//! its SM cycles a call ([`crate::bench::PointResult::cycles_per_call`]: each replay at the
+//! clock counted after it), which the clock's steps hardly move: it compares the work's
+//! cycles, not the energy that decides a capped point's time.
 
 use crate::bench::{geomean, parse_filters, select, Filter, Point, Report};
 use crate::error::{Error, Result};
@@ -25,8 +28,11 @@ pub struct CompareArgs {
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub only: Vec<String>,
     /// Compare each run's fastest replay instead of its median.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cycles")]
     pub fastest: bool,
+    /// Compare each run's SM cycles a call (thousands) instead of its median µs.
+    #[arg(long)]
+    pub cycles: bool,
 }
 
 /// Which of a run's replay times stands for the run at a point.
@@ -36,6 +42,19 @@ pub enum RunTime {
     Median,
     /// The fastest replay.
     Fastest,
+    /// SM cycles a call, thousands ([`crate::bench::PointResult::cycles_per_call`]).
+    Cycles,
+}
+
+impl RunTime {
+    /// How the comparison's header names the run times, and their unit.
+    fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            RunTime::Median => ("median replays", "µs"),
+            RunTime::Fastest => ("fastest replays", "µs"),
+            RunTime::Cycles => ("SM cycles a call", "kcyc"),
+        }
+    }
 }
 
 /// One point measured by every report of both sides.
@@ -43,9 +62,9 @@ pub enum RunTime {
 pub struct PointComparison {
     /// The benchmark point.
     pub point: Point,
-    /// Geometric mean of the base runs' µs.
+    /// Geometric mean of the base runs' µs (thousands of cycles with [`RunTime::Cycles`]).
     pub base_us: f64,
-    /// Geometric mean of the new runs' µs.
+    /// Geometric mean of the new runs' µs (thousands of cycles with [`RunTime::Cycles`]).
     pub new_us: f64,
     /// `new_us / base_us`.
     pub ratio: f64,
@@ -72,8 +91,9 @@ pub fn compare(base: &[Report], new: &[Report], filters: &[Filter]) -> Result<Co
 
 /// Compares `new` with `base` over the points (matching every filter) that all reports
 /// measured, each run timed by `run_time`. Every report must come from the same GPU model
-/// and precision, and hold its replays where `run_time` is [`RunTime::Fastest`]: anything
-/// else is an error naming the side (`--base` or `--new`) and the report.
+/// and precision, and hold its replays where `run_time` is [`RunTime::Fastest`] (and a
+/// clock reading for each where it is [`RunTime::Cycles`]): anything else is an error
+/// naming the side (`--base` or `--new`) and the report.
 pub fn compare_by(
     base: &[Report],
     new: &[Report],
@@ -94,6 +114,17 @@ pub fn compare_by(
                     arg,
                     format!(
                         "report {} has a point without its replay times: --fastest needs them",
+                        i + 1
+                    ),
+                ));
+            }
+            if run_time == RunTime::Cycles && r.points.iter().any(|p| p.cycles_per_call().is_none())
+            {
+                return Err(Error::invalid(
+                    arg,
+                    format!(
+                        "report {} has a point without a clock reading for each replay (a \
+                         bench from before the clock probe?): --cycles needs them",
                         i + 1
                     ),
                 ));
@@ -122,6 +153,7 @@ pub fn compare_by(
                 match run_time {
                     RunTime::Median => Some(q.us),
                     RunTime::Fastest => q.fastest_us(),
+                    RunTime::Cycles => q.cycles_per_call().map(|c| c * 1e-3),
                 }
             })
             .collect()
@@ -183,9 +215,12 @@ pub fn main(args: &CompareArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let run_time = if args.fastest {
         RunTime::Fastest
+    } else if args.cycles {
+        RunTime::Cycles
     } else {
         RunTime::Median
     };
+    let (what, unit) = run_time.describe();
     let c = compare_by(&base, &new, &filters, run_time)?;
     let commits = |r: &[Report]| {
         r.iter()
@@ -194,13 +229,9 @@ pub fn main(args: &CompareArgs) -> Result<()> {
             .join(", ")
     };
     println!(
-        "{}, precision {}, {} replays: base {} run(s) of {}; new {} run(s) of {}",
+        "{}, precision {}, {what}: base {} run(s) of {}; new {} run(s) of {}",
         base[0].device,
         base[0].precision,
-        match run_time {
-            RunTime::Median => "median",
-            RunTime::Fastest => "fastest",
-        },
         base.len(),
         commits(&base),
         new.len(),
@@ -208,7 +239,10 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     );
     println!(
         "{:>30} | {:>9} {:>9} | {:>6}",
-        "point", "base µs", "new µs", "ratio"
+        "point",
+        format!("base {unit}"),
+        format!("new {unit}"),
+        "ratio"
     );
     for p in &c.points {
         let note = match p.moved {
@@ -328,6 +362,44 @@ mod tests {
         assert!(matches!(
             compare_by(&base, &[bare], &[], RunTime::Fastest),
             Err(Error::InvalidArgument { arg: "--new", .. })
+        ));
+    }
+
+    #[test]
+    fn cycles_compare_through_the_clock_steps() {
+        // Base and new do the same work, each run at a clock that stepped down at another
+        // replay: the medians read new 17 % faster, the cycles level.
+        let run = |replays: &[(f64, f64)]| {
+            let ms: Vec<f64> = replays.iter().map(|(us, _)| us * 20e-3).collect();
+            let mut r = report("Fast", &[]);
+            let mut q = PointResult::new(A, &A.lengths(), &ms, None, None);
+            q.clock_mhz = replays.iter().map(|&(_, mhz)| mhz).collect();
+            r.points = vec![q];
+            r
+        };
+        let fast = (100.0, 1800.0);
+        let slow = (120.0, 1500.0);
+        let base = [
+            run(&[fast, fast, slow, slow, slow]),
+            run(&[fast, slow, slow, slow, slow]),
+        ];
+        let new = [
+            run(&[fast, fast, fast, slow, slow]),
+            run(&[fast, fast, fast, fast, slow]),
+        ];
+        let median = compare(&base, &new, &[]).unwrap();
+        assert!((median.points[0].ratio - 100.0 / 120.0).abs() < 1e-9);
+        assert_eq!(median.points[0].moved, Some(Less));
+        let cycles = compare_by(&base, &new, &[], RunTime::Cycles).unwrap();
+        let p = &cycles.points[0];
+        assert!((p.base_us - 180.0).abs() < 1e-9 && (p.new_us - 180.0).abs() < 1e-9);
+        assert_eq!(p.moved, None);
+        // A report without the clock readings cannot be compared by cycles.
+        let mut bare = run(&[fast]);
+        bare.points[0].clock_mhz.clear();
+        assert!(matches!(
+            compare_by(&[bare], &new, &[], RunTime::Cycles),
+            Err(Error::InvalidArgument { arg: "--base", .. })
         ));
     }
 

@@ -2,7 +2,10 @@
 //! clock-event (throttle) reasons of the benchmarked card while a point's timed replays
 //! run, and its energy counter. H200s run the heavy points at the software power cap (SM
 //! clock 1.3–1.5 GHz instead of 1.98), and cards of one pool differ by several percent: the
-//! clock a point ran at tells a slow card from a slow kernel.
+//! clock a point ran at tells a slow card from a slow kernel. NVML's readings lag the load,
+//! though (an H200 read 1980 MHz and ~120–230 W through the ~50–100 ms of timed replays
+//! of points the power cap slowed by 5–12 %): the bench's clock column comes from
+//! [`crate::probe::ClockProbe`], counted on the GPU, and these fields are context.
 //!
 //! NVML (`libnvidia-ml.so.1`) is loaded at run time through libloading (nvml-wrapper), so
 //! the binary builds and starts without a driver; without NVML [`PowerMonitor::open`]
@@ -112,15 +115,6 @@ impl PowerStats {
     /// Whether the software power cap was among the reasons in most samples.
     pub fn power_capped(&self) -> bool {
         self.power_cap_frac.is_some_and(|f| f > 0.5)
-    }
-
-    /// The table's `SM MHz` cell, 6 characters: the median SM clock followed by `*` where
-    /// the point ran power-capped ([`PowerStats::power_capped`]), `-` where not sampled.
-    pub fn table_cell(&self) -> String {
-        match self.sm_mhz {
-            Some(m) => format!("{m:>5.0}{}", if self.power_capped() { '*' } else { ' ' }),
-            None => format!("{:>5} ", "-"),
-        }
     }
 }
 

@@ -1,13 +1,21 @@
-//! `flashmla-etap probe`: how many SM cycles one `wgmma.mma_async.m64nNk16` (bf16, both
-//! operands in shared memory) occupies at each N, in the two operand layouts of the ETAP
-//! products, with one and with two warpgroups issuing at once (the decode has two).
-//! It answers whether small-N tiles leave the tensor core partly idle, which bounds what
-//! the transposed kernels can reach at h_q ≥ 64.
+//! Measurement probes.
+//!
+//! - `flashmla-etap probe`: how many SM cycles one `wgmma.mma_async.m64nNk16` (bf16, both
+//!   operands in shared memory) occupies at each N, in the two operand layouts of the ETAP
+//!   products, with one and with two warpgroups issuing at once (the decode has two). It
+//!   answers whether small-N tiles leave the tensor core partly idle, which bounds what
+//!   the transposed kernels can reach at h_q ≥ 64.
+//! - [`ClockProbe`]: the SM clock the card runs at, counted on the GPU (`bench` runs it
+//!   after each timed replay). NVML's clock and power readings lag the load by up to
+//!   ~100 ms on an H200, so a point whose replays take less than that reads as unthrottled
+//!   there even where the power cap slowed it.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::{kernel_args, launch, Gpu, Kernels, LaunchSpec};
-use cudarc::driver::DevicePtrMut;
+use cudarc::driver::sys;
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut};
 use etap_kernel::config::{probe_smem_bytes, PROBE_BATCH};
+use std::sync::Arc;
 
 /// Dense bf16 multiply-adds ×2 one Hopper SM completes per cycle (989 TFLOPS at 132 SMs
 /// and 1.83 GHz on the H100 SXM): the reference for `percent_of_peak`.
@@ -104,4 +112,77 @@ pub fn main(device: usize) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Global-timer time the SM clock probe counts cycles over, ns: with the timer's steps at
+/// both ends, a few cycles of a loop iteration are its whole error (~0.1 %).
+pub const CLOCK_PROBE_NS: u64 = 20_000;
+
+/// The SM clock, MHz, from `cycles` counted over `ns` nanoseconds; `None` where no time
+/// passed or nothing was counted (a slot the probe never wrote).
+pub fn clock_mhz(cycles: u64, ns: u64) -> Option<f64> {
+    (ns > 0 && cycles > 0).then(|| 1e3 * cycles as f64 / ns as f64)
+}
+
+/// The `probe_sm_clock` kernel and a device slot for each reading: [`ClockProbe::run`]
+/// queues a reading on a stream, [`ClockProbe::read_mhz`] copies them all back once.
+pub struct ClockProbe {
+    func: sys::CUfunction,
+    slots: CudaSlice<u64>,
+}
+
+impl ClockProbe {
+    /// A probe with room for `readings` readings on `gpu`, from `kernels` (loaded there).
+    pub fn new(gpu: &Gpu, kernels: &Kernels, readings: usize) -> Result<ClockProbe> {
+        if readings == 0 {
+            return Err(Error::invalid("readings", "at least one reading"));
+        }
+        Ok(ClockProbe {
+            func: kernels.function("probe_sm_clock")?,
+            slots: gpu.stream.alloc_zeros::<u64>(2 * readings)?,
+        })
+    }
+
+    /// Readings the probe has room for.
+    pub fn readings(&self) -> usize {
+        self.slots.len() / 2
+    }
+
+    /// Queues reading `i` on `stream` (the probe's GPU's): one warp on one SM, about
+    /// [`CLOCK_PROBE_NS`] long, after whatever the stream ran before.
+    pub fn run(&mut self, stream: &CudaStream, i: usize) -> Result<()> {
+        if i >= self.readings() {
+            return Err(Error::invalid(
+                "i",
+                format!("a reading below {}", self.readings()),
+            ));
+        }
+        let (base, _g) = self.slots.device_ptr_mut(stream);
+        let mut out = base + (16 * i) as u64;
+        let mut spin = CLOCK_PROBE_NS;
+        let mut args = kernel_args![spin, out];
+        // SAFETY: the arguments match `probe_sm_clock(u64, *mut u64)`; `out` is two u64 of
+        // `slots` (i < readings), which outlives the launch (it is freed only with `self`).
+        unsafe { launch(self.func, &LaunchSpec::linear(1, 32, 0), stream, &mut args) }
+    }
+
+    /// Every reading's SM clock, MHz (`None` for a reading not run), after the stream's
+    /// work so far.
+    pub fn read_mhz(&self, stream: &Arc<CudaStream>) -> Result<Vec<Option<f64>>> {
+        let raw: Vec<u64> = stream.clone_dtoh(&self.slots)?;
+        Ok(raw.chunks(2).map(|c| clock_mhz(c[0], c[1])).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_from_cycles_and_nanoseconds() {
+        assert_eq!(clock_mhz(39_600, 20_000), Some(1980.0));
+        assert_eq!(clock_mhz(27_540, 20_000), Some(1377.0));
+        assert_eq!(clock_mhz(0, 20_000), None);
+        assert_eq!(clock_mhz(1, 0), None);
+    }
 }

@@ -6,7 +6,7 @@
 # results runs; here base and new alternate).
 # Usage: ab-bench.sh BASE_BIN NEW_BIN OUT_DIR [bench args...]
 # Writes OUT_DIR/{base,new}{1,2}.json and prints the comparison (of the runs' median
-# replays, then of their fastest); ROUNDS=N (default 1)
+# replays, then of their fastest, then of their SM cycles a call); ROUNDS=N (default 1)
 # repeats the A-B-B-A block.
 set -euo pipefail
 
@@ -45,3 +45,8 @@ join() { local IFS=,; echo "$*"; }
 "$new_bin" compare --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"
 # The fastest replays too: under the power cap they show what the medians' spread hides.
 "$new_bin" compare --fastest --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"
+# And the SM cycles a call, which the cap's clock steps hardly move (builds from before the
+# clock probe have no such readings: compare says so).
+if ! "$new_bin" compare --cycles --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"; then
+    echo "(no comparison by cycles)"
+fi

@@ -120,7 +120,6 @@ fn a_window_without_samples_has_every_field_absent() {
         }
     );
     assert!(!s.power_capped());
-    assert_eq!(s.table_cell().trim(), "-");
     assert_eq!(PowerStats::default().nvml_samples, None);
 }
 
@@ -261,10 +260,18 @@ fn the_table_shows_the_median_clock_and_marks_the_power_cap() {
         assert_eq!(row.chars().count(), names.chars().count(), "{row}");
         column(&row)
     };
-    let rows = three_points();
+    let mut rows = three_points();
     assert_eq!(cell(&rows[0]), " 1980 ");
     assert_eq!(cell(&rows[1]), " 1455*");
     assert_eq!(cell(&rows[2]), "    - ");
+    // The clock counted on the GPU wins over NVML's (which lags the load); NVML's power
+    // cap still marks it.
+    rows[0].clock_mhz = vec![1410.0, 1377.0, 1395.0];
+    rows[1].clock_mhz = vec![1520.0];
+    rows[2].clock_mhz = vec![1980.0, 1975.0];
+    assert_eq!(cell(&rows[0]), " 1395 ");
+    assert_eq!(cell(&rows[1]), " 1520*");
+    assert_eq!(cell(&rows[2]), " 1978 ");
 }
 
 #[test]
@@ -283,6 +290,10 @@ fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
         "temp_c",
         "first_us",
         "last_us",
+        "clock_mhz",
+        "clock_mhz_first",
+        "clock_mhz_last",
+        "kcycles",
     ];
     // The older columns keep their places: the new ones follow `ratio`, the replays last.
     let ratio = header.iter().position(|c| *c == "ratio").unwrap();
@@ -306,7 +317,11 @@ fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
             "",
             "65",
             "1067.1000",
-            "1067.1000"
+            "1067.1000",
+            "",
+            "",
+            "",
+            ""
         ]
     );
     assert_eq!(
@@ -321,13 +336,58 @@ fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
             "",
             "45",
             "9.0000",
-            "9.0000"
+            "9.0000",
+            "",
+            "",
+            "",
+            ""
         ]
     );
     assert_eq!(
         tail(2),
-        ["", "", "", "", "", "", "", "", "10.2000", "10.2000"]
+        ["", "", "", "", "", "", "", "", "10.2000", "10.2000", "", "", "", ""]
     );
+    // The GPU-counted clock: median, first and last reading; cycles only with a reading
+    // for every replay.
+    let mut points = three_points();
+    points[1].clock_mhz = vec![1620.0, 1410.0, 1380.0, 1395.0];
+    points[0].clock_mhz = vec![1980.0; 10];
+    let csv = to_csv(&report(points));
+    let row = |i: usize| -> Vec<String> {
+        let line = csv.lines().nth(i).unwrap();
+        let cells: Vec<&str> = line.split(',').collect();
+        cells[cells.len() - 4..]
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    };
+    assert_eq!(row(2), ["1402.5000", "1620.0000", "1395.0000", ""]);
+    assert_eq!(row(1), ["1980.0000", "1980.0000", "1980.0000", "17.8200"]);
+}
+
+#[test]
+fn cycles_a_call_follow_each_replay_at_its_own_clock() {
+    // The b 32, h_q 128, 32K run of the fiftieth session's call 2 (H200): the clock stepped
+    // from 1710 to 1484 MHz during the fourth replay, the time from ~455 to ~516 µs (13 %);
+    // a replay's cycles moved 1.5-2.7 % (a DRAM latency is fewer cycles at a lower clock).
+    let p = Point::new(32, 1, 128, 32768);
+    let us = [
+        456.2, 454.6, 454.5, 475.0, 511.6, 517.2, 517.3, 516.5, 515.7, 515.4,
+    ];
+    let mhz = [
+        1710.0, 1710.0, 1709.0, 1514.0, 1484.0, 1484.0, 1484.0, 1484.0, 1485.0, 1484.0,
+    ];
+    let ms: Vec<f64> = us.iter().map(|u| u * 20e-3).collect();
+    let mut r = PointResult::new(p, &p.lengths(), &ms, None, None);
+    assert_eq!(r.cycles_per_call(), None);
+    r.clock_mhz = mhz.to_vec();
+    let c = r.cycles_per_call().unwrap();
+    // The median of the replays' own cycles (766,486 and 767,525), not the median µs at
+    // the median clock (513.5 × 1484.5 = 762,291).
+    assert!((c - (766_486.0 + 767_524.8) / 2.0).abs() < 1e-6, "{c}");
+    // A reading missing for one replay: no cycles.
+    r.clock_mhz.pop();
+    assert_eq!(r.cycles_per_call(), None);
 }
 
 #[test]
@@ -364,6 +424,7 @@ fn reports_from_before_the_fields_still_read_and_compare() {
         .points
         .iter()
         .all(|p| p.power == PowerStats::default() && p.us > 0.0));
+    assert!(old.points.iter().all(|p| p.clock_mhz.is_empty()));
     // A new report of the same card with the fields, compared with the old one, in memory
     // and through the files `compare` reads.
     let mut new = old.clone();
@@ -384,6 +445,7 @@ fn reports_from_before_the_fields_still_read_and_compare() {
         new: vec![b],
         only: vec![],
         fastest: false,
+        cycles: false,
     };
     let done = flashmla_etap::compare::main(&args);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -1,12 +1,14 @@
 //! GPU tests of the Hopper primitives, each against an expectation computed on the CPU
 //! with the layout math the kernels use (`etap_kernel::layout`): a paged TMA load into
-//! swizzled shared memory, wgmma in the two ETAP shapes, and the warp-specialised
-//! producer/consumer pipeline. Reported as ignored, with the reason, where there is no GPU.
+//! swizzled shared memory, wgmma in the two ETAP shapes, the warp-specialised
+//! producer/consumer pipeline, and the SM clock probe the bench runs. Reported as ignored,
+//! with the reason, where there is no GPU.
 mod common;
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 use etap_kernel::config::{BLOCK_BYTES, K_BLOCKS, TILE_BYTES};
 use etap_kernel::layout::swizzled_offset;
+use flashmla_etap::probe::ClockProbe;
 use flashmla_etap::reference::SplitMix64;
 use flashmla_etap::{
     encode_tiled, kernel_args, launch, Gpu, Kernels, LaunchSpec, Swizzle, TmaDtype,
@@ -240,8 +242,32 @@ fn warp_specialized_pipeline_checksum() {
     println!("pipeline: 1 producer warp, 2 consumer warpgroups, 3 stages, {n_tiles} tiles: checksum {want} exact in 20 runs");
 }
 
+fn sm_clock_probe_counts_a_plausible_clock() {
+    let gpu = require_gpu!("sm_clock_probe_counts_a_plausible_clock");
+    let k = Kernels::load(&gpu).unwrap();
+    let s = &gpu.stream;
+    let mut probe = ClockProbe::new(&gpu, &k, 4).unwrap();
+    for i in 0..3 {
+        probe.run(s, i).unwrap();
+    }
+    assert!(
+        probe.run(s, 4).is_err(),
+        "a reading past the slots is an error"
+    );
+    let mhz = probe.read_mhz(s).unwrap();
+    // Hopper parts clock their SMs between ~0.3 and ~2 GHz; swapped or unwritten
+    // slots, or a timer read as cycles, land far outside.
+    for m in &mhz[..3] {
+        let m = m.expect("every reading run has a clock");
+        assert!((250.0..=2500.0).contains(&m), "{mhz:?}");
+    }
+    assert_eq!(mhz[3], None, "the reading not run stays empty");
+    println!("SM clock probe: {mhz:?} MHz");
+}
+
 test_main!(
     tma_paged_load_lands_swizzled_as_predicted,
     wgmma_gemms_in_both_etap_shapes,
     warp_specialized_pipeline_checksum,
+    sm_clock_probe_counts_a_plausible_clock,
 );

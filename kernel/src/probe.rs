@@ -81,3 +81,28 @@ probe_kernels! {
     probe_wgmma_k_n128 probe_wgmma_mn_n128 N128;
     probe_wgmma_k_n256 probe_wgmma_mn_n256 N256;
 }
+
+/// The SM clock now: thread 0 counts this SM's cycles between two steps of the global
+/// timer at least `spin_ns` apart and writes `[cycles, ns]` to `out`. Starting and ending
+/// on a step of the timer, the error is a loop iteration at each end, not a timer step.
+/// `flashmla-etap bench` runs it after each timed replay (one CTA of one warp).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn probe_sm_clock(spin_ns: u64, out: *mut u64) {
+    if ids::thread() != 0 {
+        return;
+    }
+    let t0 = clock::nanos();
+    let mut t1 = clock::nanos();
+    while t1 == t0 {
+        t1 = clock::nanos();
+    }
+    let c1 = clock::cycles();
+    let end = t1.saturating_add(spin_ns.max(1));
+    let mut t2 = t1;
+    while t2 < end {
+        t2 = clock::nanos();
+    }
+    let c2 = clock::cycles();
+    *out = c2.wrapping_sub(c1);
+    *out.add(1) = t2 - t1;
+}
