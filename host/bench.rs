@@ -598,9 +598,10 @@ impl PointResult {
     }
 
     /// SM cycles a decode call takes, the median over the timed replays of each replay's µs
-    /// times the clock counted after it: a time the power cap's clock steps do not move
-    /// (the work's cycles, not its energy). `None` without a clock reading for every
-    /// replay.
+    /// times the clock counted after it: the power cap's clock steps move it less than the
+    /// time (only the waits on memory, fixed in ns, take fewer cycles at a lower clock), and
+    /// it counts the work's cycles, not its energy. `None` without a clock reading for
+    /// every replay.
     pub fn cycles_per_call(&self) -> Option<f64> {
         let n = self.replays_us.len();
         (n > 0 && self.clock_mhz.len() == n).then(|| {

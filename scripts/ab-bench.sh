@@ -45,8 +45,8 @@ join() { local IFS=,; echo "$*"; }
 "$new_bin" compare --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"
 # The fastest replays too: under the power cap they show what the medians' spread hides.
 "$new_bin" compare --fastest --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"
-# And the SM cycles a call, which the cap's clock steps hardly move (builds from before the
-# clock probe have no such readings: compare says so).
+# And the SM cycles a call, which the cap's clock steps move less than the medians (builds
+# from before the clock probe have no such readings: compare says so).
 if ! "$new_bin" compare --cycles --base "$(join "${bases[@]}")" --new "$(join "${news[@]}")"; then
     echo "(no comparison by cycles)"
 fi
