@@ -783,8 +783,8 @@ pub fn table_header(peers: &[String]) -> String {
 }
 
 /// One table row; `ratio` is marked `*` where we lose (ratio > 1), our µs `^` where the
-/// point slowed during its replays ([`PointResult::slowed_in_replays`]), the SM clock where
-/// NVML saw the power cap ([`PointResult::clock_cell`]).
+/// point slowed during its replays ([`PointResult::slowed_in_replays`]), the SM clock `*`
+/// where NVML saw the power cap ([`PointResult::clock_cell`]).
 pub fn table_row(r: &PointResult, peers: &[String]) -> String {
     let p = &r.point;
     let mut s = format!(
@@ -1303,8 +1303,8 @@ pub struct Measured {
     /// NVML's view of the timed replays: `None` without a monitor, an error where a query
     /// failed.
     pub power: Option<Result<PowerStats>>,
-    /// The SM clock after each timed replay, MHz ([`ClockProbe`]; a reading the probe
-    /// could not take is left out).
+    /// The SM clock after each timed replay, MHz ([`ClockProbe`]), in replay order; empty
+    /// if any reading is missing, so that each one stays with its replay.
     pub clock_mhz: Vec<f64>,
 }
 
@@ -1312,7 +1312,8 @@ pub struct Measured {
 /// in one graph, idles for `settle`, replays the graph untimed for at least [`WARMUP_MS`] ms
 /// and [`REPLAYS`] times timed, with `monitor` (if any) sampling the card during the timed
 /// replays only, and the SM clock counted on the GPU after each timed replay, outside the
-/// timed span ([`ClockProbe`], ~20 µs). Every buffer is freed on return.
+/// timed span ([`ClockProbe`], ~20 µs; NVML's window, its energy per call included, spans
+/// these ten probes too, ~0.3 % of a 50 ms window). Every buffer is freed on return.
 pub fn measure(
     decoder: &Decoder,
     pool: &CudaSlice<bf16>,
@@ -1386,7 +1387,7 @@ pub fn measure(
             timer.start()?;
             graph.launch(s)?;
             timer.stop()?;
-            clock.run(s, i)?;
+            clock.run(i)?;
             ms.push(timer.elapsed_ms()? as f64);
         }
         Ok(ms)
@@ -1398,7 +1399,11 @@ pub fn measure(
         }
         None => (timed()?, None),
     };
-    let clock_mhz = clock.read_mhz(s)?.into_iter().flatten().collect();
+    let clock_mhz = clock
+        .read_mhz()?
+        .into_iter()
+        .collect::<Option<Vec<f64>>>()
+        .unwrap_or_default();
     gpu.synchronize()?;
     drop(graph);
     Ok(Measured {

@@ -49,12 +49,12 @@ pub enum RunTime {
 }
 
 impl RunTime {
-    /// How the comparison's header names the run times, and their unit.
-    fn describe(self) -> (&'static str, &'static str) {
+    /// How the comparison names the run times, their unit, and a move down or up.
+    fn describe(self) -> [&'static str; 4] {
         match self {
-            RunTime::Median => ("median replays", "µs"),
-            RunTime::Fastest => ("fastest replays", "µs"),
-            RunTime::Cycles => ("SM cycles a call", "kcyc"),
+            RunTime::Median => ["median replays", "µs", "faster", "slower"],
+            RunTime::Fastest => ["fastest replays", "µs", "faster", "slower"],
+            RunTime::Cycles => ["SM cycles a call", "kcyc", "fewer", "more"],
         }
     }
 }
@@ -108,10 +108,13 @@ pub fn compare_by(
     if new.is_empty() {
         return Err(Error::invalid("--new", "needs at least one report"));
     }
+    let wanted = select(first.points.iter().map(|p| p.point).collect(), filters);
     let sides = [("--base", base), ("--new", new)];
     for (arg, reports) in sides {
         for (i, r) in reports.iter().enumerate() {
-            if run_time == RunTime::Fastest && r.points.iter().any(|p| p.replays_us.is_empty()) {
+            // Only the points compared need the replays or the clock readings.
+            let mut compared = r.points.iter().filter(|p| wanted.contains(&p.point));
+            if run_time == RunTime::Fastest && compared.clone().any(|p| p.replays_us.is_empty()) {
                 return Err(Error::invalid(
                     arg,
                     format!(
@@ -120,8 +123,7 @@ pub fn compare_by(
                     ),
                 ));
             }
-            if run_time == RunTime::Cycles && r.points.iter().any(|p| p.cycles_per_call().is_none())
-            {
+            if run_time == RunTime::Cycles && compared.any(|p| p.cycles_per_call().is_none()) {
                 return Err(Error::invalid(
                     arg,
                     format!(
@@ -146,7 +148,6 @@ pub fn compare_by(
             }
         }
     }
-    let wanted = select(first.points.iter().map(|p| p.point).collect(), filters);
     let times = |reports: &[Report], p: &Point| -> Option<Vec<f64>> {
         reports
             .iter()
@@ -222,7 +223,7 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     } else {
         RunTime::Median
     };
-    let (what, unit) = run_time.describe();
+    let [what, unit, less, more] = run_time.describe();
     let c = compare_by(&base, &new, &filters, run_time)?;
     let commits = |r: &[Report]| {
         r.iter()
@@ -248,9 +249,9 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     );
     for p in &c.points {
         let note = match p.moved {
-            Some(std::cmp::Ordering::Less) => "  faster",
-            Some(std::cmp::Ordering::Greater) => "  slower",
-            _ => "",
+            Some(std::cmp::Ordering::Less) => format!("  {less}"),
+            Some(std::cmp::Ordering::Greater) => format!("  {more}"),
+            _ => String::new(),
         };
         println!(
             "{:>30} | {:>9.1} {:>9.1} | {:>6.3}{note}",
@@ -262,7 +263,7 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     }
     let count = |o| c.points.iter().filter(|p| p.moved == Some(o)).count();
     println!(
-        "geometric-mean ratio new/base {:.4} over {} points; outside the runs' spread: {} faster, {} slower{}",
+        "geometric-mean ratio new/base {:.4} over {} points; outside the runs' spread: {} {less}, {} {more}{}",
         c.geomean_ratio,
         c.points.len(),
         count(std::cmp::Ordering::Less),
@@ -396,13 +397,21 @@ mod tests {
         let p = &cycles.points[0];
         assert!((p.base_us - 180.0).abs() < 1e-9 && (p.new_us - 180.0).abs() < 1e-9);
         assert_eq!(p.moved, None);
-        // A report without the clock readings cannot be compared by cycles.
+        // A report without the clock readings at a compared point cannot be compared by
+        // cycles; at a point filtered out it can.
         let mut bare = run(&[fast]);
         bare.points[0].clock_mhz.clear();
         assert!(matches!(
-            compare_by(&[bare], &new, &[], RunTime::Cycles),
+            compare_by(std::slice::from_ref(&bare), &new, &[], RunTime::Cycles),
             Err(Error::InvalidArgument { arg: "--base", .. })
         ));
+        let mut other = PointResult::new(B, &B.lengths(), &[2.0], None, None);
+        other.clock_mhz.clear();
+        let mut with_other = base.to_vec();
+        with_other[0].points.push(other);
+        let only_a = parse_filters(&[format!("h_q={}", A.h_q)]).unwrap();
+        assert!(compare_by(&with_other, &new, &only_a, RunTime::Cycles).is_ok());
+        assert!(compare_by(&with_other, &new, &[], RunTime::Cycles).is_err());
     }
 
     #[test]

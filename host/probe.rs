@@ -15,6 +15,7 @@ use crate::{kernel_args, launch, Gpu, Kernels, LaunchSpec};
 use cudarc::driver::sys;
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtrMut};
 use etap_kernel::config::{probe_smem_bytes, PROBE_BATCH};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// Dense bf16 multiply-adds ×2 one Hopper SM completes per cycle (989 TFLOPS at 132 SMs
@@ -124,22 +125,29 @@ pub fn clock_mhz(cycles: u64, ns: u64) -> Option<f64> {
     (ns > 0 && cycles > 0).then(|| 1e3 * cycles as f64 / ns as f64)
 }
 
-/// The `probe_sm_clock` kernel and a device slot for each reading: [`ClockProbe::run`]
-/// queues a reading on a stream, [`ClockProbe::read_mhz`] copies them all back once.
-pub struct ClockProbe {
+/// The `probe_sm_clock` kernel and a device slot for each reading, on one GPU's stream:
+/// [`ClockProbe::run`] queues a reading there, [`ClockProbe::read_mhz`] copies them all
+/// back once. The borrow of the [`Kernels`] keeps the kernel's module loaded while the
+/// probe lives.
+pub struct ClockProbe<'k> {
     func: sys::CUfunction,
+    stream: Arc<CudaStream>,
     slots: CudaSlice<u64>,
+    _module: PhantomData<&'k Kernels>,
 }
 
-impl ClockProbe {
-    /// A probe with room for `readings` readings on `gpu`, from `kernels` (loaded there).
-    pub fn new(gpu: &Gpu, kernels: &Kernels, readings: usize) -> Result<ClockProbe> {
+impl<'k> ClockProbe<'k> {
+    /// A probe with room for `readings` readings on `gpu`'s stream, from `kernels` (loaded
+    /// on `gpu`). Its slots start empty.
+    pub fn new(gpu: &Gpu, kernels: &'k Kernels, readings: usize) -> Result<ClockProbe<'k>> {
         if readings == 0 {
             return Err(Error::invalid("readings", "at least one reading"));
         }
         Ok(ClockProbe {
             func: kernels.function("probe_sm_clock")?,
+            stream: gpu.stream.clone(),
             slots: gpu.stream.alloc_zeros::<u64>(2 * readings)?,
+            _module: PhantomData,
         })
     }
 
@@ -148,29 +156,47 @@ impl ClockProbe {
         self.slots.len() / 2
     }
 
-    /// Queues reading `i` on `stream` (the probe's GPU's): one warp on one SM, about
+    /// Queues reading `i` on the probe's stream: one warp on one SM, about
     /// [`CLOCK_PROBE_NS`] long, after whatever the stream ran before.
-    pub fn run(&mut self, stream: &CudaStream, i: usize) -> Result<()> {
+    pub fn run(&mut self, i: usize) -> Result<()> {
         if i >= self.readings() {
             return Err(Error::invalid(
                 "i",
                 format!("a reading below {}", self.readings()),
             ));
         }
-        let (base, _g) = self.slots.device_ptr_mut(stream);
+        let (base, _g) = self.slots.device_ptr_mut(&self.stream);
         let mut out = base + (16 * i) as u64;
         let mut spin = CLOCK_PROBE_NS;
         let mut args = kernel_args![spin, out];
         // SAFETY: the arguments match `probe_sm_clock(u64, *mut u64)`; `out` is two u64 of
-        // `slots` (i < readings), which outlives the launch (it is freed only with `self`).
-        unsafe { launch(self.func, &LaunchSpec::linear(1, 32, 0), stream, &mut args) }
+        // `slots` (i < readings), which outlives the launch (it is freed only with `self`);
+        // the function's module outlives `self` ('k), and the stream is the slots'.
+        unsafe {
+            launch(
+                self.func,
+                &LaunchSpec::linear(1, 32, 0),
+                &self.stream,
+                &mut args,
+            )
+        }
     }
 
-    /// Every reading's SM clock, MHz (`None` for a reading not run), after the stream's
-    /// work so far.
-    pub fn read_mhz(&self, stream: &Arc<CudaStream>) -> Result<Vec<Option<f64>>> {
-        let raw: Vec<u64> = stream.clone_dtoh(&self.slots)?;
-        Ok(raw.chunks(2).map(|c| clock_mhz(c[0], c[1])).collect())
+    /// Every reading as written, `(cycles, ns)`, after the stream's work so far; `(0, 0)`
+    /// for a reading not run since [`ClockProbe::new`].
+    pub fn read_raw(&self) -> Result<Vec<(u64, u64)>> {
+        let raw: Vec<u64> = self.stream.clone_dtoh(&self.slots)?;
+        Ok(raw.chunks(2).map(|c| (c[0], c[1])).collect())
+    }
+
+    /// Every reading's SM clock, MHz (`None` for a reading not run since
+    /// [`ClockProbe::new`]), after the stream's work so far.
+    pub fn read_mhz(&self) -> Result<Vec<Option<f64>>> {
+        Ok(self
+            .read_raw()?
+            .into_iter()
+            .map(|(cycles, ns)| clock_mhz(cycles, ns))
+            .collect())
     }
 }
 

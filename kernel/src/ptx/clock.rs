@@ -10,8 +10,8 @@ pub fn cycles() -> u64 {
     c
 }
 
-/// %globaltimer: nanoseconds of the GPU's global timer, which advances in steps (tens to
-/// hundreds of ns, by GPU and driver) whatever the SM clock.
+/// %globaltimer: nanoseconds of the GPU's global timer, which advances in steps (their
+/// size depends on the GPU and driver) whatever the SM clock.
 #[inline(always)]
 pub fn nanos() -> u64 {
     let t: u64;
