@@ -308,6 +308,7 @@ impl<'a, T: KvElement> KvCache<'a, T> {
     /// one `T`), so a dtype mismatch does not compile.
     pub fn new(gpu: &Gpu, data: &'a CudaSlice<T>, num_blocks: usize, h_kv: usize) -> Result<Self> {
         Self::check_shape(data.len(), num_blocks, h_kv)?;
+        gpu.check_owns("data", data.context())?;
         let rows = (num_blocks * PAGE_SIZE as usize) as u64;
         let dtype = match T::DTYPE {
             Dtype::Bf16 => TmaDtype::Bf16,
@@ -1119,7 +1120,9 @@ impl Decoder {
     /// `q[b, s_q, h_q, 576]`, the paged `cache`, `block_table[b, max_pages]` and
     /// `cache_seqlens[b]`, which must hold on the device the lengths the plan was built from.
     ///
-    /// Checked on the host before any launch ([`DecodeConfig::check_buffers`]): every buffer
+    /// Checked on the host before any launch: that the stream, the plan and every buffer
+    /// belong to the decoder's GPU ([`Gpu::check_owns`]; memory of another device would be
+    /// read as this one's addresses), and ([`DecodeConfig::check_buffers`]) every buffer
     /// length against the plan's config, and the cache's `h_kv`. Not checked here (it would
     /// need a host copy or a synchronisation): that the device `cache_seqlens` equal the
     /// plan's lengths and that the used block-table entries are valid page ids — use
@@ -1147,6 +1150,15 @@ impl Decoder {
         lse: &mut CudaSlice<f32>,
     ) -> Result<()> {
         let c = plan.config;
+        let gpu = &self.gpu;
+        gpu.check_owns("stream", stream.context())?;
+        gpu.check_owns("plan", plan.o_accum.context())?;
+        gpu.check_owns("q", q.context())?;
+        gpu.check_owns("cache", cache.data.context())?;
+        gpu.check_owns("block_table", block_table.context())?;
+        gpu.check_owns("cache_seqlens", cache_seqlens.context())?;
+        gpu.check_owns("out", out.context())?;
+        gpu.check_owns("lse", lse.context())?;
         c.check_buffers(&BufferLens {
             q: q.len(),
             out: out.len(),
@@ -1264,6 +1276,9 @@ impl Decoder {
         out: &mut CudaSlice<O>,
         lse: &mut CudaSlice<f32>,
     ) -> Result<()> {
+        // Before the re-arming copy on `stream` (`decode` checks the rest).
+        self.gpu.check_owns("stream", stream.context())?;
+        self.gpu.check_owns("plan", plan.errors.context())?;
         // The combine's own report (atomic minima), re-armed before the call.
         stream
             .memcpy_htod(

@@ -186,6 +186,26 @@ impl Gpu {
             .map_err(|e| Error::driver("cuStreamSynchronize", e))
     }
 
+    /// Checks that `ctx`, the context of the stream or buffer passed as `arg`, is this
+    /// GPU's: a kernel launched here must not be handed memory of another device, whose
+    /// addresses mean nothing on this one (an illegal-address fault, which ends the
+    /// context), nor a stream of another (the launch fails there).
+    pub fn check_owns(&self, arg: &'static str, ctx: &CudaContext) -> Result<()> {
+        if ctx.cu_ctx() == self.ctx.cu_ctx() {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                arg,
+                format!(
+                    "must belong to device {} (the GPU the decoder and its plan live on), \
+                     not device {}",
+                    self.ordinal,
+                    ctx.ordinal()
+                ),
+            ))
+        }
+    }
+
     /// One line describing the device, e.g. for `flashmla-etap info`.
     pub fn describe(&self) -> String {
         format!(

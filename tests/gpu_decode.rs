@@ -440,6 +440,123 @@ fn checked_api_reports_bad_page_ids_and_lengths() {
     println!("checked API: bad page ids (i32::MAX, -5, num_blocks) and a too-long length reported with their batch index");
 }
 
+/// A stream, plan or buffer of another GPU is an error naming the argument, before any
+/// launch (its addresses would be read as this GPU's), and the decoder works on after it.
+/// Needs two GPUs: on one it reports itself skipped.
+fn buffers_of_another_gpu_are_errors() {
+    use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
+    use flashmla_etap::device::device_count;
+    use flashmla_etap::reference::{generate, MlaShape};
+    use flashmla_etap::{Error, Gpu};
+    use half::bf16;
+    let gpu = require_gpu!("buffers_of_another_gpu_are_errors");
+    let n = device_count().unwrap();
+    if n < 2 {
+        common::skip_because(format!(
+            "needs two GPUs to hand one's buffers to the other; this machine has {n}"
+        ));
+        return;
+    }
+    let other = Gpu::open(1).unwrap();
+    let decoder = Decoder::new(&gpu).unwrap();
+    let lengths = vec![300, 700];
+    let shape = MlaShape::for_lengths(1, 16, 1, 64, &lengths);
+    let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
+    let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+    // Every input on both GPUs.
+    let on = |g: &Gpu| {
+        let s = &g.stream;
+        (
+            s.clone_htod(&to(&inputs.q)).unwrap(),
+            s.clone_htod(&to(&inputs.kv_cache)).unwrap(),
+            s.clone_htod(&inputs.block_table).unwrap(),
+            s.clone_htod(&inputs.seqlens).unwrap(),
+            s.alloc_zeros::<bf16>(shape.out_len()).unwrap(),
+            s.alloc_zeros::<f32>(shape.lse_len()).unwrap(),
+        )
+    };
+    let (q, kv, bt, sl, mut out, mut lse) = on(&gpu);
+    let (q1, kv1, bt1, sl1, mut out1, mut lse1) = on(&other);
+    let config = DecodeConfig::new(lengths.len(), 16, shape.max_pages);
+    let mut plan = DecodePlan::new(&gpu, config, &lengths).unwrap();
+    let mut plan1 = DecodePlan::new(&other, config, &lengths).unwrap();
+    let cache = KvCache::new(&gpu, &kv, shape.num_blocks, 1).unwrap();
+    let cache1 = KvCache::new(&other, &kv1, shape.num_blocks, 1).unwrap();
+    let names = |r: Result<(), Error>| match r {
+        Err(Error::InvalidArgument { arg, rule }) => {
+            assert!(
+                rule.contains("device 0") && rule.contains("device 1"),
+                "{rule}"
+            );
+            arg
+        }
+        other => panic!("expected an InvalidArgument, got {other:?}"),
+    };
+    match KvCache::new(&gpu, &kv1, shape.num_blocks, 1) {
+        Err(Error::InvalidArgument { arg: "data", .. }) => {}
+        other => panic!("expected a data error, got {:?}", other.map(|_| ())),
+    }
+    let s = &gpu.stream;
+    let s1 = &other.stream;
+    let d = &decoder;
+    assert_eq!(
+        names(d.decode(s1, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)),
+        "stream"
+    );
+    assert_eq!(
+        names(d.decode(s, &mut plan1, &q, &cache, &bt, &sl, &mut out, &mut lse)),
+        "plan"
+    );
+    assert_eq!(
+        names(d.decode(s, &mut plan, &q1, &cache, &bt, &sl, &mut out, &mut lse)),
+        "q"
+    );
+    assert_eq!(
+        names(d.decode(s, &mut plan, &q, &cache1, &bt, &sl, &mut out, &mut lse)),
+        "cache"
+    );
+    assert_eq!(
+        names(d.decode(s, &mut plan, &q, &cache, &bt1, &sl, &mut out, &mut lse)),
+        "block_table"
+    );
+    assert_eq!(
+        names(d.decode(s, &mut plan, &q, &cache, &bt, &sl1, &mut out, &mut lse)),
+        "cache_seqlens"
+    );
+    assert_eq!(
+        names(d.decode(s, &mut plan, &q, &cache, &bt, &sl, &mut out1, &mut lse)),
+        "out"
+    );
+    assert_eq!(
+        names(d.decode(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse1)),
+        "lse"
+    );
+    assert_eq!(
+        names(d.decode_checked(s1, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)),
+        "stream"
+    );
+    assert_eq!(
+        names(d.decode_checked(s, &mut plan1, &q, &cache, &bt, &sl, &mut out, &mut lse)),
+        "plan"
+    );
+    // Nothing was launched: the decoder's GPU decodes on, and its result is the one a
+    // decoder on the other GPU computes from the same inputs.
+    d.decode_checked(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)
+        .unwrap();
+    let d1 = Decoder::new(&other).unwrap();
+    d1.decode_checked(
+        s1, &mut plan1, &q1, &cache1, &bt1, &sl1, &mut out1, &mut lse1,
+    )
+    .unwrap();
+    let here: Vec<bf16> = s.clone_dtoh(&out).unwrap();
+    let there: Vec<bf16> = s1.clone_dtoh(&out1).unwrap();
+    assert_eq!(
+        here, there,
+        "the two GPUs decode the same inputs bit for bit"
+    );
+    println!("buffers of another GPU: stream, plan, q, cache, block_table, cache_seqlens, out, lse and KvCache data named; both GPUs decode bit for bit alike after");
+}
+
 /// A device length the plan was not built for is reported by the checked API where the
 /// plan's pieces cannot cover it (`plan::contradicts_plan`, which names the batch index
 /// the decode reports; `Schedule::first_uncovered` and `DecodePlan::covers` name the same
@@ -582,5 +699,6 @@ test_main!(
     back_to_back_calls_stay_ordered,
     checked_api_reports_bad_page_ids_and_lengths,
     checked_api_reports_lengths_the_plan_cannot_cover,
+    buffers_of_another_gpu_are_errors,
     accuracy_not_worse_than_flashmla,
 );
