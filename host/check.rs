@@ -721,6 +721,30 @@ pub fn grid() -> Vec<Case> {
             ..Case::new(dtype, 1, 16, vec![4000, 65], false)
         });
     }
+    // Seesaw plans of uneven lengths whose requests run in their own order
+    // (`order::plan_ordered`: `Schedule::ordered`): whole requests where they fit, a long
+    // one over several partitions, an empty one, in both precisions, causal s_q 2,
+    // f16 and f32 output, two KV heads.
+    let uneven = [9000, 700, 30000, 0, 2500, 65, 5000, 1300, 4100, 129];
+    for (i, (dtype, s_q, h_q, h_kv, out_f32, precision)) in [
+        (Dtype::Bf16, 1, 128, 1, false, Precision::Fast),
+        (Dtype::Bf16, 2, 64, 1, false, Precision::Fast),
+        (Dtype::F16, 1, 64, 1, false, Precision::Accurate),
+        (Dtype::Bf16, 1, 128, 2, true, Precision::Fast),
+        (Dtype::Bf16, 2, 128, 1, false, Precision::Accurate),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cases.push(Case {
+            precision,
+            h_kv,
+            out_f32,
+            sm_count: Some(12),
+            seed: 5300 + i as u64,
+            ..Case::new(dtype, s_q, h_q, uneven.to_vec(), s_q > 1)
+        });
+    }
     // Long shares, as most points of the benchmark from 16K have them: planned for 8 SMs,
     // these lengths give 65-117 pages a partition (pieces charged the fixed overhead, long
     // runs of tiles, the 32-row tiles' 64-token KV boxes) on every row tile, in both
@@ -835,6 +859,26 @@ mod tests {
     use crate::decode::CombineKind;
     use etap_kernel::config::{COMBINE_NARROW_MAX_SPLITS, SEESAW_ROWS};
     use etap_kernel::plan;
+
+    /// The grid runs plans whose requests take their own order (`Schedule::ordered`) on
+    /// both seesaw kernels' precisions, at s_q 1 and 2 and with f32 output.
+    #[test]
+    fn the_grid_reaches_ordered_plans() {
+        let ordered: Vec<Case> = grid()
+            .into_iter()
+            .filter(|case| {
+                let sm_count = case.sm_count.unwrap_or(132);
+                DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
+                    .expect("a grid case plans")
+                    .ordered
+            })
+            .collect();
+        assert!(ordered
+            .iter()
+            .any(|c| c.precision == Precision::Fast && c.s_q == 2));
+        assert!(ordered.iter().any(|c| c.precision == Precision::Accurate));
+        assert!(ordered.iter().any(|c| c.out_f32 && c.h_kv == 2));
+    }
 
     /// The smoke cases reach each schedule of the 64-row seesaw kernels: the split one, and
     /// `Fast` in the P_a-first order and in FlashMLA's; and the seesaw kernels at the

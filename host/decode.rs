@@ -8,6 +8,7 @@ use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::launch::{launch, max_active_clusters, LaunchSpec};
 use crate::module::Kernels;
+use crate::order::{plan_ordered, OrderedPlan};
 use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -16,9 +17,9 @@ use etap_kernel::config::{
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
     COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V,
     ERROR_BUFFER_WORDS, ERROR_EMPTY_PLANNED, ERROR_LENGTH, ERROR_PAGE_ID, ERROR_PLAN, ERROR_WORDS,
-    FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_OUT_F32,
-    KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, PARTIAL_ROW_BYTES, ROW_TILES,
-    SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
+    FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_ORDERED,
+    FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, PARTIAL_ROW_BYTES,
+    ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -384,6 +385,8 @@ pub struct DecodePlan {
     /// The CPU schedule the device copies below were made from.
     schedule: Schedule,
     parts: CudaSlice<i32>,
+    /// `Schedule::order` (read by the kernels only where `Schedule::ordered`).
+    order: CudaSlice<i32>,
     split_offsets: CudaSlice<i32>,
     o_accum: CudaSlice<f32>,
     lse_accum: CudaSlice<f32>,
@@ -411,6 +414,7 @@ impl DecodePlan {
             config,
             seqlens: seqlens.to_vec(),
             parts: stream.clone_htod(&words).map_err(drv)?,
+            order: stream.clone_htod(&schedule.order).map_err(drv)?,
             split_offsets: stream.clone_htod(&schedule.split_offsets).map_err(drv)?,
             o_accum: stream
                 .alloc_zeros(slots * rows * D_V as usize)
@@ -471,6 +475,7 @@ impl DecodePlan {
             Ok((parts, split_offsets))
         };
         let mut chosen = plan_with(num_parts, plan::fixed_overhead_pages(rows_per_cta))?;
+        let mut ordered: Option<OrderedPlan> = None;
         // The seesaw kernels' plans over long shares: the greedy fill at other piece costs
         // too, kept where it balances the partitions better by the same cost
         // (`plan::charged_makespan`), then where it has fewer pieces.
@@ -497,7 +502,31 @@ impl DecodePlan {
             // Requests in more pieces than the narrow combine takes: the first fill of
             // balanced pages over as many or a few fewer partitions that keeps them to that
             // many replaces the plan where it costs little more (`plan::keeps_narrow_fill`).
-            if plan::max_pieces(&chosen.1) > COMBINE_NARROW_MAX_SPLITS {
+            let narrow_wanted = plan::max_pieces(&chosen.1) > COMBINE_NARROW_MAX_SPLITS;
+            // Uneven lengths: requests in their own order (`order::plan_ordered`), where
+            // that takes the busiest partition's charge below the batch-order plan's and
+            // keeps to the narrow combine where the batch-order plan is to.
+            let pages = |l: i32| plan::num_pages(l, PAGE_SIZE as usize);
+            let uneven = seqlens
+                .iter()
+                .any(|&l| Some(pages(l)) != seqlens.first().map(|&f| pages(f)));
+            let max_payload = best.0.saturating_sub(1);
+            ordered = uneven
+                .then(|| {
+                    plan_ordered(
+                        seqlens,
+                        PAGE_SIZE as usize,
+                        num_parts,
+                        plan::FIXED_OVERHEAD_PAGES_64_ROWS,
+                        max_payload,
+                    )
+                })
+                .flatten()
+                .filter(|o| {
+                    !narrow_wanted
+                        || plan::max_pieces(&o.split_offsets) <= COMBINE_NARROW_MAX_SPLITS
+                });
+            if ordered.is_none() && narrow_wanted {
                 for filled in plan::narrow_fill_part_counts(num_parts) {
                     let other = plan_with(filled, 0)?;
                     if plan::max_pieces(&other.1) <= COMBINE_NARROW_MAX_SPLITS {
@@ -521,7 +550,15 @@ impl DecodePlan {
                 chosen = alt;
             }
         }
-        let (parts, split_offsets) = chosen;
+        let (parts, split_offsets, order, is_ordered) = match ordered {
+            Some(o) => (o.parts, o.split_offsets, o.order, true),
+            None => (
+                chosen.0,
+                chosen.1,
+                (0..config.batch as i32).collect(),
+                false,
+            ),
+        };
         let rows_per_req = (config.s_q * config.h_q) as u64;
         let slot_rows = split_offsets[config.batch] as u64 * rows_per_req;
         let max_splits = plan::max_pieces(&split_offsets);
@@ -541,6 +578,8 @@ impl DecodePlan {
             .saturating_add(rows * u64::from((D_QK + D_V) * 2));
         Ok(Schedule {
             parts,
+            order,
+            ordered: is_ordered,
             split_offsets,
             num_parts,
             active_parts,
@@ -629,8 +668,14 @@ impl DecodePlan {
 /// decode kernel reads and the kernel variant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Schedule {
-    /// One [`PartWork`] per partition (grid column).
+    /// One [`PartWork`] per partition (grid column); its `begin_req..=end_req` are
+    /// positions in [`Schedule::order`].
     pub parts: Vec<PartWork>,
+    /// The request at each position of the plan: the batch order, or where
+    /// [`Schedule::ordered`] the order of `order::plan_ordered`.
+    pub order: Vec<i32>,
+    /// Whether `order` is not the batch order (`FLAG_ORDERED`: the kernels then read it).
+    pub ordered: bool,
     /// `[batch + 1]`: exclusive prefix sum of pieces per request.
     pub split_offsets: Vec<i32>,
     /// Partitions (grid columns).
@@ -708,6 +753,14 @@ impl Schedule {
             && !out_f32
             && f16_elems <= INDEX_LIMIT
     }
+    /// `seqlens` (by request) at the plan's positions ([`Schedule::order`]), as
+    /// `plan::pieces` and `plan::charged_makespan` read a partition's lengths.
+    pub fn lengths_by_position(&self, seqlens: &[i32]) -> Vec<i32> {
+        self.order
+            .iter()
+            .map(|&r| seqlens.get(r as usize).copied().unwrap_or(0))
+            .collect()
+    }
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.
     pub fn kv_map_index(&self) -> usize {
@@ -729,10 +782,13 @@ impl Schedule {
     pub fn first_uncovered(&self, max_pages: usize, seqlens: &[i32]) -> Option<usize> {
         let splits = |r: usize| plan::num_splits(&self.split_offsets, r as i32);
         let row = max_pages.min(u32::MAX as usize) as u32;
+        let request = |pos: i32| self.order.get(pos as usize).copied().unwrap_or(pos);
         let in_pieces = self.parts.iter().filter(|p| !p.is_idle()).flat_map(|p| {
-            (p.begin_req..=p.end_req).filter(move |&r| {
+            (p.begin_req..=p.end_req).filter_map(move |pos| {
+                let r = request(pos);
                 let len = seqlens.get(r as usize).copied().unwrap_or(0);
-                plan::contradicts_plan(p, r, len, row, p.split_index(r), splits(r as usize))
+                plan::contradicts_plan(p, pos, len, row, p.split_index(pos), splits(r as usize))
+                    .then_some(r)
             })
         });
         let planned_empty = (0..seqlens.len()).filter(|&r| splits(r) == 0 && seqlens[r] > 0);
@@ -1204,7 +1260,8 @@ impl Decoder {
                 FLAG_DROP_PARTIALS
             } else {
                 0
-            };
+            }
+            | if sched.ordered { FLAG_ORDERED } else { 0 };
 
         let (maps, _s0) = cache.maps.device_ptr(stream);
         let map_bytes = std::mem::size_of::<TensorMap>() as u64;
@@ -1213,6 +1270,7 @@ impl Decoder {
         let (mut bt, _s2) = block_table.device_ptr(stream);
         let (mut sl, _s3) = cache_seqlens.device_ptr(stream);
         let (mut parts, _s4) = plan.parts.device_ptr(stream);
+        let (mut order, _s11) = plan.order.device_ptr(stream);
         let (mut so, _s5) = plan.split_offsets.device_ptr(stream);
         let (mut out_ptr, _s6) = out.device_ptr_mut(stream);
         let (mut lse_ptr, _s7) = lse.device_ptr_mut(stream);
@@ -1224,8 +1282,8 @@ impl Decoder {
         let (mut max_pages, mut row_chunks) = (c.max_pages as u32, sched.row_chunks);
         let mut scale = c.softmax_scale;
         let mut args = crate::kernel_args![
-            map, q_ptr, bt, sl, parts, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv, max_pages,
-            num_blocks, errors, row_chunks, scale, flags
+            map, q_ptr, bt, sl, parts, order, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv,
+            max_pages, num_blocks, errors, row_chunks, scale, flags
         ];
         let spec = LaunchSpec {
             grid: (sched.active_parts.max(1) as u32, sched.row_chunks * h_kv, 1),
@@ -1589,6 +1647,60 @@ mod tests {
             CombineLaunch::new(COMBINE_WIDE_MIN_SPLITS - 1, 1, 132).kind,
             CombineKind::Medium
         );
+    }
+
+    #[test]
+    fn uneven_lengths_on_64_row_tiles_take_requests_in_their_own_order() {
+        let p = crate::bench::Point {
+            b: 128,
+            s_q: 1,
+            h_q: 128,
+            s_k: 4096,
+            varlen: true,
+        };
+        let lens = p.lengths();
+        let config = p.config(&lens, Precision::Fast);
+        let s = DecodePlan::schedule(&config, &lens, 132).unwrap();
+        assert!(s.ordered);
+        let by_pos = s.lengths_by_position(&lens);
+        let charged = |parts: &[PartWork], l: &[i32]| {
+            plan::charged_makespan(
+                parts,
+                l,
+                PAGE_SIZE as usize,
+                plan::FIXED_OVERHEAD_PAGES_64_ROWS,
+            )
+        };
+        // The bench's draw: 147 pages a piece at 8 against 153 in batch order, 137 pieces
+        // against 185.
+        assert_eq!(charged(&s.parts, &by_pos), 147);
+        assert_eq!(s.split_offsets[128], 137);
+        let mut parts = vec![PartWork::IDLE; s.num_parts];
+        let mut offsets = vec![0; 129];
+        plan::plan_with_overhead(
+            &lens,
+            config.max_pages,
+            64,
+            s.num_parts,
+            8,
+            &mut parts,
+            &mut offsets,
+        )
+        .unwrap();
+        assert_eq!((charged(&parts, &lens), offsets[128]), (153, 185));
+        // The device lengths the plan was built from are covered; one grown is named by
+        // its batch index, not its position.
+        assert_eq!(s.first_uncovered(config.max_pages, &lens), None);
+        let mut grown = lens.clone();
+        grown[77] += 64 * 4;
+        assert_eq!(s.first_uncovered(config.max_pages, &grown), Some(77));
+        // Equal lengths, or 16/32-row tiles, keep the batch order.
+        let even =
+            DecodePlan::schedule(&DecodeConfig::new(32, 128, 512), &[32768; 32], 132).unwrap();
+        assert!(!even.ordered && even.order == (0..32).collect::<Vec<i32>>());
+        let p16 = crate::bench::Point { h_q: 16, ..p };
+        let s16 = DecodePlan::schedule(&p16.config(&lens, Precision::Fast), &lens, 132).unwrap();
+        assert!(!s16.ordered);
     }
 
     #[test]

@@ -104,10 +104,15 @@ pub fn describe(p: &Point, precision: Precision, sm_count: u32, l2_bytes: u64) -
         .collect();
     let _ = writeln!(
         out,
-        "  pieces: {} (partitions: {}); up to {} a request",
+        "  pieces: {} (partitions: {}); up to {} a request{}",
         s.split_offsets[p.b],
         histogram.join(", "),
-        s.max_splits
+        s.max_splits,
+        if s.ordered {
+            "; requests longest-fitting first (`order::plan_ordered`)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -161,9 +166,10 @@ impl Partitions {
         let mut min_pages = u64::MAX;
         let mut max_pages = 0;
         let mut pieces_per_part = BTreeMap::new();
+        let by_pos = s.lengths_by_position(lengths);
         for part in &s.parts[..s.active_parts] {
             let (mut pages, mut pieces) = (0u64, 0usize);
-            for piece in plan::pieces(part, lengths, PAGE_SIZE) {
+            for piece in plan::pieces(part, &by_pos, PAGE_SIZE) {
                 pages += (piece.page_end - piece.page_begin) as u64;
                 pieces += 1;
             }

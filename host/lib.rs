@@ -55,6 +55,7 @@ pub mod device;
 pub mod error;
 pub mod launch;
 pub mod module;
+pub mod order;
 pub mod tensor_map;
 pub mod timing;
 

@@ -212,6 +212,10 @@ pub const FLAG_KV_HALF_BOXES: u32 = 8;
 /// 64-row kernel) the drops only lengthen the combine (Fast h_q 128, 4K-64K: up to 2 %
 /// slower).
 pub const FLAG_DROP_PARTIALS: u32 = 16;
+/// The plan takes requests in its own order (`DecodeArgs::order`, `Schedule::order`): the
+/// partitions' `begin_req..=end_req` are positions in it. Without the flag the order is
+/// the batch order and is not read.
+pub const FLAG_ORDERED: u32 = 32;
 /// Bytes of a partial result row's slot: `D_V` f32. The `_p16` decode and combine kernels
 /// (plans on 64-row tiles that round P once, with bf16 output: `Schedule::partials_f16`)
 /// store and load partial results as f16 with a power-of-two scale per row and V half

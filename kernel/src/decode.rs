@@ -51,8 +51,11 @@ pub struct DecodeArgs {
     pub block_table: *const i32,
     /// cache_seqlens [batch].
     pub seqlens: *const i32,
-    /// The plan: one `PartWork` per grid column.
+    /// The plan: one `PartWork` per grid column; its `begin_req..=end_req` are positions
+    /// in `order` where `FLAG_ORDERED` is set, else requests.
     pub parts: *const PartWork,
+    /// The plan's request order [batch]: the request at each position (`FLAG_ORDERED`).
+    pub order: *const i32,
     /// Exclusive prefix sum of pieces per request [batch + 1].
     pub split_offsets: *const i32,
     /// out [batch, s_q, h_q, 512] in the input dtype, or f32 with `FLAG_OUT_F32`.
@@ -76,8 +79,20 @@ pub struct DecodeArgs {
     /// Row chunks per KV head (grid y = chunks · h_kv).
     pub row_chunks: u32,
     pub softmax_scale: f32,
-    /// `FLAG_CAUSAL` | `FLAG_OUT_F32`.
+    /// `FLAG_CAUSAL` | `FLAG_OUT_F32` | ... (`config::FLAG_*`).
     pub flags: u32,
+}
+
+impl DecodeArgs {
+    /// The request at position `pos` of the plan's order.
+    #[inline(always)]
+    pub unsafe fn request(&self, pos: i32) -> i32 {
+        if self.flags & FLAG_ORDERED != 0 {
+            *self.order.add(pos as usize)
+        } else {
+            pos
+        }
+    }
 }
 
 /// Query columns a consumer thread owns in the accumulator fragment (N/4 at the widest N).
@@ -195,12 +210,13 @@ unsafe fn produce(
     let mut it = 0;
     let evict_first = a.flags & FLAG_KV_EVICT_FIRST != 0;
     let policy = tma::l2_policy(true);
-    for r in part.begin_req..=part.end_req {
+    for pos in part.begin_req..=part.end_req {
+        let r = a.request(pos);
         // The page id of the next tile is read one tile ahead, so its latency overlaps the
         // wait for a free stage; the first one alongside the length, which it does not
         // depend on (its entry lies in the row whatever the length).
         let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
-        let begin = piece_begin(part, r, a.max_pages);
+        let begin = piece_begin(part, pos, a.max_pages);
         let mut next_id = if begin < a.max_pages {
             *pages.add(begin as usize)
         } else {
@@ -210,7 +226,7 @@ unsafe fn produce(
         if !length_fits(seqlen, a.max_pages) {
             atomic::min_i32(a.errors.add(ERROR_LENGTH), r);
         }
-        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
+        let (first, last) = clamped_piece(part, pos, seqlen, a.max_pages);
         for page in first..last {
             // A page id outside the cache is reported and loaded as all-out-of-bounds
             // boxes (TMA fills them with zeros): nothing outside the cache is read.
@@ -308,7 +324,8 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
 
     let turn = Turn::new(wg);
     let mut it = 0;
-    for r in part.begin_req..=part.end_req {
+    for pos in part.begin_req..=part.end_req {
+        let r = a.request(pos);
         let seqlen = *a.seqlens.add(r as usize);
         let split_begin = *a.split_offsets.add(r as usize);
         let split_end = *a.split_offsets.add(r as usize + 1);
@@ -324,12 +341,12 @@ unsafe fn consume<T: Element, S: MmaShape, O: MmaShape>(
             })
         });
         let splits = split_end - split_begin;
-        let split_idx = part.split_index(r);
+        let split_idx = part.split_index(pos);
         // A device length the plan's pieces cannot cover is reported (Q's loads are on
         // their way).
-        let stale = contradicts_plan(part, r, seqlen, a.max_pages, split_idx, splits);
+        let stale = contradicts_plan(part, pos, seqlen, a.max_pages, split_idx, splits);
         atomic::min_i32_if(wg == 0 && t == 0 && stale, a.errors.add(ERROR_PLAN), r);
-        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
+        let (first, last) = clamped_piece(part, pos, seqlen, a.max_pages);
         if first >= last {
             // A request with no pages inside the range: the combine writes its result.
             cp_async::wait_all();
@@ -938,6 +955,7 @@ macro_rules! decode_kernels {
             block_table: *const i32,
             seqlens: *const i32,
             parts: *const PartWork,
+            order: *const i32,
             split_offsets: *const i32,
             out: *mut u8,
             lse: *mut f32,
@@ -954,7 +972,8 @@ macro_rules! decode_kernels {
             flags: u32,
         ) {
             ($body)(&DecodeArgs {
-                kv_map, q, block_table, seqlens, parts, split_offsets, out, lse, o_accum, lse_accum,
+                kv_map, q, block_table, seqlens, parts, order, split_offsets, out, lse, o_accum,
+                lse_accum,
                 s_q, h_q, h_kv, max_pages,
                 num_blocks,
                 errors,

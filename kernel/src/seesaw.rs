@@ -155,11 +155,13 @@ struct Lead {
 }
 
 impl Lead {
-    /// Reads request `r`'s lead for partition `part` from global memory.
+    /// Reads the lead of the request at position `pos` of the plan's order for partition
+    /// `part` from global memory.
     #[inline(always)]
-    unsafe fn read(a: &DecodeArgs, part: &PartWork, r: i32) -> Lead {
+    unsafe fn read(a: &DecodeArgs, part: &PartWork, pos: i32) -> Lead {
+        let r = a.request(pos);
         let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
-        let begin = piece_begin(part, r, a.max_pages);
+        let begin = piece_begin(part, pos, a.max_pages);
         Lead {
             seqlen: *a.seqlens.add(r as usize),
             ids: core::array::from_fn(|k| {
@@ -187,17 +189,17 @@ impl Lead {
         }
     }
 
-    /// Request `r`'s lead: for the partition's first request the copy stored at `slot`
-    /// before the wait, else read now.
+    /// The lead at position `pos`: for the partition's first request the copy stored at
+    /// `slot` before the wait, else read now.
     #[inline(always)]
-    unsafe fn of(a: &DecodeArgs, part: &PartWork, r: i32, slot: u32) -> Lead {
-        if r == part.begin_req {
+    unsafe fn of(a: &DecodeArgs, part: &PartWork, pos: i32, slot: u32) -> Lead {
+        if pos == part.begin_req {
             Lead {
                 seqlen: smem::ld_u32(slot) as i32,
                 ids: core::array::from_fn(|k| smem::ld_u32(Lead::id_at(slot, k)) as i32),
             }
         } else {
-            Lead::read(a, part, r)
+            Lead::read(a, part, pos)
         }
     }
 }
@@ -328,12 +330,12 @@ impl Cta<'_> {
         )
     }
 
-    /// Index of request `r`'s piece in this partition among the request's pieces: the
-    /// partition's first piece index for its first request, else 0. Kept in shared memory
-    /// rather than in a register through the piece (read from the plan before the output
-    /// stores, its latency sat ahead of them: 0.4 µs, H200 stamps).
-    unsafe fn split_index(&self, part: &PartWork, r: i32) -> i32 {
-        if r == part.begin_req {
+    /// Index of the piece at position `pos` in this partition among its request's pieces:
+    /// the partition's first piece index for its first position, else 0. Kept in shared
+    /// memory rather than in a register through the piece (read from the plan before the
+    /// output stores, its latency sat ahead of them: 0.4 µs, H200 stamps).
+    unsafe fn split_index(&self, part: &PartWork, pos: i32) -> i32 {
+        if pos == part.begin_req {
             smem::ld_u32(self.base + self.lay.first_split) as i32
         } else {
             0
@@ -764,14 +766,15 @@ unsafe fn consume<
         l: [0.0; 2],
         phase: 0,
     };
-    for r in part.begin_req..=part.end_req {
+    for pos in part.begin_req..=part.end_req {
+        let r = a.request(pos);
         // The page ids of the piece's first two tiles do not depend on the length: they
         // load alongside it (ids past the piece's end lie in the row and go unused).
         let pages = a.block_table.add((r as u32 * a.max_pages) as usize);
         let Lead {
             seqlen,
             ids: first_ids,
-        } = Lead::of(a, part, r, c.base + c.lay.lead);
+        } = Lead::of(a, part, pos, c.base + c.lay.lead);
         let split_begin = *a.split_offsets.add(r as usize);
         let split_end = *a.split_offsets.add(r as usize + 1);
         let misfit = c.wg == 0 && c.t == 0 && !length_fits(seqlen, a.max_pages);
@@ -779,11 +782,11 @@ unsafe fn consume<
         // A device length the plan's pieces cannot cover is reported: for an empty piece
         // here, else once its first loads are issued, off their path.
         let report_stale = || {
-            let (split_idx, splits) = (c.split_index(part, r), split_end - split_begin);
-            let stale = contradicts_plan(part, r, seqlen, a.max_pages, split_idx, splits);
+            let (split_idx, splits) = (c.split_index(part, pos), split_end - split_begin);
+            let stale = contradicts_plan(part, pos, seqlen, a.max_pages, split_idx, splits);
             atomic::min_i32_if(c.wg == 0 && c.t == 0 && stale, a.errors.add(ERROR_PLAN), r);
         };
-        let (first, last) = clamped_piece(part, r, seqlen, a.max_pages);
+        let (first, last) = clamped_piece(part, pos, seqlen, a.max_pages);
         if first >= last {
             // A request with no pages inside the range: the combine writes its result.
             report_stale();
@@ -903,7 +906,7 @@ unsafe fn consume<
             smem::ld_f32(c.l_at(0, c.rows[1])) + smem::ld_f32(c.l_at(1, c.rows[1])),
         ];
         let m = c.rows_f32(|row| c.m_at(row));
-        let split_idx = c.split_index(part, r);
+        let split_idx = c.split_index(part, pos);
         store_output::<T, F16_PARTIALS>(
             c,
             &s.o,
