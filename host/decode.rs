@@ -301,7 +301,8 @@ pub struct KvCache<'a, T: KvElement> {
 }
 
 impl<'a, T: KvElement> KvCache<'a, T> {
-    /// Wraps `data` (exactly `num_blocks · 64 · h_kv · 576` elements).
+    /// Wraps `data` (exactly `num_blocks · 64 · h_kv · 576` elements, on `gpu`: memory of
+    /// another GPU is an [`Error::InvalidArgument`] for `data`).
     ///
     /// The page size is fixed at 64 tokens ([`PAGE_SIZE`]):
     /// the cache is described by its page count, so no other page size can be passed. The
@@ -499,18 +500,14 @@ impl DecodePlan {
                     (chosen, best) = (other, cost);
                 }
             }
-            // Requests in more pieces than the narrow combine takes: the first fill of
-            // balanced pages over as many or a few fewer partitions that keeps them to that
-            // many replaces the plan where it costs little more (`plan::keeps_narrow_fill`).
-            let narrow_wanted = plan::max_pieces(&chosen.1) > COMBINE_NARROW_MAX_SPLITS;
             // Uneven lengths: requests in their own order (`order::plan_ordered`), where
-            // that takes the busiest partition's charge below the batch-order plan's and
-            // keeps to the narrow combine where the batch-order plan is to.
+            // that takes the busiest partition's charge below the batch-order plan's
+            // without a wider combine than that plan's.
             let pages = |l: i32| plan::num_pages(l, PAGE_SIZE as usize);
             let uneven = seqlens
                 .iter()
                 .any(|&l| Some(pages(l)) != seqlens.first().map(|&f| pages(f)));
-            let max_payload = best.0.saturating_sub(1);
+            let widest = COMBINE_NARROW_MAX_SPLITS.max(plan::max_pieces(&chosen.1));
             ordered = uneven
                 .then(|| {
                     plan_ordered(
@@ -518,20 +515,23 @@ impl DecodePlan {
                         PAGE_SIZE as usize,
                         num_parts,
                         plan::FIXED_OVERHEAD_PAGES_64_ROWS,
-                        max_payload,
+                        best.0.saturating_sub(1),
                     )
                 })
                 .flatten()
-                .filter(|o| {
-                    !narrow_wanted
-                        || plan::max_pieces(&o.split_offsets) <= COMBINE_NARROW_MAX_SPLITS
-                });
-            if ordered.is_none() && narrow_wanted {
+                .filter(|o| plan::max_pieces(&o.split_offsets) <= widest);
+            // Requests in more pieces than the narrow combine takes: the first fill of
+            // balanced pages over as many or a few fewer partitions that keeps them to that
+            // many replaces the plan where it costs little more (`plan::keeps_narrow_fill`).
+            let pieces_kept = ordered.as_ref().map_or(plan::max_pieces(&chosen.1), |o| {
+                plan::max_pieces(&o.split_offsets)
+            });
+            if pieces_kept > COMBINE_NARROW_MAX_SPLITS {
                 for filled in plan::narrow_fill_part_counts(num_parts) {
                     let other = plan_with(filled, 0)?;
                     if plan::max_pieces(&other.1) <= COMBINE_NARROW_MAX_SPLITS {
                         if plan::keeps_narrow_fill(charged(&other).0, best.0) {
-                            chosen = other;
+                            (chosen, ordered) = (other, None);
                         }
                         break;
                     }
@@ -614,9 +614,14 @@ impl DecodePlan {
     pub fn num_parts(&self) -> usize {
         self.schedule.num_parts
     }
-    /// The schedule: one [`PartWork`] per partition.
+    /// The schedule: one [`PartWork`] per partition, whose request ranges are positions
+    /// in [`DecodePlan::order`].
     pub fn parts(&self) -> &[PartWork] {
         &self.schedule.parts
+    }
+    /// The request at each position of the plan ([`Schedule::order`]).
+    pub fn order(&self) -> &[i32] {
+        &self.schedule.order
     }
     /// Exclusive prefix sum of pieces per request.
     pub fn split_offsets(&self) -> &[i32] {
@@ -674,7 +679,8 @@ pub struct Schedule {
     /// The request at each position of the plan: the batch order, or where
     /// [`Schedule::ordered`] the order of `order::plan_ordered`.
     pub order: Vec<i32>,
-    /// Whether `order` is not the batch order (`FLAG_ORDERED`: the kernels then read it).
+    /// Whether `order` came from `order::plan_ordered` (`FLAG_ORDERED`: the kernels then
+    /// read it); else it is the batch order.
     pub ordered: bool,
     /// `[batch + 1]`: exclusive prefix sum of pieces per request.
     pub split_offsets: Vec<i32>,

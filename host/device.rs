@@ -197,8 +197,7 @@ impl Gpu {
             Err(Error::invalid(
                 arg,
                 format!(
-                    "must belong to device {} (the GPU the decoder and its plan live on), \
-                     not device {}",
+                    "must belong to device {} (this GPU), not device {}",
                     self.ordinal,
                     ctx.ordinal()
                 ),

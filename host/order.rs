@@ -29,7 +29,9 @@ pub struct OrderedPlan {
 /// Plans `seqlens` over `num_parts` partitions at `fixed` pages a piece in the order
 /// described in the module doc, at the smallest budget from the balanced one
 /// (`ceil(Σ (pages + fixed) / num_parts)`) up to `max_payload` at which every page is
-/// placed; `None` where none is, or `fixed` is 0 (pieces then cost nothing to split).
+/// placed. `None` where none is; where `fixed` is 0 (pieces then cost nothing to split),
+/// `num_parts` or `page_size` is 0, no request has pages, or `num_parts` or the batch
+/// passes `i32::MAX` (the kernels' positions and partitions are `i32`).
 pub fn plan_ordered(
     seqlens: &[i32],
     page_size: usize,
@@ -37,7 +39,11 @@ pub fn plan_ordered(
     fixed: u32,
     max_payload: u64,
 ) -> Option<OrderedPlan> {
+    let fits_i32 = |n: usize| n <= i32::MAX as usize;
     if num_parts == 0 || fixed == 0 || page_size == 0 {
+        return None;
+    }
+    if !fits_i32(num_parts) || !fits_i32(seqlens.len()) {
         return None;
     }
     let pages: Vec<u64> = seqlens.iter().map(|&l| num_pages(l, page_size)).collect();
@@ -224,6 +230,7 @@ mod tests {
         assert_eq!(plan_ordered(&[0, 0], PAGE_SIZE, 4, 8, 100), None);
         assert_eq!(plan_ordered(&[640], PAGE_SIZE, 0, 8, 100), None);
         assert_eq!(plan_ordered(&[640], PAGE_SIZE, 2, 0, 100), None);
+        assert_eq!(plan_ordered(&[640], PAGE_SIZE, usize::MAX, 8, 100), None);
         // A budget below the balanced one finds no plan.
         assert_eq!(plan_ordered(&lens(&[100, 100]), PAGE_SIZE, 2, 8, 100), None);
     }

@@ -143,8 +143,9 @@ pub const fn keeps_narrow_fill(narrow_charged: u64, chosen_charged: u64) -> bool
     narrow_charged <= chosen_charged.saturating_add(NARROW_FILL_SLACK_PAGES)
 }
 
-/// The modelled time of a plan, in half pages: the largest over its partitions of two per
-/// page plus [`WHOLE_PIECE_HALF_PAGES`] or [`SPLIT_PIECE_HALF_PAGES`] per piece.
+/// The modelled time of a plan in batch order, in half pages: the largest over its
+/// partitions of two per page plus [`WHOLE_PIECE_HALF_PAGES`] or [`SPLIT_PIECE_HALF_PAGES`]
+/// per piece (`split_offsets` by request, so positions must be requests).
 pub fn modelled_makespan(
     parts: &[PartWork],
     split_offsets: &[i32],
@@ -218,6 +219,12 @@ pub const fn piece_overhead(total_pages: u64, num_parts: usize, fixed: u32) -> u
 
 /// The work of one partition, read by the kernel (32 bytes).
 ///
+/// `begin_req`, `end_req` and every `r` of the functions below that take a partition are
+/// positions in the plan's request order: the request indices themselves for the plans of
+/// this module (batch order); where the host orders the requests otherwise
+/// (`order::plan_ordered`, `FLAG_ORDERED`), the kernels read the request at each position,
+/// and the lengths these functions take are the lengths by position.
+///
 /// The partition processes requests `begin_req ..= end_req` in order; for request `r` its
 /// pages are `[ (r == begin_req ? begin_page : 0), (r == end_req ? end_page : num_pages(r)) )`
 /// (see [`piece_of`]). Requests with 0 pages strictly inside the range have empty ranges and
@@ -230,11 +237,12 @@ pub const fn piece_overhead(total_pages: u64, num_parts: usize, fixed: u32) -> u
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PartWork {
-    /// First request of the partition (always has pages unless idle).
+    /// First request (position in the plan's order) of the partition (always has pages
+    /// unless idle).
     pub begin_req: i32,
     /// First page of `begin_req` this partition processes.
     pub begin_page: i32,
-    /// Last request of the partition (inclusive); `-1` when idle.
+    /// Last request (position) of the partition (inclusive); `-1` when idle.
     pub end_req: i32,
     /// End page (exclusive) of `end_req` in this partition.
     pub end_page: i32,
@@ -728,7 +736,7 @@ pub fn plan_with_overhead(
 /// One request piece of a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Piece {
-    /// Request index.
+    /// Request index (its position in the plan's order; see [`PartWork`]).
     pub req: i32,
     /// First page (inclusive) of the request processed by this piece.
     pub page_begin: i32,
