@@ -839,3 +839,72 @@ proptest! {
         }
     }
 }
+
+/// Schedules of uneven lengths on 64-row tiles over many SM counts: where a schedule takes
+/// requests in its own order (`Schedule::ordered`) the order is a permutation, the pieces
+/// over it cover every page of every request once, in page order, as many pieces as
+/// `split_offsets` counts, and the planned lengths are covered; a device length that
+/// changes the output is named by its batch index. Some draws must be ordered.
+#[test]
+fn ordered_schedules_cover_every_request_once() {
+    let mut rng = flashmla_etap::reference::SplitMix64(50);
+    let mut ordered = 0;
+    for _ in 0..400 {
+        let batch = 1 + rng.below(64) as usize;
+        let h_q = [64, 128][rng.below(2) as usize];
+        let s_q = 1 + rng.below(2) as usize;
+        let sm_count = 8 + rng.below(125) as u32;
+        let lengths: Vec<i32> = (0..batch).map(|_| rng.below(40_000) as i32).collect();
+        let max_pages = 40_000usize.div_ceil(PAGE_SIZE);
+        let config = DecodeConfig::new(batch, h_q, max_pages).s_q(s_q);
+        let s = DecodePlan::schedule(&config, &lengths, sm_count).unwrap();
+        let mut sorted = s.order.clone();
+        sorted.sort_unstable();
+        assert!(sorted.iter().copied().eq(0..batch as i32));
+        if !s.ordered {
+            assert!(s.order.iter().copied().eq(0..batch as i32));
+            continue;
+        }
+        ordered += 1;
+        let by_pos = s.lengths_by_position(&lengths);
+        let mut done = vec![0i32; batch];
+        let mut count = vec![0i32; batch];
+        for part in &s.parts {
+            for piece in pieces(part, &by_pos, PAGE_SIZE) {
+                let r = s.order[piece.req as usize] as usize;
+                assert_eq!(piece.page_begin, done[r]);
+                assert_eq!(piece.split_index, count[r]);
+                done[r] = piece.page_end;
+                count[r] += 1;
+            }
+        }
+        for r in 0..batch {
+            assert_eq!(
+                done[r] as usize,
+                (lengths[r] as usize).div_ceil(PAGE_SIZE),
+                "request {r}"
+            );
+            assert_eq!(count[r], s.split_offsets[r + 1] - s.split_offsets[r]);
+        }
+        assert_eq!(s.first_uncovered(max_pages, &lengths), None);
+        // A request's device length changed: an emptied one is named by its batch index
+        // (its planned pieces would stay unwritten); a grown one too, or it is harmless (its
+        // last piece is inside its partition's range, which reads up to the device length).
+        let r = rng.below(batch as u64) as usize;
+        if lengths[r] > 0 {
+            let mut emptied = lengths.clone();
+            emptied[r] = 0;
+            assert_eq!(s.first_uncovered(max_pages, &emptied), Some(r));
+        }
+        if lengths[r] + 64 <= 40_000 {
+            let mut grown = lengths.clone();
+            grown[r] += 64;
+            let named = s.first_uncovered(max_pages, &grown);
+            assert!(
+                named.is_none() || named == Some(r),
+                "{named:?} for request {r}"
+            );
+        }
+    }
+    assert!(ordered >= 40, "{ordered} of 400 draws ordered");
+}
