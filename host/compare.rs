@@ -13,7 +13,7 @@
 //! waits on memory take fewer cycles): it compares the work's cycles, not the energy that
 //! decides a capped point's time.
 
-use crate::bench::{geomean, parse_filters, select, Filter, Point, Report};
+use crate::bench::{geomean, parse_filters, select, Filter, Point, PointResult, Report};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
@@ -49,6 +49,27 @@ pub enum RunTime {
 }
 
 impl RunTime {
+    /// The run's time at point `q`; `None` where its report lacks what this needs.
+    fn of(self, q: &PointResult) -> Option<f64> {
+        match self {
+            RunTime::Median => Some(q.us),
+            RunTime::Fastest => q.fastest_us(),
+            RunTime::Cycles => q.cycles_per_call().map(|c| c * 1e-3),
+        }
+    }
+
+    /// What a point's report must hold for [`RunTime::of`], and the flag that needs it.
+    fn needs(self) -> &'static str {
+        match self {
+            RunTime::Median => "its median",
+            RunTime::Fastest => "its replay times: --fastest needs them",
+            RunTime::Cycles => {
+                "a clock reading for each replay (a bench from before the clock probe?): \
+                 --cycles needs them"
+            }
+        }
+    }
+
     /// How the comparison names the run times, their unit, and a move down or up.
     fn describe(self) -> [&'static str; 4] {
         match self {
@@ -114,23 +135,10 @@ pub fn compare_by(
         for (i, r) in reports.iter().enumerate() {
             // Only the points compared need the replays or the clock readings.
             let mut compared = r.points.iter().filter(|p| wanted.contains(&p.point));
-            if run_time == RunTime::Fastest && compared.clone().any(|p| p.replays_us.is_empty()) {
+            if compared.any(|p| run_time.of(p).is_none()) {
                 return Err(Error::invalid(
                     arg,
-                    format!(
-                        "report {} has a point without its replay times: --fastest needs them",
-                        i + 1
-                    ),
-                ));
-            }
-            if run_time == RunTime::Cycles && compared.any(|p| p.cycles_per_call().is_none()) {
-                return Err(Error::invalid(
-                    arg,
-                    format!(
-                        "report {} has a point without a clock reading for each replay (a \
-                         bench from before the clock probe?): --cycles needs them",
-                        i + 1
-                    ),
+                    format!("report {} has a point without {}", i + 1, run_time.needs()),
                 ));
             }
             if r.device != first.device || r.precision != first.precision {
@@ -153,11 +161,7 @@ pub fn compare_by(
             .iter()
             .map(|r| {
                 let q = r.points.iter().find(|q| q.point == *p)?;
-                match run_time {
-                    RunTime::Median => Some(q.us),
-                    RunTime::Fastest => q.fastest_us(),
-                    RunTime::Cycles => q.cycles_per_call().map(|c| c * 1e-3),
-                }
+                run_time.of(q)
             })
             .collect()
     };
@@ -280,7 +284,6 @@ pub fn main(args: &CompareArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::PointResult;
     use std::cmp::Ordering::{Greater, Less};
 
     fn report(precision: &str, times: &[(Point, f64)]) -> Report {

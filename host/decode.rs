@@ -504,9 +504,8 @@ impl DecodePlan {
             // that takes the busiest partition's charge below the batch-order plan's
             // without a wider combine than that plan's.
             let pages = |l: i32| plan::num_pages(l, PAGE_SIZE as usize);
-            let uneven = seqlens
-                .iter()
-                .any(|&l| Some(pages(l)) != seqlens.first().map(|&f| pages(f)));
+            let first_pages = seqlens.first().map(|&l| pages(l));
+            let uneven = seqlens.iter().any(|&l| Some(pages(l)) != first_pages);
             let widest = COMBINE_NARROW_MAX_SPLITS.max(plan::max_pieces(&chosen.1));
             ordered = uneven
                 .then(|| {
