@@ -861,7 +861,8 @@ mod tests {
     use etap_kernel::plan;
 
     /// The grid runs plans whose requests take their own order (`Schedule::ordered`) on
-    /// both seesaw kernels' precisions, at s_q 1 and 2 and with f32 output.
+    /// both seesaw kernels' precisions, at s_q 1 and 2 and with f32 output, and on the
+    /// transposed kernels of 16 and 32 rows, rounding P once and splitting it.
     #[test]
     fn the_grid_reaches_ordered_plans() {
         let ordered: Vec<Case> = grid()
@@ -873,6 +874,22 @@ mod tests {
                     .ordered
             })
             .collect();
+        let transposed: Vec<(u32, bool)> = ordered
+            .iter()
+            .map(|case| {
+                let sm_count = case.sm_count.unwrap_or(132);
+                let s = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
+                    .expect("a grid case plans");
+                (s.rows_per_cta, s.split_p)
+            })
+            .filter(|&(rows, _)| rows < SEESAW_ROWS)
+            .collect();
+        for kernel in [(16, true), (16, false), (32, true), (32, false)] {
+            assert!(
+                transposed.contains(&kernel),
+                "no ordered grid case on {kernel:?}"
+            );
+        }
         assert!(ordered
             .iter()
             .any(|c| c.precision == Precision::Fast && c.s_q == 2));

@@ -377,6 +377,34 @@ impl<'a, T: KvElement> KvCache<'a, T> {
     }
 }
 
+/// Whether the requests differ in pages (only then can their order change a plan).
+fn uneven_lengths(seqlens: &[i32]) -> bool {
+    let pages = |l: i32| plan::num_pages(l, PAGE_SIZE as usize);
+    let first = seqlens.first().map(|&l| pages(l));
+    seqlens.iter().any(|&l| Some(pages(l)) != first)
+}
+
+/// The transposed (16/32-row) kernels' plan in the requests' own order
+/// (`order::plan_ordered` at [`plan::ORDERED_FIXED_PAGES`] a piece) where
+/// `plan::keeps_ordered_plan` prefers it to the batch-order plan (`chosen`) by their
+/// `plan::modelled_makespan` and its requests keep to as narrow a combine.
+fn ordered_transposed_plan(
+    seqlens: &[i32],
+    num_parts: usize,
+    chosen: &(Vec<PartWork>, Vec<i32>),
+) -> Option<OrderedPlan> {
+    let page = PAGE_SIZE as usize;
+    let modelled = plan::modelled_makespan(&chosen.0, &chosen.1, seqlens, page);
+    let widest = COMBINE_NARROW_MAX_SPLITS.max(plan::max_pieces(&chosen.1));
+    let fixed = plan::ORDERED_FIXED_PAGES;
+    let budget = plan::charged_makespan(&chosen.0, seqlens, page, fixed);
+    let o = plan_ordered(seqlens, page, num_parts, fixed, budget)?;
+    let by_pos: Vec<i32> = o.order.iter().map(|&r| seqlens[r as usize]).collect();
+    let ordered = plan::modelled_makespan(&o.parts, &o.split_offsets, &by_pos, page);
+    (plan::keeps_ordered_plan(ordered, modelled) && plan::max_pieces(&o.split_offsets) <= widest)
+        .then_some(o)
+}
+
 /// Scheduler metadata of one decode step plus its split-KV workspace: build once from the
 /// cache lengths, reuse for every layer while the lengths are unchanged.
 pub struct DecodePlan {
@@ -430,7 +458,7 @@ impl DecodePlan {
     /// The CPU part of [`DecodePlan::new`] (no GPU needed): validates `config` and the
     /// lengths and runs the split-KV planner for a GPU of `sm_count` SMs (for 16/32-row
     /// tiles over long shares twice, at two piece costs, keeping the plan with the smaller
-    /// `plan::modelled_makespan`).
+    /// `plan::modelled_makespan`; at uneven lengths also in the requests' own order).
     pub fn schedule(config: &DecodeConfig, seqlens: &[i32], sm_count: u32) -> Result<Schedule> {
         config.validate()?;
         if sm_count == 0 || sm_count > MAX_SM_COUNT {
@@ -503,9 +531,7 @@ impl DecodePlan {
             // Uneven lengths: requests in their own order (`order::plan_ordered`), where
             // that takes the busiest partition's charge below the batch-order plan's
             // without a wider combine than that plan's.
-            let pages = |l: i32| plan::num_pages(l, PAGE_SIZE as usize);
-            let first_pages = seqlens.first().map(|&l| pages(l));
-            let uneven = seqlens.iter().any(|&l| Some(pages(l)) != first_pages);
+            let uneven = uneven_lengths(seqlens);
             let widest = COMBINE_NARROW_MAX_SPLITS.max(plan::max_pieces(&chosen.1));
             ordered = uneven
                 .then(|| {
@@ -548,6 +574,9 @@ impl DecodePlan {
             if plan::keeps_alt_plan(share, makespan(&alt), makespan(&chosen)) {
                 chosen = alt;
             }
+        }
+        if rows_per_cta < MAX_ROWS_PER_CTA && uneven_lengths(seqlens) {
+            ordered = ordered_transposed_plan(seqlens, num_parts, &chosen);
         }
         let (parts, split_offsets, order, is_ordered) = match ordered {
             Some(o) => (o.parts, o.split_offsets, o.order, true),

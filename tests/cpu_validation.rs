@@ -12,14 +12,14 @@
 //!   what `DecodePlan::new` runs), naming the batch index;
 //! - page ids out of range among the used pages: `validate_block_table` (the checked API);
 //! - device lengths a plan cannot cover: `Schedule::first_uncovered` (`DecodePlan::covers`).
-use etap_kernel::config::COMBINE_WIDE_MIN_SPLITS;
+use etap_kernel::config::{COMBINE_WIDE_MIN_SPLITS, SEESAW_ROWS};
 use etap_kernel::plan::{
     max_split_slots, modelled_makespan, pieces, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
     FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT, PAGE_SIZE,
 };
 use flashmla_etap::decode::{
-    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, MAX_BATCH, MAX_PAGES,
-    MAX_SM_COUNT, MAX_S_Q,
+    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, Precision, MAX_BATCH,
+    MAX_PAGES, MAX_SM_COUNT, MAX_S_Q,
 };
 use flashmla_etap::Error;
 use proptest::prelude::*;
@@ -366,7 +366,6 @@ fn schedule_names_the_lengths_it_cannot_cover() {
 /// is bf16: f16 or f32 output, the split P (Accurate) and the 16/32-row kernels keep f32.
 #[test]
 fn f16_partial_results_only_for_bf16_output_of_64_row_fast_plans() {
-    use flashmla_etap::decode::Precision;
     use flashmla_etap::reference::Dtype;
     let lengths = [8192; 4];
     for (h_q, precision, f16) in [
@@ -840,23 +839,29 @@ proptest! {
     }
 }
 
-/// Schedules of uneven lengths on 64-row tiles over many SM counts: where a schedule takes
+/// Schedules of uneven lengths on 16-, 32- and 64-row tiles over many SM counts, in either
+/// precision: where a schedule takes
 /// requests in its own order (`Schedule::ordered`) the order is a permutation, the pieces
 /// over it cover every page of every request once, in page order, as many pieces as
 /// `split_offsets` counts, and the planned lengths are covered; a device length that
-/// changes the output is named by its batch index. Some draws must be ordered.
+/// changes the output is named by its batch index. Some draws of either kind of tile must
+/// be ordered.
 #[test]
 fn ordered_schedules_cover_every_request_once() {
     let mut rng = flashmla_etap::reference::SplitMix64(50);
-    let mut ordered = 0;
-    for _ in 0..400 {
+    let (mut ordered_64, mut ordered_transposed) = (0, 0);
+    for _ in 0..600 {
         let batch = 1 + rng.below(64) as usize;
-        let h_q = [64, 128][rng.below(2) as usize];
+        let h_q = [16, 32, 64, 128][rng.below(4) as usize];
         let s_q = 1 + rng.below(2) as usize;
         let sm_count = 8 + rng.below(125) as u32;
-        let lengths: Vec<i32> = (0..batch).map(|_| rng.below(40_000) as i32).collect();
+        let longest = [2_000, 40_000][rng.below(2) as usize];
+        let lengths: Vec<i32> = (0..batch).map(|_| rng.below(longest) as i32).collect();
         let max_pages = 40_000usize.div_ceil(PAGE_SIZE);
-        let config = DecodeConfig::new(batch, h_q, max_pages).s_q(s_q);
+        let precision = [Precision::Fast, Precision::Accurate][rng.below(2) as usize];
+        let config = DecodeConfig::new(batch, h_q, max_pages)
+            .s_q(s_q)
+            .precision(precision);
         let s = DecodePlan::schedule(&config, &lengths, sm_count).unwrap();
         let mut sorted = s.order.clone();
         sorted.sort_unstable();
@@ -865,7 +870,11 @@ fn ordered_schedules_cover_every_request_once() {
             assert!(s.order.iter().copied().eq(0..batch as i32));
             continue;
         }
-        ordered += 1;
+        if s.rows_per_cta == SEESAW_ROWS {
+            ordered_64 += 1;
+        } else {
+            ordered_transposed += 1;
+        }
         let by_pos = s.lengths_by_position(&lengths);
         let mut done = vec![0i32; batch];
         let mut count = vec![0i32; batch];
@@ -906,5 +915,8 @@ fn ordered_schedules_cover_every_request_once() {
             );
         }
     }
-    assert!(ordered >= 40, "{ordered} of 400 draws ordered");
+    assert!(
+        ordered_64 >= 30 && ordered_transposed >= 30,
+        "{ordered_64} draws ordered on 64-row tiles, {ordered_transposed} on 16/32-row tiles of 600"
+    );
 }
