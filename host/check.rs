@@ -861,8 +861,9 @@ mod tests {
     use etap_kernel::plan;
 
     /// The grid runs plans whose requests take their own order (`Schedule::ordered`) on
-    /// both seesaw kernels' precisions, at s_q 1 and 2 and with f32 output, and on the
-    /// transposed kernels of 16 and 32 rows, rounding P once and splitting it.
+    /// both seesaw kernels' precisions, at s_q 1 and 2 and with f32 output, over long and
+    /// short shares, and on the transposed kernels of 16 and 32 rows, rounding P once and
+    /// splitting it.
     #[test]
     fn the_grid_reaches_ordered_plans() {
         let ordered: Vec<Case> = grid()
@@ -874,20 +875,30 @@ mod tests {
                     .ordered
             })
             .collect();
-        let transposed: Vec<(u32, bool)> = ordered
+        let kinds: Vec<(u32, bool, bool)> = ordered
             .iter()
             .map(|case| {
                 let sm_count = case.sm_count.unwrap_or(132);
                 let s = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
                     .expect("a grid case plans");
-                (s.rows_per_cta, s.split_p)
+                let share = plan::share_per_part(s.total_pages, s.num_parts as u64);
+                let short = s.rows_per_cta == SEESAW_ROWS && share <= plan::SHORT_SHARE_PAGES;
+                (s.rows_per_cta, s.split_p, short)
             })
-            .filter(|&(rows, _)| rows < SEESAW_ROWS)
             .collect();
-        for kernel in [(16, true), (16, false), (32, true), (32, false)] {
+        for kind in [
+            (16, true, false),
+            (16, false, false),
+            (32, true, false),
+            (32, false, false),
+            (SEESAW_ROWS, true, true),
+            (SEESAW_ROWS, false, true),
+            (SEESAW_ROWS, true, false),
+            (SEESAW_ROWS, false, false),
+        ] {
             assert!(
-                transposed.contains(&kernel),
-                "no ordered grid case on {kernel:?}"
+                kinds.contains(&kind),
+                "no ordered grid case on (rows, split P, short 64-row share) = {kind:?}"
             );
         }
         assert!(ordered

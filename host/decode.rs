@@ -384,11 +384,12 @@ fn uneven_lengths(seqlens: &[i32]) -> bool {
     seqlens.iter().any(|&l| Some(pages(l)) != first)
 }
 
-/// The transposed (16/32-row) kernels' plan in the requests' own order
-/// (`order::plan_ordered` at [`plan::ORDERED_FIXED_PAGES`] a piece) where
-/// `plan::keeps_ordered_plan` prefers it to the batch-order plan (`chosen`) by their
+/// The plan in the requests' own order (`order::plan_ordered` at
+/// [`plan::ORDERED_FIXED_PAGES`] a piece) for the transposed (16/32-row) kernels, and for
+/// the 64-row kernels over short shares (whose batch-order plans charge pieces nothing),
+/// where `plan::keeps_ordered_plan` prefers it to the batch-order plan (`chosen`) by their
 /// `plan::modelled_makespan` and its requests keep to as narrow a combine.
-fn ordered_transposed_plan(
+fn ordered_by_model(
     seqlens: &[i32],
     num_parts: usize,
     chosen: &(Vec<PartWork>, Vec<i32>),
@@ -458,7 +459,8 @@ impl DecodePlan {
     /// The CPU part of [`DecodePlan::new`] (no GPU needed): validates `config` and the
     /// lengths and runs the split-KV planner for a GPU of `sm_count` SMs (for 16/32-row
     /// tiles over long shares twice, at two piece costs, keeping the plan with the smaller
-    /// `plan::modelled_makespan`; at uneven lengths also in the requests' own order).
+    /// `plan::modelled_makespan`; at uneven lengths also in the requests' own order, as are
+    /// 64-row plans).
     pub fn schedule(config: &DecodeConfig, seqlens: &[i32], sm_count: u32) -> Result<Schedule> {
         config.validate()?;
         if sm_count == 0 || sm_count > MAX_SM_COUNT {
@@ -575,8 +577,11 @@ impl DecodePlan {
                 chosen = alt;
             }
         }
-        if rows_per_cta < MAX_ROWS_PER_CTA && uneven_lengths(seqlens) {
-            ordered = ordered_transposed_plan(seqlens, num_parts, &chosen);
+        // Uneven lengths on the other plans: requests in their own order where the model
+        // says so (the 64-row plans over long shares chose theirs above).
+        let long_64_rows = rows_per_cta == MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES;
+        if !long_64_rows && uneven_lengths(seqlens) {
+            ordered = ordered_by_model(seqlens, num_parts, &chosen);
         }
         let (parts, split_offsets, order, is_ordered) = match ordered {
             Some(o) => (o.parts, o.split_offsets, o.order, true),

@@ -71,21 +71,23 @@ pub const fn fixed_overhead_pages(rows_per_cta: u32) -> u32 {
 /// requests into a partition.
 pub const FIXED_OVERHEAD_PAGES_ALT: u32 = 2;
 
-/// The fixed cost of a piece, in pages, at which the transposed kernels' plans of uneven
-/// lengths are also made in the requests' own order (`order::plan_ordered`; kept by
-/// [`keeps_ordered_plan`]).
+/// The fixed cost of a piece, in pages, at which plans of uneven lengths on 16/32-row
+/// tiles, and on 64-row tiles over short shares, are also made in the requests' own order
+/// (`order::plan_ordered`; kept by [`keeps_ordered_plan`]).
 pub const ORDERED_FIXED_PAGES: u32 = 4;
 
 /// The share of the batch-order plan's [`modelled_makespan`] by which the ordered plan of
 /// [`ORDERED_FIXED_PAGES`] must model faster to replace it, as a divisor. H200, A-B-B-A
-/// (varlen, `Fast` / `Accurate` medians): modelled 6-34 % faster was 6-33 % faster (b 16,
-/// h_q 32, 4K 0.697 / 0.665; b 128, h_q 32, 2K 0.931 / 0.882; b 128, h_q 16, 1K and b 32,
-/// h_q 16, 2K 0.94), 3.4 % 0.991 (b 256, h_q 16, 2K), 0.7 % 1.010 slower (b 128, h_q 16,
-/// 4K).
+/// (varlen, `Fast` / `Accurate` medians). 16/32-row tiles: modelled 6-34 % faster was 6-33 %
+/// faster (b 16, h_q 32, 4K 0.694 / 0.660; b 64, s_q 2, h_q 16, 2K 0.800 / 0.770; b 128,
+/// h_q 16, 1K 0.935 / 0.927), 3.4 % 0.991 (b 256, h_q 16, 2K), 0.7 % 1.010 slower (b 128,
+/// h_q 16, 4K). 64-row tiles over short shares: modelled 10-22 % faster was 17-36 % faster
+/// (b 128, h_q 128, 512 0.643 / 0.664; b 16, h_q 128, 4K 0.728 / 0.720; b 16, h_q 64, 8K
+/// 0.803 / 0.836).
 pub const ORDERED_MIN_GAIN_DIVISOR: u64 = 16;
 
-/// Whether the transposed kernels' ordered plan (modelled time `ordered`) replaces the
-/// batch-order one (`batch`): modelled at least 1/[`ORDERED_MIN_GAIN_DIVISOR`] faster.
+/// Whether an ordered plan (modelled time `ordered`) replaces the batch-order one
+/// (`batch`): modelled at least 1/[`ORDERED_MIN_GAIN_DIVISOR`] faster.
 pub const fn keeps_ordered_plan(ordered: u64, batch: u64) -> bool {
     ordered.saturating_add(batch / ORDERED_MIN_GAIN_DIVISOR) <= batch && ordered < batch
 }
