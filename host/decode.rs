@@ -388,7 +388,8 @@ fn uneven_lengths(seqlens: &[i32]) -> bool {
 /// [`plan::ORDERED_FIXED_PAGES`] a piece) for the transposed (16/32-row) kernels, and for
 /// the 64-row kernels over short shares (whose batch-order plans charge pieces nothing),
 /// where `plan::keeps_ordered_plan` prefers it to the batch-order plan (`chosen`) by their
-/// `plan::modelled_makespan` and its requests keep to as narrow a combine.
+/// `plan::modelled_makespan` and its requests need no wider a combine
+/// (`plan::combine_class_max_pieces`).
 fn ordered_by_model(
     seqlens: &[i32],
     num_parts: usize,
@@ -396,7 +397,7 @@ fn ordered_by_model(
 ) -> Option<OrderedPlan> {
     let page = PAGE_SIZE as usize;
     let modelled = plan::modelled_makespan(&chosen.0, &chosen.1, seqlens, page);
-    let widest = COMBINE_NARROW_MAX_SPLITS.max(plan::max_pieces(&chosen.1));
+    let widest = plan::combine_class_max_pieces(plan::max_pieces(&chosen.1));
     let fixed = plan::ORDERED_FIXED_PAGES;
     let budget = plan::charged_makespan(&chosen.0, seqlens, page, fixed);
     let o = plan_ordered(seqlens, page, num_parts, fixed, budget)?;

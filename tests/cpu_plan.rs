@@ -7,16 +7,19 @@
 //! and `N = num_parts`, every partition costs at most `ceil(T / N) + O` (cost = Σ over its
 //! pieces of pages + O), and every active partition except the last one costs at least
 //! `ceil(T / N)`.
-use etap_kernel::config::{COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS};
+use etap_kernel::config::{
+    COMBINE_MAX_DIM_SLICES, COMBINE_NARROW_MAX_SPLITS, COMBINE_WIDE_MIN_SPLITS,
+};
 use etap_kernel::plan::{
-    charged_makespan, clamped_piece, combine_dim_slices, contradicts_plan, fixed_overhead_pages,
-    for_each_piece, keeps_alt_plan, keeps_narrow_fill, keeps_ordered_plan, length_fits, max_pieces,
-    max_split_slots, modelled_makespan, narrow_fill_part_counts, num_pages, num_parts_for,
-    num_splits, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling,
-    seesaw_pa_first, split_p_for, PartWork, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES,
-    FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
-    NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE, ORDERED_MIN_GAIN_DIVISOR, PAGE_SIZE,
-    SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
+    charged_makespan, clamped_piece, combine_class_max_pieces, combine_dim_slices,
+    contradicts_plan, fixed_overhead_pages, for_each_piece, keeps_alt_plan, keeps_narrow_fill,
+    keeps_ordered_plan, length_fits, max_pieces, max_split_slots, modelled_makespan,
+    narrow_fill_part_counts, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces,
+    plan, plan_with_overhead, row_tiling, seesaw_pa_first, split_p_for, PartWork, PlanError,
+    PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES,
+    FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE,
+    ORDERED_MIN_GAIN_DIVISOR, PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES,
+    WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -756,6 +759,23 @@ fn ordered_transposed_plans_must_model_a_sixteenth_faster() {
     assert!(keeps_ordered_plan(8, 9));
     assert!(!keeps_ordered_plan(9, 9));
     assert!(!keeps_ordered_plan(0, 0));
+}
+
+#[test]
+fn combine_classes_bound_the_pieces_of_an_ordered_plan() {
+    // Pairs and the narrow combine are one class; the medium one runs to the wide one's
+    // threshold; the wide (or sliced) one takes any count.
+    for pieces in 0..=COMBINE_NARROW_MAX_SPLITS {
+        assert_eq!(combine_class_max_pieces(pieces), COMBINE_NARROW_MAX_SPLITS);
+    }
+    for pieces in COMBINE_NARROW_MAX_SPLITS + 1..COMBINE_WIDE_MIN_SPLITS {
+        assert_eq!(
+            combine_class_max_pieces(pieces),
+            COMBINE_WIDE_MIN_SPLITS - 1
+        );
+    }
+    assert_eq!(combine_class_max_pieces(COMBINE_WIDE_MIN_SPLITS), u32::MAX);
+    assert_eq!(combine_class_max_pieces(u32::MAX), u32::MAX);
 }
 
 #[test]

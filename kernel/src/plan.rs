@@ -40,7 +40,8 @@
 //!   and idle ones (encoded as [`PartWork::IDLE`]) last.
 
 use crate::config::{
-    row_tile_for, COMBINE_MAX_DIM_SLICES, COMBINE_WIDE_MIN_SPLITS, MAX_ROWS_PER_CTA, ROW_TILES,
+    row_tile_for, COMBINE_MAX_DIM_SLICES, COMBINE_NARROW_MAX_SPLITS, COMBINE_WIDE_MIN_SPLITS,
+    MAX_ROWS_PER_CTA, ROW_TILES,
 };
 
 /// Tokens per page of the paged KV cache (FlashMLA's block size).
@@ -146,6 +147,19 @@ pub const NARROW_FILL_SLACK_PAGES: u64 = 4;
 /// `num_parts - num_parts / NARROW_FILL_IDLE_DIVISOR`.
 pub fn narrow_fill_part_counts(num_parts: usize) -> impl Iterator<Item = usize> {
     (num_parts - num_parts / NARROW_FILL_IDLE_DIVISOR..=num_parts).rev()
+}
+
+/// The most pieces a request may have in a plan whose requests have at most `max_pieces`
+/// and keep to the same kind of combine: the narrow one's (pairs included), the medium
+/// one's (below [`COMBINE_WIDE_MIN_SPLITS`]), or any.
+pub const fn combine_class_max_pieces(max_pieces: u32) -> u32 {
+    if max_pieces <= COMBINE_NARROW_MAX_SPLITS {
+        COMBINE_NARROW_MAX_SPLITS
+    } else if max_pieces < COMBINE_WIDE_MIN_SPLITS {
+        COMBINE_WIDE_MIN_SPLITS - 1
+    } else {
+        u32::MAX
+    }
 }
 
 /// Most pieces of any request of a plan (its `split_offsets`, `batch + 1` entries).
