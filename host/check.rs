@@ -866,26 +866,18 @@ mod tests {
     /// splitting it.
     #[test]
     fn the_grid_reaches_ordered_plans() {
-        let ordered: Vec<Case> = grid()
+        let (ordered, kinds): (Vec<Case>, Vec<(u32, bool, bool)>) = grid()
             .into_iter()
-            .filter(|case| {
-                let sm_count = case.sm_count.unwrap_or(132);
-                DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
-                    .expect("a grid case plans")
-                    .ordered
-            })
-            .collect();
-        let kinds: Vec<(u32, bool, bool)> = ordered
-            .iter()
-            .map(|case| {
+            .filter_map(|case| {
                 let sm_count = case.sm_count.unwrap_or(132);
                 let s = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
                     .expect("a grid case plans");
                 let share = plan::share_per_part(s.total_pages, s.num_parts as u64);
                 let short = s.rows_per_cta == SEESAW_ROWS && share <= plan::SHORT_SHARE_PAGES;
-                (s.rows_per_cta, s.split_p, short)
+                s.ordered
+                    .then_some((case, (s.rows_per_cta, s.split_p, short)))
             })
-            .collect();
+            .unzip();
         for kind in [
             (16, true, false),
             (16, false, false),

@@ -402,7 +402,8 @@ fn ordered_by_model(
     let budget = plan::charged_makespan(&chosen.0, seqlens, page, fixed);
     let o = plan_ordered(seqlens, page, num_parts, fixed, budget)?;
     let by_pos: Vec<i32> = o.order.iter().map(|&r| seqlens[r as usize]).collect();
-    let ordered = plan::modelled_makespan(&o.parts, &o.split_offsets, &by_pos, page);
+    let offsets_by_pos = o.split_offsets_by_position();
+    let ordered = plan::modelled_makespan(&o.parts, &offsets_by_pos, &by_pos, page);
     (plan::keeps_ordered_plan(ordered, modelled) && plan::max_pieces(&o.split_offsets) <= widest)
         .then_some(o)
 }
@@ -508,10 +509,12 @@ impl DecodePlan {
         };
         let mut chosen = plan_with(num_parts, plan::fixed_overhead_pages(rows_per_cta))?;
         let mut ordered: Option<OrderedPlan> = None;
+        let uneven = uneven_lengths(seqlens);
+        let long_64_rows = rows_per_cta == MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES;
         // The seesaw kernels' plans over long shares: the greedy fill at other piece costs
         // too, kept where it balances the partitions better by the same cost
         // (`plan::charged_makespan`), then where it has fewer pieces.
-        if rows_per_cta == MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES {
+        if long_64_rows {
             let charged = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
                 (
                     plan::charged_makespan(
@@ -533,8 +536,9 @@ impl DecodePlan {
             }
             // Uneven lengths: requests in their own order (`order::plan_ordered`), where
             // that takes the busiest partition's charge below the batch-order plan's
-            // without a wider combine than that plan's.
-            let uneven = uneven_lengths(seqlens);
+            // without more pieces a request than that plan's or the narrow combine's (as
+            // measured in the fiftieth session; `ordered_by_model` bounds by the combine's
+            // kind).
             let widest = COMBINE_NARROW_MAX_SPLITS.max(plan::max_pieces(&chosen.1));
             ordered = uneven
                 .then(|| {
@@ -580,8 +584,7 @@ impl DecodePlan {
         }
         // Uneven lengths on the other plans: requests in their own order where the model
         // says so (the 64-row plans over long shares chose theirs above).
-        let long_64_rows = rows_per_cta == MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES;
-        if !long_64_rows && uneven_lengths(seqlens) {
+        if !long_64_rows && uneven {
             ordered = ordered_by_model(seqlens, num_parts, &chosen);
         }
         let (parts, split_offsets, order, is_ordered) = match ordered {
@@ -1734,7 +1737,8 @@ mod tests {
         let mut grown = lens.clone();
         grown[77] += 64 * 4;
         assert_eq!(s.first_uncovered(config.max_pages, &grown), Some(77));
-        // Equal lengths, or 16/32-row tiles, keep the batch order.
+        // Equal lengths keep the batch order, and so do these lengths on 16-row tiles,
+        // whose ordered plan models less than a sixteenth faster (146 → 145 half pages).
         let even =
             DecodePlan::schedule(&DecodeConfig::new(32, 128, 512), &[32768; 32], 132).unwrap();
         assert!(!even.ordered && even.order == (0..32).collect::<Vec<i32>>());

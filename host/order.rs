@@ -30,6 +30,21 @@ pub struct OrderedPlan {
     pub payload: u64,
 }
 
+impl OrderedPlan {
+    /// `split_offsets` over positions instead of requests: the prefix sum of the pieces of
+    /// `order[0]`, `order[1]`, …, the form `plan::modelled_makespan` takes with the lengths
+    /// by position.
+    pub fn split_offsets_by_position(&self) -> Vec<i32> {
+        let mut offsets = Vec::with_capacity(self.order.len() + 1);
+        offsets.push(0);
+        for &r in &self.order {
+            let pieces = self.split_offsets[r as usize + 1] - self.split_offsets[r as usize];
+            offsets.push(offsets.last().copied().unwrap_or(0) + pieces);
+        }
+        offsets
+    }
+}
+
 /// Plans `seqlens` over `num_parts` partitions at `fixed` pages a piece in the order
 /// described in the module doc, at the smallest budget from the balanced one
 /// (`ceil(Σ (pages + fixed) / num_parts)`) up to `max_payload` at which every page is
@@ -227,6 +242,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn split_offsets_by_position_follow_the_order() {
+        // 500 pages split over the partitions, then whole short requests: the long one
+        // (request 1) comes first in the order and holds every split piece.
+        let seqlens = lens(&[3, 500, 0, 5]);
+        let plan = plan_ordered(&seqlens, PAGE_SIZE, 4, 8, 1000).unwrap();
+        let by_pos = plan.split_offsets_by_position();
+        assert_eq!(by_pos.len(), seqlens.len() + 1);
+        for (pos, &r) in plan.order.iter().enumerate() {
+            let r = r as usize;
+            assert_eq!(
+                by_pos[pos + 1] - by_pos[pos],
+                plan.split_offsets[r + 1] - plan.split_offsets[r],
+                "position {pos} (request {r})"
+            );
+        }
+        assert_eq!(by_pos.last(), plan.split_offsets.last());
+        assert_ne!(by_pos, plan.split_offsets);
+    }
+
+    /// `modelled_makespan` over an ordered plan, fed by position, charges each piece by
+    /// how many pieces its own request has.
+    #[test]
+    fn the_modelled_time_of_an_ordered_plan_charges_each_request_its_pieces() {
+        use etap_kernel::plan::{
+            modelled_makespan, SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
+        };
+        let seqlens = lens(&[3, 500, 0, 5, 40, 7, 120, 1]);
+        let plan = plan_ordered(&seqlens, PAGE_SIZE, 5, 4, 1000).unwrap();
+        let by_pos: Vec<i32> = plan.order.iter().map(|&r| seqlens[r as usize]).collect();
+        let split = |r: usize| plan.split_offsets[r + 1] - plan.split_offsets[r] > 1;
+        let expected = plan
+            .parts
+            .iter()
+            .map(|part| {
+                pieces(part, &by_pos, PAGE_SIZE)
+                    .map(|p| {
+                        let r = plan.order[p.req as usize] as usize;
+                        let fixed = if split(r) {
+                            SPLIT_PIECE_HALF_PAGES
+                        } else {
+                            WHOLE_PIECE_HALF_PAGES
+                        };
+                        2 * (p.page_end - p.page_begin) as u64 + fixed
+                    })
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap();
+        let offsets = plan.split_offsets_by_position();
+        assert_eq!(
+            modelled_makespan(&plan.parts, &offsets, &by_pos, PAGE_SIZE),
+            expected
+        );
+        // By request instead, the split request (1) would be charged as the one first in
+        // the order is not.
+        assert_ne!(
+            modelled_makespan(&plan.parts, &plan.split_offsets, &by_pos, PAGE_SIZE),
+            expected
+        );
     }
 
     #[test]

@@ -79,12 +79,12 @@ pub const ORDERED_FIXED_PAGES: u32 = 4;
 
 /// The share of the batch-order plan's [`modelled_makespan`] by which the ordered plan of
 /// [`ORDERED_FIXED_PAGES`] must model faster to replace it, as a divisor. H200, A-B-B-A
-/// (varlen, `Fast` / `Accurate` medians). 16/32-row tiles: modelled 6-34 % faster was 6-33 %
+/// (varlen, `Fast` / `Accurate` medians). 16/32-row tiles: modelled 8-34 % faster was 6-34 %
 /// faster (b 16, h_q 32, 4K 0.694 / 0.660; b 64, s_q 2, h_q 16, 2K 0.800 / 0.770; b 128,
-/// h_q 16, 1K 0.935 / 0.927), 3.4 % 0.991 (b 256, h_q 16, 2K), 0.7 % 1.010 slower (b 128,
-/// h_q 16, 4K). 64-row tiles over short shares: modelled 10-22 % faster was 17-36 % faster
-/// (b 128, h_q 128, 512 0.643 / 0.664; b 16, h_q 128, 4K 0.728 / 0.720; b 16, h_q 64, 8K
-/// 0.803 / 0.836).
+/// h_q 32, 2K 0.922 / 0.875); modelled 0.7 % faster was 0.991 at b 256, h_q 16, 2K and
+/// 1.010 (slower) at b 128, h_q 16, 4K. 64-row tiles over short shares: modelled 8-32 %
+/// faster was 17-36 % faster (b 128, h_q 128, 512 0.643 / 0.664; b 16, h_q 128, 4K 0.728 /
+/// 0.720; b 16, h_q 64, 8K 0.803 / 0.836).
 pub const ORDERED_MIN_GAIN_DIVISOR: u64 = 16;
 
 /// Whether an ordered plan (modelled time `ordered`) replaces the batch-order one
@@ -178,9 +178,10 @@ pub const fn keeps_narrow_fill(narrow_charged: u64, chosen_charged: u64) -> bool
     narrow_charged <= chosen_charged.saturating_add(NARROW_FILL_SLACK_PAGES)
 }
 
-/// The modelled time of a plan in batch order, in half pages: the largest over its
-/// partitions of two per page plus [`WHOLE_PIECE_HALF_PAGES`] or [`SPLIT_PIECE_HALF_PAGES`]
-/// per piece (`split_offsets` by request, so positions must be requests).
+/// The modelled time of a plan, in half pages: the largest over its partitions of two per
+/// page plus [`WHOLE_PIECE_HALF_PAGES`] or [`SPLIT_PIECE_HALF_PAGES`] per piece.
+/// `split_offsets` and `seqlens` are indexed as the partitions' ranges are: by request for
+/// a plan in batch order, by position for one in an order of its own.
 pub fn modelled_makespan(
     parts: &[PartWork],
     split_offsets: &[i32],
