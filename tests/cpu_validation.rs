@@ -14,12 +14,12 @@
 //! - device lengths a plan cannot cover: `Schedule::first_uncovered` (`DecodePlan::covers`).
 use etap_kernel::config::{COMBINE_WIDE_MIN_SPLITS, SEESAW_ROWS};
 use etap_kernel::plan::{
-    max_split_slots, modelled_makespan, pieces, plan_with_overhead, PartWork, FIXED_OVERHEAD_PAGES,
-    FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT, PAGE_SIZE,
+    max_pieces, max_split_slots, modelled_makespan, pieces, plan_with_overhead, PartWork,
+    FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT, PAGE_SIZE,
 };
 use flashmla_etap::decode::{
-    validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, Precision, MAX_BATCH,
-    MAX_PAGES, MAX_SM_COUNT, MAX_S_Q,
+    validate_block_table, BufferLens, CombineLaunch, DecodeConfig, DecodePlan, KvCache, Precision,
+    MAX_BATCH, MAX_PAGES, MAX_SM_COUNT, MAX_S_Q,
 };
 use flashmla_etap::Error;
 use proptest::prelude::*;
@@ -875,6 +875,21 @@ fn ordered_schedules_cover_every_request_once() {
         } else {
             ordered_transposed += 1;
         }
+        // What the schedule derives from its pieces follows the ordered plan's.
+        let max_splits = max_pieces(&s.split_offsets);
+        assert_eq!(s.max_splits, max_splits);
+        assert_eq!(
+            s.combine,
+            CombineLaunch::new(max_splits, (batch * s_q * h_q) as u64, sm_count)
+        );
+        assert_eq!(
+            s.slot_rows,
+            s.split_offsets[batch] as u64 * (s_q * h_q) as u64
+        );
+        assert_eq!(
+            s.active_parts,
+            s.parts.iter().filter(|p| !p.is_idle()).count()
+        );
         let by_pos = s.lengths_by_position(&lengths);
         let mut done = vec![0i32; batch];
         let mut count = vec![0i32; batch];
