@@ -8,7 +8,7 @@ use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::launch::{launch, max_active_clusters, LaunchSpec};
 use crate::module::Kernels;
-use crate::order::{plan_ordered, OrderedPlan};
+use crate::order::{self, plan_ordered, OrderedPlan};
 use crate::reference::Dtype;
 use crate::tensor_map::{encode_tiled, Swizzle, TensorMap, TmaDtype};
 use cudarc::driver::{sys, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr};
@@ -401,7 +401,7 @@ fn ordered_by_model(
     let fixed = plan::ORDERED_FIXED_PAGES;
     let budget = plan::charged_makespan(&chosen.0, seqlens, page, fixed);
     let o = plan_ordered(seqlens, page, num_parts, fixed, budget)?;
-    let by_pos: Vec<i32> = o.order.iter().map(|&r| seqlens[r as usize]).collect();
+    let by_pos = order::lengths_by_position(&o.order, seqlens);
     let offsets_by_pos = o.split_offsets_by_position();
     let ordered = plan::modelled_makespan(&o.parts, &offsets_by_pos, &by_pos, page);
     (plan::keeps_ordered_plan(ordered, modelled) && plan::max_pieces(&o.split_offsets) <= widest)
@@ -799,10 +799,7 @@ impl Schedule {
     /// `seqlens` (by request) at the plan's positions ([`Schedule::order`]), as
     /// `plan::pieces` and `plan::charged_makespan` read a partition's lengths.
     pub fn lengths_by_position(&self, seqlens: &[i32]) -> Vec<i32> {
-        self.order
-            .iter()
-            .map(|&r| seqlens.get(r as usize).copied().unwrap_or(0))
-            .collect()
+        order::lengths_by_position(&self.order, seqlens)
     }
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.

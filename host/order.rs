@@ -30,6 +30,15 @@ pub struct OrderedPlan {
     pub payload: u64,
 }
 
+/// `seqlens` (by request) at the positions of `order`, as `plan::pieces` and the plan's
+/// costs read a partition's lengths; a request past `seqlens` reads as empty.
+pub fn lengths_by_position(order: &[i32], seqlens: &[i32]) -> Vec<i32> {
+    order
+        .iter()
+        .map(|&r| seqlens.get(r as usize).copied().unwrap_or(0))
+        .collect()
+}
+
 impl OrderedPlan {
     /// `split_offsets` over positions instead of requests: the prefix sum of the pieces of
     /// `order[0]`, `order[1]`, …, the form `plan::modelled_makespan` takes with the lengths
@@ -168,7 +177,7 @@ mod tests {
     /// Checks that `plan` covers every page of every request exactly once, in pieces whose
     /// indices and slots agree, within its payload.
     fn check(plan: &OrderedPlan, seqlens: &[i32], fixed: u32) {
-        let by_pos: Vec<i32> = plan.order.iter().map(|&r| seqlens[r as usize]).collect();
+        let by_pos = lengths_by_position(&plan.order, seqlens);
         let mut sorted = plan.order.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..seqlens.len() as i32).collect::<Vec<_>>());
@@ -273,7 +282,7 @@ mod tests {
         };
         let seqlens = lens(&[3, 500, 0, 5, 40, 7, 120, 1]);
         let plan = plan_ordered(&seqlens, PAGE_SIZE, 5, 4, 1000).unwrap();
-        let by_pos: Vec<i32> = plan.order.iter().map(|&r| seqlens[r as usize]).collect();
+        let by_pos = lengths_by_position(&plan.order, &seqlens);
         let split = |r: usize| plan.split_offsets[r + 1] - plan.split_offsets[r] > 1;
         let expected = plan
             .parts
