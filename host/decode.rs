@@ -385,25 +385,27 @@ fn uneven_lengths(seqlens: &[i32]) -> bool {
 }
 
 /// The plan in the requests' own order (`order::plan_ordered` at
-/// [`plan::ORDERED_FIXED_PAGES`] a piece) for the transposed (16/32-row) kernels, and for
+/// `plan::ordered_fixed_pages` a piece) for the transposed (16/32-row) kernels, and for
 /// the 64-row kernels over short shares (whose batch-order plans charge pieces nothing),
 /// where `plan::keeps_ordered_plan` prefers it to the batch-order plan (`chosen`) by their
-/// `plan::modelled_makespan` and its requests need no wider a combine
-/// (`plan::combine_class_max_pieces`).
+/// `plan::modelled_makespan` at the tiles' `plan::PieceCosts` and its requests need no
+/// wider a combine (`plan::combine_class_max_pieces`).
 fn ordered_by_model(
     seqlens: &[i32],
     num_parts: usize,
+    rows_per_cta: u32,
     chosen: &(Vec<PartWork>, Vec<i32>),
 ) -> Option<OrderedPlan> {
     let page = PAGE_SIZE as usize;
-    let modelled = plan::modelled_makespan(&chosen.0, &chosen.1, seqlens, page);
+    let costs = plan::PieceCosts::for_rows(rows_per_cta);
+    let modelled = plan::modelled_makespan(&chosen.0, &chosen.1, seqlens, page, costs);
     let widest = plan::combine_class_max_pieces(plan::max_pieces(&chosen.1));
-    let fixed = plan::ORDERED_FIXED_PAGES;
+    let fixed = plan::ordered_fixed_pages(rows_per_cta);
     let budget = plan::charged_makespan(&chosen.0, seqlens, page, fixed);
     let o = plan_ordered(seqlens, page, num_parts, fixed, budget)?;
     let by_pos = order::lengths_by_position(&o.order, seqlens);
     let offsets_by_pos = o.split_offsets_by_position();
-    let ordered = plan::modelled_makespan(&o.parts, &offsets_by_pos, &by_pos, page);
+    let ordered = plan::modelled_makespan(&o.parts, &offsets_by_pos, &by_pos, page, costs);
     (plan::keeps_ordered_plan(ordered, modelled) && plan::max_pieces(&o.split_offsets) <= widest)
         .then_some(o)
 }
@@ -575,7 +577,13 @@ impl DecodePlan {
         // one by their modelled times.
         if rows_per_cta < MAX_ROWS_PER_CTA && share > plan::SHORT_SHARE_PAGES {
             let makespan = |(parts, offsets): &(Vec<PartWork>, Vec<i32>)| {
-                plan::modelled_makespan(parts, offsets, seqlens, PAGE_SIZE as usize)
+                plan::modelled_makespan(
+                    parts,
+                    offsets,
+                    seqlens,
+                    PAGE_SIZE as usize,
+                    plan::PieceCosts::TRANSPOSED,
+                )
             };
             let alt = plan_with(num_parts, plan::FIXED_OVERHEAD_PAGES_ALT)?;
             if plan::keeps_alt_plan(share, makespan(&alt), makespan(&chosen)) {
@@ -585,7 +593,7 @@ impl DecodePlan {
         // Uneven lengths on the other plans: requests in their own order where the model
         // says so (the 64-row plans over long shares chose theirs above).
         if !long_64_rows && uneven {
-            ordered = ordered_by_model(seqlens, num_parts, &chosen);
+            ordered = ordered_by_model(seqlens, num_parts, rows_per_cta, &chosen);
         }
         let (parts, split_offsets, order, is_ordered) = match ordered {
             Some(o) => (o.parts, o.split_offsets, o.order, true),
@@ -1735,13 +1743,58 @@ mod tests {
         grown[77] += 64 * 4;
         assert_eq!(s.first_uncovered(config.max_pages, &grown), Some(77));
         // Equal lengths keep the batch order, and so do these lengths on 16-row tiles,
-        // whose ordered plan models less than a sixteenth faster (146 → 145 half pages).
+        // whose ordered plan models less than a sixteenth faster (146 half pages either
+        // way at 3 pages a piece).
         let even =
             DecodePlan::schedule(&DecodeConfig::new(32, 128, 512), &[32768; 32], 132).unwrap();
         assert!(!even.ordered && even.order == (0..32).collect::<Vec<i32>>());
         let p16 = crate::bench::Point { h_q: 16, ..p };
         let s16 = DecodePlan::schedule(&p16.config(&lens, Precision::Fast), &lens, 132).unwrap();
         assert!(!s16.ordered);
+    }
+
+    #[test]
+    fn short_64_row_shares_of_uneven_lengths_are_judged_at_64_row_piece_costs() {
+        // b 64, h_q 128, 2K varlen (the bench's draw, 15-36 pages a partition): with the
+        // transposed kernels' piece costs the model kept the batch order, which the ordered
+        // plan beats by 17 % (H200, fifty-second session).
+        let p = crate::bench::Point {
+            b: 64,
+            s_q: 1,
+            h_q: 128,
+            s_k: 2048,
+            varlen: true,
+        };
+        let lens = p.lengths();
+        let config = p.config(&lens, Precision::Fast);
+        let s = DecodePlan::schedule(&config, &lens, 132).unwrap();
+        assert_eq!(s.rows_per_cta, MAX_ROWS_PER_CTA);
+        assert!(s.ordered);
+        let page = PAGE_SIZE as usize;
+        let mut parts = vec![PartWork::IDLE; s.num_parts];
+        let mut offsets = vec![0; lens.len() + 1];
+        plan::plan_with_overhead(
+            &lens,
+            config.max_pages,
+            page,
+            s.num_parts,
+            plan::FIXED_OVERHEAD_PAGES_64_ROWS,
+            &mut parts,
+            &mut offsets,
+        )
+        .unwrap();
+        let fixed = plan::ORDERED_FIXED_PAGES_64_ROWS;
+        let budget = plan::charged_makespan(&parts, &lens, page, fixed);
+        let o = plan_ordered(&lens, page, s.num_parts, fixed, budget).unwrap();
+        assert_eq!((&o.parts, &o.order), (&s.parts, &s.order));
+        let by_pos = order::lengths_by_position(&o.order, &lens);
+        let offsets_by_pos = o.split_offsets_by_position();
+        let batch = |costs| plan::modelled_makespan(&parts, &offsets, &lens, page, costs);
+        let ordered =
+            |costs| plan::modelled_makespan(&o.parts, &offsets_by_pos, &by_pos, page, costs);
+        let (t, r) = (plan::PieceCosts::TRANSPOSED, plan::PieceCosts::ROWS_64);
+        assert!(!plan::keeps_ordered_plan(ordered(t), batch(t)));
+        assert!(plan::keeps_ordered_plan(ordered(r), batch(r)));
     }
 
     #[test]

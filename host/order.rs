@@ -278,7 +278,7 @@ mod tests {
     #[test]
     fn the_modelled_time_of_an_ordered_plan_charges_each_request_its_pieces() {
         use etap_kernel::plan::{
-            modelled_makespan, SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
+            modelled_makespan, PieceCosts, SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
         };
         let seqlens = lens(&[3, 500, 0, 5, 40, 7, 120, 1]);
         let plan = plan_ordered(&seqlens, PAGE_SIZE, 5, 4, 1000).unwrap();
@@ -304,13 +304,25 @@ mod tests {
             .unwrap();
         let offsets = plan.split_offsets_by_position();
         assert_eq!(
-            modelled_makespan(&plan.parts, &offsets, &by_pos, PAGE_SIZE),
+            modelled_makespan(
+                &plan.parts,
+                &offsets,
+                &by_pos,
+                PAGE_SIZE,
+                PieceCosts::TRANSPOSED
+            ),
             expected
         );
         // By request instead, the split request (1) would be charged as the one first in
         // the order is not.
         assert_ne!(
-            modelled_makespan(&plan.parts, &plan.split_offsets, &by_pos, PAGE_SIZE),
+            modelled_makespan(
+                &plan.parts,
+                &plan.split_offsets,
+                &by_pos,
+                PAGE_SIZE,
+                PieceCosts::TRANSPOSED
+            ),
             expected
         );
     }

@@ -8,18 +8,19 @@
 //! pieces of pages + O), and every active partition except the last one costs at least
 //! `ceil(T / N)`.
 use etap_kernel::config::{
-    COMBINE_MAX_DIM_SLICES, COMBINE_NARROW_MAX_SPLITS, COMBINE_WIDE_MIN_SPLITS,
+    COMBINE_MAX_DIM_SLICES, COMBINE_NARROW_MAX_SPLITS, COMBINE_WIDE_MIN_SPLITS, MAX_ROWS_PER_CTA,
 };
 use etap_kernel::plan::{
     charged_makespan, clamped_piece, combine_class_max_pieces, combine_dim_slices,
     contradicts_plan, fixed_overhead_pages, for_each_piece, keeps_alt_plan, keeps_narrow_fill,
     keeps_ordered_plan, length_fits, max_pieces, max_split_slots, modelled_makespan,
-    narrow_fill_part_counts, num_pages, num_parts_for, num_splits, partial_slot, piece_of, pieces,
-    plan, plan_with_overhead, row_tiling, seesaw_pa_first, split_p_for, PartWork, PlanError,
-    PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES,
-    FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE,
-    ORDERED_MIN_GAIN_DIVISOR, PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES,
-    WHOLE_PIECE_HALF_PAGES,
+    narrow_fill_part_counts, num_pages, num_parts_for, num_splits, ordered_fixed_pages,
+    partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling, seesaw_pa_first,
+    split_p_for, PartWork, PieceCosts, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES,
+    FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
+    NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE, ORDERED_FIXED_PAGES,
+    ORDERED_FIXED_PAGES_64_ROWS, ORDERED_MIN_GAIN_DIVISOR, PAGE_SIZE, SHORT_SHARE_PAGES,
+    SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -829,6 +830,25 @@ fn narrow_fills_try_up_to_one_partition_in_32_fewer() {
 #[test]
 fn modelled_makespan_counts_pages_and_pieces() {
     assert_eq!((WHOLE_PIECE_HALF_PAGES, SPLIT_PIECE_HALF_PAGES), (3, 7));
+    assert_eq!(
+        PieceCosts::TRANSPOSED,
+        PieceCosts {
+            whole: WHOLE_PIECE_HALF_PAGES,
+            split: SPLIT_PIECE_HALF_PAGES
+        }
+    );
+    // 64-row pieces: a split one at the fill's 8 pages, a whole one at 4 (half pages).
+    assert_eq!(
+        PieceCosts::ROWS_64,
+        PieceCosts {
+            whole: 8,
+            split: 16
+        }
+    );
+    assert_eq!(PieceCosts::for_rows(MAX_ROWS_PER_CTA), PieceCosts::ROWS_64);
+    for rows in [16, 32] {
+        assert_eq!(PieceCosts::for_rows(rows), PieceCosts::TRANSPOSED);
+    }
     // Requests of 100, 10 and 10 pages over 2 partitions at 5 a piece (payload 73):
     // partition 0 holds 68 pages of request 0 (split), partition 1 its other 32 and both
     // short requests whole.
@@ -836,15 +856,32 @@ fn modelled_makespan_counts_pages_and_pieces() {
     let (_, parts, offsets) = plan_and_check(&seqlens, PAGE_SIZE, 2);
     assert_eq!((parts[0].end_page, parts[1].begin_page), (68, 68));
     assert_eq!(offsets, [0, 2, 3, 4]);
+    let model = |costs| modelled_makespan(&parts, &offsets, &seqlens, PAGE_SIZE, costs);
     let p1 = 2 * (32 + 10 + 10) + 7 + 2 * 3;
+    assert_eq!(model(PieceCosts::TRANSPOSED), p1.max(2 * 68 + 7));
+    // At 64-row costs partition 1's three pieces cost 32 half pages, partition 0's one 16.
+    let p1 = 2 * (32 + 10 + 10) + 16 + 2 * 8;
+    assert_eq!(model(PieceCosts::ROWS_64), p1.max(2 * 68 + 16));
+    assert_eq!((p1, 2 * 68 + 16), (136, 152));
+    for costs in [PieceCosts::TRANSPOSED, PieceCosts::ROWS_64] {
+        assert_eq!(
+            modelled_makespan(&[PartWork::IDLE], &[0, 0], &[0], PAGE_SIZE, costs),
+            0
+        );
+    }
+}
+
+#[test]
+fn ordered_plans_cost_a_piece_by_its_tiles() {
     assert_eq!(
-        modelled_makespan(&parts, &offsets, &seqlens, PAGE_SIZE),
-        p1.max(2 * 68 + 7)
+        ordered_fixed_pages(MAX_ROWS_PER_CTA),
+        ORDERED_FIXED_PAGES_64_ROWS
     );
-    assert_eq!(
-        modelled_makespan(&[PartWork::IDLE], &[0, 0], &[0], PAGE_SIZE),
-        0
-    );
+    for rows in [16, 32] {
+        assert_eq!(ordered_fixed_pages(rows), ORDERED_FIXED_PAGES);
+    }
+    // The measured optima: 3 pages a piece on 16/32-row tiles, 6 on 64-row ones.
+    assert_eq!((ORDERED_FIXED_PAGES, ORDERED_FIXED_PAGES_64_ROWS), (3, 6));
 }
 
 /// A part naming requests past the lengths given (a corrupt or foreign `PartWork`) yields

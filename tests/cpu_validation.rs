@@ -15,7 +15,8 @@
 use etap_kernel::config::{COMBINE_WIDE_MIN_SPLITS, SEESAW_ROWS};
 use etap_kernel::plan::{
     max_pieces, max_split_slots, modelled_makespan, pieces, plan_with_overhead, PartWork,
-    FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT, PAGE_SIZE,
+    PieceCosts, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, FIXED_OVERHEAD_PAGES_ALT,
+    PAGE_SIZE,
 };
 use flashmla_etap::decode::{
     validate_block_table, BufferLens, CombineLaunch, DecodeConfig, DecodePlan, KvCache, Precision,
@@ -533,7 +534,7 @@ fn plan_at(lens: &[i32], fixed: u32) -> (Vec<PartWork>, Vec<i32>, u64) {
     let mut parts = vec![PartWork::IDLE; 132];
     let mut offsets = vec![0i32; lens.len() + 1];
     plan_with_overhead(lens, 512, PAGE_SIZE, 132, fixed, &mut parts, &mut offsets).unwrap();
-    let time = modelled_makespan(&parts, &offsets, lens, PAGE_SIZE);
+    let time = modelled_makespan(&parts, &offsets, lens, PAGE_SIZE, PieceCosts::TRANSPOSED);
     (parts, offsets, time)
 }
 

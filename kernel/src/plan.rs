@@ -73,18 +73,35 @@ pub const fn fixed_overhead_pages(rows_per_cta: u32) -> u32 {
 pub const FIXED_OVERHEAD_PAGES_ALT: u32 = 2;
 
 /// The fixed cost of a piece, in pages, at which plans of uneven lengths on 16/32-row
-/// tiles, and on 64-row tiles over short shares, are also made in the requests' own order
-/// (`order::plan_ordered`; kept by [`keeps_ordered_plan`]).
-pub const ORDERED_FIXED_PAGES: u32 = 4;
+/// tiles are also made in the requests' own order (`order::plan_ordered`; kept by
+/// [`keeps_ordered_plan`]). H200, A-B-B-A against 4 over 13 varlen points (b 16-256, h_q
+/// 16/32, 512-8K, s_q 1-2): 3 `Fast` 0.981 (b 64, h_q 16, 512 0.930; b 128, s_q 2, h_q 16,
+/// 512 0.965), `Accurate` 0.980, none more than 1 % slower; 5 1.005 and 2 1.016 slower.
+pub const ORDERED_FIXED_PAGES: u32 = 3;
+
+/// The same for plans of 64-row tiles over short shares, whose pieces cost more. H200,
+/// A-B-B-A against 4 (with [`PieceCosts::ROWS_64`]) over 24 varlen points (b 16-256, h_q
+/// 64/128 and s_q 2, 512-8K): 6 `Fast` 0.937 with none slower, `Accurate` 0.961; 5 0.950, 7
+/// 0.936 with one point 1.8 % slower, 8 (with the transposed kernels' costs) 0.981 with
+/// four up to 30 % slower.
+pub const ORDERED_FIXED_PAGES_64_ROWS: u32 = 6;
+
+/// The ordered plans' fixed cost of a piece, in pages, for `rows_per_cta`-row tiles.
+#[inline]
+pub const fn ordered_fixed_pages(rows_per_cta: u32) -> u32 {
+    if rows_per_cta == MAX_ROWS_PER_CTA {
+        ORDERED_FIXED_PAGES_64_ROWS
+    } else {
+        ORDERED_FIXED_PAGES
+    }
+}
 
 /// The share of the batch-order plan's [`modelled_makespan`] by which the ordered plan of
-/// [`ORDERED_FIXED_PAGES`] must model faster to replace it, as a divisor. H200, A-B-B-A
+/// [`ordered_fixed_pages`] must model faster to replace it, as a divisor. H200, A-B-B-A
 /// (varlen, `Fast` / `Accurate` medians). 16/32-row tiles: modelled 8-34 % faster was 6-34 %
 /// faster (b 16, h_q 32, 4K 0.694 / 0.660; b 64, s_q 2, h_q 16, 2K 0.800 / 0.770; b 128,
 /// h_q 32, 2K 0.922 / 0.875); modelled 0.7 % faster was 0.991 at b 256, h_q 16, 2K and
-/// 1.010 (slower) at b 128, h_q 16, 4K. 64-row tiles over short shares: modelled 8-32 %
-/// faster was 17-36 % faster (b 128, h_q 128, 512 0.643 / 0.664; b 16, h_q 128, 4K 0.728 /
-/// 0.720; b 16, h_q 64, 8K 0.803 / 0.836).
+/// 1.010 (slower) at b 128, h_q 16, 4K (fifty-first session, at 4 pages a piece).
 pub const ORDERED_MIN_GAIN_DIVISOR: u64 = 16;
 
 /// Whether an ordered plan (modelled time `ordered`) replaces the batch-order one
@@ -103,6 +120,43 @@ pub const WHOLE_PIECE_HALF_PAGES: u64 = 3;
 /// measured faster (b 128, h_q 16, 4K varlen at 2 pages a piece: 163.9 → 159.6 µs; b 32,
 /// h_q 16, 16K and b 128, h_q 16, 8K at 5: 148.6 against 150.1, 286.1 against 293.1).
 pub const SPLIT_PIECE_HALF_PAGES: u64 = 7;
+
+/// What [`modelled_makespan`] charges a piece, in half pages, besides its pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PieceCosts {
+    /// A piece that holds a whole request.
+    pub whole: u64,
+    /// A piece of a split request.
+    pub split: u64,
+}
+
+impl PieceCosts {
+    /// The transposed (16/32-row) kernels' pieces, where the costs were fitted.
+    pub const TRANSPOSED: PieceCosts = PieceCosts {
+        whole: WHOLE_PIECE_HALF_PAGES,
+        split: SPLIT_PIECE_HALF_PAGES,
+    };
+    /// The seesaw (64-row) kernels' pieces: a split piece at the
+    /// [`FIXED_OVERHEAD_PAGES_64_ROWS`] their fill charges, a whole one at half that. With
+    /// the transposed costs the model put ordered 64-row plans over short shares 8-32 %
+    /// faster where they measured 17-36 % (fifty-first session), and kept the batch order
+    /// at b 64, h_q 128, 2K varlen and b 64, s_q 2, h_q 32, 1K varlen, where the ordered
+    /// plan of [`ORDERED_FIXED_PAGES_64_ROWS`] runs 17 % and 21 % faster (H200, `Fast`).
+    pub const ROWS_64: PieceCosts = PieceCosts {
+        whole: FIXED_OVERHEAD_PAGES_64_ROWS as u64,
+        split: 2 * FIXED_OVERHEAD_PAGES_64_ROWS as u64,
+    };
+
+    /// The costs for `rows_per_cta`-row tiles.
+    #[inline]
+    pub const fn for_rows(rows_per_cta: u32) -> PieceCosts {
+        if rows_per_cta == MAX_ROWS_PER_CTA {
+            PieceCosts::ROWS_64
+        } else {
+            PieceCosts::TRANSPOSED
+        }
+    }
+}
 
 /// The cost of a plan's busiest partition, in pages: its pages plus `fixed` per piece, the
 /// cost the greedy fill of [`plan_with_overhead`] balances only to within its payload's
@@ -179,23 +233,24 @@ pub const fn keeps_narrow_fill(narrow_charged: u64, chosen_charged: u64) -> bool
 }
 
 /// The modelled time of a plan, in half pages: the largest over its partitions of two per
-/// page plus [`WHOLE_PIECE_HALF_PAGES`] or [`SPLIT_PIECE_HALF_PAGES`] per piece.
-/// `split_offsets` and `seqlens` are indexed as the partitions' ranges are: by request for
-/// a plan in batch order, by position for one in an order of its own.
+/// page plus `costs.whole` or `costs.split` per piece. `split_offsets` and `seqlens` are
+/// indexed as the partitions' ranges are: by request for a plan in batch order, by position
+/// for one in an order of its own.
 pub fn modelled_makespan(
     parts: &[PartWork],
     split_offsets: &[i32],
     seqlens: &[i32],
     page_size: usize,
+    costs: PieceCosts,
 ) -> u64 {
     let mut worst = 0;
     for part in parts {
         let mut cost = 0;
         for p in pieces(part, seqlens, page_size) {
             let piece = if num_splits(split_offsets, p.req) == 1 {
-                WHOLE_PIECE_HALF_PAGES
+                costs.whole
             } else {
-                SPLIT_PIECE_HALF_PAGES
+                costs.split
             };
             cost += 2 * (p.page_end - p.page_begin) as u64 + piece;
         }
