@@ -809,6 +809,11 @@ impl Schedule {
     pub fn lengths_by_position(&self, seqlens: &[i32]) -> Vec<i32> {
         order::lengths_by_position(&self.order, seqlens)
     }
+    /// [`Schedule::split_offsets`] over the plan's positions, as `plan::modelled_makespan`
+    /// reads them with [`Schedule::lengths_by_position`].
+    pub fn split_offsets_by_position(&self) -> Vec<i32> {
+        order::split_offsets_by_position(&self.order, &self.split_offsets)
+    }
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.
     pub fn kv_map_index(&self) -> usize {
@@ -1742,26 +1747,28 @@ mod tests {
         let mut grown = lens.clone();
         grown[77] += 64 * 4;
         assert_eq!(s.first_uncovered(config.max_pages, &grown), Some(77));
-        // Equal lengths keep the batch order, and so do these lengths on 16-row tiles,
-        // whose ordered plan models less than a sixteenth faster (146 half pages either
-        // way at 3 pages a piece).
+        // Equal lengths keep the batch order, and so does b 128, h_q 16, 4K varlen (its own
+        // draw) on 16-row tiles, whose ordered plan models no faster (146 half pages
+        // either way).
         let even =
             DecodePlan::schedule(&DecodeConfig::new(32, 128, 512), &[32768; 32], 132).unwrap();
         assert!(!even.ordered && even.order == (0..32).collect::<Vec<i32>>());
         let p16 = crate::bench::Point { h_q: 16, ..p };
-        let s16 = DecodePlan::schedule(&p16.config(&lens, Precision::Fast), &lens, 132).unwrap();
+        let lens16 = p16.lengths();
+        let s16 =
+            DecodePlan::schedule(&p16.config(&lens16, Precision::Fast), &lens16, 132).unwrap();
         assert!(!s16.ordered);
     }
 
     #[test]
     fn short_64_row_shares_of_uneven_lengths_are_judged_at_64_row_piece_costs() {
-        // b 64, h_q 128, 2K varlen (the bench's draw, 15-36 pages a partition): with the
-        // transposed kernels' piece costs the model kept the batch order, which the ordered
-        // plan beats by 17 % (H200, fifty-second session).
+        // b 64, s_q 2, h_q 64, 2K varlen (the bench's draw, short shares): at the
+        // transposed kernels' piece costs the model keeps the batch order, which the
+        // ordered plan beats by 13 % (H200, fifty-second session).
         let p = crate::bench::Point {
             b: 64,
-            s_q: 1,
-            h_q: 128,
+            s_q: 2,
+            h_q: 64,
             s_k: 2048,
             varlen: true,
         };

@@ -96,18 +96,16 @@ pub const fn ordered_fixed_pages(rows_per_cta: u32) -> u32 {
     }
 }
 
-/// The share of the batch-order plan's [`modelled_makespan`] by which the ordered plan of
-/// [`ordered_fixed_pages`] must model faster to replace it, as a divisor. H200, A-B-B-A
-/// (varlen, `Fast` / `Accurate` medians). 16/32-row tiles: modelled 8-34 % faster was 6-34 %
-/// faster (b 16, h_q 32, 4K 0.694 / 0.660; b 64, s_q 2, h_q 16, 2K 0.800 / 0.770; b 128,
-/// h_q 32, 2K 0.922 / 0.875); modelled 0.7 % faster was 0.991 at b 256, h_q 16, 2K and
-/// 1.010 (slower) at b 128, h_q 16, 4K (fifty-first session, at 4 pages a piece).
-pub const ORDERED_MIN_GAIN_DIVISOR: u64 = 16;
-
-/// Whether an ordered plan (modelled time `ordered`) replaces the batch-order one
-/// (`batch`): modelled at least 1/[`ORDERED_MIN_GAIN_DIVISOR`] faster.
+/// Whether an ordered plan of [`ordered_fixed_pages`] (modelled time `ordered`) replaces
+/// the batch-order one (`batch`): wherever it models faster. H200, A-B-B-A, varlen,
+/// `Fast` / `Accurate` medians: at 3 pages a piece the 16/32-row plans this takes beyond a
+/// sixteenth's gain (the rule at 4 pages) ran 0.979 / 0.986 over 12 points (b 256, s_q 2,
+/// h_q 16, 2K 0.937 / 0.924; b 256, h_q 32, 2K 0.940 / 0.963), one 0.9 % slower (b 128,
+/// h_q 16, 2K); at 4 pages a piece a 0.7 % modelled gain had run 1 % slower (b 128, h_q 16,
+/// 4K, which models level at 3 and keeps the batch order). Modelled 8-34 % faster ran 6-34
+/// % faster (b 16, h_q 32, 4K 0.694 / 0.660).
 pub const fn keeps_ordered_plan(ordered: u64, batch: u64) -> bool {
-    ordered.saturating_add(batch / ORDERED_MIN_GAIN_DIVISOR) <= batch && ordered < batch
+    ordered < batch
 }
 
 /// Modelled cost, in half pages, of a piece that holds a whole request (no partial result):
@@ -139,9 +137,9 @@ impl PieceCosts {
     /// The seesaw (64-row) kernels' pieces: a split piece at the
     /// [`FIXED_OVERHEAD_PAGES_64_ROWS`] their fill charges, a whole one at half that. With
     /// the transposed costs the model put ordered 64-row plans over short shares 8-32 %
-    /// faster where they measured 17-36 % (fifty-first session), and kept the batch order
-    /// at b 64, h_q 128, 2K varlen and b 64, s_q 2, h_q 32, 1K varlen, where the ordered
-    /// plan of [`ORDERED_FIXED_PAGES_64_ROWS`] runs 17 % and 21 % faster (H200, `Fast`).
+    /// faster where they measured 17-36 % (fifty-first session), and models b 64, s_q 2,
+    /// h_q 64, 2K varlen's batch order faster, which the ordered plan of
+    /// [`ORDERED_FIXED_PAGES_64_ROWS`] beats by 13 % (H200, `Fast`; `Accurate` 9 %).
     pub const ROWS_64: PieceCosts = PieceCosts {
         whole: FIXED_OVERHEAD_PAGES_64_ROWS as u64,
         split: 2 * FIXED_OVERHEAD_PAGES_64_ROWS as u64,
