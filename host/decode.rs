@@ -1761,6 +1761,34 @@ mod tests {
     }
 
     #[test]
+    fn ordered_16_row_plans_cost_a_piece_three_pages() {
+        // The grid's b 64, h_q 16, 4K varlen: at 3 pages a piece 182 pieces and 33 pages
+        // on the busiest partition (186 and 34 at 4; H200, 0.991 of its time).
+        let p = crate::bench::Point {
+            b: 64,
+            s_q: 1,
+            h_q: 16,
+            s_k: 4096,
+            varlen: true,
+        };
+        let lens = p.lengths();
+        let s = DecodePlan::schedule(&p.config(&lens, Precision::Fast), &lens, 132).unwrap();
+        assert!(s.ordered && s.rows_per_cta == 16);
+        assert_eq!(s.split_offsets[64], 182);
+        let by_pos = s.lengths_by_position(&lens);
+        let busiest = s
+            .parts
+            .iter()
+            .map(|part| {
+                plan::pieces(part, &by_pos, PAGE_SIZE as usize)
+                    .map(|q| q.page_end - q.page_begin)
+                    .sum::<i32>()
+            })
+            .max();
+        assert_eq!(busiest, Some(33));
+    }
+
+    #[test]
     fn short_64_row_shares_of_uneven_lengths_are_judged_at_64_row_piece_costs() {
         // b 64, s_q 2, h_q 64, 2K varlen (the bench's draw, short shares): at the
         // transposed kernels' piece costs the model keeps the batch order, which the

@@ -832,7 +832,8 @@ fn modelled_makespan_counts_pages_and_pieces() {
             split: SPLIT_PIECE_HALF_PAGES
         }
     );
-    // 64-row pieces: a split one at the fill's 8 pages, a whole one at 4 (half pages).
+    // 64-row pieces: a split one at the fill's 8 pages, a whole one at 4 (16 and 8 half
+    // pages).
     assert_eq!(
         PieceCosts::ROWS_64,
         PieceCosts {

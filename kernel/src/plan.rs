@@ -141,6 +141,7 @@ impl PieceCosts {
     /// h_q 64, 2K varlen's batch order faster, which the ordered plan of
     /// [`ORDERED_FIXED_PAGES_64_ROWS`] beats by 13 % (H200, `Fast`; `Accurate` 9 %).
     pub const ROWS_64: PieceCosts = PieceCosts {
+        // Half pages: 8 pages a split piece, 4 a whole one.
         whole: FIXED_OVERHEAD_PAGES_64_ROWS as u64,
         split: 2 * FIXED_OVERHEAD_PAGES_64_ROWS as u64,
     };
