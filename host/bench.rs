@@ -252,6 +252,51 @@ pub fn quick_points() -> Vec<Point> {
     ]
 }
 
+/// Batches, head counts and mean lengths of [`varlen_points`].
+const VARLEN_B: [usize; 4] = [16, 64, 128, 256];
+const VARLEN_H_Q: [usize; 4] = [16, 32, 64, 128];
+const VARLEN_S_K: [usize; 3] = [1024, 4096, 16384];
+
+/// `--varlen-sweep`: serving-shaped batches of uneven lengths, where the planner's request
+/// order matters most and the anchor grid has three points: b ∈ {16, 64, 128, 256} × h_q ∈
+/// {16, 32, 64, 128} × mean s_k ∈ {1K, 4K, 16K} at s_q = 1, then s_q = 2 at b 64, 2K for
+/// every head count (52 points; lengths drawn as the anchor grid's varlen rows). The peers
+/// have no anchors there, so the points get no ratio.
+pub fn varlen_points() -> Vec<Point> {
+    let mut v = Vec::new();
+    for b in VARLEN_B {
+        for h_q in VARLEN_H_Q {
+            for s_k in VARLEN_S_K {
+                v.push(Point::new(b, 1, h_q, s_k).varlen());
+            }
+        }
+    }
+    v.extend(VARLEN_H_Q.map(|h_q| Point::new(64, 2, h_q, 2048).varlen()));
+    v
+}
+
+/// The named point sets of `bench` and `plan`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// The 73-point anchor sweep ([`anchor_points`]).
+    Anchors,
+    /// The 9-point subset ([`quick_points`]).
+    Quick,
+    /// The 52 varlen points of [`varlen_points`].
+    Varlen,
+}
+
+impl Sweep {
+    /// The set's points.
+    pub fn points(self) -> Vec<Point> {
+        match self {
+            Sweep::Anchors => anchor_points(),
+            Sweep::Quick => quick_points(),
+            Sweep::Varlen => varlen_points(),
+        }
+    }
+}
+
 /// One `--only` condition, `KEY=VALUE` with KEY one of b, s_q, h_q, s_k (`s_k=4096v` matches
 /// only the varlen rows, `s_k=4096` both).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1425,6 +1470,10 @@ pub struct BenchArgs {
     /// varlen and MTP) instead of the 73-point anchor sweep.
     #[arg(long)]
     pub quick: bool,
+    /// The serving-shaped varlen sweep (52 points off the anchor grid: b 16-256, h_q
+    /// 16-128, mean s_k 1K-16K, and s_q 2) instead of the anchor sweep; no ratios.
+    #[arg(long, conflicts_with = "quick")]
+    pub varlen_sweep: bool,
     /// Keep only the points matching KEY=VALUE (KEY: b, s_q, h_q, s_k; e.g. h_q=16,
     /// s_k=4K, s_k=4096v); repeat or comma-separate for several (all must match).
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
@@ -1434,7 +1483,7 @@ pub struct BenchArgs {
     #[arg(
         long = "point",
         value_name = "b=B,h_q=H,s_k=K[,s_q=S]",
-        conflicts_with = "quick"
+        conflicts_with_all = ["quick", "varlen_sweep"]
     )]
     pub points: Vec<String>,
     /// Print the selected points and exit (no GPU needed).
@@ -1487,9 +1536,11 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
             .map(|s| Point::parse(s))
             .collect::<Result<Vec<_>>>()?
     } else if args.quick {
-        quick_points()
+        Sweep::Quick.points()
+    } else if args.varlen_sweep {
+        Sweep::Varlen.points()
     } else {
-        anchor_points()
+        Sweep::Anchors.points()
     };
     let points = select(base, &filters);
     if points.is_empty() {
@@ -1497,7 +1548,9 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     }
     if args.list {
         for p in &points {
-            println!("{}", p.label());
+            if !crate::explain::print_piped(&format!("{}\n", p.label()))? {
+                break;
+            }
         }
         return Ok(());
     }
@@ -1703,6 +1756,34 @@ mod tests {
         assert!(q.iter().any(|p| p.s_k == 65536 && p.b >= 16));
         assert!(q.iter().any(|p| p.varlen));
         assert!(q.iter().any(|p| p.s_q > 1));
+    }
+
+    #[test]
+    fn the_varlen_sweep_is_uneven_and_off_the_anchor_grid() {
+        let v = Sweep::Varlen.points();
+        assert_eq!(v.len(), 52);
+        assert!(v
+            .iter()
+            .all(|p| p.varlen && p.lengths().iter().any(|&l| l != p.lengths()[0])));
+        let mut dedup = v.clone();
+        dedup.sort_by_key(|p| (p.b, p.s_q, p.h_q, p.s_k));
+        dedup.dedup();
+        assert_eq!(dedup.len(), v.len());
+        // No anchor, so no ratio: the grid's varlen rows are b 64 / 128 at 4K only.
+        let a = Anchors::load(None).unwrap();
+        for card in a.cards.values() {
+            let anchored: Vec<_> = v.iter().filter(|p| card.row(p).is_some()).collect();
+            assert!(anchored
+                .iter()
+                .all(|p| p.s_k == 4096 && (p.b == 64 || p.b == 128)));
+        }
+        // Every tile kind: 16/32-row (h_q 16/32) and 64-row (h_q 64/128, s_q 2).
+        for h_q in VARLEN_H_Q {
+            assert!(v.iter().any(|p| p.h_q == h_q && p.s_q == 1));
+        }
+        assert_eq!(v.iter().filter(|p| p.s_q == 2).count(), 4);
+        assert_eq!(Sweep::Anchors.points(), anchor_points());
+        assert_eq!(Sweep::Quick.points(), quick_points());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! lengths drawn as the bench draws them), so a benchmark figure can be read against the
 //! plan that produced it.
 
-use crate::bench::Point;
+use crate::bench::{Point, Sweep};
 use crate::decode::{DecodePlan, Precision, Schedule, MAX_SM_COUNT};
 use crate::error::{Error, Result};
 use crate::reference::Dtype;
@@ -16,15 +16,16 @@ use std::fmt::Write;
 
 /// Arguments of `flashmla-etap plan`.
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("shapes").required(true).args(["points", "sweep"])))]
 pub struct PlanArgs {
     /// The shapes, as `bench --point` takes them (repeatable), e.g. `b=16,h_q=128,s_k=32K`
     /// or `b=128,h_q=16,s_k=4096v` (varlen lengths as the bench draws them).
-    #[arg(
-        long = "point",
-        value_name = "b=B,h_q=H,s_k=K[,s_q=S]",
-        required = true
-    )]
+    #[arg(long = "point", value_name = "b=B,h_q=H,s_k=K[,s_q=S]")]
     pub points: Vec<String>,
+    /// A named set of the bench's points instead: `anchors` (73), `quick` (9) or `varlen`
+    /// (52, `bench --varlen-sweep`), e.g. to compare two builds' plans.
+    #[arg(long, value_enum, conflicts_with = "points")]
+    pub sweep: Option<Sweep>,
     /// The precision the plan is made for.
     #[arg(long, value_enum, default_value_t = Precision::Accurate)]
     pub precision: Precision,
@@ -45,19 +46,37 @@ pub fn main(args: &PlanArgs) -> Result<()> {
             format!("{} is not in 1..={MAX_SM_COUNT}", args.sms),
         ));
     }
-    for s in &args.points {
-        let p = Point::parse(s)?;
-        print!(
-            "{}",
-            describe(
-                &p,
-                args.precision,
-                args.sms,
-                args.l2_mib.saturating_mul(1 << 20)
-            )?
-        );
+    let points = match args.sweep {
+        Some(sweep) => sweep.points(),
+        None => args
+            .points
+            .iter()
+            .map(|s| Point::parse(s))
+            .collect::<Result<Vec<_>>>()?,
+    };
+    for p in &points {
+        let text = describe(
+            p,
+            args.precision,
+            args.sms,
+            args.l2_mib.saturating_mul(1 << 20),
+        )?;
+        if !print_piped(&text)? {
+            break;
+        }
     }
     Ok(())
+}
+
+/// Writes `text` to standard output; `Ok(false)` once the reader has gone (a closed pipe,
+/// as under `| head`), where `print!` would panic.
+pub(crate) fn print_piped(text: &str) -> Result<bool> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Error::Other(format!("writing to standard output: {e}"))),
+    }
 }
 
 /// The decode's plan for the bench point `p` on `sm_count` SMs with `l2_bytes` of L2, as
@@ -191,6 +210,18 @@ mod tests {
 
     fn point(s: &str) -> Point {
         Point::parse(s).unwrap()
+    }
+
+    #[test]
+    fn every_varlen_sweep_point_is_planned_and_most_in_their_own_order() {
+        let v = Sweep::Varlen.points();
+        let ordered = v
+            .iter()
+            .map(|p| describe(p, Precision::Fast, 132, 60 << 20).unwrap())
+            .filter(|text| text.contains("requests longest-fitting first"))
+            .count();
+        // Uneven lengths: the plans the model prefers in the requests' own order.
+        assert!(ordered * 2 > v.len(), "{ordered} of {}", v.len());
     }
 
     #[test]
