@@ -1748,8 +1748,7 @@ mod tests {
         grown[77] += 64 * 4;
         assert_eq!(s.first_uncovered(config.max_pages, &grown), Some(77));
         // Equal lengths keep the batch order, and so does b 128, h_q 16, 4K varlen (its own
-        // draw) on 16-row tiles, whose ordered plan models no faster (146 half pages
-        // either way).
+        // draw) on 16-row tiles, whose ordered plan models no faster.
         let even =
             DecodePlan::schedule(&DecodeConfig::new(32, 128, 512), &[32768; 32], 132).unwrap();
         assert!(!even.ordered && even.order == (0..32).collect::<Vec<i32>>());

@@ -24,7 +24,7 @@ pub struct PlanArgs {
     pub points: Vec<String>,
     /// A named set of the bench's points instead: `anchors` (73), `quick` (9) or `varlen`
     /// (52, `bench --varlen-sweep`), e.g. to compare two builds' plans.
-    #[arg(long, value_enum, conflicts_with = "points")]
+    #[arg(long, value_enum)]
     pub sweep: Option<Sweep>,
     /// The precision the plan is made for.
     #[arg(long, value_enum, default_value_t = Precision::Accurate)]

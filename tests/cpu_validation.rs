@@ -540,25 +540,29 @@ fn plan_at(lens: &[i32], fixed: u32) -> (Vec<PartWork>, Vec<i32>, u64) {
 
 #[test]
 fn schedule_keeps_the_plan_with_the_smaller_modelled_time() {
-    // b 128 of 40-103 pages (a long share: 66 pages a partition): cheaper pieces pack the
-    // short requests better. b 128 of 128 pages: at 5 pages a piece each partition takes one
-    // whole request; at 2 every request would be split in two.
+    // b 128 of 40-55 or 40-103 pages (long shares: 47 or 70 pages a partition): cheaper
+    // pieces pack the short requests better; over the wider spread the plan in the
+    // requests' own order models faster still. b 128 of 128 pages: at 5 pages a piece each
+    // partition takes one whole request; at 2 every request would be split in two.
+    let narrow: Vec<i32> = (0..128).map(|i| (40 + (i * 37) % 16) * 64).collect();
     let varied: Vec<i32> = (0..128).map(|i| (40 + (i * 37) % 64) * 64).collect();
     let even = vec![128 * 64; 128];
-    for (lens, alt_wins) in [(varied, true), (even, false)] {
+    for (lens, alt_wins, ordered) in [
+        (narrow, true, false),
+        (varied, true, true),
+        (even, false, false),
+    ] {
         let main = plan_at(&lens, FIXED_OVERHEAD_PAGES);
         let alt = plan_at(&lens, FIXED_OVERHEAD_PAGES_ALT);
         assert_eq!(alt.2 < main.2, alt_wins, "{} against {}", alt.2, main.2);
         let pick = if alt_wins { alt } else { main };
         let s = DecodePlan::schedule(&DecodeConfig::new(128, 16, 512), &lens, 132).unwrap();
-        assert_eq!(s.rows_per_cta, 16);
-        if !s.ordered {
+        assert_eq!((s.rows_per_cta, s.ordered), (16, ordered));
+        if !ordered {
             assert_eq!((s.parts, s.split_offsets), (pick.0, pick.1));
             continue;
         }
-        // At uneven lengths the plan in the requests' own order replaces the picked one
-        // only where it models faster still.
-        assert!(alt_wins);
+        // The ordered plan replaces the picked one where it models faster still.
         let ordered = modelled_makespan(
             &s.parts,
             &s.split_offsets_by_position(),

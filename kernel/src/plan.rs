@@ -99,7 +99,7 @@ pub const fn ordered_fixed_pages(rows_per_cta: u32) -> u32 {
 /// Whether an ordered plan of [`ordered_fixed_pages`] (modelled time `ordered`) replaces
 /// the batch-order one (`batch`): wherever it models faster. H200, A-B-B-A, varlen,
 /// `Fast` / `Accurate` medians: at 3 pages a piece the 16/32-row plans this takes beyond a
-/// sixteenth's gain (the rule at 4 pages) ran 0.979 / 0.986 over 12 points (b 256, s_q 2,
+/// sixteenth's gain (the rule at 4 pages) ran 0.979 / 0.986 over 12 points (b 128, s_q 2,
 /// h_q 16, 2K 0.937 / 0.924; b 256, h_q 32, 2K 0.940 / 0.963), one 0.9 % slower (b 128,
 /// h_q 16, 2K); at 4 pages a piece a 0.7 % modelled gain had run 1 % slower (b 128, h_q 16,
 /// 4K, which models level at 3 and keeps the batch order). Modelled 8-34 % faster ran 6-34
