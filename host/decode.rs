@@ -1763,28 +1763,14 @@ mod tests {
     fn ordered_16_row_plans_cost_a_piece_three_pages() {
         // The grid's b 64, h_q 16, 4K varlen: at 3 pages a piece 182 pieces and 33 pages
         // on the busiest partition (186 and 34 at 4; H200, 0.991 of its time).
-        let p = crate::bench::Point {
-            b: 64,
-            s_q: 1,
-            h_q: 16,
-            s_k: 4096,
-            varlen: true,
-        };
+        let p = crate::bench::Point::new(64, 1, 16, 4096).varlen();
         let lens = p.lengths();
         let s = DecodePlan::schedule(&p.config(&lens, Precision::Fast), &lens, 132).unwrap();
         assert!(s.ordered && s.rows_per_cta == 16);
         assert_eq!(s.split_offsets[64], 182);
         let by_pos = s.lengths_by_position(&lens);
-        let busiest = s
-            .parts
-            .iter()
-            .map(|part| {
-                plan::pieces(part, &by_pos, PAGE_SIZE as usize)
-                    .map(|q| q.page_end - q.page_begin)
-                    .sum::<i32>()
-            })
-            .max();
-        assert_eq!(busiest, Some(33));
+        let busiest = plan::charged_makespan(&s.parts, &by_pos, PAGE_SIZE as usize, 0);
+        assert_eq!(busiest, 33);
     }
 
     #[test]
@@ -1792,13 +1778,7 @@ mod tests {
         // b 64, s_q 2, h_q 64, 2K varlen (the bench's draw, short shares): at the
         // transposed kernels' piece costs the model keeps the batch order, which the
         // ordered plan beats by 13 % (H200, fifty-second session).
-        let p = crate::bench::Point {
-            b: 64,
-            s_q: 2,
-            h_q: 64,
-            s_k: 2048,
-            varlen: true,
-        };
+        let p = crate::bench::Point::new(64, 2, 64, 2048).varlen();
         let lens = p.lengths();
         let config = p.config(&lens, Precision::Fast);
         let s = DecodePlan::schedule(&config, &lens, 132).unwrap();
