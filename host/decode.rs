@@ -814,6 +814,60 @@ impl Schedule {
     pub fn split_offsets_by_position(&self) -> Vec<i32> {
         order::split_offsets_by_position(&self.order, &self.split_offsets)
     }
+    /// Checks the schedule's coverage of `seqlens` (the lengths it was planned for): the
+    /// request order is a permutation of the batch, and the partitions' pieces over it
+    /// cover every page of every request once, in page order, with as many pieces a
+    /// request as `split_offsets` counts. The error names the first request that breaks
+    /// a rule. The planner's fuzz target and CPU tests hold every schedule to it.
+    pub fn check_coverage(&self, seqlens: &[i32]) -> Result<()> {
+        let batch = seqlens.len();
+        let mut seen = vec![false; batch];
+        for &r in &self.order {
+            match seen.get_mut(r as usize) {
+                Some(s) if !*s => *s = true,
+                _ => {
+                    return Err(Error::Plan(format!(
+                        "order {:?} is not a permutation",
+                        self.order
+                    )))
+                }
+            }
+        }
+        if self.order.len() != batch || self.split_offsets.len() != batch + 1 {
+            return Err(Error::Plan(format!(
+                "{} positions and {} split offsets for {batch} requests",
+                self.order.len(),
+                self.split_offsets.len()
+            )));
+        }
+        let by_pos = self.lengths_by_position(seqlens);
+        let mut done = vec![0i32; batch];
+        let mut count = vec![0i32; batch];
+        for part in &self.parts {
+            for piece in plan::pieces(part, &by_pos, PAGE_SIZE as usize) {
+                let r = self.order[piece.req as usize] as usize;
+                if piece.page_begin != done[r] || piece.split_index != count[r] {
+                    return Err(Error::Plan(format!(
+                        "request {r}: piece {} starts at page {}, after {} pages in {} pieces",
+                        piece.split_index, piece.page_begin, done[r], count[r]
+                    )));
+                }
+                done[r] = piece.page_end;
+                count[r] += 1;
+            }
+        }
+        for (r, &len) in seqlens.iter().enumerate() {
+            let pages = plan::num_pages(len, PAGE_SIZE as usize);
+            let planned = self.split_offsets[r + 1] - self.split_offsets[r];
+            if u64::try_from(done[r]).ok() != Some(pages) || count[r] != planned {
+                return Err(Error::Plan(format!(
+                    "request {r}: {} of {pages} pages in {} pieces, {planned} planned",
+                    done[r], count[r]
+                )));
+            }
+        }
+        Ok(())
+    }
     /// The KV tensor map (index into `config::KV_BOX_TOKENS`) the decode kernel loads
     /// with: `config::kv_map_index` at this plan's pages per CTA.
     pub fn kv_map_index(&self) -> usize {

@@ -335,6 +335,35 @@ fn schedule_accepts_valid_lengths() {
     assert!(s.num_parts >= 1);
 }
 
+/// `Schedule::check_coverage`: a schedule covers the lengths it was planned for, and the
+/// error names the request whose pages a schedule leaves out, runs past or reads out of
+/// order, or an order that is not a permutation.
+#[test]
+fn schedule_coverage_names_the_request_it_breaks() {
+    let lengths = [300, 0, 4000, 64, 1000];
+    for h_q in [16, 128] {
+        let c = DecodeConfig::new(5, h_q, 125);
+        let s = DecodePlan::schedule(&c, &lengths, 132).unwrap();
+        s.check_coverage(&lengths).unwrap();
+        let names = |l: &[i32], s: &flashmla_etap::decode::Schedule, what: &str| {
+            let e = s.check_coverage(l).unwrap_err().to_string();
+            assert!(e.contains(what), "h_q {h_q}: {e}");
+        };
+        let mut grown = lengths;
+        grown[3] += 64;
+        names(&grown, &s, "request 3:");
+        let mut shrunk = lengths;
+        shrunk[2] = 64;
+        names(&shrunk, &s, "request 2:");
+        let mut swapped = s.clone();
+        swapped.order.swap(0, 2);
+        names(&lengths, &swapped, "request");
+        let mut repeated = s.clone();
+        repeated.order[1] = repeated.order[0];
+        names(&lengths, &repeated, "not a permutation");
+    }
+}
+
 /// `Schedule::first_uncovered` (what `DecodePlan::covers` and, on the device,
 /// `Decoder::decode_checked` report): lengths of the plan's page counts are covered; a last
 /// request grown by a page, a long one shrunk to a page and pages for a request planned
@@ -909,26 +938,7 @@ fn ordered_schedules_cover_every_request_once() {
             s.active_parts,
             s.parts.iter().filter(|p| !p.is_idle()).count()
         );
-        let by_pos = s.lengths_by_position(&lengths);
-        let mut done = vec![0i32; batch];
-        let mut count = vec![0i32; batch];
-        for part in &s.parts {
-            for piece in pieces(part, &by_pos, PAGE_SIZE) {
-                let r = s.order[piece.req as usize] as usize;
-                assert_eq!(piece.page_begin, done[r]);
-                assert_eq!(piece.split_index, count[r]);
-                done[r] = piece.page_end;
-                count[r] += 1;
-            }
-        }
-        for r in 0..batch {
-            assert_eq!(
-                done[r] as usize,
-                (lengths[r] as usize).div_ceil(PAGE_SIZE),
-                "request {r}"
-            );
-            assert_eq!(count[r], s.split_offsets[r + 1] - s.split_offsets[r]);
-        }
+        s.check_coverage(&lengths).unwrap();
         assert_eq!(s.first_uncovered(max_pages, &lengths), None);
         // A request's device length changed: an emptied one is named by its batch index
         // (its planned pieces would stay unwritten); a grown one too, or it is harmless (its

@@ -8,7 +8,6 @@
 use flashmla_etap::decode::{
     validate_block_table, BufferLens, DecodeConfig, DecodePlan, KvCache, Precision, MAX_BATCH,
 };
-use etap_kernel::plan;
 use half::bf16;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
@@ -115,27 +114,9 @@ fn run(u: &mut Unstructured) -> Result<()> {
             assert_eq!(s.split_offsets.len(), b + 1);
             assert_eq!(s.parts.len(), s.num_parts);
             assert!(s.num_parts >= 1);
-            // The request order (batch order, or `order::plan_ordered`'s) is a permutation,
-            // and the partitions' pieces over it cover every page of every request once, in
-            // page order, as many pieces as `split_offsets` counts.
-            let mut sorted = s.order.clone();
-            sorted.sort_unstable();
-            assert!(sorted.iter().copied().eq(0..b as i32), "order is a permutation");
-            let by_pos = s.lengths_by_position(&seqlens);
-            let mut done = vec![0i32; b];
-            let mut count = vec![0i32; b];
-            for part in &s.parts {
-                for piece in plan::pieces(part, &by_pos, 64) {
-                    let r = s.order[piece.req as usize] as usize;
-                    assert_eq!(piece.page_begin, done[r], "pieces of request {r} in order");
-                    assert_eq!(piece.split_index, count[r]);
-                    done[r] = piece.page_end;
-                    count[r] += 1;
-                }
-            }
-            for r in 0..b {
-                assert_eq!(done[r] as u64, plan::num_pages(seqlens[r], 64), "request {r}");
-                assert_eq!(count[r], s.split_offsets[r + 1] - s.split_offsets[r]);
+            // The request order is a permutation and the pieces cover every page once.
+            if let Err(e) = s.check_coverage(&seqlens) {
+                panic!("{e}");
             }
             assert_eq!(s.first_uncovered(config.max_pages, &seqlens), None);
         }
