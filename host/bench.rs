@@ -698,6 +698,11 @@ pub struct Report {
     pub timestamp: String,
     /// GPU name as the driver reports it.
     pub device: String,
+    /// The card's serial number (NVML), which tells the cards of a pool apart; absent
+    /// without NVML, where the card reports none, and in reports written before it was
+    /// recorded.
+    #[serde(default)]
+    pub card_serial: Option<String>,
     /// CUDA version of the driver, e.g. "13.0".
     pub driver_version: String,
     /// SMs of the GPU.
@@ -924,8 +929,8 @@ fn csv_field(s: &str) -> String {
 /// CSV: one row per point, each repeating the run's device, driver, commit and time. The
 /// NVML columns follow `ratio`, then the first and last timed replays (µs a call), then the
 /// SM clock counted on the GPU after the replays (median, first, last; MHz) and the SM
-/// cycles a call ([`PointResult::cycles_per_call`], thousands), so readers of the older
-/// columns keep working.
+/// cycles a call ([`PointResult::cycles_per_call`], thousands), and last the card's
+/// serial, so readers of the older columns keep working.
 pub fn to_csv(rep: &Report) -> String {
     let mut s = String::from(
         "device,driver,git_commit,timestamp,precision,copy_gbps,b,s_q,h_q,s_k,varlen,causal,total_len,us,gbps,pct_copy,tflops",
@@ -934,7 +939,7 @@ pub fn to_csv(rep: &Report) -> String {
         let _ = write!(s, ",{}_us", csv_field(p));
     }
     s.push_str(
-        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us,clock_mhz,clock_mhz_first,clock_mhz_last,kcycles\n",
+        ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us,clock_mhz,clock_mhz_first,clock_mhz_last,kcycles,card_serial\n",
     );
     let num = |v: Option<f64>| match v {
         Some(x) if x.is_finite() => format!("{x:.4}"),
@@ -970,7 +975,7 @@ pub fn to_csv(rep: &Report) -> String {
         let w = &r.power;
         let _ = writeln!(
             s,
-            ",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            ",{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             num(r.ratio),
             int(w.nvml_samples),
             num(w.sm_mhz),
@@ -985,7 +990,8 @@ pub fn to_csv(rep: &Report) -> String {
             num(r.clock_median_mhz()),
             num(r.clock_mhz.first().copied()),
             num(r.clock_mhz.last().copied()),
-            num(r.cycles_per_call().map(|c| c * 1e-3))
+            num(r.cycles_per_call().map(|c| c * 1e-3)),
+            csv_field(rep.card_serial.as_deref().unwrap_or_default())
         );
     }
     s
@@ -1615,6 +1621,12 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
             (None, format!("off: {e}"))
         }
     };
+    let card_serial = monitor
+        .as_ref()
+        .and_then(|m| m.serial().map(str::to_string));
+    if let Some(serial) = &card_serial {
+        eprintln!("card serial: {serial}");
+    }
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
         "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",
@@ -1674,6 +1686,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         git_commit: git_commit(),
         timestamp: now_rfc3339(),
         device: gpu.name.clone(),
+        card_serial,
         driver_version: driver_string(gpu.driver_version),
         sm_count: gpu.sm_count,
         copy_gbps: Some(copy),
@@ -1710,6 +1723,7 @@ mod tests {
             git_commit: "abc1234".into(),
             timestamp: "2026-11-28T01:16:33Z".into(),
             device: "NVIDIA H100 80GB HBM3".into(),
+            card_serial: None,
             driver_version: "13.0".into(),
             sm_count: 132,
             copy_gbps: Some(2990.0),
@@ -2101,7 +2115,7 @@ mod tests {
         // The CSV carries both replays.
         let csv = to_csv(&fake_report(vec![r], peers));
         let row = csv.lines().nth(1).unwrap();
-        assert!(row.ends_with(",471.0000,536.0000,,,,"), "{row}");
+        assert!(row.ends_with(",471.0000,536.0000,,,,,"), "{row}");
     }
 
     #[test]
@@ -2113,13 +2127,24 @@ mod tests {
         let cols = lines[0].split(',').count();
         assert!(lines[0].contains(",flashmla_us,etap_us,ratio,"));
         assert!(lines[0].ends_with(
-            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us,clock_mhz,clock_mhz_first,clock_mhz_last,kcycles"
+            ",ratio,nvml_samples,sm_mhz,sm_mhz_min,power_w,power_cap_frac,slowdown_frac,energy_uj,temp_c,first_us,last_us,clock_mhz,clock_mhz_first,clock_mhz_last,kcycles,card_serial"
         ));
         for l in &lines[1..] {
             assert_eq!(l.split(',').count(), cols, "{l}");
             assert!(l.starts_with("NVIDIA H100 80GB HBM3,13.0,abc1234,2026-11-28T01:16:33Z,"));
         }
         assert!(lines[1].contains(",16,1,16,512,false,false,8192,"));
+        // The card's serial ends every row where NVML gave one.
+        let serial = Report {
+            card_serial: Some("1654524154609".into()),
+            ..rep
+        };
+        for l in to_csv(&serial).lines().skip(1) {
+            assert!(l.ends_with(",1654524154609"), "{l}");
+        }
+        let text = to_json(&serial).unwrap();
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.card_serial.as_deref(), Some("1654524154609"));
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
     }
@@ -2131,6 +2156,7 @@ mod tests {
         let back: Report = serde_json::from_str(&text).unwrap();
         assert_eq!(back.points, rep.points);
         assert_eq!(back.git_commit, "abc1234");
+        assert_eq!(back.card_serial, None);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["device"], "NVIDIA H100 80GB HBM3");
         assert_eq!(v["driver_version"], "13.0");

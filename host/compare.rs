@@ -236,8 +236,13 @@ pub fn main(args: &CompareArgs) -> Result<()> {
             .join(", ")
     };
     println!(
-        "{}, precision {}, {what}: base {} run(s) of {}; new {} run(s) of {}",
+        "{}{}, precision {}, {what}: base {} run(s) of {}; new {} run(s) of {}",
         base[0].device,
+        base[0]
+            .card_serial
+            .as_deref()
+            .map(|s| format!(" (serial {s})"))
+            .unwrap_or_default(),
         base[0].precision,
         base.len(),
         commits(&base),
@@ -293,6 +298,7 @@ mod tests {
             git_commit: "abc".into(),
             timestamp: String::new(),
             device: "NVIDIA H200".into(),
+            card_serial: None,
             driver_version: "13.0".into(),
             sm_count: 132,
             copy_gbps: None,

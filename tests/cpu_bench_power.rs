@@ -215,6 +215,7 @@ fn report(points: Vec<PointResult>) -> Report {
         git_commit: "abc1234".into(),
         timestamp: "2026-11-28T01:16:33Z".into(),
         device: "NVIDIA H200".into(),
+        card_serial: None,
         driver_version: "13.0".into(),
         sm_count: 132,
         copy_gbps: Some(4200.0),
@@ -294,8 +295,10 @@ fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
         "clock_mhz_first",
         "clock_mhz_last",
         "kcycles",
+        "card_serial",
     ];
-    // The older columns keep their places: the new ones follow `ratio`, the replays last.
+    // The older columns keep their places: the new ones follow `ratio`, the card's serial
+    // last.
     let ratio = header.iter().position(|c| *c == "ratio").unwrap();
     assert_eq!(&header[ratio + 1..], new);
     assert_eq!(
@@ -321,6 +324,7 @@ fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
             "",
             "",
             "",
+            "",
             ""
         ]
     );
@@ -340,12 +344,13 @@ fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
             "",
             "",
             "",
+            "",
             ""
         ]
     );
     assert_eq!(
         tail(2),
-        ["", "", "", "", "", "", "", "", "10.2000", "10.2000", "", "", "", ""]
+        ["", "", "", "", "", "", "", "", "10.2000", "10.2000", "", "", "", "", ""]
     );
     // The GPU-counted clock: median, first and last reading; cycles only with a reading
     // for every replay.
@@ -356,7 +361,8 @@ fn csv_has_the_nvml_columns_after_ratio_with_empty_fields_where_absent() {
     let row = |i: usize| -> Vec<String> {
         let line = csv.lines().nth(i).unwrap();
         let cells: Vec<&str> = line.split(',').collect();
-        cells[cells.len() - 4..]
+        // The clock columns, before the card's serial.
+        cells[cells.len() - 5..cells.len() - 1]
             .iter()
             .map(|c| c.to_string())
             .collect()
