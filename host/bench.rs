@@ -1587,7 +1587,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         .clone()
         .or_else(|| anchors.card_for_gpu(&gpu.name).map(str::to_string));
     let card = card_key.as_ref().and_then(|k| anchors.cards.get(k));
-    eprintln!("{}", gpu.describe());
+    eprintln!("{}", crate::power::describe_card(&gpu));
     match (&card_key, card) {
         (Some(k), Some(c)) => eprintln!("peers: {} anchors ({})", k, c.device),
         _ => eprintln!(
@@ -1624,9 +1624,6 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     let card_serial = monitor
         .as_ref()
         .and_then(|m| m.serial().map(str::to_string));
-    if let Some(serial) = &card_serial {
-        eprintln!("card serial: {serial}");
-    }
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
         "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",

@@ -157,6 +157,49 @@ pub fn nvml_bus_id(domain: i32, bus: i32, device: i32) -> String {
     format!("{domain:08x}:{bus:02x}:{device:02x}.0")
 }
 
+/// The NVML device of `gpu` and how it was matched. By PCI address: CUDA's ordinals follow
+/// CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER, NVML's indices do not. Where the CUDA driver
+/// gives no address or NVML knows none by it, it falls back to the NVML index equal to the
+/// CUDA ordinal, the same card only when every card is visible in PCI order.
+fn nvml_device<'n>(nvml: &'n Nvml, gpu: &Gpu) -> Result<(Device<'n>, String)> {
+    let by_bus = pci_bus_id(gpu).and_then(|id| {
+        nvml.device_by_pci_bus_id(id.as_str())
+            .map(|d| (d, format!("PCI {id}")))
+            .map_err(nvml_err("device by PCI bus id"))
+    });
+    match by_bus {
+        Ok(found) => Ok(found),
+        Err(e) => match nvml.device_by_index(gpu.ordinal as u32) {
+            Ok(d) => Ok((
+                d,
+                format!(
+                    "index {} as the CUDA ordinal ({e}; another card if CUDA_VISIBLE_DEVICES reorders them)",
+                    gpu.ordinal
+                ),
+            )),
+            Err(ie) => Err(Error::Other(format!("{e}; NVML device by index: {ie}"))),
+        },
+    }
+}
+
+/// The serial number NVML gives for `gpu`'s board, which tells the cards of a pool apart
+/// (every reported figure names its card); `None` without NVML or where the card reports
+/// none.
+pub fn card_serial(gpu: &Gpu) -> Option<String> {
+    let nvml = load().ok()?;
+    let (device, _) = nvml_device(&nvml, gpu).ok()?;
+    device.serial().ok().filter(|s| !s.trim().is_empty())
+}
+
+/// [`Gpu::describe`] with the card's serial ([`card_serial`]) where NVML gives one: the
+/// line `demo`, `check`, `info`, `probe` and `bench` start with.
+pub fn describe_card(gpu: &Gpu) -> String {
+    match card_serial(gpu) {
+        Some(serial) => format!("{}, serial {serial}", gpu.describe()),
+        None => gpu.describe(),
+    }
+}
+
 /// Where [`PowerSample::power_mw`] comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum PowerSource {
@@ -192,28 +235,7 @@ impl PowerMonitor {
     /// energy counter is optional: without it [`PowerStats::energy_uj`] stays absent.
     pub fn open(gpu: &Gpu) -> Result<PowerMonitor> {
         let nvml = load()?;
-        // Matched by PCI address: CUDA's ordinals follow CUDA_VISIBLE_DEVICES and
-        // CUDA_DEVICE_ORDER, NVML's indices do not. Where the CUDA driver gives no address
-        // or NVML knows none by it, it falls back to the NVML index equal to the CUDA
-        // ordinal, the same card only when every card is visible in PCI order.
-        let by_bus = pci_bus_id(gpu).and_then(|id| {
-            nvml.device_by_pci_bus_id(id.as_str())
-                .map(|d| (d, format!("PCI {id}")))
-                .map_err(nvml_err("device by PCI bus id"))
-        });
-        let (device, matched) = match by_bus {
-            Ok(found) => found,
-            Err(e) => match nvml.device_by_index(gpu.ordinal as u32) {
-                Ok(d) => (
-                    d,
-                    format!(
-                        "index {} as the CUDA ordinal ({e}; another card if CUDA_VISIBLE_DEVICES reorders them)",
-                        gpu.ordinal
-                    ),
-                ),
-                Err(ie) => return Err(Error::Other(format!("{e}; NVML device by index: {ie}"))),
-            },
-        };
+        let (device, matched) = nvml_device(&nvml, gpu)?;
         let index = device.index().map_err(nvml_err("device index"))?;
         let power = match instant_power_mw(&device) {
             Ok(_) => PowerSource::Instant,

@@ -91,7 +91,7 @@ pub fn wgmma_rates(gpu: &Gpu, kernels: &Kernels) -> Result<Vec<WgmmaRate>> {
 pub fn main(device: usize) -> Result<()> {
     let gpu = Gpu::open(device)?;
     let kernels = Kernels::load(&gpu)?;
-    println!("{}", gpu.describe());
+    println!("{}", crate::power::describe_card(&gpu));
     println!(
         "wgmma.mma_async.m64nNk16 bf16, A and B in shared memory, {} wgmma per commit group, \
          one CTA per SM; peak = {PEAK_FLOP_PER_SM_CYCLE} flop/cycle/SM",

@@ -102,7 +102,7 @@ pub fn demo(device: usize, args: &DemoArgs) -> ExitCode {
         Ok(g) => g,
         Err(code) => return code,
     };
-    println!("{}", gpu.describe());
+    println!("{}", flashmla_etap::power::describe_card(&gpu));
     match run_demo(&gpu, args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
@@ -280,7 +280,7 @@ pub fn check(device: usize, args: &CheckArgs) -> ExitCode {
         Ok(g) => g,
         Err(code) => return code,
     };
-    println!("{}", gpu.describe());
+    println!("{}", flashmla_etap::power::describe_card(&gpu));
     let decoder = match Decoder::new(&gpu) {
         Ok(d) => d,
         Err(e) => {

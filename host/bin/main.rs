@@ -85,7 +85,7 @@ fn info(device: usize) -> Result<(), Error> {
     let mut failed = None;
     match Gpu::open(device) {
         Ok(gpu) => {
-            println!("{}", gpu.describe());
+            println!("{}", flashmla_etap::power::describe_card(&gpu));
             match Kernels::load(&gpu) {
                 Ok(k) => {
                     println!(
