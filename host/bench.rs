@@ -1621,9 +1621,7 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
             (None, format!("off: {e}"))
         }
     };
-    let card_serial = monitor
-        .as_ref()
-        .and_then(|m| m.serial().map(str::to_string));
+    let card_serial = crate::power::card_serial(&gpu);
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
         "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",

@@ -236,18 +236,15 @@ pub fn main(args: &CompareArgs) -> Result<()> {
             .join(", ")
     };
     println!(
-        "{}{}, precision {}, {what}: base {} run(s) of {}; new {} run(s) of {}",
+        "{}, precision {}, {what}: base {} run(s) of {}{}; new {} run(s) of {}{}",
         base[0].device,
-        base[0]
-            .card_serial
-            .as_deref()
-            .map(|s| format!(" (serial {s})"))
-            .unwrap_or_default(),
         base[0].precision,
         base.len(),
         commits(&base),
+        cards(&base),
         new.len(),
-        commits(&new)
+        commits(&new),
+        cards(&new)
     );
     println!(
         "{:>30} | {:>9} {:>9} | {:>6}",
@@ -284,6 +281,22 @@ pub fn main(args: &CompareArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// " on card(s) S, T": the serials the reports name (`bench`'s `card_serial`), each once,
+/// so that a comparison across cards shows; empty where none names one.
+fn cards(reports: &[Report]) -> String {
+    let mut serials: Vec<&str> = Vec::new();
+    for serial in reports.iter().filter_map(|r| r.card_serial.as_deref()) {
+        if !serials.contains(&serial) {
+            serials.push(serial);
+        }
+    }
+    match serials.len() {
+        0 => String::new(),
+        1 => format!(" on card {}", serials[0]),
+        _ => format!(" on cards {}", serials.join(", ")),
+    }
 }
 
 #[cfg(test)]
@@ -492,5 +505,22 @@ mod tests {
             Err(Error::InvalidArgument { arg: "--new", .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_header_names_each_card_once() {
+        let with = |serial: Option<&str>| Report {
+            card_serial: serial.map(str::to_string),
+            ..report("Fast", &[])
+        };
+        assert_eq!(cards(&[with(None), with(None)]), "");
+        assert_eq!(
+            cards(&[with(Some("17")), with(None), with(Some("17"))]),
+            " on card 17"
+        );
+        assert_eq!(
+            cards(&[with(Some("17")), with(Some("42")), with(Some("17"))]),
+            " on cards 17, 42"
+        );
     }
 }

@@ -814,13 +814,21 @@ impl Schedule {
     pub fn split_offsets_by_position(&self) -> Vec<i32> {
         order::split_offsets_by_position(&self.order, &self.split_offsets)
     }
-    /// Checks the schedule's coverage of `seqlens` (the lengths it was planned for): the
-    /// request order is a permutation of the batch, and the partitions' pieces over it
-    /// cover every page of every request once, in page order, with as many pieces a
-    /// request as `split_offsets` counts. The error names the first request that breaks
-    /// a rule. The planner's fuzz target and CPU tests hold every schedule to it.
+    /// Checks the schedule's coverage of `seqlens` (the lengths it was planned for): one
+    /// position and one split count a request, the request order a permutation of the
+    /// batch, and the partitions' pieces over it covering every page of every request
+    /// once, in page order, with as many pieces a request as `split_offsets` counts. The
+    /// error says which rule broke and, for the pieces, the first request found breaking
+    /// it. The planner's fuzz target and CPU tests hold every schedule to it.
     pub fn check_coverage(&self, seqlens: &[i32]) -> Result<()> {
         let batch = seqlens.len();
+        if self.order.len() != batch || self.split_offsets.len() != batch + 1 {
+            return Err(Error::Plan(format!(
+                "{} positions and {} split offsets for {batch} requests",
+                self.order.len(),
+                self.split_offsets.len()
+            )));
+        }
         let mut seen = vec![false; batch];
         for &r in &self.order {
             match seen.get_mut(r as usize) {
@@ -832,13 +840,6 @@ impl Schedule {
                     )))
                 }
             }
-        }
-        if self.order.len() != batch || self.split_offsets.len() != batch + 1 {
-            return Err(Error::Plan(format!(
-                "{} positions and {} split offsets for {batch} requests",
-                self.order.len(),
-                self.split_offsets.len()
-            )));
         }
         let by_pos = self.lengths_by_position(seqlens);
         let mut done = vec![0i32; batch];
@@ -858,7 +859,7 @@ impl Schedule {
         }
         for (r, &len) in seqlens.iter().enumerate() {
             let pages = plan::num_pages(len, PAGE_SIZE as usize);
-            let planned = self.split_offsets[r + 1] - self.split_offsets[r];
+            let planned = plan::num_splits(&self.split_offsets, r as i32);
             if u64::try_from(done[r]).ok() != Some(pages) || count[r] != planned {
                 return Err(Error::Plan(format!(
                     "request {r}: {} of {pages} pages in {} pieces, {planned} planned",

@@ -226,7 +226,6 @@ pub struct PowerMonitor {
     power: PowerSource,
     energy: bool,
     description: String,
-    serial: Option<String>,
 }
 
 impl PowerMonitor {
@@ -255,26 +254,18 @@ impl PowerMonitor {
             },
             SAMPLE_PERIOD.as_millis()
         );
-        let serial = device.serial().ok().filter(|s| !s.trim().is_empty());
         Ok(PowerMonitor {
             nvml,
             index,
             power,
             energy: energy.is_ok(),
             description,
-            serial,
         })
     }
 
     /// One line: the NVML device, how it was matched and what is sampled.
     pub fn describe(&self) -> &str {
         &self.description
-    }
-
-    /// The card's serial number (NVML's board serial), which tells the cards of one pool
-    /// apart; `None` where the card does not report one.
-    pub fn serial(&self) -> Option<&str> {
-        self.serial.as_deref()
     }
 
     /// Runs `f` (timed replays of `calls` decode calls in all) while a thread reads the

@@ -335,9 +335,10 @@ fn schedule_accepts_valid_lengths() {
     assert!(s.num_parts >= 1);
 }
 
-/// `Schedule::check_coverage`: a schedule covers the lengths it was planned for, and the
-/// error names the request whose pages a schedule leaves out, runs past or reads out of
-/// order, or an order that is not a permutation.
+/// `Schedule::check_coverage`: a schedule covers the lengths it was planned for; the error
+/// names the request whose pages a schedule leaves out, runs past or reads twice or out of
+/// order, and says so of an order that is not a permutation, of lengths for another batch
+/// and of split counts that do not match (without overflowing on corrupt offsets).
 #[test]
 fn schedule_coverage_names_the_request_it_breaks() {
     let lengths = [300, 0, 4000, 64, 1000];
@@ -345,8 +346,11 @@ fn schedule_coverage_names_the_request_it_breaks() {
         let c = DecodeConfig::new(5, h_q, 125);
         let s = DecodePlan::schedule(&c, &lengths, 132).unwrap();
         s.check_coverage(&lengths).unwrap();
+        let error = |l: &[i32], s: &flashmla_etap::decode::Schedule| {
+            s.check_coverage(l).unwrap_err().to_string()
+        };
         let names = |l: &[i32], s: &flashmla_etap::decode::Schedule, what: &str| {
-            let e = s.check_coverage(l).unwrap_err().to_string();
+            let e = error(l, s);
             assert!(e.contains(what), "h_q {h_q}: {e}");
         };
         let mut grown = lengths;
@@ -355,12 +359,32 @@ fn schedule_coverage_names_the_request_it_breaks() {
         let mut shrunk = lengths;
         shrunk[2] = 64;
         names(&shrunk, &s, "request 2:");
-        let mut swapped = s.clone();
-        swapped.order.swap(0, 2);
-        names(&lengths, &swapped, "request");
+        names(
+            &lengths[..4],
+            &s,
+            "5 positions and 6 split offsets for 4 requests",
+        );
         let mut repeated = s.clone();
         repeated.order[1] = repeated.order[0];
         names(&lengths, &repeated, "not a permutation");
+        // The first partition's pieces twice: its first request's pages are read again.
+        let mut twice = s.clone();
+        let first = *twice.parts.iter().find(|p| !p.is_idle()).unwrap();
+        twice.parts.push(first);
+        let r = twice.order[first.begin_req as usize];
+        let e = error(&lengths, &twice);
+        assert!(
+            e.starts_with(&format!("planning failed: request {r}: piece ")),
+            "h_q {h_q}: {e}"
+        );
+        // Two positions swapped: their lengths no longer fit the pieces planned for them.
+        let mut swapped = s.clone();
+        swapped.order.swap(0, 2);
+        let e = error(&lengths, &swapped);
+        assert!(e.starts_with("planning failed: request "), "h_q {h_q}: {e}");
+        let mut corrupt = s.clone();
+        corrupt.split_offsets[5] = i32::MIN;
+        names(&lengths, &corrupt, "request 4:");
     }
 }
 
