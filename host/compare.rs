@@ -229,6 +229,13 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     };
     let [what, unit, less, more] = run_time.describe();
     let c = compare_by(&base, &new, &filters, run_time)?;
+    let all = serials(base.iter().chain(&new));
+    if all.len() > 1 {
+        eprintln!(
+            "warning: the runs come from cards {}; cards of one pool differ by a few percent, so only runs on one card compare",
+            all.join(", ")
+        );
+    }
     let commits = |r: &[Report]| {
         r.iter()
             .map(|r| r.git_commit.as_str())
@@ -283,15 +290,21 @@ pub fn main(args: &CompareArgs) -> Result<()> {
     Ok(())
 }
 
-/// " on card(s) S, T": the serials the reports name (`bench`'s `card_serial`), each once,
-/// so that a comparison across cards shows; empty where none names one.
-fn cards(reports: &[Report]) -> String {
+/// The serials the reports name (`bench`'s `card_serial`), each once, in order.
+fn serials<'a>(reports: impl IntoIterator<Item = &'a Report>) -> Vec<&'a str> {
     let mut serials: Vec<&str> = Vec::new();
-    for serial in reports.iter().filter_map(|r| r.card_serial.as_deref()) {
+    for serial in reports.into_iter().filter_map(|r| r.card_serial.as_deref()) {
         if !serials.contains(&serial) {
             serials.push(serial);
         }
     }
+    serials
+}
+
+/// " on card(s) S, T": the cards the reports name, so that a comparison across cards
+/// shows; empty where none names one.
+fn cards(reports: &[Report]) -> String {
+    let serials = serials(reports);
     match serials.len() {
         0 => String::new(),
         1 => format!(" on card {}", serials[0]),
@@ -514,6 +527,10 @@ mod tests {
             ..report("Fast", &[])
         };
         assert_eq!(cards(&[with(None), with(None)]), "");
+        assert_eq!(
+            serials(&[with(Some("17")), with(None), with(Some("42"))]),
+            ["17", "42"]
+        );
         assert_eq!(
             cards(&[with(Some("17")), with(None), with(Some("17"))]),
             " on card 17"
