@@ -1587,7 +1587,11 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
         .clone()
         .or_else(|| anchors.card_for_gpu(&gpu.name).map(str::to_string));
     let card = card_key.as_ref().and_then(|k| anchors.cards.get(k));
-    eprintln!("{}", crate::power::describe_card(&gpu));
+    let card_serial = crate::power::card_serial(&gpu);
+    eprintln!(
+        "{}",
+        crate::power::describe_with_serial(&gpu, card_serial.as_deref())
+    );
     match (&card_key, card) {
         (Some(k), Some(c)) => eprintln!("peers: {} anchors ({})", k, c.device),
         _ => eprintln!(
@@ -1621,7 +1625,6 @@ pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
             (None, format!("off: {e}"))
         }
     };
-    let card_serial = crate::power::card_serial(&gpu);
     let copy = copy_bandwidth(&gpu)?;
     eprintln!(
         "copy bandwidth: {copy:.0} GB/s ({} GiB dtod, read+write counted){}",

@@ -194,7 +194,12 @@ pub fn card_serial(gpu: &Gpu) -> Option<String> {
 /// [`Gpu::describe`] with the card's serial ([`card_serial`]) where NVML gives one: the
 /// line `demo`, `check`, `info`, `probe` and `bench` start with.
 pub fn describe_card(gpu: &Gpu) -> String {
-    match card_serial(gpu) {
+    describe_with_serial(gpu, card_serial(gpu).as_deref())
+}
+
+/// [`describe_card`]'s line for a serial already looked up.
+pub(crate) fn describe_with_serial(gpu: &Gpu, serial: Option<&str>) -> String {
+    match serial {
         Some(serial) => format!("{}, serial {serial}", gpu.describe()),
         None => gpu.describe(),
     }
