@@ -687,6 +687,14 @@ pub fn grid() -> Vec<Case> {
         seed: 5102,
         ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
     });
+    // The same with bf16 output: the `_p16` kernel with f16 partial results, by register
+    // stores with two KV heads (bulk stores need one, `Schedule::bulk_partials`).
+    cases.push(Case {
+        precision: Precision::Fast,
+        h_kv: 2,
+        seed: 5107,
+        ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
+    });
     // Fast 16-row tiles over 3-32 pages a CTA, where they load half-tile KV boxes
     // (`config::HALF_BOX_SHARES_16_ROWS`; the short cases above have one page a CTA).
     cases.push(Case {
@@ -1007,6 +1015,7 @@ mod tests {
         let mut long_shares = Vec::new();
         let mut fast_split = false;
         let mut fast_seesaw_orders = Vec::new();
+        let mut f16_partial_stores = Vec::new();
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -1017,6 +1026,9 @@ mod tests {
             kernels.push((sched.rows_per_cta, sched.split_p));
             if sched.rows_per_cta == SEESAW_ROWS && !sched.split_p {
                 fast_seesaw_orders.push(sched.pa_first);
+            }
+            if sched.max_splits > 1 && sched.partials_f16(case.dtype, case.out_f32) {
+                f16_partial_stores.push(sched.bulk_partials(case.h_kv, case.dtype, case.out_f32));
             }
             boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
@@ -1066,6 +1078,12 @@ mod tests {
             assert!(
                 fast_seesaw_orders.contains(&pa_first),
                 "no Fast 64-row grid case runs the P_a-first order {pa_first}"
+            );
+        }
+        for bulk in [true, false] {
+            assert!(
+                f16_partial_stores.contains(&bulk),
+                "no grid case writes f16 partial results with bulk stores {bulk}"
             );
         }
     }

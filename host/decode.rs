@@ -17,9 +17,9 @@ use etap_kernel::config::{
     COMBINE_GROUP_THREADS, COMBINE_MEDIUM_TEAM, COMBINE_NARROW_MAX_SPLITS, COMBINE_NARROW_ROWS,
     COMBINE_PAIR_MAX_SPLITS, COMBINE_WIDE_GROUPS, COMBINE_WIDE_MIN_SPLITS, D_QK, D_V,
     ERROR_BUFFER_WORDS, ERROR_EMPTY_PLANNED, ERROR_LENGTH, ERROR_PAGE_ID, ERROR_PLAN, ERROR_WORDS,
-    FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES, FLAG_ORDERED,
-    FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE, PARTIAL_ROW_BYTES,
-    ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
+    FLAG_BULK_PARTIALS, FLAG_CAUSAL, FLAG_DROP_PARTIALS, FLAG_KV_EVICT_FIRST, FLAG_KV_HALF_BOXES,
+    FLAG_ORDERED, FLAG_OUT_F32, KV_BOX_TOKENS, KV_MAP_HALF, MAX_ROWS_PER_CTA, PAGE_SIZE,
+    PARTIAL_ROW_BYTES, ROW_TILES, SEESAW_CLUSTER_CTAS, SEESAW_ROWS,
 };
 use etap_kernel::plan::{self, PartWork};
 use std::sync::Arc;
@@ -423,6 +423,9 @@ pub struct DecodePlan {
     order: CudaSlice<i32>,
     split_offsets: CudaSlice<i32>,
     o_accum: CudaSlice<f32>,
+    /// The tensor map of `o_accum` as f16 partial rows that the bulk stores of partial
+    /// results write through ([`Schedule::bulk_partials`]), where the plan may use it.
+    o_accum_map: Option<CudaSlice<u8>>,
     lse_accum: CudaSlice<f32>,
     /// The kernels' error words: `ERROR_WORDS` armed with i32::MAX (the decode lowers
     /// them), then the last call's values (published by the combine kernel), then the
@@ -444,15 +447,33 @@ impl DecodePlan {
         let stream = &gpu.stream;
         let words: Vec<i32> = schedule.parts.iter().flat_map(PartWork::words).collect();
         let drv = |e| Error::driver("allocating the decode plan", e);
+        let o_accum: CudaSlice<f32> = stream
+            .alloc_zeros(slots * rows * D_V as usize)
+            .map_err(drv)?;
+        // Where some cache dtype and output would store f16 partial results in bulk.
+        let o_accum_map = if schedule.bulk_partials(config.h_kv, Dtype::Bf16, false) {
+            let (ptr, _sync) = o_accum.device_ptr(stream);
+            let (dims, strides, box_dims) = partials_map_layout(rows, slots);
+            let map = encode_tiled(
+                TmaDtype::F16,
+                ptr,
+                &dims,
+                &strides,
+                &box_dims,
+                Swizzle::B128,
+            )?;
+            Some(map.upload(gpu)?)
+        } else {
+            None
+        };
         Ok(DecodePlan {
             config,
             seqlens: seqlens.to_vec(),
             parts: stream.clone_htod(&words).map_err(drv)?,
             order: stream.clone_htod(&schedule.order).map_err(drv)?,
             split_offsets: stream.clone_htod(&schedule.split_offsets).map_err(drv)?,
-            o_accum: stream
-                .alloc_zeros(slots * rows * D_V as usize)
-                .map_err(drv)?,
+            o_accum,
+            o_accum_map,
             lse_accum: stream.alloc_zeros(slots * rows).map_err(drv)?,
             errors: stream
                 .clone_htod(&[i32::MAX; ERROR_BUFFER_WORDS])
@@ -804,6 +825,14 @@ impl Schedule {
             && !out_f32
             && f16_elems <= INDEX_LIMIT
     }
+    /// Whether the decode writes its partial results by bulk tensor stores
+    /// (`FLAG_BULK_PARTIALS`) for a cache of `h_kv` KV heads and `dtype`, and f32 output or
+    /// not: where they are f16 ([`Schedule::partials_f16`]) and there is one KV head, so
+    /// that a CTA's 64 rows are consecutive rows of a slot, one box of the tensor map
+    /// (`partials_map_layout`).
+    pub fn bulk_partials(&self, h_kv: usize, dtype: Dtype, out_f32: bool) -> bool {
+        h_kv == 1 && self.partials_f16(dtype, out_f32)
+    }
     /// `seqlens` (by request) at the plan's positions ([`Schedule::order`]), as
     /// `plan::pieces` and `plan::charged_makespan` read a partition's lengths.
     pub fn lengths_by_position(&self, seqlens: &[i32]) -> Vec<i32> {
@@ -918,6 +947,21 @@ impl Schedule {
             decode_kernel_name(dtype, self.split_p, self.rows_per_cta)
         }
     }
+}
+
+/// The tensor map of a plan's partial results as f16 rows (dims innermost first, the byte
+/// strides of the outer two, the box), for `rows` query rows a request (s_q · h_q) and
+/// `slots` slots: (512 dims, rows, slots) at the f32 slots' row stride
+/// (`PARTIAL_ROW_BYTES`), so the f16 values fill the first half of each row's slot and its
+/// scales (`PARTIAL_SCALES_BYTE`) lie past the box. A box is one 64-row CTA's 64 dims, rows
+/// past a request's last one left out, as 128-byte swizzled rows (a Q column block).
+pub fn partials_map_layout(rows: usize, slots: usize) -> ([u64; 3], [u64; 2], [u32; 3]) {
+    let row_bytes = u64::from(PARTIAL_ROW_BYTES);
+    (
+        [u64::from(D_V), rows as u64, slots as u64],
+        [row_bytes, rows as u64 * row_bytes],
+        [COL_BLOCK, SEESAW_ROWS, 1],
+    )
 }
 
 /// Host lengths against `config`: one a request.
@@ -1370,6 +1414,11 @@ impl Decoder {
                 0
             }
             | if sched.ordered { FLAG_ORDERED } else { 0 };
+        let bulk_partials = sched.bulk_partials(c.h_kv, T::DTYPE, O::F32);
+        let oacc_map = plan.o_accum_map.as_ref().filter(|_| bulk_partials);
+        if oacc_map.is_some() {
+            flags |= FLAG_BULK_PARTIALS;
+        }
 
         let (maps, _s0) = cache.maps.device_ptr(stream);
         let map_bytes = std::mem::size_of::<TensorMap>() as u64;
@@ -1389,9 +1438,16 @@ impl Decoder {
         let (mut s_q, mut h_q, mut h_kv) = (c.s_q as u32, c.h_q as u32, c.h_kv as u32);
         let (mut max_pages, mut row_chunks) = (c.max_pages as u32, sched.row_chunks);
         let mut scale = c.softmax_scale;
+        let (mut oacc_map, _s12) = match oacc_map {
+            Some(m) => {
+                let (ptr, sync) = m.device_ptr(stream);
+                (ptr, Some(sync))
+            }
+            None => (0, None),
+        };
         let mut args = crate::kernel_args![
             map, q_ptr, bt, sl, parts, order, so, out_ptr, lse_ptr, oacc, lacc, s_q, h_q, h_kv,
-            max_pages, num_blocks, errors, row_chunks, scale, flags
+            max_pages, num_blocks, errors, row_chunks, scale, flags, oacc_map
         ];
         let spec = LaunchSpec {
             grid: (sched.active_parts.max(1) as u32, sched.row_chunks * h_kv, 1),
@@ -1491,7 +1547,42 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etap_kernel::config::KV_MAP_WHOLE;
+    use etap_kernel::config::{KV_MAP_WHOLE, PARTIAL_SCALES_BYTE};
+
+    /// The partial results' map passes `cuTensorMapEncodeTiled`'s rules at the shapes a
+    /// plan can have (one row to the most a request, one slot to 2^20), and its boxes are
+    /// the kernel's staged blocks: 64 f16 dims (a 128-byte swizzled row) of 64 rows.
+    #[test]
+    fn partials_map_fits_the_tensor_map_rules_at_every_plan_shape() {
+        use crate::tensor_map::validate_tiled;
+        let most_rows = MAX_S_Q * 65535;
+        for rows in [1, 16, 63, 64, 126, 128, 256, 512, most_rows] {
+            for slots in [1, 2, 131, 4096, 1 << 20] {
+                let (dims, strides, box_dims) = partials_map_layout(rows, slots);
+                let base = 1 << 20;
+                validate_tiled(
+                    TmaDtype::F16,
+                    base,
+                    &dims,
+                    &strides,
+                    &box_dims,
+                    Swizzle::B128,
+                )
+                .unwrap_or_else(|e| panic!("rows {rows}, slots {slots}: {e}"));
+                assert_eq!(box_dims, [64, 64, 1]);
+                assert_eq!(
+                    u64::from(box_dims[0]) * 2,
+                    128,
+                    "one swizzled row a box row"
+                );
+                assert_eq!(
+                    dims[0] * 2,
+                    u64::from(PARTIAL_SCALES_BYTE),
+                    "scales past the box"
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_decode_kernel_the_decoder_looks_up_is_in_the_module() {

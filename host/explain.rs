@@ -142,10 +142,14 @@ pub fn describe(p: &Point, precision: Precision, sm_count: u32, l2_bytes: u64) -
         } else {
             String::new()
         },
-        if s.partials_f16(Dtype::Bf16, false) {
-            "f16 with a scale a row half for bf16 output, else f32"
-        } else {
-            "f32"
+        match (
+            s.partials_f16(Dtype::Bf16, false),
+            s.bulk_partials(config.h_kv, Dtype::Bf16, false),
+        ) {
+            (true, true) =>
+                "f16 with a scale a row half for bf16 output (bulk tensor stores), else f32",
+            (true, false) => "f16 with a scale a row half for bf16 output, else f32",
+            _ => "f32",
         }
     );
     let _ = writeln!(
@@ -248,7 +252,10 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("combine: Medium; partial results f16 with a scale a row half"),
+            text.contains(
+                "combine: Medium; partial results f16 with a scale a row half for bf16 output \
+                 (bulk tensor stores), else f32"
+            ),
             "{text}"
         );
         assert!(

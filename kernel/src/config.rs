@@ -216,6 +216,11 @@ pub const FLAG_DROP_PARTIALS: u32 = 16;
 /// partitions' `begin_req..=end_req` are positions in it. Without the flag the order is
 /// the batch order and is not read.
 pub const FLAG_ORDERED: u32 = 32;
+/// The 64-row kernels write their scaled f16 partial results by bulk tensor stores through
+/// `DecodeArgs::o_accum_map` (see `seesaw::store_partials_in_bulk`) instead of shuffles and
+/// register stores. Set with one KV head only, where a CTA's 64 rows are consecutive rows
+/// of its request's slot.
+pub const FLAG_BULK_PARTIALS: u32 = 64;
 /// Bytes of a partial result row's slot: `D_V` f32. The `_p16` decode and combine kernels
 /// (plans on 64-row tiles that round P once, with bf16 output: `Schedule::partials_f16`)
 /// store and load partial results as f16 with a power-of-two scale per row and V half

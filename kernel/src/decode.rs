@@ -81,6 +81,10 @@ pub struct DecodeArgs {
     pub softmax_scale: f32,
     /// `FLAG_CAUSAL` | `FLAG_OUT_F32` | ... (`config::FLAG_*`).
     pub flags: u32,
+    /// With `FLAG_BULK_PARTIALS`: tensor map of the f16 partial results, dims (512,
+    /// s_q·h_q, slots) at the slots' row stride (`PARTIAL_ROW_BYTES`), box (64, 64, 1),
+    /// 128B swizzle; else unused (null).
+    pub o_accum_map: *const u8,
 }
 
 impl DecodeArgs {
@@ -970,6 +974,7 @@ macro_rules! decode_kernels {
             row_chunks: u32,
             softmax_scale: f32,
             flags: u32,
+            o_accum_map: *const u8,
         ) {
             ($body)(&DecodeArgs {
                 kv_map, q, block_table, seqlens, parts, order, split_offsets, out, lse, o_accum,
@@ -977,7 +982,7 @@ macro_rules! decode_kernels {
                 s_q, h_q, h_kv, max_pages,
                 num_blocks,
                 errors,
-                row_chunks, softmax_scale, flags,
+                row_chunks, softmax_scale, flags, o_accum_map,
             })
         }
     )*};

@@ -1,6 +1,6 @@
-//! Bulk tensor copies from global to shared memory (PTX ISA: cp.async.bulk.tensor,
-//! prefetch.tensormap). Tensor maps live in global memory: Rust kernels have no
-//! `__grid_constant__` parameters.
+//! Bulk tensor copies between global and shared memory (PTX ISA: cp.async.bulk.tensor,
+//! cp.async.bulk.commit_group, cp.async.bulk.wait_group, prefetch.tensormap). Tensor maps
+//! live in global memory: Rust kernels have no `__grid_constant__` parameters.
 use core::arch::asm;
 
 /// Loads the 2-D box at (`c0`, `c1`) of tensor map `map` into shared `dst`; completion is
@@ -23,6 +23,32 @@ pub unsafe fn load_3d(dst: u32, map: *const u8, bar: u32, c0: i32, c1: i32, c2: 
         d = in(reg32) dst, m = in(reg64) map, b = in(reg32) bar, c0 = in(reg32) c0, c1 = in(reg32) c1, c2 = in(reg32) c2,
         options(nostack)
     );
+}
+
+/// Stores shared `src` to the 3-D box at (`c0`, `c1`, `c2`) of tensor map `map` (coordinates
+/// outside the tensor are not written) in the thread's current bulk async-group, only
+/// where `pred` holds, without a branch.
+#[inline(always)]
+pub unsafe fn store_3d_if(pred: bool, map: *const u8, src: u32, c0: i32, c1: i32, c2: i32) {
+    asm!(
+        "{{ .reg .pred p; setp.ne.u32 p, {pr}, 0; @p cp.async.bulk.tensor.3d.global.shared::cta.tile.bulk_group [{m}, {{{c0}, {c1}, {c2}}}], [{s}]; }}",
+        pr = in(reg32) pred as u32, m = in(reg64) map, s = in(reg32) src, c0 = in(reg32) c0,
+        c1 = in(reg32) c1, c2 = in(reg32) c2,
+        options(nostack)
+    );
+}
+
+/// Closes the thread's current bulk async-group (the stores issued since the last commit).
+#[inline(always)]
+pub unsafe fn commit_group() {
+    asm!("cp.async.bulk.commit_group;", options(nostack));
+}
+
+/// Waits until every bulk async-group this thread committed has read its shared-memory
+/// source (a no-op for a thread that committed none).
+#[inline(always)]
+pub unsafe fn wait_group_read_all() {
+    asm!("cp.async.bulk.wait_group.read 0;", options(nostack));
 }
 
 /// Brings a tensor map into the TMA unit's cache ahead of its first use.
