@@ -210,7 +210,8 @@ fn pair_clusters_change_no_bit() {
 /// (values past f16's 65504) or 2^-40 (below its smallest subnormal), with the softmax
 /// scale divided by the same power of two, gives the same scores and so, bit for bit, the
 /// output times that power and the same lse. Unscaled f16 partial results would overflow
-/// or flush to zero there. s_q 1 and 2, h_q 128, every request split.
+/// or flush to zero there. s_q 1 and 2, h_q 128, every request split (one KV head: the
+/// partial results go out by bulk tensor stores, `Schedule::bulk_partials`).
 fn f16_partial_results_follow_the_cache_scale() {
     use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
     use flashmla_etap::reference::{generate, MlaShape};
@@ -228,9 +229,9 @@ fn f16_partial_results_follow_the_cache_scale() {
             .precision(Precision::Fast);
         let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
         assert!(
-            schedule.partials_f16(Dtype::Bf16, false)
+            schedule.bulk_partials(1, Dtype::Bf16, false)
                 && schedule.split_offsets.windows(2).all(|w| w[1] - w[0] > 1),
-            "s_q {s_q}: not a plan of split requests with f16 partial results"
+            "s_q {s_q}: not a plan of split requests with f16 partial results in bulk stores"
         );
         let base_scale = config.softmax_scale;
         let run = |gain: f32| {
