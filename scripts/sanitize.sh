@@ -72,6 +72,16 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 echo "compute-sanitizer: $san ($("$san" --version 2>/dev/null | grep -o 'Version [^ ]*' || echo '?'))"
 echo "logs: $logs"
 
+# Errors a log reports: "========= ERROR SUMMARY: N errors", or racecheck's "RACECHECK
+# SUMMARY: H hazards displayed (N errors, W warnings)", whose H stops at the print limit.
+count_errors() {
+    {
+        grep -Eo 'ERROR SUMMARY: [0-9]+' "$1" | grep -Eo '[0-9]+$'
+        grep -Eo 'RACECHECK SUMMARY: [0-9]+ hazards displayed \([0-9]+ errors' "$1" |
+            grep -Eo '[0-9]+ errors' | grep -Eo '[0-9]+'
+    } | awk '{s += $1} END {print s + 0}'
+}
+
 bad=0
 for tool in $tools; do
     for bin in gpu_primitives gpu_decode; do
@@ -89,9 +99,7 @@ for tool in $tools; do
             "$dist/tests/$bin" --test-threads=1 "${filters[@]}" >"$log" 2>&1
         rc=$?
         secs=$((SECONDS - start))
-        # "========= ERROR SUMMARY: N errors" (racecheck: "RACECHECK SUMMARY: N hazards ...")
-        errors="$(grep -Eo '(ERROR|RACECHECK) SUMMARY: [0-9]+' "$log" | grep -Eo '[0-9]+$' |
-            awk '{s += $1} END {print s + 0}')"
+        errors="$(count_errors "$log")"
         ran="$(grep -Eo 'test result: [a-z]+\. [0-9]+ passed' "$log" | grep -Eo '[0-9]+ passed' | head -n 1)"
         if [ "$rc" -eq 124 ]; then
             verdict="TIMEOUT after ${limit}s"
