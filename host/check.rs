@@ -687,6 +687,13 @@ pub fn grid() -> Vec<Case> {
         seed: 5102,
         ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
     });
+    // Fewer query rows than a 64-row tile (48): the bulk stores' boxes reach past the
+    // request's last row, which their tensor map leaves out.
+    cases.push(Case {
+        precision: Precision::Fast,
+        seed: 5108,
+        ..Case::new(Dtype::Bf16, 1, 48, vec![20000, 9000, 3001], false)
+    });
     // The same with bf16 output: the `_p16` kernel with f16 partial results, by register
     // stores with two KV heads (bulk stores need one, `Schedule::bulk_partials`).
     cases.push(Case {
@@ -1016,6 +1023,7 @@ mod tests {
         let mut fast_split = false;
         let mut fast_seesaw_orders = Vec::new();
         let mut f16_partial_stores = Vec::new();
+        let mut bulk_boxes_past_rows = false;
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -1028,7 +1036,9 @@ mod tests {
                 fast_seesaw_orders.push(sched.pa_first);
             }
             if sched.max_splits > 1 && sched.partials_f16(case.dtype, case.out_f32) {
-                f16_partial_stores.push(sched.bulk_partials(case.h_kv, case.dtype, case.out_f32));
+                let bulk = sched.bulk_partials(case.h_kv, case.dtype, case.out_f32);
+                f16_partial_stores.push(bulk);
+                bulk_boxes_past_rows |= bulk && case.s_q * case.h_q < SEESAW_ROWS as usize;
             }
             boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
             let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
@@ -1086,5 +1096,9 @@ mod tests {
                 "no grid case writes f16 partial results with bulk stores {bulk}"
             );
         }
+        assert!(
+            bulk_boxes_past_rows,
+            "no grid case stores partial results in bulk with fewer rows than a box"
+        );
     }
 }

@@ -1550,36 +1550,42 @@ mod tests {
     use etap_kernel::config::{KV_MAP_WHOLE, PARTIAL_SCALES_BYTE};
 
     /// The partial results' map passes `cuTensorMapEncodeTiled`'s rules at the shapes a
-    /// plan can have (one row to the most a request, one slot to 2^20), and its boxes are
-    /// the kernel's staged blocks: 64 f16 dims (a 128-byte swizzled row) of 64 rows.
+    /// plan can have (one row to the most a request, s_q · h_q ≤ 65535; one slot to 2^20),
+    /// its boxes are the kernel's staged blocks (64 f16 dims, a 128-byte swizzled row, of
+    /// 64 rows), and it puts element (dim, row, slot) where the f16 combine reads it:
+    /// (slot · rows + row) · `PARTIAL_ROW_BYTES` + 2 · dim, clear of the row's scales.
     #[test]
-    fn partials_map_fits_the_tensor_map_rules_at_every_plan_shape() {
+    fn partials_map_addresses_the_rows_the_combine_reads() {
         use crate::tensor_map::validate_tiled;
-        let most_rows = MAX_S_Q * 65535;
-        for rows in [1, 16, 63, 64, 126, 128, 256, 512, most_rows] {
+        for rows in [1, 16, 48, 63, 64, 126, 128, 256, 512, 65535] {
             for slots in [1, 2, 131, 4096, 1 << 20] {
                 let (dims, strides, box_dims) = partials_map_layout(rows, slots);
-                let base = 1 << 20;
                 validate_tiled(
                     TmaDtype::F16,
-                    base,
+                    1 << 20,
                     &dims,
                     &strides,
                     &box_dims,
                     Swizzle::B128,
                 )
                 .unwrap_or_else(|e| panic!("rows {rows}, slots {slots}: {e}"));
-                assert_eq!(box_dims, [64, 64, 1]);
+                assert_eq!(box_dims, [COL_BLOCK, SEESAW_ROWS, 1]);
                 assert_eq!(
                     u64::from(box_dims[0]) * 2,
                     128,
                     "one swizzled row a box row"
                 );
-                assert_eq!(
-                    dims[0] * 2,
-                    u64::from(PARTIAL_SCALES_BYTE),
-                    "scales past the box"
-                );
+                let row_bytes = u64::from(PARTIAL_ROW_BYTES);
+                for (dim, row, slot) in [(0, 0, 0), (511, rows - 1, slots - 1), (64, rows / 2, 1)] {
+                    let slot = slot.min(slots - 1);
+                    let by_map = 2 * dim + row as u64 * strides[0] + slot as u64 * strides[1];
+                    let by_combine = (slot as u64 * rows as u64 + row as u64) * row_bytes + 2 * dim;
+                    assert_eq!(
+                        by_map, by_combine,
+                        "rows {rows}, slots {slots}: ({dim}, {row}, {slot})"
+                    );
+                    assert!(by_map % row_bytes + 2 <= u64::from(PARTIAL_SCALES_BYTE));
+                }
             }
         }
     }

@@ -229,7 +229,7 @@ fn f16_partial_results_follow_the_cache_scale() {
             .precision(Precision::Fast);
         let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
         assert!(
-            schedule.bulk_partials(1, Dtype::Bf16, false)
+            schedule.bulk_partials(config.h_kv, Dtype::Bf16, false)
                 && schedule.split_offsets.windows(2).all(|w| w[1] - w[0] > 1),
             "s_q {s_q}: not a plan of split requests with f16 partial results in bulk stores"
         );

@@ -216,7 +216,7 @@ pub const FLAG_DROP_PARTIALS: u32 = 16;
 /// partitions' `begin_req..=end_req` are positions in it. Without the flag the order is
 /// the batch order and is not read.
 pub const FLAG_ORDERED: u32 = 32;
-/// The 64-row kernels write their scaled f16 partial results by bulk tensor stores through
+/// The `_p16` 64-row kernels write their scaled f16 partial results by bulk tensor stores through
 /// `DecodeArgs::o_accum_map` (see `seesaw::store_partials_in_bulk`) instead of shuffles and
 /// register stores. Set with one KV head only, where a CTA's 64 rows are consecutive rows
 /// of its request's slot.

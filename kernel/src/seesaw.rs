@@ -79,6 +79,8 @@ const _: () = {
     assert!(STAGES == 2 && CONSUMER_WARPGROUPS == 2);
     assert!(SEESAW_ROWS == TILE_TOKENS && SEESAW_ROWS * SWIZZLE_ROW_BYTES == BLOCK_BYTES);
     assert!(PV_STEPS % PB_CHUNK_STEPS == 0);
+    // The bulk stores' staging: both warpgroups' V blocks of O within Q's column blocks.
+    assert!(CONSUMER_WARPGROUPS * SEESAW_V_BLOCKS <= K_BLOCKS);
 };
 
 /// S of one tile: 64 rows × 64 tokens.
@@ -815,8 +817,10 @@ unsafe fn consume<
             lim: [limit_of(c.rows[0]), limit_of(c.rows[1])],
         };
         // The last piece is done with every buffer (both warpgroups waited on their wgmma,
-        // and its bulk stores have read their staging in Q's shared memory).
-        tma::wait_group_read_all();
+        // and its bulk stores, if any, have read their staging in Q's shared memory).
+        if F16_PARTIALS {
+            tma::wait_group_read_all();
+        }
         barrier::sync_named(consumers, 256);
         // Q rows → swizzled shared memory (zeros past the last row), then the first two
         // tiles' TMA loads, and the running max. Q goes first: every S needs all of Q, and
@@ -917,7 +921,9 @@ unsafe fn consume<
         }
     }
     // The CTA's shared memory must outlive the reads of its last bulk stores.
-    tma::wait_group_read_all();
+    if F16_PARTIALS {
+        tma::wait_group_read_all();
+    }
 }
 
 /// Warpgroup 0's part of a pair, in the P_a-first order or FlashMLA's.
@@ -1276,9 +1282,10 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
 /// fragment does, then out as one bulk store a block issued by one thread; the next piece,
 /// and the CTA's exit, wait for the stores to have read them. Against `store_output`'s ~1,250
 /// instructions a warp of shuffles and register stores, H200: `Fast` h_q 64/128 points of
-/// few pages a partition 2-8 % faster (b 16, h_q 128, 1K 18.1 → 17.0 µs), long ones level.
-/// f32 partial results staged the same way (in the KV stages) were mixed, ±7 %: staging
-/// 128 KB a CTA through shared memory costs about what their register stores do.
+/// few pages a partition 2-6 % faster (b 16, h_q 64, 2K 20.6 → 19.4 µs), long ones level.
+/// f32 partial results staged the same way (in the KV stages) measured from 6.7 % slower
+/// to 2.6 % faster: staging 128 KB a CTA through shared memory costs about what their
+/// register stores do.
 #[inline(always)]
 unsafe fn store_partials_in_bulk(c: &Cta, o: &OutHalf, m: [f32; 2], l: [f32; 2], slot: u32) {
     let a = c.a;
