@@ -915,7 +915,7 @@ unsafe fn consume<
         let split_idx = c.split_index(part, pos);
         let (splits, slot) = (split_end - split_begin, (split_begin + split_idx) as u32);
         if F16_PARTIALS && splits > 1 && a.flags & FLAG_BULK_PARTIALS != 0 {
-            store_partials_in_bulk(c, &s.o, m, l, slot);
+            store_partials_in_bulk(c, &s.o, m, l, slot, rows_total);
         } else {
             store_output::<T, F16_PARTIALS>(c, &s.o, m, l, r as u32, splits, slot, rows_total);
         }
@@ -1275,9 +1275,9 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
 }
 
 /// Writes this warpgroup's 256 dims of the normalised O rows as a scaled f16 partial result
-/// to slot `slot`, and from warpgroup 0 the rows' lse, by bulk tensor stores
-/// (`FLAG_BULK_PARTIALS`: one KV head, so the CTA's rows are rows `row0..` of the slot, and
-/// the map leaves out those past the request). The four 64 × 64 blocks go into Q's shared
+/// to slot `slot` (of `rows_total` rows), and from warpgroup 0 the rows' lse, by bulk
+/// tensor stores (`FLAG_BULK_PARTIALS`: one KV head, so the CTA's rows are rows `row0..` of
+/// the slot, and the map leaves out those past the request). The four 64 × 64 blocks go into Q's shared
 /// memory (free once both warpgroups passed the piece's last barrier) by `stmatrix`, as a P
 /// fragment does, then out as one bulk store a block issued by one thread; the next piece,
 /// and the CTA's exit, wait for the stores to have read them. Against `store_output`'s ~1,250
@@ -1287,9 +1287,15 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
 /// to 2.6 % faster: staging 128 KB a CTA through shared memory costs about what their
 /// register stores do.
 #[inline(always)]
-unsafe fn store_partials_in_bulk(c: &Cta, o: &OutHalf, m: [f32; 2], l: [f32; 2], slot: u32) {
+unsafe fn store_partials_in_bulk(
+    c: &Cta,
+    o: &OutHalf,
+    m: [f32; 2],
+    l: [f32; 2],
+    slot: u32,
+    rows_total: u32,
+) {
     let a = c.a;
-    let rows_total = a.s_q * c.heads_per_kv;
     let mut inv = [0.0f32; 2];
     for h in 0..2 {
         let row = c.row0 + c.rows[h];
