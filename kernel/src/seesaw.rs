@@ -114,6 +114,11 @@ pub unsafe fn decode<
         }
         Lead::read(a, part, part.begin_req).store(base + lay.lead);
         smem::st_u32(base + lay.first_split, part.first_split as u32);
+        // The partial results' map, made with the plan: fetched now rather than by the
+        // first bulk store, on its path.
+        if F16_PARTIALS && a.flags & FLAG_BULK_PARTIALS != 0 {
+            tma::prefetch_map(a.o_accum_map);
+        }
     }) else {
         return;
     };
