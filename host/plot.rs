@@ -52,27 +52,26 @@ pub fn main(args: &PlotArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
-    /// The committed H200 Accurate results: `bench --json` and `bench --plot` of one run.
-    fn results(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("bench/results")
-            .join(name)
+    // The committed H200 Accurate results, `bench --json` and `bench --plot` of one run;
+    // embedded, as test binaries also run on GPU machines without the repository.
+    const RESULTS_JSON: &str = include_str!("../bench/results/h200_accurate.json");
+    const RESULTS_SVG: &str = include_str!("../bench/results/h200_accurate.svg");
+
+    fn results() -> Report {
+        serde_json::from_str(RESULTS_JSON).unwrap()
     }
 
     #[test]
     fn redraws_the_plot_the_bench_drew() {
-        let report = Report::load("--json", &results("h200_accurate.json")).unwrap();
         let anchors = Anchors::load(None).unwrap();
-        let svg = redraw(&report, &anchors, 16).unwrap();
-        let drawn = std::fs::read_to_string(results("h200_accurate.svg")).unwrap();
-        assert_eq!(svg, drawn);
+        let svg = redraw(&results(), &anchors, 16).unwrap();
+        assert_eq!(svg, RESULTS_SVG);
     }
 
     #[test]
     fn a_card_missing_from_the_anchors_is_an_error() {
-        let mut report = Report::load("--json", &results("h200_accurate.json")).unwrap();
+        let mut report = results();
         report.anchors_card = Some("B200".into());
         let anchors = Anchors::load(None).unwrap();
         assert!(matches!(
