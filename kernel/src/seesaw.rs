@@ -1333,12 +1333,11 @@ unsafe fn store_partials_in_bulk(
     let src = opaque(blocks as u64) as u32;
     let dim = opaque((c.wg * SEESAW_HALF_DV) as u64) as u32;
     for b in 0..SEESAW_V_BLOCKS {
-        let at = (src + b * BLOCK_BYTES, (dim + b * COL_BLOCK) as i32);
         tma::store_3d_if(
             c.t == 0,
             a.o_accum_map,
-            at.0,
-            at.1,
+            src + b * BLOCK_BYTES,
+            (dim + b * COL_BLOCK) as i32,
             c.row0 as i32,
             slot as i32,
         );
