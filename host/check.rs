@@ -1024,6 +1024,7 @@ mod tests {
         let mut fast_seesaw_orders = Vec::new();
         let mut f16_partial_stores = Vec::new();
         let mut bulk_boxes_past_rows = false;
+        let mut p16_kernels = Vec::new();
         for case in grid() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -1038,6 +1039,7 @@ mod tests {
             if sched.max_splits > 1 && sched.partials_f16(case.dtype, case.out_f32) {
                 let bulk = sched.bulk_partials(case.h_kv, case.dtype, case.out_f32);
                 f16_partial_stores.push(bulk);
+                p16_kernels.push(sched.decode_kernel_name(case.dtype, case.out_f32));
                 bulk_boxes_past_rows |= bulk && case.s_q * case.h_q < SEESAW_ROWS as usize;
             }
             boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
@@ -1100,5 +1102,13 @@ mod tests {
             bulk_boxes_past_rows,
             "no grid case stores partial results in bulk with fewer rows than a box"
         );
+        for name in crate::module::kernel_names() {
+            if name.starts_with("etap_decode_") && name.ends_with("_p16") {
+                assert!(
+                    p16_kernels.iter().any(|k| k == name),
+                    "no grid case writes f16 partial results with {name}"
+                );
+            }
+        }
     }
 }

@@ -811,16 +811,19 @@ impl Schedule {
     }
     /// Whether the decode stores partial results as f16 with a power-of-two scale per row
     /// and V half (the `_p16` kernels, `config::PARTIAL_SCALES_BYTE`) rather than f32, for
-    /// a cache of `dtype` and f32 output or not: on 64-row tiles that round P once, with
-    /// bf16 output. There the f16 rounding adds ~1.6 % to the variance of the output's own
-    /// bf16 rounding; f16 or f32 output, whose rounding is finer, and the split P keep f32
-    /// partial results. So do plans whose slots hold 2^32 f16 elements or more (1024 a row
-    /// in the kernels' 32-bit offsets, against f32's 512 that `DecodeConfig::validate`
-    /// bounds).
+    /// a cache of `dtype` and f32 output or not: on 64-row tiles with bf16 output, where P
+    /// is rounded once, or split over short shares (at most `plan::SHORT_SHARE_PAGES` a
+    /// partition: H200, the split kernel with f16 partial results took 4-16 % fewer cycles
+    /// there and 1-2 % more from 124 pages). The f16 rounding adds at most ~1.6 % to the
+    /// variance of the output's own bf16 rounding (RMSE/floor ≤ ~1.008, inside the split
+    /// P's 1.02); f16 or f32 output, whose rounding is finer, keep f32 partial results. So
+    /// do plans whose slots hold 2^32 f16 elements or more (1024 a row in the kernels'
+    /// 32-bit offsets, against f32's 512 that `DecodeConfig::validate` bounds).
     pub fn partials_f16(&self, dtype: Dtype, out_f32: bool) -> bool {
         let f16_elems = self.slot_rows * u64::from(PARTIAL_ROW_BYTES / 2);
+        let share = plan::share_per_part(self.total_pages, self.num_parts as u64);
         self.rows_per_cta == MAX_ROWS_PER_CTA
-            && !self.split_p
+            && (!self.split_p || share <= plan::SHORT_SHARE_PAGES)
             && dtype == Dtype::Bf16
             && !out_f32
             && f16_elems <= INDEX_LIMIT
@@ -936,11 +939,19 @@ impl Schedule {
     fn runs_pa_first_kernel(&self) -> bool {
         self.pa_first && !self.split_p
     }
+    /// Which of [`p16_kernel_names`] the decode runs where it writes f16 partial results.
+    fn p16_kernel(&self) -> usize {
+        if self.split_p {
+            2
+        } else {
+            usize::from(self.runs_pa_first_kernel())
+        }
+    }
     /// The name of the decode kernel this plan launches for a cache of `dtype` and f32
     /// output or not.
     pub fn decode_kernel_name(&self, dtype: Dtype, out_f32: bool) -> String {
         if self.partials_f16(dtype, out_f32) {
-            p16_kernel_name(self.runs_pa_first_kernel())
+            p16_kernel_names()[self.p16_kernel()].clone()
         } else if self.runs_pa_first_kernel() {
             pa_first_kernel_name(dtype)
         } else {
@@ -1081,9 +1092,9 @@ struct Functions {
     decode_pa_first: [sys::CUfunction; 2],
     /// `[dtype][CombineKind]`: see [`combine_kernel_names`].
     combine: [[sys::CUfunction; CombineKind::ALL.len()]; 2],
-    /// `[P_a-first]`: the bf16 64-row kernels with P rounded once and scaled f16 partial
-    /// results ([`p16_kernel_name`]).
-    decode_p16: [sys::CUfunction; 2],
+    /// The bf16 64-row kernels with scaled f16 partial results, in [`p16_kernel_names`]
+    /// order.
+    decode_p16: [sys::CUfunction; 3],
     /// `[CombineKind]`: their combine kernels ([`p16_combine_kernel_names`]).
     combine_p16: [sys::CUfunction; CombineKind::ALL.len()],
 }
@@ -1225,15 +1236,16 @@ fn pa_first_kernel_name(dtype: Dtype) -> String {
     decode_kernel_name(dtype, false, SEESAW_ROWS) + "_pa_first"
 }
 
-/// The bf16 64-row decode kernel with P rounded once, in the P_a-first order or
-/// FlashMLA's, that writes scaled f16 partial results (`Schedule::partials_f16`).
-fn p16_kernel_name(pa_first: bool) -> String {
-    let name = if pa_first {
-        pa_first_kernel_name(Dtype::Bf16)
-    } else {
-        decode_kernel_name(Dtype::Bf16, false, SEESAW_ROWS)
-    };
-    name + "_p16"
+/// The bf16 64-row decode kernels that write scaled f16 partial results
+/// (`Schedule::partials_f16`): P rounded once in FlashMLA's order, rounded once in the
+/// P_a-first order, and split.
+fn p16_kernel_names() -> [String; 3] {
+    [
+        decode_kernel_name(Dtype::Bf16, false, SEESAW_ROWS),
+        pa_first_kernel_name(Dtype::Bf16),
+        decode_kernel_name(Dtype::Bf16, true, SEESAW_ROWS),
+    ]
+    .map(|name| name + "_p16")
 }
 
 impl Decoder {
@@ -1244,7 +1256,7 @@ impl Decoder {
             decode: [[[std::ptr::null_mut(); ROW_TILES.len()]; 2]; 2],
             decode_pa_first: [std::ptr::null_mut(); 2],
             combine: [[std::ptr::null_mut(); CombineKind::ALL.len()]; 2],
-            decode_p16: [std::ptr::null_mut(); 2],
+            decode_p16: [std::ptr::null_mut(); 3],
             combine_p16: [std::ptr::null_mut(); CombineKind::ALL.len()],
         };
         for dtype in [Dtype::Bf16, Dtype::F16] {
@@ -1263,10 +1275,9 @@ impl Decoder {
                 functions.combine[d][k] = kernels.function(kernel)?;
             }
         }
-        for pa_first in [false, true] {
-            let kernel = p16_kernel_name(pa_first);
-            kernels.set_max_dynamic_smem(&kernel, decode_smem_bytes(SEESAW_ROWS))?;
-            functions.decode_p16[usize::from(pa_first)] = kernels.function(&kernel)?;
+        for (k, kernel) in p16_kernel_names().iter().enumerate() {
+            kernels.set_max_dynamic_smem(kernel, decode_smem_bytes(SEESAW_ROWS))?;
+            functions.decode_p16[k] = kernels.function(kernel)?;
         }
         for (k, kernel) in p16_combine_kernel_names().iter().enumerate() {
             functions.combine_p16[k] = kernels.function(kernel)?;
@@ -1384,7 +1395,7 @@ impl Decoder {
         let comb = sched.combine;
         let f16_partials = sched.partials_f16(T::DTYPE, O::F32);
         let decode_fn = if f16_partials {
-            self.functions.decode_p16[usize::from(sched.runs_pa_first_kernel())]
+            self.functions.decode_p16[sched.p16_kernel()]
         } else if sched.runs_pa_first_kernel() {
             self.functions.decode_pa_first[d]
         } else {
@@ -1609,14 +1620,20 @@ mod tests {
                 );
             }
         }
-        for name in [false, true]
-            .map(p16_kernel_name)
+        for name in p16_kernel_names()
             .into_iter()
             .chain(p16_combine_kernel_names())
         {
             assert!(entries.contains(&name.as_str()), "{name} is not a kernel");
         }
-        assert_eq!(p16_kernel_name(true), "etap_decode_bf16_r64_pa_first_p16");
+        assert_eq!(
+            p16_kernel_names(),
+            [
+                "etap_decode_bf16_r64_p16",
+                "etap_decode_bf16_r64_pa_first_p16",
+                "etap_decode_bf16_r64_split_p16"
+            ]
+        );
         assert_eq!(p16_combine_kernel_names()[0], "etap_combine_bf16_p16_pair");
         // A single-rounding kernel has no suffix, a split-P one `_split`.
         assert_eq!(

@@ -416,33 +416,47 @@ fn schedule_names_the_lengths_it_cannot_cover() {
     }
 }
 
-/// Scaled f16 partial results only where P is rounded once on 64-row tiles and the output
-/// is bf16: f16 or f32 output, the split P (Accurate) and the 16/32-row kernels keep f32.
+/// Scaled f16 partial results only on 64-row tiles with bf16 output, where P is rounded
+/// once or split over short shares: f16 or f32 output, the 16/32-row kernels and the split
+/// P over long shares keep f32.
 #[test]
-fn f16_partial_results_only_for_bf16_output_of_64_row_fast_plans() {
+fn f16_partial_results_only_for_bf16_output_of_64_row_plans() {
     use flashmla_etap::reference::Dtype;
-    let lengths = [8192; 4];
-    for (h_q, precision, f16) in [
-        (128, Precision::Fast, true),
-        (64, Precision::Fast, true),
-        (128, Precision::Accurate, false),
-        (16, Precision::Fast, false),
-        (32, Precision::Fast, false),
+    // 4 requests of 128 pages: 8 pages a partition at h_q 64 and 128 (132 SMs); 32
+    // requests: 32 at h_q 64, 62 at h_q 128 (two row chunks, 66 partitions each).
+    for (batch, h_q, precision, f16) in [
+        (4, 128, Precision::Fast, true),
+        (4, 64, Precision::Fast, true),
+        (4, 128, Precision::Accurate, true),
+        (4, 64, Precision::Accurate, true),
+        (32, 64, Precision::Accurate, true),
+        (32, 128, Precision::Accurate, false),
+        (32, 128, Precision::Fast, true),
+        (4, 16, Precision::Fast, false),
+        (4, 32, Precision::Fast, false),
+        (4, 32, Precision::Accurate, false),
     ] {
-        let c = DecodeConfig::new(4, h_q, 128).precision(precision);
-        let s = DecodePlan::schedule(&c, &lengths, 132).unwrap();
+        let c = DecodeConfig::new(batch, h_q, 128).precision(precision);
+        let s = DecodePlan::schedule(&c, &vec![8192; batch], 132).unwrap();
+        let share = s.total_pages.div_ceil(s.num_parts as u64);
         assert_eq!(
-            s.rows_per_cta == 64 && !s.split_p,
-            f16,
+            s.split_p,
+            precision == Precision::Accurate,
             "h_q {h_q} {precision:?}"
         );
         assert_eq!(
             s.partials_f16(Dtype::Bf16, false),
             f16,
-            "h_q {h_q} {precision:?}"
+            "b {batch}, h_q {h_q} {precision:?}: {share} pages a partition"
         );
         assert!(!s.partials_f16(Dtype::Bf16, true), "h_q {h_q}: f32 output");
         assert!(!s.partials_f16(Dtype::F16, false), "h_q {h_q}: f16 output");
+        if f16 {
+            // The plan runs the `_p16` kernel of its order.
+            let name = s.decode_kernel_name(Dtype::Bf16, false);
+            assert!(name.ends_with("_p16"), "{name}");
+            assert_eq!(name.contains("_split"), s.split_p, "{name}");
+        }
     }
     // 40,000 requests of h_q 128 pass the q bound (576 elements a row below 2^32) but their
     // f16 partial slots (1024 a row) would not fit the kernels' 32-bit offsets: f32.

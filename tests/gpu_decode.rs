@@ -205,8 +205,8 @@ fn pair_clusters_change_no_bit() {
     println!("pair clusters: out and lse bitwise equal to separate CTAs (s_q 1 and 2)");
 }
 
-/// Where a plan keeps its partial results as scaled f16 (`Schedule::partials_f16`: Fast,
-/// 64-row tiles, bf16 output), the scale follows the values: a cache multiplied by 2^20
+/// Where a plan keeps its partial results as scaled f16 (`Schedule::partials_f16`: 64-row
+/// tiles, bf16 output; both precisions), the scale follows the values: a cache multiplied by 2^20
 /// (values past f16's 65504) or 2^-40 (below its smallest subnormal), with the softmax
 /// scale divided by the same power of two, gives the same scores and so, bit for bit, the
 /// output times that power and the same lse. Unscaled f16 partial results would overflow
@@ -219,19 +219,22 @@ fn f16_partial_results_follow_the_cache_scale() {
     let gpu = require_gpu!("f16_partial_results_follow_the_cache_scale");
     let decoder = Decoder::new(&gpu).unwrap();
     let s = gpu.stream.clone();
-    for s_q in [1, 2] {
+    for (s_q, precision) in [1, 2]
+        .into_iter()
+        .flat_map(|s_q| [Precision::Fast, Precision::Accurate].map(|precision| (s_q, precision)))
+    {
         let lengths = vec![30000, 8000, 4100, 20000];
         let shape = MlaShape::for_lengths(s_q, 128, 1, 64, &lengths);
         let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
         let config = DecodeConfig::new(lengths.len(), 128, shape.max_pages)
             .s_q(s_q)
             .causal(s_q > 1)
-            .precision(Precision::Fast);
+            .precision(precision);
         let schedule = DecodePlan::schedule(&config, &lengths, gpu.sm_count).unwrap();
         assert!(
             schedule.bulk_partials(config.h_kv, Dtype::Bf16, false)
                 && schedule.split_offsets.windows(2).all(|w| w[1] - w[0] > 1),
-            "s_q {s_q}: not a plan of split requests with f16 partial results in bulk stores"
+            "s_q {s_q} {precision:?}: not a plan of split requests with f16 partial results in bulk stores"
         );
         let base_scale = config.softmax_scale;
         let run = |gain: f32| {
@@ -246,7 +249,7 @@ fn f16_partial_results_follow_the_cache_scale() {
         let base = run(1.0);
         assert!(
             base.0.iter().all(|x| x.is_finite()) && base.0.iter().any(|x| x.to_f32() != 0.0),
-            "s_q {s_q}: base output not finite or all zero"
+            "s_q {s_q} {precision:?}: base output not finite or all zero"
         );
         for gain in [2f32.powi(20), 2f32.powi(-40)] {
             let (out, lse) = run(gain);
@@ -257,13 +260,13 @@ fn f16_partial_results_follow_the_cache_scale() {
                 .count();
             assert_eq!(
                 mismatches, 0,
-                "s_q {s_q}, cache ×{gain:e}: {mismatches} outputs differ from the base × gain"
+                "s_q {s_q} {precision:?}, cache ×{gain:e}: {mismatches} outputs differ from the base × gain"
             );
             assert!(
                 lse.iter()
                     .zip(&base.1)
                     .all(|(x, b)| x.to_bits() == b.to_bits()),
-                "s_q {s_q}, cache ×{gain:e}: lse changed"
+                "s_q {s_q} {precision:?}, cache ×{gain:e}: lse changed"
             );
         }
     }

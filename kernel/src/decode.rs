@@ -996,8 +996,7 @@ use crate::seesaw;
 // host, and `Fast` on 16-row tiles over long shares: `plan::split_p_for`); the transposed
 // tiles stack the low half as N more columns of Pᵀ. `_pa_first`: the 64-row pairs with P
 // rounded once in the split kernel's order (`plan::seesaw_pa_first`). `_p16`: the 64-row
-// kernels with P rounded once writing scaled f16 partial results, for bf16 output
-// (`Schedule::partials_f16`). Kernels of their own rather than a flag: a run-time branch
+// kernels writing scaled f16 partial results, for bf16 output (`Schedule::partials_f16`). Kernels of their own rather than a flag: a run-time branch
 // around the wgmma batches makes ptxas spill the accumulators, and one between the two
 // seesaw orders made the kernel 2-30 % slower (H200, thirty-fifth session); a run-time
 // f16 store path cost the f32 one 1-3 % (forty-eighth).
@@ -1010,6 +1009,7 @@ decode_kernels! {
     etap_decode_f16_r64_split => seesaw::decode::<F16, true, true, false>;
     etap_decode_bf16_r64_p16 => seesaw::decode::<Bf16, false, false, true>;
     etap_decode_bf16_r64_pa_first_p16 => seesaw::decode::<Bf16, false, true, true>;
+    etap_decode_bf16_r64_split_p16 => seesaw::decode::<Bf16, true, true, true>;
     etap_decode_bf16_r16 => decode::<Bf16, N8, N8>;
     etap_decode_bf16_r32 => decode::<Bf16, N16, N16>;
     etap_decode_f16_r16 => decode::<F16, N8, N8>;

@@ -93,8 +93,7 @@ type PFragment = [[u32; 4]; 4];
 /// The seesaw decode kernel body for element type `T` (one CTA: 64 query rows of one KV
 /// head over one partition of the plan); `SPLIT_P`: P split into P_hi + P_lo; `PA_FIRST`:
 /// the pairs in the P_a-first order (required with `SPLIT_P`), else in FlashMLA's;
-/// `F16_PARTIALS`: partial results as scaled f16 (`config::PARTIAL_SCALES_BYTE`), else f32
-/// (P rounded once only).
+/// `F16_PARTIALS`: partial results as scaled f16 (`config::PARTIAL_SCALES_BYTE`), else f32.
 #[inline(always)]
 pub unsafe fn decode<
     T: Element,
@@ -105,7 +104,6 @@ pub unsafe fn decode<
     a: &DecodeArgs,
 ) {
     const { assert!(PA_FIRST || !SPLIT_P) };
-    const { assert!(!(SPLIT_P && F16_PARTIALS)) };
     let lay = SeesawSmem::new();
     let base = smem::base();
     let Some(part) = enter(a, |part| {
