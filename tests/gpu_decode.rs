@@ -206,12 +206,13 @@ fn pair_clusters_change_no_bit() {
 }
 
 /// Where a plan keeps its partial results as scaled f16 (`Schedule::partials_f16`: 64-row
-/// tiles, bf16 output; both precisions), the scale follows the values: a cache multiplied by 2^20
-/// (values past f16's 65504) or 2^-40 (below its smallest subnormal), with the softmax
-/// scale divided by the same power of two, gives the same scores and so, bit for bit, the
-/// output times that power and the same lse. Unscaled f16 partial results would overflow
-/// or flush to zero there. s_q 1 and 2, h_q 128, every request split (one KV head: the
-/// partial results go out by bulk tensor stores, `Schedule::bulk_partials`).
+/// tiles, bf16 output), the scale follows the values: a cache multiplied by 2^20 (values
+/// past f16's 65504) or 2^-40 (below its smallest subnormal), with the softmax scale
+/// divided by the same power of two, gives the same scores and so, bit for bit, the output
+/// times that power and the same lse. Unscaled f16 partial results would overflow or flush
+/// to zero there. s_q 1 and 2, h_q 128, both precisions (P rounded once or split), every
+/// request split (one KV head: the partial results go out by bulk tensor stores,
+/// `Schedule::bulk_partials`).
 fn f16_partial_results_follow_the_cache_scale() {
     use flashmla_etap::decode::{DecodeConfig, DecodePlan, KvCache};
     use flashmla_etap::reference::{generate, MlaShape};

@@ -996,10 +996,11 @@ use crate::seesaw;
 // host, and `Fast` on 16-row tiles over long shares: `plan::split_p_for`); the transposed
 // tiles stack the low half as N more columns of Pᵀ. `_pa_first`: the 64-row pairs with P
 // rounded once in the split kernel's order (`plan::seesaw_pa_first`). `_p16`: the 64-row
-// kernels writing scaled f16 partial results, for bf16 output (`Schedule::partials_f16`). Kernels of their own rather than a flag: a run-time branch
-// around the wgmma batches makes ptxas spill the accumulators, and one between the two
-// seesaw orders made the kernel 2-30 % slower (H200, thirty-fifth session); a run-time
-// f16 store path cost the f32 one 1-3 % (forty-eighth).
+// kernels writing scaled f16 partial results, for bf16 output (`Schedule::partials_f16`).
+// Kernels of their own rather than a flag: a run-time branch around the wgmma batches
+// makes ptxas spill the accumulators, and one between the two seesaw orders made the
+// kernel 2-30 % slower (H200, thirty-fifth session); a run-time f16 store path cost the
+// f32 one 1-3 % (forty-eighth).
 decode_kernels! {
     etap_decode_bf16_r64 => seesaw::decode::<Bf16, false, false, false>;
     etap_decode_f16_r64 => seesaw::decode::<F16, false, false, false>;
