@@ -694,13 +694,24 @@ pub fn grid() -> Vec<Case> {
         seed: 5108,
         ..Case::new(Dtype::Bf16, 1, 48, vec![20000, 9000, 3001], false)
     });
-    // The same with bf16 output: the `_p16` kernel with f16 partial results, by register
-    // stores with two KV heads (bulk stores need one, `Schedule::bulk_partials`).
+    // The same with bf16 output: the `_p16` kernels with f16 partial results, by register
+    // stores with two KV heads (bulk stores need one, `Schedule::bulk_partials`): P
+    // rounded once and split over short shares (one row chunk a head), and P rounded once
+    // in FlashMLA's order (two row chunks a head over long shares).
+    for (precision, seed) in [(Precision::Fast, 5107), (Precision::Accurate, 5109)] {
+        cases.push(Case {
+            precision,
+            h_kv: 2,
+            seed,
+            ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
+        });
+    }
     cases.push(Case {
         precision: Precision::Fast,
         h_kv: 2,
-        seed: 5107,
-        ..Case::new(Dtype::Bf16, 1, 128, vec![20000, 3001], false)
+        sm_count: Some(8),
+        seed: 5110,
+        ..Case::new(Dtype::Bf16, 2, 128, vec![20000, 3001], true)
     });
     // Fast 16-row tiles over 3-32 pages a CTA, where they load half-tile KV boxes
     // (`config::HALF_BOX_SHARES_16_ROWS`; the short cases above have one page a CTA).
@@ -1022,7 +1033,6 @@ mod tests {
         let mut long_shares = Vec::new();
         let mut fast_split = false;
         let mut fast_seesaw_orders = Vec::new();
-        let mut f16_partial_stores = Vec::new();
         let mut bulk_boxes_past_rows = false;
         let mut p16_kernels = Vec::new();
         for case in grid() {
@@ -1038,8 +1048,7 @@ mod tests {
             }
             if sched.max_splits > 1 && sched.partials_f16(case.dtype, case.out_f32) {
                 let bulk = sched.bulk_partials(case.h_kv, case.dtype, case.out_f32);
-                f16_partial_stores.push(bulk);
-                p16_kernels.push(sched.decode_kernel_name(case.dtype, case.out_f32));
+                p16_kernels.push((sched.decode_kernel_name(case.dtype, case.out_f32), bulk));
                 bulk_boxes_past_rows |= bulk && case.s_q * case.h_q < SEESAW_ROWS as usize;
             }
             boxes.push((sched.rows_per_cta, sched.split_p, sched.kv_map_index()));
@@ -1092,22 +1101,20 @@ mod tests {
                 "no Fast 64-row grid case runs the P_a-first order {pa_first}"
             );
         }
-        for bulk in [true, false] {
-            assert!(
-                f16_partial_stores.contains(&bulk),
-                "no grid case writes f16 partial results with bulk stores {bulk}"
-            );
-        }
         assert!(
             bulk_boxes_past_rows,
             "no grid case stores partial results in bulk with fewer rows than a box"
         );
+        // Every `_p16` decode kernel writes its partial results both ways: by bulk stores
+        // (one KV head) and by register stores (two).
         for name in crate::module::kernel_names() {
             if name.starts_with("etap_decode_") && name.ends_with("_p16") {
-                assert!(
-                    p16_kernels.iter().any(|k| k == name),
-                    "no grid case writes f16 partial results with {name}"
-                );
+                for bulk in [true, false] {
+                    assert!(
+                        p16_kernels.iter().any(|(k, b)| k == name && *b == bulk),
+                        "no grid case writes f16 partial results with {name}, bulk stores {bulk}"
+                    );
+                }
             }
         }
     }
