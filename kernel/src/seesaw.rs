@@ -1280,15 +1280,15 @@ unsafe fn softmax_first_pair_wg1<T: Element, const B: bool, const A2: bool, cons
 /// Writes this warpgroup's 256 dims of the normalised O rows as a scaled f16 partial result
 /// to slot `slot` (of `rows_total` rows), and from warpgroup 0 the rows' lse, by bulk
 /// tensor stores (`FLAG_BULK_PARTIALS`: one KV head, so the CTA's rows are rows `row0..` of
-/// the slot, and the map leaves out those past the request). The four 64 × 64 blocks go into Q's shared
-/// memory (free once both warpgroups passed the piece's last barrier) by `stmatrix`, as a P
-/// fragment does, then out as one bulk store a block issued by one thread; the next piece,
-/// and the CTA's exit, wait for the stores to have read them. Against `store_output`'s ~1,250
-/// instructions a warp of shuffles and register stores, H200: `Fast` h_q 64/128 points of
-/// few pages a partition 2-6 % faster (b 16, h_q 64, 2K 20.6 → 19.4 µs), long ones level.
-/// f32 partial results staged the same way (in the KV stages) measured from 6.7 % slower
-/// to 2.6 % faster: staging 128 KB a CTA through shared memory costs about what their
-/// register stores do.
+/// the slot, and the map leaves out those past the request). The four 64 × 64 blocks go
+/// into Q's shared memory (free once both warpgroups passed the piece's last barrier) by
+/// `stmatrix`, as a P fragment does, then out as one bulk store a block issued by one
+/// thread; the next piece, and the CTA's exit, wait for the stores to have read them.
+/// Against `store_output`'s ~1,250 instructions a warp of shuffles and register stores,
+/// H200: `Fast` h_q 64/128 points of few pages a partition 2-6 % faster (b 16, h_q 64, 2K
+/// 20.6 → 19.4 µs), long ones level. f32 partial results staged the same way (in the KV
+/// stages) measured from 6.7 % slower to 2.6 % faster: staging 128 KB a CTA through shared
+/// memory costs about what their register stores do.
 #[inline(always)]
 unsafe fn store_partials_in_bulk(
     c: &Cta,
