@@ -502,11 +502,17 @@ impl DecodePlan {
             .map(|&len| plan::num_pages(len, PAGE_SIZE as usize))
             .sum();
         let split_asked = !config.rounds_p_once();
+        let longest_pages = seqlens
+            .iter()
+            .map(|&len| plan::num_pages(len, PAGE_SIZE as usize))
+            .max()
+            .unwrap_or(0);
         let (rows_per_cta, row_chunks) = plan::row_tiling(
             config.rows_per_kv(),
             total_pages,
             sm_count,
             config.h_kv as u32,
+            longest_pages,
         );
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
         let share = plan::share_per_part(total_pages, num_parts as u64);
@@ -2036,8 +2042,9 @@ mod tests {
         let long = schedule(16, 1, 32, 32768);
         assert_eq!((long.rows_per_cta, long.row_chunks), (32, 1));
         assert_eq!(long.pair_cluster(), None);
-        // h_q 128 at b 8, 512: 64 pages over 66 pair partitions, one a partition.
-        let narrow = schedule(8, 1, 128, 512);
+        // h_q 128 at b 4, 1K: 64 pages over 66 pair partitions, one a partition, and 16
+        // pieces a request on 64-row tiles (`plan::row_tiling`): 32-row tiles.
+        let narrow = schedule(4, 1, 128, 1024);
         assert_eq!(narrow.rows_per_cta, 32);
         assert_eq!(narrow.pair_cluster(), None);
         assert_eq!(schedule(16, 1, 16, 8192).pair_cluster(), None);

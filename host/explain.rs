@@ -266,9 +266,10 @@ mod tests {
 
     #[test]
     fn describes_narrow_and_split_plans() {
-        // b 8, h_q 128, 512: one page a partition, so 32-row tiles; Accurate splits P.
+        // b 4, h_q 128, 1K: one page a partition and 16-page requests, so 32-row tiles;
+        // Accurate splits P.
         let text = describe(
-            &point("b=8,h_q=128,s_k=512"),
+            &point("b=4,h_q=128,s_k=1K"),
             Precision::Accurate,
             132,
             60 << 20,

@@ -487,11 +487,12 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
     }
 }
 
-/// Pages per partition up to which more than 32 query rows per KV head run as 32-row tiles
-/// rather than 64-row ones, in both precisions: twice the CTAs per KV head, each carrying
-/// half the Q rows and half the partial results, and each reading every page its KV
-/// head's other row chunks read (the 32-row tile stacks a split P's two halves into N at
-/// about no cost, where the 64-row tile doubles its P·V products).
+/// Pages per partition up to which more than 32 query rows per KV head may run as 32-row
+/// tiles rather than 64-row ones, in both precisions: twice the CTAs per KV head, each
+/// carrying half the Q rows and half the partial results, and each reading every page its
+/// KV head's other row chunks read (the 32-row tile stacks a split P's two halves into N
+/// at about no cost, where the 64-row tile doubles its P·V products). [`row_tiling`]
+/// narrows only where the 64-row plan would also send a request to the wide combine.
 ///
 /// History: 4 with a split P (tenth session: b 32, h_q 64, 2K 50.5 → 43.1 µs against 8),
 /// 2 with P rounded once (twentieth session, once the seesaw kernel loaded Q first: b 16,
@@ -502,7 +503,13 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// µs) and the 1-page one 4 % slower (b 16, h_q 64, 512 13.6 → 14.2); Fast at 1 the
 /// 2-page points 5-10 % faster (b 16, h_q 128, 512 16.6 → 15.0; b 16, h_q 64, 1K 16.7 →
 /// 15.3), at 0 the 1-page one 3 % slower. Narrow tiles at every share lost 1.44x
-/// (Accurate) and 1.75x (Fast) over the h_q 64/128 points from 2K.
+/// (Accurate) and 1.75x (Fast) over the h_q 64/128 points from 2K. Since the 64-row
+/// kernels' f16 partial results by bulk stores (fifty-fourth and fifty-sixth sessions)
+/// 64-row tiles at one page a partition ran 6 of 7 points 8-13 % faster in both
+/// precisions (H200, A-B-B-A: b 16, h_q 64, 512 13.8 → 12.2 µs `Accurate`, 13.2 → 11.5
+/// `Fast`; b 8, h_q 128, 512 13.7 → 12.4; b 4, h_q 64, 2K 14.7 → 13.4) and b 8, h_q 64, 1K
+/// 20 % slower (13.8 → 16.5 µs), where its 16 pieces a request took the wide combine and
+/// the narrow plan's 8 the medium one.
 pub const NARROW_TILE_MAX_SHARE: u64 = 1;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
@@ -534,9 +541,12 @@ pub const fn seesaw_pa_first(
 
 /// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
-/// heads. The widest tile that holds the rows ([`row_tile_for`]), but a 64-row tile
-/// becomes 32-row tiles where the 64-row plan would give each partition at most
-/// [`NARROW_TILE_MAX_SHARE`] pages.
+/// heads, and the pages of the longest request (`longest_pages`). The widest tile that
+/// holds the rows ([`row_tile_for`]), but a 64-row tile becomes 32-row tiles where the
+/// 64-row plan would give each partition at most [`NARROW_TILE_MAX_SHARE`] pages and so cut
+/// the longest request into a piece a page, at least `COMBINE_WIDE_MIN_SPLITS` of them (the
+/// wide combine), while the narrow plan, at twice the pages a partition, would cut it into
+/// fewer (16-29 pages).
 ///
 /// 17–32 rows stay on a 32-row tile at every share in both precisions. Until the
 /// thirty-first session `Fast` plans ran them as one zero-padded 64-row tile over more
@@ -550,10 +560,15 @@ pub const fn row_tiling(
     total_pages: u64,
     sm_count: u32,
     h_kv: u32,
+    longest_pages: u64,
 ) -> (u32, u32) {
     let rows = if rows_per_kv == 0 { 1 } else { rows_per_kv };
     let tile = row_tile_for(rows);
-    if tile == MAX_ROWS_PER_CTA {
+    // At one page a partition the 64-row plan cuts a request into a piece a page; the
+    // narrow plan, at two, into at most half its pages plus one, rounded up.
+    let wide = COMBINE_WIDE_MIN_SPLITS as u64;
+    let narrow_wide = (longest_pages + 1).div_ceil(2) >= wide;
+    if tile == MAX_ROWS_PER_CTA && longest_pages >= wide && !narrow_wide {
         let chunks = rows.div_ceil(tile);
         let parts = num_parts_for(sm_count, chunks.saturating_mul(h_kv)) as u64;
         if share_per_part(total_pages, parts) <= NARROW_TILE_MAX_SHARE {
