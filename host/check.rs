@@ -1072,7 +1072,7 @@ mod tests {
                 // 32-row tiles).
                 let long = etap_kernel::config::half_box_max_share_32_rows(split_p) + 1;
                 for share in [1, long] {
-                    if plan::row_tiling(rows, share * 132, 132, 1, share).0 != rows {
+                    if plan::row_tiling(rows, share * 132, 132, 1, share, split_p).0 != rows {
                         continue;
                     }
                     let kv_box = etap_kernel::config::kv_map_index(rows, share, split_p);
@@ -1083,7 +1083,7 @@ mod tests {
                 }
                 // Over long shares, Fast 16-row tiles split P.
                 let long_kernel = (
-                    plan::row_tiling(rows, 1 << 30, 132, 1, 1 << 20).0,
+                    plan::row_tiling(rows, 1 << 30, 132, 1, 1 << 20, split_p).0,
                     plan::split_p_for(split_p, rows, u64::MAX),
                 );
                 if long_kernel == (rows, split_p) {
