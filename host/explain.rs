@@ -266,8 +266,8 @@ mod tests {
 
     #[test]
     fn describes_narrow_and_split_plans() {
-        // b 4, h_q 128, 1K: one page a partition and 16-page requests, so 32-row tiles;
-        // Accurate splits P.
+        // b 4, h_q 128, 1K: one page a partition, so 32-row tiles for a split P
+        // (`plan::row_tiling`).
         let text = describe(
             &point("b=4,h_q=128,s_k=1K"),
             Precision::Accurate,
