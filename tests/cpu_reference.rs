@@ -507,3 +507,59 @@ fn moving_maxima_cases_move_the_max() {
     let plain = Case::new(Dtype::Bf16, 1, 16, vec![9000, 4100, 700], false);
     assert_eq!(late_max_moves(&plain, slack), 0);
 }
+
+/// The error f16 partial results add to a bf16 output, as the split kernel stores them
+/// (`layout::f16_partial_scale_exp`: each 256-dim row half scaled so that its largest
+/// magnitude sits in [2^14, 2^15), then rounded to f16) and the merge reads them back:
+/// a row merged from several pieces takes the f16 rounding's 1/64 of the output
+/// rounding's variance; a row whose only piece passes through unchanged is rounded twice,
+/// and its values that f16 put on a midpoint between two bf16 values round to even, half
+/// of them the wrong way: 3/64. `Schedule::partials_f16` keeps f32 for split-P plans
+/// that can have such rows (`plan::has_one_piece_rows`).
+#[test]
+fn f16_partial_results_round_a_row_of_one_piece_twice() {
+    use etap_kernel::layout::{f16_partial_scale_exp, pow2};
+    let mut normal = flashmla_etap::reference::Normal::new(57);
+    let mut half_row = || -> Vec<f64> {
+        (0..256)
+            .map(|_| round_to_f32(0.0125 * normal.sample()))
+            .collect()
+    };
+    let stored = |xs: &[f64]| -> Vec<f64> {
+        let top = xs.iter().fold(0.0f64, |a, x| a.max(x.abs())) as f32;
+        let k = f16_partial_scale_exp(top);
+        xs.iter()
+            .map(|&x| round_to_f16(x * pow2(-k) as f64) * pow2(k) as f64)
+            .collect()
+    };
+    // Excess of the output's squared error over the rounding floor's, as a share of it.
+    let excess = |pairs: &[(f64, f64)]| {
+        let err: f64 = pairs.iter().map(|(out, x)| (out - x).powi(2)).sum();
+        let floor: f64 = pairs
+            .iter()
+            .map(|(_, x)| (round_to_bf16(*x) - x).powi(2))
+            .sum();
+        err / floor - 1.0
+    };
+    let (w1, w2) = (64.0 / 65.0, 1.0 / 65.0);
+    let (mut one, mut merged, mut exact) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..2048 {
+        let (a, b) = (half_row(), half_row());
+        let (sa, sb) = (stored(&a), stored(&b));
+        for d in 0..256 {
+            one.push((round_to_bf16(sa[d]), a[d]));
+            let x = round_to_f32(w1 * a[d] + w2 * b[d]);
+            let out = round_to_f32(w1 * sa[d] + w2 * sb[d]);
+            merged.push((round_to_bf16(out), x));
+            exact.push((round_to_bf16(x), x));
+        }
+    }
+    let (one, merged, exact) = (excess(&one), excess(&merged), excess(&exact));
+    assert!((0.035..0.06).contains(&one), "one piece: {one}");
+    assert!((0.008..0.025).contains(&merged), "merged: {merged}");
+    assert!(exact.abs() < 1e-12, "f32 partial results: {exact}");
+}
+
+fn round_to_f32(x: f64) -> f64 {
+    x as f32 as f64
+}

@@ -614,6 +614,47 @@ pub const fn most_pieces(pages: u64, share: u64) -> u64 {
     }
 }
 
+/// Whether a causal plan of `s_q` query positions (`s_q > 1`) may leave some query row of
+/// a split request with a single piece to merge: where a request's second piece starts
+/// in the tokens its first position does not see, so that position's rows see the first
+/// piece alone and the merge passes that piece's partial result through unchanged.
+/// `seqlens_in_order` are the lengths at the plan's positions (`PartWork::begin_req`).
+/// Counted for every length with the request's pages (the device lengths may differ
+/// from the plan's within a page): a second piece starting at token `a` is flagged when
+/// `a + s_q` reaches past the first token of the request's last page.
+///
+/// f16 partial results round such a row twice (to f16, then to the bf16 output): its
+/// values then lie on f16's grid, and those that land on a midpoint between two bf16
+/// values round to even, half of them away from the exact value, 3/64 of the output
+/// rounding's variance (RMSE/floor ~1.024), where a merge of several pieces adds the f16
+/// rounding's 1/64 (~1.008). Two causal `gpu_stress` cases (s_q 4, 65 tokens, a piece a
+/// page) read 1.020 so (fifty-seventh session; `docs/ACCURACY.md`).
+pub fn has_one_piece_rows(
+    parts: &[PartWork],
+    seqlens_in_order: &[i32],
+    s_q: usize,
+    page_size: usize,
+) -> bool {
+    if s_q < 2 {
+        return false;
+    }
+    let page = page_size as u64;
+    let mut last_req = -1;
+    parts.iter().any(|p| {
+        if p.is_idle() || p.begin_page <= 0 || p.begin_req == last_req {
+            return false;
+        }
+        // The request's first piece to start past page 0 is its second.
+        last_req = p.begin_req;
+        let len = seqlens_in_order
+            .get(p.begin_req as usize)
+            .copied()
+            .unwrap_or(0);
+        let pages = num_pages(len, page_size);
+        pages > 0 && p.begin_page as u64 * page + s_q as u64 > (pages - 1) * page + 1
+    })
+}
+
 /// Slices of a row's V dims for the combine (its grid's z) of a plan whose most-split
 /// request has `max_splits` pieces, over `combine_ctas` (s_q · h_q · batch) CTAs on
 /// `sm_count` SMs. A wide combine (at least `COMBINE_WIDE_MIN_SPLITS` pieces) takes the
