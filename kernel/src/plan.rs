@@ -512,7 +512,7 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// 20 % slower (13.8 → 16.5 µs), where its 16 pieces a request took the wide combine and
 /// the narrow plan's 8 the medium one. `Accurate` went back to 32-row tiles at one page a
 /// partition after two random cases on 64-row ones measured 1.020 of the rounding floor
-/// (fifty-seventh session, [`row_tiling`]).
+/// (fifty-seventh session, [`row_tiling`], [`has_one_piece_rows`]).
 pub const NARROW_TILE_MAX_SHARE: u64 = 1;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
@@ -556,10 +556,12 @@ pub const fn seesaw_pa_first(
 /// Split-P plans keep 32-row tiles at one page a partition: on 64-row tiles there (the
 /// split kernel with f16 partial results) two of 3,000 random cases (`gpu_stress` seed
 /// 5702: bf16, s_q 4, causal, 65 tokens, h_q 128 and 26) measured 1.020 of the rounding
-/// floor, above `Accurate`'s bound, where that kernel stays within 1.008 elsewhere; the
-/// cause is not traced (fifty-seventh session). Single-rounding plans on 64-row tiles at
-/// one page a partition ran 6-10 % faster (H200, A-B-B-A: b 1, h_q 128, 1K 10.6 → 9.6 µs;
-/// b 2, h_q 64, 1K 10.8 → 9.7).
+/// floor, above `Accurate`'s bound (fifty-seventh session). The cause, rows that merge
+/// one piece alone and so round twice, is now kept to f32 partial results at every share
+/// ([`has_one_piece_rows`]); 64-row split-P tiles at one page a partition with that rule
+/// have not run on a GPU. Single-rounding plans on 64-row tiles at one page a partition
+/// ran 6-10 % faster (H200, A-B-B-A: b 1, h_q 128, 1K 10.6 → 9.6 µs; b 2, h_q 64, 1K
+/// 10.8 → 9.7).
 ///
 /// 17–32 rows stay on a 32-row tile at every share in both precisions. Until the
 /// thirty-first session `Fast` plans ran them as one zero-padded 64-row tile over more
