@@ -7,10 +7,10 @@
 
 use etap_kernel::layout::{f16_partial_scale_exp, pow2};
 use etap_kernel::plan::{pieces, PAGE_SIZE};
+use flashmla_etap::check::reference_for;
 use flashmla_etap::decode::{DecodeConfig, DecodePlan, Precision};
 use flashmla_etap::reference::{
-    generate, reference_decode, rmse, round_to_bf16, round_to_f16, rounding_floor_rmse, Dtype,
-    MlaShape, D_QK, D_V,
+    generate, rmse, round_to_bf16, round_to_f16, rounding_floor_rmse, Dtype, MlaShape, D_QK, D_V,
 };
 
 /// An `Accurate` bf16 case planned for `sm_count` SMs, its scores scaled by `gain` beyond
@@ -32,16 +32,7 @@ fn emulated_ratio(
     let f16 = planned_f16 || force_f16;
     let x = generate(&shape, lengths, Dtype::Bf16, 5702);
     let scale = (D_QK as f64).powf(-0.5) * gain;
-    let reference = reference_decode(
-        &shape,
-        &x.q,
-        &x.kv_cache,
-        &x.block_table,
-        &x.seqlens,
-        scale,
-        causal,
-    )
-    .unwrap();
+    let reference = reference_for(&shape, &x, scale, causal).unwrap();
     // Each request's pieces, as page ranges, in the plan's order mapped back to the batch.
     let in_order: Vec<i32> = sched.order.iter().map(|&r| lengths[r as usize]).collect();
     let mut req_pieces = vec![Vec::new(); lengths.len()];
