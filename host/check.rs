@@ -509,6 +509,10 @@ pub fn smoke() -> Vec<Case> {
             sm_count: Some(8),
             ..case(Dtype::Bf16, 1, 128, vec![20000, 9000, 650], false)
         },
+        Case {
+            precision: Precision::Fast,
+            ..case(Dtype::F16, 1, 64, vec![1000; 2], false)
+        },
     ]
 }
 
@@ -927,12 +931,12 @@ mod tests {
     }
 
     /// The smoke cases reach each schedule of the 64-row seesaw kernels: the split one, and
-    /// `Fast` in the P_a-first order and in FlashMLA's; and the seesaw kernels at the
-    /// shortest share they take.
+    /// `Fast` in the P_a-first order and in FlashMLA's; and the seesaw kernels with and
+    /// without a split P at the shortest share they take, one page a partition.
     #[test]
     fn the_smoke_cases_reach_every_seesaw_schedule() {
         let mut seen = Vec::new();
-        let mut shortest = u64::MAX;
+        let mut shortest = [u64::MAX; 2];
         for case in smoke() {
             let sm_count = case.sm_count.unwrap_or(132);
             let sched = DecodePlan::schedule(&case.config(&case.shape()), &case.lengths, sm_count)
@@ -940,10 +944,11 @@ mod tests {
             if sched.rows_per_cta == SEESAW_ROWS {
                 seen.push((sched.split_p, sched.pa_first));
                 let share = plan::share_per_part(sched.total_pages, sched.num_parts as u64);
-                shortest = shortest.min(share);
+                let slot = &mut shortest[usize::from(sched.split_p)];
+                *slot = (*slot).min(share);
             }
         }
-        assert_eq!(shortest, plan::NARROW_TILE_MAX_SHARE + 1);
+        assert_eq!(shortest, [1, 1], "shortest shares (single rounding, split P)");
         for schedule in [(true, true), (false, true), (false, false)] {
             assert!(
                 seen.contains(&schedule),
@@ -1072,7 +1077,7 @@ mod tests {
                 // 32-row tiles).
                 let long = etap_kernel::config::half_box_max_share_32_rows(split_p) + 1;
                 for share in [1, long] {
-                    if plan::row_tiling(rows, share * 132, 132, 1, share, split_p).0 != rows {
+                    if plan::row_tiling(rows, share * 132, 132, 1, share).0 != rows {
                         continue;
                     }
                     let kv_box = etap_kernel::config::kv_map_index(rows, share, split_p);
@@ -1083,7 +1088,7 @@ mod tests {
                 }
                 // Over long shares, Fast 16-row tiles split P.
                 let long_kernel = (
-                    plan::row_tiling(rows, 1 << 30, 132, 1, 1 << 20, split_p).0,
+                    plan::row_tiling(rows, 1 << 30, 132, 1, 1 << 20).0,
                     plan::split_p_for(split_p, rows, u64::MAX),
                 );
                 if long_kernel == (rows, split_p) {

@@ -513,7 +513,6 @@ impl DecodePlan {
             sm_count,
             config.h_kv as u32,
             longest_pages,
-            split_asked,
         );
         let num_parts = plan::num_parts_for(sm_count, row_chunks * config.h_kv as u32);
         let share = plan::share_per_part(total_pages, num_parts as u64);

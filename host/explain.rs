@@ -266,8 +266,8 @@ mod tests {
 
     #[test]
     fn describes_narrow_and_split_plans() {
-        // b 4, h_q 128, 1K: one page a partition, so 32-row tiles for a split P
-        // (`plan::row_tiling`).
+        // b 4, h_q 128, 1K: one page a partition, and 16 pieces a request on 64-row tiles
+        // (the wide combine) against 9 on 32-row ones: 32-row tiles (`plan::row_tiling`).
         let text = describe(
             &point("b=4,h_q=128,s_k=1K"),
             Precision::Accurate,

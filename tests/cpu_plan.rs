@@ -303,8 +303,8 @@ fn row_tiling_keeps_17_to_32_rows_on_32_row_tiles_at_every_share() {
     for pages in [132, 2048, 2113, 3072, 8192, 32768] {
         for h_kv in [1, 2] {
             for longest in [16, 1024] {
-                assert_eq!(row_tiling(32, pages, 132, h_kv, longest, false), (32, 1));
-                assert_eq!(row_tiling(24, pages, 132, h_kv, longest, false), (32, 1));
+                assert_eq!(row_tiling(32, pages, 132, h_kv, longest), (32, 1));
+                assert_eq!(row_tiling(24, pages, 132, h_kv, longest), (32, 1));
             }
         }
     }
@@ -315,59 +315,50 @@ fn row_tiling_narrows_64_row_tiles_only_at_one_page_a_partition_before_the_wide_
     assert_eq!(NARROW_TILE_MAX_SHARE, 1);
     assert_eq!(COMBINE_WIDE_MIN_SPLITS, 16);
     // Up to 32 rows: the tile that holds them, whatever the lengths.
-    assert_eq!(row_tiling(0, 8, 132, 1, 16, false), (16, 1));
-    assert_eq!(row_tiling(16, 8, 132, 1, 16, false), (16, 1));
-    assert_eq!(row_tiling(16, 1 << 20, 132, 1, 16, false), (16, 1));
-    assert_eq!(row_tiling(17, 8, 132, 1, 16, false), (32, 1));
-    assert_eq!(row_tiling(32, 1 << 20, 132, 1, 16, false), (32, 1));
+    assert_eq!(row_tiling(0, 8, 132, 1, 16), (16, 1));
+    assert_eq!(row_tiling(16, 8, 132, 1, 16), (16, 1));
+    assert_eq!(row_tiling(16, 1 << 20, 132, 1, 16), (16, 1));
+    assert_eq!(row_tiling(17, 8, 132, 1, 16), (32, 1));
+    assert_eq!(row_tiling(32, 1 << 20, 132, 1, 16), (32, 1));
     // 64 rows over 132 partitions (one row chunk): 128 pages (b 8 at 1K) and 132 are 1
     // page a partition, so a 16-page request is 16 pieces (the wide combine) on 64-row
     // tiles and 8 on 32-row ones: 32-row tiles; 133 pages are 2 and 1024 (b 16 at 4K) 8,
     // wide.
-    assert_eq!(row_tiling(64, 128, 132, 1, 16, false), (32, 2));
-    assert_eq!(row_tiling(64, 132, 132, 1, 16, false), (32, 2));
-    assert_eq!(row_tiling(64, 133, 132, 1, 16, false), (64, 1));
-    assert_eq!(row_tiling(64, 1024, 132, 1, 16, false), (64, 1));
+    assert_eq!(row_tiling(64, 128, 132, 1, 16), (32, 2));
+    assert_eq!(row_tiling(64, 132, 132, 1, 16), (32, 2));
+    assert_eq!(row_tiling(64, 133, 132, 1, 16), (64, 1));
+    assert_eq!(row_tiling(64, 1024, 132, 1, 16), (64, 1));
     // At one page a partition the 64-row tile stays where its pieces keep to the narrow
     // or medium combine (b 16 at 512: 8 pages a request) or where the narrow plan's go
     // wide too (b 4 at 2K: 32 pages, 16 pieces or more; b 1 at 8K: 128); the narrow plan
     // cuts 16-29 pages into at most 15 pieces.
-    assert_eq!(row_tiling(64, 128, 132, 1, 8, false), (64, 1));
-    assert_eq!(row_tiling(64, 128, 132, 1, 15, false), (64, 1));
-    assert_eq!(row_tiling(64, 128, 132, 1, 29, false), (32, 2));
-    assert_eq!(row_tiling(64, 128, 132, 1, 30, false), (64, 1));
-    assert_eq!(row_tiling(64, 128, 132, 1, 32, false), (64, 1));
-    assert_eq!(row_tiling(64, 128, 132, 1, 128, false), (64, 1));
+    assert_eq!(row_tiling(64, 128, 132, 1, 8), (64, 1));
+    assert_eq!(row_tiling(64, 128, 132, 1, 15), (64, 1));
+    assert_eq!(row_tiling(64, 128, 132, 1, 29), (32, 2));
+    assert_eq!(row_tiling(64, 128, 132, 1, 30), (64, 1));
+    assert_eq!(row_tiling(64, 128, 132, 1, 32), (64, 1));
+    assert_eq!(row_tiling(64, 128, 132, 1, 128), (64, 1));
     // Where the narrow plan has one page a partition too, its pieces go wide as well and
     // the 64-row tile stays: b 4 at 1K (64 pages over 66 narrow partitions), b 1 at 1K.
-    assert_eq!(row_tiling(64, 64, 132, 1, 16, false), (64, 1));
-    assert_eq!(row_tiling(64, 16, 132, 1, 16, false), (64, 1));
-    assert_eq!(row_tiling(64, 67, 132, 1, 16, false), (32, 2));
+    assert_eq!(row_tiling(64, 64, 132, 1, 16), (64, 1));
+    assert_eq!(row_tiling(64, 16, 132, 1, 16), (64, 1));
+    assert_eq!(row_tiling(64, 67, 132, 1, 16), (32, 2));
     // The share is counted over the 64-row plan's partitions: 128 rows are 2 CTAs per KV
     // head, so 66 partitions; 66 pages are 1 a partition, 67 pages 2. The narrow plan's 33
     // partitions hold 2 pages each from 34 pages; b 1 and b 2 at 1K (16 and 32) stay.
-    assert_eq!(row_tiling(128, 16, 132, 1, 16, false), (64, 2));
-    assert_eq!(row_tiling(128, 33, 132, 1, 16, false), (64, 2));
-    assert_eq!(row_tiling(128, 34, 132, 1, 16, false), (32, 4));
-    assert_eq!(row_tiling(128, 66, 132, 1, 16, false), (32, 4));
-    assert_eq!(row_tiling(128, 67, 132, 1, 16, false), (64, 2));
-    assert_eq!(row_tiling(128, 64, 132, 1, 8, false), (64, 2));
+    assert_eq!(row_tiling(128, 16, 132, 1, 16), (64, 2));
+    assert_eq!(row_tiling(128, 33, 132, 1, 16), (64, 2));
+    assert_eq!(row_tiling(128, 34, 132, 1, 16), (32, 4));
+    assert_eq!(row_tiling(128, 66, 132, 1, 16), (32, 4));
+    assert_eq!(row_tiling(128, 67, 132, 1, 16), (64, 2));
+    assert_eq!(row_tiling(128, 64, 132, 1, 8), (64, 2));
     // Two KV heads halve the partitions again (66 for one row chunk: 66 pages are 1 a
     // partition, 67 pages 2); 48 rows still count as a 64-row tile.
-    assert_eq!(row_tiling(64, 66, 132, 2, 16, false), (32, 2));
-    assert_eq!(row_tiling(64, 67, 132, 2, 16, false), (64, 1));
-    assert_eq!(row_tiling(48, 100, 132, 1, 20, false), (32, 2));
+    assert_eq!(row_tiling(64, 66, 132, 2, 16), (32, 2));
+    assert_eq!(row_tiling(64, 67, 132, 2, 16), (64, 1));
+    assert_eq!(row_tiling(48, 100, 132, 1, 20), (32, 2));
     // s_q 2, h_q 128 at 16K (b 16): 256 rows, 4096 pages, wide.
-    assert_eq!(row_tiling(256, 4096, 132, 1, 256, false), (64, 4));
-    // Split-P plans take 32-row tiles at one page a partition whatever the lengths, and
-    // 64-row tiles from two.
-    for (rows, pages, longest) in [(64, 128, 8), (64, 16, 16), (64, 128, 128), (128, 16, 2)] {
-        assert_eq!(row_tiling(rows, pages, 132, 1, longest, false).0, 64);
-        assert_eq!(row_tiling(rows, pages, 132, 1, longest, true).0, 32);
-    }
-    assert_eq!(row_tiling(64, 133, 132, 1, 16, true), (64, 1));
-    assert_eq!(row_tiling(128, 67, 132, 1, 16, true), (64, 2));
-    assert_eq!(row_tiling(32, 8, 132, 1, 1, true), (32, 1));
+    assert_eq!(row_tiling(256, 4096, 132, 1, 256), (64, 4));
 }
 
 #[test]
@@ -855,13 +846,10 @@ proptest! {
 fn grid_partial_chunk_cases_reach_the_seesaw_kernels() {
     let pages = |lengths: &[u32]| lengths.iter().map(|l| l.div_ceil(64) as u64).sum::<u64>();
     assert_eq!(
-        row_tiling(126, pages(&[20000, 9000, 3001]), 132, 1, 313, false),
+        row_tiling(126, pages(&[20000, 9000, 3001]), 132, 1, 313),
         (64, 2)
     );
-    assert_eq!(
-        row_tiling(126, pages(&[40000, 3000]), 132, 1, 625, false),
-        (64, 2)
-    );
+    assert_eq!(row_tiling(126, pages(&[40000, 3000]), 132, 1, 625), (64, 2));
 }
 
 #[test]

@@ -492,8 +492,8 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// carrying half the Q rows and half the partial results, and each reading every page its
 /// KV head's other row chunks read (the 32-row tile stacks a split P's two halves into N
 /// at about no cost, where the 64-row tile doubles its P·V products). [`row_tiling`]
-/// narrows split-P plans at this share, and single-rounding ones only where the 64-row
-/// plan would send a request to the wide combine and the narrow one would not.
+/// narrows at this share only where the 64-row plan would send a request to the wide
+/// combine and the narrow one would not.
 ///
 /// History: 4 with a split P (tenth session: b 32, h_q 64, 2K 50.5 → 43.1 µs against 8),
 /// 2 with P rounded once (twentieth session, once the seesaw kernel loaded Q first: b 16,
@@ -510,9 +510,10 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// precisions (H200, A-B-B-A: b 16, h_q 64, 512 13.8 → 12.2 µs `Accurate`, 13.2 → 11.5
 /// `Fast`; b 8, h_q 128, 512 13.7 → 12.4; b 4, h_q 64, 2K 14.7 → 13.4) and b 8, h_q 64, 1K
 /// 20 % slower (13.8 → 16.5 µs), where its 16 pieces a request took the wide combine and
-/// the narrow plan's 8 the medium one. `Accurate` went back to 32-row tiles at one page a
-/// partition after two random cases on 64-row ones measured 1.020 of the rounding floor
-/// (fifty-seventh session, [`row_tiling`], [`has_one_piece_rows`]).
+/// the narrow plan's 8 the medium one. `Accurate` took 32-row tiles at one page a
+/// partition again for one session after two random cases on 64-row ones measured 1.020
+/// of the rounding floor, a cause now kept to f32 partial results ([`row_tiling`],
+/// [`has_one_piece_rows`]).
 pub const NARROW_TILE_MAX_SHARE: u64 = 1;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
@@ -544,24 +545,21 @@ pub const fn seesaw_pa_first(
 
 /// Query rows per CTA and CTAs per KV head for `rows_per_kv` query rows per KV head
 /// (`s_q · h_q / h_kv`), given the plan's `total_pages` over `sm_count` SMs and `h_kv` KV
-/// heads, the pages of the longest request (`longest_pages`) and whether the plan splits
-/// P (`split_p`, `Accurate`). The widest tile that holds the rows ([`row_tile_for`]), but
-/// a 64-row tile becomes 32-row tiles where the 64-row plan would give each partition at
-/// most [`NARROW_TILE_MAX_SHARE`] pages and either splits P or would cut the longest
-/// request into at least `COMBINE_WIDE_MIN_SPLITS` pieces (the wide combine) while the
-/// narrow plan, over half the partitions, would cut it into fewer ([`most_pieces`]):
-/// requests of 16-29 pages where the narrow plan has two pages a partition, none where it
-/// has one too (b 1, h_q 128, 1K).
+/// heads and the pages of the longest request (`longest_pages`). The widest tile that
+/// holds the rows ([`row_tile_for`]), but a 64-row tile becomes 32-row tiles where the
+/// 64-row plan would give each partition at most [`NARROW_TILE_MAX_SHARE`] pages and cut
+/// the longest request into at least `COMBINE_WIDE_MIN_SPLITS` pieces (the wide combine)
+/// while the narrow plan, over half the partitions, would cut it into fewer
+/// ([`most_pieces`]): requests of 16-29 pages where the narrow plan has two pages a
+/// partition, none where it has one too (b 1, h_q 128, 1K). 64-row tiles at one page a
+/// partition ran 5-10 % faster than 32-row ones (H200, A-B-B-A, single rounding: b 1,
+/// h_q 128, 1K 10.6 → 9.6 µs; b 2, h_q 64, 1K 10.8 → 9.7).
 ///
-/// Split-P plans keep 32-row tiles at one page a partition: on 64-row tiles there (the
-/// split kernel with f16 partial results) two of 3,000 random cases (`gpu_stress` seed
-/// 5702: bf16, s_q 4, causal, 65 tokens, h_q 128 and 26) measured 1.020 of the rounding
-/// floor, above `Accurate`'s bound (fifty-seventh session). The cause, rows that merge
-/// one piece alone and so round twice, is now kept to f32 partial results at every share
-/// ([`has_one_piece_rows`]); 64-row split-P tiles at one page a partition with that rule
-/// have not run on a GPU. Single-rounding plans on 64-row tiles at one page a partition
-/// ran 6-10 % faster (H200, A-B-B-A: b 1, h_q 128, 1K 10.6 → 9.6 µs; b 2, h_q 64, 1K
-/// 10.8 → 9.7).
+/// Split-P plans took 32-row tiles at one page a partition for a session: two of 3,000
+/// random cases there (`gpu_stress` seed 5702: bf16, s_q 4, causal, 65 tokens) measured
+/// 1.020 of the rounding floor. Their cause, query rows that merge one piece alone and
+/// so round twice, is kept to f32 partial results at every share
+/// ([`has_one_piece_rows`]), so both precisions share this rule.
 ///
 /// 17–32 rows stay on a 32-row tile at every share in both precisions. Until the
 /// thirty-first session `Fast` plans ran them as one zero-padded 64-row tile over more
@@ -576,7 +574,6 @@ pub const fn row_tiling(
     sm_count: u32,
     h_kv: u32,
     longest_pages: u64,
-    split_p: bool,
 ) -> (u32, u32) {
     let rows = if rows_per_kv == 0 { 1 } else { rows_per_kv };
     let tile = row_tile_for(rows);
@@ -589,9 +586,8 @@ pub const fn row_tiling(
             let narrow_share =
                 share_per_part(total_pages, parts_for_chunks(sm_count, narrow_chunks, h_kv));
             let wide = COMBINE_WIDE_MIN_SPLITS as u64;
-            if split_p
-                || most_pieces(longest_pages, share) >= wide
-                    && most_pieces(longest_pages, narrow_share) < wide
+            if most_pieces(longest_pages, share) >= wide
+                && most_pieces(longest_pages, narrow_share) < wide
             {
                 return (narrow, narrow_chunks);
             }
