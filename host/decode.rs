@@ -825,9 +825,9 @@ impl Schedule {
     /// there and 1-2 % more from 124 pages). Where rows merge several pieces the f16
     /// rounding adds at most ~1.6 % to the variance of the output's own bf16 rounding
     /// (RMSE/floor ≤ ~1.008, inside the split P's 1.02). A causal row that merges one piece
-    /// alone would be rounded twice (f16, then bf16: ~4.7 %, ~1.024); the kernels round its
-    /// values to bf16 before f16, so that its output is its own bf16 rounding. f16 or f32
-    /// output, whose rounding is finer,
+    /// alone would be rounded twice (f16, then bf16: ~4.7 %, ~1.024); the kernels keep its
+    /// values off bf16's midpoints, so that its output is its own bf16 rounding
+    /// (`layout::f16_clear_of_bf16_midpoints`). f16 or f32 output, whose rounding is finer,
     /// keep f32 partial results. So do plans whose slots hold 2^32 f16 elements or more
     /// (1024 a row in the kernels' 32-bit offsets, against f32's 512 that
     /// `DecodeConfig::validate` bounds).

@@ -1,24 +1,24 @@
 //! The accuracy of the planner's choices for `Accurate`, on the CPU: the decode's arithmetic
 //! emulated over a plan's own pieces (scores in f32, P split into bf16 P_hi + P_lo, f32
 //! sums, each split request's partial results in the format `Schedule::partials_f16`
-//! picks, f16 ones rounded to bf16 first in the rows that merge their first piece alone,
-//! as the 64-row kernels store them, the lse-weighted merge, the bf16 output)
+//! picks, f16 ones kept off bf16's midpoints in the rows that merge their first piece
+//! alone, as the 64-row kernels store them, the lse-weighted merge, the bf16 output)
 //! against the float64 reference. The emulation matched the GPU's RMSE to four digits on
 //! the two `gpu_stress` cases that found rows of one piece rounded twice (fifty-seventh
 //! session, `docs/ACCURACY.md`).
 
-use etap_kernel::layout::{f16_partial_scale_exp, pow2};
+use etap_kernel::layout::{f16_clear_of_bf16_midpoints, f16_partial_scale_exp, pow2};
 use etap_kernel::plan::{pieces, PAGE_SIZE};
 use flashmla_etap::check::reference_for;
 use flashmla_etap::decode::{DecodeConfig, DecodePlan, Precision};
 use flashmla_etap::reference::{
-    generate, rmse, round_to_bf16, round_to_f16, rounding_floor_rmse, Dtype, MlaShape, D_QK, D_V,
+    generate, rmse, round_to_bf16, rounding_floor_rmse, Dtype, MlaShape, D_QK, D_V,
 };
 
 /// An `Accurate` bf16 case planned for `sm_count` SMs, its scores scaled by `gain` beyond
 /// 1/√576: the emulated output's RMSE over the rounding floor, with the partial results'
-/// format the plan picks, f16 values of rows that merge one piece alone rounded to bf16
-/// first only if `clear_sole` (as the kernels do); and whether the plan picked f16.
+/// format the plan picks, f16 values of rows that merge one piece alone kept off bf16's
+/// midpoints only if `clear_sole` (as the kernels do); and whether the plan picked f16.
 fn emulated_ratio(
     (s_q, h_q, causal, gain): (usize, usize, bool, f64),
     lengths: &[i32],
@@ -91,9 +91,17 @@ fn emulated_ratio(
                                 let k = f16_partial_scale_exp(top * inv);
                                 let f = inv * pow2(-k);
                                 half.iter().map(move |v| {
-                                    let x = (v * f) as f64;
-                                    let x = if sole { round_to_bf16(x) } else { x };
-                                    round_to_f16(x) as f32 * pow2(k)
+                                    let x = v * f;
+                                    let y = half::f16::from_f32(x);
+                                    let y = if sole {
+                                        half::f16::from_bits(f16_clear_of_bf16_midpoints(
+                                            x,
+                                            y.to_bits(),
+                                        ))
+                                    } else {
+                                        y
+                                    };
+                                    y.to_f32() * pow2(k)
                                 })
                             })
                             .collect()
@@ -118,8 +126,8 @@ fn emulated_ratio(
 
 #[test]
 fn accurate_plans_keep_causal_rows_within_the_bound() {
-    // (s_q, h_q, lengths, SMs, least ratio without the rows of one piece rounded to bf16
-    // first). Rows of one piece: the two stress cases' shapes (one page a partition)
+    // (s_q, h_q, lengths, SMs, least ratio without the rows of one piece kept off bf16's
+    // midpoints). Rows of one piece: the two stress cases' shapes (one page a partition)
     // and causal requests split just before a last page of one token at two pages a
     // partition (some of them). Every row merging: requests split 2 + 2 pages, and 200
     // tokens over 33 partitions. All f16 partial results.
@@ -135,7 +143,7 @@ fn accurate_plans_keep_causal_rows_within_the_bound() {
             f16 && ratio < 1.008,
             "s_q {s_q}, h_q {h_q}: {ratio} (f16 {f16})"
         );
-        // Rounded to f16 alone, the rows of one piece round twice.
+        // Rounded to nearest alone, the rows of one piece round twice.
         let (plain, _) = emulated_ratio((*s_q, *h_q, true, 1.0), lengths, *sms, false);
         assert!(plain > *least, "s_q {s_q}, h_q {h_q}, plain f16: {plain}");
     }

@@ -557,8 +557,8 @@ pub const fn seesaw_pa_first(
 /// Split-P plans took 32-row tiles at one page a partition for a session: two of 3,000
 /// random cases there (`gpu_stress` seed 5702: bf16, s_q 4, causal, 65 tokens) measured
 /// 1.020 of the rounding floor. Their cause, query rows that merge one piece alone and
-/// so round their f16 partial results twice, the 64-row kernels now round to bf16 before
-/// f16 (`seesaw::pack_partial_step`), so both precisions share this rule.
+/// so round their f16 partial results twice, the 64-row kernels now keep off bf16's
+/// midpoints (`layout::f16_clear_of_bf16_midpoints`), so both precisions share this rule.
 ///
 /// 17–32 rows stay on a 32-row tile at every share in both precisions. Until the
 /// thirty-first session `Fast` plans ran them as one zero-padded 64-row tile over more

@@ -56,8 +56,8 @@ use crate::config::*;
 use crate::decode::{enter, row_lse, DecodeArgs, OutputTarget, B16_BYTES, F32_BYTES};
 use crate::element::{Element, F16};
 use crate::layout::{
-    a_fragment_pair, acc_coord, desc_add, f16_partial_scale_exp, p_rows_store_coord, pow2,
-    smem_desc, swizzled_offset, Major, SWIZZLE_ROW_BYTES,
+    a_fragment_pair, acc_coord, desc_add, f16_partial_scale_exp, f16x2_clear_of_bf16_midpoints,
+    p_rows_store_coord, pow2, smem_desc, swizzled_offset, Major, SWIZZLE_ROW_BYTES,
 };
 use crate::plan::{clamped_piece, contradicts_plan, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
@@ -1350,11 +1350,9 @@ unsafe fn store_partials_in_bulk(
 }
 
 /// k16 step `kk` of an O block normalised by the rows' `inv` as f16 partial results, laid
-/// out as `pack_step` lays P: rounded to nearest, the rows that merge this piece alone
-/// (`sole`) rounded to bf16 first. The combine passes such a row through to its bf16
-/// output, which then holds the value's own bf16 rounding (f16 holds every bf16 value of
-/// its range); rounded to f16 alone, its values on a bf16 midpoint would round a second
-/// time, to even (RMSE/floor ~1.024 for such rows, fifty-seventh session).
+/// out as `pack_step` lays P: rounded to nearest, and kept off bf16 midpoints in the rows
+/// that merge this piece alone (`sole`), which the combine's bf16 rounding would otherwise
+/// round a second time, to even (RMSE/floor ~1.024 for such rows, fifty-seventh session).
 #[inline(always)]
 fn pack_partial_step(block: &Scores, kk: usize, inv: [f32; 2], sole: [bool; 2]) -> [u32; 4] {
     core::array::from_fn(|m| {
@@ -1367,18 +1365,16 @@ fn pack_partial_step(block: &Scores, kk: usize, inv: [f32; 2], sole: [bool; 2]) 
     })
 }
 
-/// Two values of an f16 partial result, rounded to bf16 first if `sole` (see
-/// `pack_partial_step`): both roundings, then a select, so that the stores' code stays
-/// straight.
+/// Two values of an f16 partial result, kept off bf16 midpoints if `sole` (see
+/// `pack_partial_step`).
 #[inline(always)]
 fn pack_partial(lo: f32, hi: f32, sole: bool) -> u32 {
-    let b = math::pack_bf16x2(lo, hi);
-    let (b_lo, b_hi) = (
-        math::bf16_to_f32(b as u16),
-        math::bf16_to_f32((b >> 16) as u16),
-    );
-    let (lo, hi) = if sole { (b_lo, b_hi) } else { (lo, hi) };
-    F16::pack2(lo, hi)
+    let packed = F16::pack2(lo, hi);
+    if sole {
+        f16x2_clear_of_bf16_midpoints(lo, hi, packed)
+    } else {
+        packed
+    }
 }
 
 /// The factor that normalises and scales row `h` (of this thread's two) of an f16 partial
@@ -1403,7 +1399,7 @@ fn f16_partial_factors(o: &OutHalf, h: usize, l: f32) -> (f32, i32) {
 /// Writes this warpgroup's 256 dims of the normalised O rows and, from warpgroup 0, the
 /// rows' lse: straight to `out`/`lse` when request `r` is not split (`splits`), else to
 /// its partial slot `slot` (of `rows_total` rows; as f16 with a scale per row and
-/// warpgroup if `F16_PARTIALS`, the `sole` rows rounded to bf16 first as in
+/// warpgroup if `F16_PARTIALS`, the `sole` rows kept off bf16 midpoints as in
 /// `pack_partial_step`). The elements go out as guarded stores, without a branch (see
 /// `ptx::global`).
 #[allow(clippy::too_many_arguments)]
