@@ -647,6 +647,10 @@ impl DecodePlan {
             .filter(|&pieces| pieces > 1)
             .sum::<u64>()
             * rows_per_req;
+        let one_piece_rows = config.causal && {
+            let in_order: Vec<i32> = order.iter().map(|&r| seqlens[r as usize]).collect();
+            plan::has_one_piece_rows(&parts, &in_order, config.s_q, PAGE_SIZE as usize)
+        };
         let l2_footprint = kv_bytes
             .saturating_add(partial_rows * u64::from(D_V * 4 + 4))
             .saturating_add(rows * u64::from((D_QK + D_V) * 2));
@@ -667,6 +671,7 @@ impl DecodePlan {
             l2_footprint,
             total_pages,
             slot_rows,
+            one_piece_rows,
         })
     }
     /// The checked API's block-table check: every *used* entry (pages
@@ -790,6 +795,10 @@ pub struct Schedule {
     pub total_pages: u64,
     /// Rows of the partial-result slots the kernels index (pieces · s_q · h_q).
     pub slot_rows: u64,
+    /// Whether some query row of a split request may merge a single piece: causal plans
+    /// whose request's second piece starts in tokens its first position does not see
+    /// (`plan::has_one_piece_rows`).
+    pub one_piece_rows: bool,
 }
 
 /// The share of the L2 (numerator, denominator) up to which a call's footprint
@@ -824,10 +833,9 @@ impl Schedule {
     /// partition: H200, the split kernel with f16 partial results took 4-16 % fewer cycles
     /// there and 1-2 % more from 124 pages). Where rows merge several pieces the f16
     /// rounding adds at most ~1.6 % to the variance of the output's own bf16 rounding
-    /// (RMSE/floor ≤ ~1.008, inside the split P's 1.02). A causal row that merges one piece
-    /// alone would be rounded twice (f16, then bf16: ~4.7 %, ~1.024); the kernels keep its
-    /// values off bf16's midpoints, so that its output is its own bf16 rounding
-    /// (`layout::f16_clear_of_bf16_midpoints`). f16 or f32 output, whose rounding is finer,
+    /// (RMSE/floor ≤ ~1.008, inside the split P's 1.02); a row that merges one piece alone
+    /// is rounded twice, ~4.7 % (~1.024), so split-P plans where that can happen
+    /// ([`Schedule::one_piece_rows`]) keep f32. f16 or f32 output, whose rounding is finer,
     /// keep f32 partial results. So do plans whose slots hold 2^32 f16 elements or more
     /// (1024 a row in the kernels' 32-bit offsets, against f32's 512 that
     /// `DecodeConfig::validate` bounds).
@@ -835,7 +843,7 @@ impl Schedule {
         let f16_elems = self.slot_rows * u64::from(PARTIAL_ROW_BYTES / 2);
         let share = plan::share_per_part(self.total_pages, self.num_parts as u64);
         self.rows_per_cta == MAX_ROWS_PER_CTA
-            && (!self.split_p || share <= plan::SHORT_SHARE_PAGES)
+            && (!self.split_p || (share <= plan::SHORT_SHARE_PAGES && !self.one_piece_rows))
             && dtype == Dtype::Bf16
             && !out_f32
             && f16_elems <= INDEX_LIMIT
@@ -1712,6 +1720,35 @@ mod tests {
             h128.kv_bytes + 32 * 2 * 128 * (512 * 4 + 4) + 32 * 128 * (576 + 512) * 2
         );
         assert!(h128.kv_evict_first(l2));
+    }
+
+    #[test]
+    fn split_p_plans_keep_f32_partials_where_a_row_merges_one_piece() {
+        // s_q 4, h_q 16: 64 rows. 70 requests of 129 tokens (3 pages, the last holding
+        // the token only the last position sees) over 132 partitions: 2 pages a partition,
+        // so some requests split before their last page.
+        let schedule = |causal: bool, precision: Precision| {
+            let config = DecodeConfig::new(70, 16, 3)
+                .s_q(4)
+                .causal(causal)
+                .precision(precision);
+            DecodePlan::schedule(&config, &[129; 70], 132).unwrap()
+        };
+        let accurate = schedule(true, Precision::Accurate);
+        assert_eq!((accurate.rows_per_cta, accurate.split_p), (64, true));
+        assert!(accurate.one_piece_rows);
+        assert!(!accurate.partials_f16(Dtype::Bf16, false));
+        // Not causal: every row sees every piece.
+        let full = schedule(false, Precision::Accurate);
+        assert!(!full.one_piece_rows && full.partials_f16(Dtype::Bf16, false));
+        // Fast rounds P once (its bound 1.3 has room for the second rounding).
+        let fast = schedule(true, Precision::Fast);
+        assert!(fast.one_piece_rows && fast.partials_f16(Dtype::Bf16, false));
+        // Requests of 256 tokens (4 full pages) split 2 + 2: the second piece starts 128
+        // tokens before the first position's end.
+        let config = DecodeConfig::new(66, 16, 4).s_q(4).causal(true);
+        let even = DecodePlan::schedule(&config, &[256; 66], 132).unwrap();
+        assert!(!even.one_piece_rows && even.partials_f16(Dtype::Bf16, false));
     }
 
     #[test]

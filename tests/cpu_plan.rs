@@ -12,15 +12,15 @@ use etap_kernel::config::{
 };
 use etap_kernel::plan::{
     charged_makespan, clamped_piece, combine_class_max_pieces, combine_dim_slices,
-    contradicts_plan, fixed_overhead_pages, for_each_piece, keeps_alt_plan, keeps_narrow_fill,
-    keeps_ordered_plan, length_fits, max_pieces, max_split_slots, modelled_makespan, most_pieces,
-    narrow_fill_part_counts, num_pages, num_parts_for, num_splits, ordered_fixed_pages,
-    partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling, seesaw_pa_first,
-    split_p_for, PartWork, PieceCosts, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES,
-    FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES,
-    NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE, ORDERED_FIXED_PAGES,
-    ORDERED_FIXED_PAGES_64_ROWS, PAGE_SIZE, SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES,
-    WHOLE_PIECE_HALF_PAGES,
+    contradicts_plan, fixed_overhead_pages, for_each_piece, has_one_piece_rows, keeps_alt_plan,
+    keeps_narrow_fill, keeps_ordered_plan, length_fits, max_pieces, max_split_slots,
+    modelled_makespan, most_pieces, narrow_fill_part_counts, num_pages, num_parts_for, num_splits,
+    ordered_fixed_pages, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling,
+    seesaw_pa_first, split_p_for, PartWork, PieceCosts, PlanError, PlanStats,
+    ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES,
+    FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE,
+    ORDERED_FIXED_PAGES, ORDERED_FIXED_PAGES_64_ROWS, PAGE_SIZE, SHORT_SHARE_PAGES,
+    SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -404,6 +404,53 @@ fn most_pieces_bounds_the_planned_pieces_of_a_request() {
             }
         }
     }
+}
+
+#[test]
+fn one_piece_rows_are_flagged_where_a_second_piece_starts_in_the_causal_tail() {
+    let parts_for = |seqlens: &[i32], num_parts: usize| {
+        let mut parts = vec![PartWork::IDLE; num_parts];
+        let mut offsets = vec![0i32; seqlens.len() + 1];
+        plan_with_overhead(
+            seqlens,
+            64,
+            PAGE_SIZE,
+            num_parts,
+            0,
+            &mut parts,
+            &mut offsets,
+        )
+        .unwrap();
+        parts
+    };
+    // 65 tokens as two 1-page pieces: the second holds token 65, which position 0 of
+    // s_q 2 or more does not see.
+    let two = parts_for(&[65], 2);
+    assert!(has_one_piece_rows(&two, &[65], 4, PAGE_SIZE));
+    assert!(has_one_piece_rows(&two, &[65], 2, PAGE_SIZE));
+    assert!(!has_one_piece_rows(&two, &[65], 1, PAGE_SIZE));
+    // A full last page: flagged too, as any length with those pages (from 65) could run.
+    assert!(has_one_piece_rows(
+        &parts_for(&[128], 2),
+        &[128],
+        2,
+        PAGE_SIZE
+    ));
+    // 4 pages split 2 + 2: the second piece starts 65 tokens or more before the end.
+    let even = parts_for(&[256], 2);
+    assert!(!has_one_piece_rows(&even, &[256], 4, PAGE_SIZE));
+    assert!(!has_one_piece_rows(&even, &[256], 65, PAGE_SIZE));
+    assert!(has_one_piece_rows(&even, &[256], 66, PAGE_SIZE));
+    // Unsplit requests, and a request's third piece in its tail: no row merges one piece.
+    assert!(!has_one_piece_rows(
+        &parts_for(&[65, 65], 2),
+        &[65, 65],
+        4,
+        PAGE_SIZE
+    ));
+    let three = parts_for(&[129], 3);
+    assert!(!has_one_piece_rows(&three, &[129], 4, PAGE_SIZE));
+    assert!(!has_one_piece_rows(&[PartWork::IDLE], &[65], 4, PAGE_SIZE));
 }
 
 #[test]

@@ -514,12 +514,11 @@ fn moving_maxima_cases_move_the_max() {
 /// a row merged from several pieces takes the f16 rounding's 1/64 of the output
 /// rounding's variance; a row whose only piece passes through unchanged is rounded twice,
 /// and its values that f16 put on a midpoint between two bf16 values round to even, half
-/// of them the wrong way: 3/64. The 64-row kernels keep such rows' f16 values off bf16's
-/// midpoints (`layout::f16_clear_of_bf16_midpoints`), and their bf16 output is then the
-/// exact value's own rounding.
+/// of them the wrong way: 3/64. `Schedule::partials_f16` keeps f32 for split-P plans
+/// that can have such rows (`plan::has_one_piece_rows`).
 #[test]
 fn f16_partial_results_round_a_row_of_one_piece_twice() {
-    use etap_kernel::layout::{f16_clear_of_bf16_midpoints, f16_partial_scale_exp, pow2};
+    use etap_kernel::layout::{f16_partial_scale_exp, pow2};
     let mut normal = flashmla_etap::reference::Normal::new(57);
     let mut half_row = || -> Vec<f64> {
         (0..256)
@@ -542,27 +541,11 @@ fn f16_partial_results_round_a_row_of_one_piece_twice() {
             .sum();
         err / floor - 1.0
     };
-    // As the kernels store a row that merges its piece alone.
-    let stored_sole = |xs: &[f64]| -> Vec<f64> {
-        let top = xs.iter().fold(0.0f64, |a, x| a.max(x.abs())) as f32;
-        let k = f16_partial_scale_exp(top);
-        xs.iter()
-            .map(|&x| {
-                let scaled = x as f32 * pow2(-k);
-                let y = half::f16::from_f32(scaled).to_bits();
-                let y = half::f16::from_bits(f16_clear_of_bf16_midpoints(scaled, y));
-                y.to_f64() * pow2(k) as f64
-            })
-            .collect()
-    };
     let (w1, w2) = (64.0 / 65.0, 1.0 / 65.0);
     let (mut one, mut merged, mut exact) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..2048 {
         let (a, b) = (half_row(), half_row());
         let (sa, sb) = (stored(&a), stored(&b));
-        for (d, sole) in stored_sole(&a).into_iter().enumerate() {
-            assert_eq!(round_to_bf16(sole), round_to_bf16(a[d]), "{}", a[d]);
-        }
         for d in 0..256 {
             one.push((round_to_bf16(sa[d]), a[d]));
             let x = round_to_f32(w1 * a[d] + w2 * b[d]);
@@ -575,50 +558,6 @@ fn f16_partial_results_round_a_row_of_one_piece_twice() {
     assert!((0.035..0.06).contains(&one), "one piece: {one}");
     assert!((0.008..0.025).contains(&merged), "merged: {merged}");
     assert!(exact.abs() < 1e-12, "f32 partial results: {exact}");
-}
-
-/// `layout::f16_clear_of_bf16_midpoints` over f32 values of every f16 binade, midpoints
-/// and their neighbours included: the f16 it returns is within one f16 step of the value,
-/// never a bf16 midpoint unless the value is one, and rounds to bf16 as the value does.
-#[test]
-fn f16_values_cleared_of_bf16_midpoints_round_to_bf16_as_the_exact_value() {
-    use etap_kernel::layout::f16_clear_of_bf16_midpoints;
-    let mut normal = flashmla_etap::reference::Normal::new(58);
-    let mut moved = 0;
-    for exp in -14..15 {
-        for i in 0..4000 {
-            let scale = 2f64.powi(exp);
-            let x = if i % 4 == 0 {
-                // A bf16 midpoint (9 significant bits, the last set), or an f32 step off it.
-                let m = (256 + 2 * (i / 4 % 128) + 1) as f64 / 256.0 * scale;
-                let x = m as f32;
-                [
-                    x,
-                    f32::from_bits(x.to_bits() + 1),
-                    f32::from_bits(x.to_bits() - 1),
-                ][i / 4 % 3]
-            } else {
-                ((1.0 + normal.sample().abs().fract()) * scale) as f32
-            };
-            for x in [x, -x] {
-                let y = half::f16::from_f32(x);
-                let z = half::f16::from_bits(f16_clear_of_bf16_midpoints(x, y.to_bits()));
-                moved += usize::from(z != y);
-                let step = 2f64.powi(exp - 10);
-                assert!((z.to_f64() - x as f64).abs() <= step, "{x}: {z}");
-                assert_eq!(
-                    round_to_bf16(z.to_f64()),
-                    round_to_bf16(x as f64),
-                    "{x}: {z}"
-                );
-            }
-        }
-    }
-    assert!(moved > 1000, "{moved}");
-    // Subnormal, infinite and NaN f16 values pass unchanged.
-    for bits in [0x0004u16, 0x8004, 0x7c00, 0x7e04] {
-        assert_eq!(f16_clear_of_bf16_midpoints(1e-7, bits), bits);
-    }
 }
 
 fn round_to_f32(x: f64) -> f64 {

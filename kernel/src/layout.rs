@@ -170,38 +170,6 @@ pub const fn f16_partial_scale_exp(max_abs: f32) -> i32 {
     }
 }
 
-/// The f16 bits `y`, the nearest f16 to `x`, moved one f16 step toward `x` where `y` lies
-/// on a midpoint between two bf16 values and `x` does not: a later rounding to bf16 then
-/// gives `x`'s own nearest bf16 value rather than the midpoint's even neighbour. f16 keeps
-/// 3 significand bits more than bf16, so such a midpoint's low 3 bits are 100 and the step
-/// stays inside its binade; as `y` rounds `x`, both have one sign, and a step of the bits
-/// moves the magnitude. Subnormal, infinite and NaN `y` are returned unchanged.
-#[inline(always)]
-pub const fn f16_clear_of_bf16_midpoints(x: f32, y: u16) -> u16 {
-    let exp = (y >> 10) & 0x1f;
-    if y & 7 != 4 || exp == 0 || exp == 0x1f {
-        return y;
-    }
-    // |y| as f32 bits: the exponent rebased from f16's bias (15) to f32's (127).
-    let mid = ((exp as u32 + 112) << 23) | ((y as u32 & 0x3ff) << 13);
-    let x_abs = x.to_bits() & 0x7fff_ffff;
-    if x_abs > mid {
-        y + 1
-    } else if x_abs < mid {
-        y - 1
-    } else {
-        y
-    }
-}
-
-/// [`f16_clear_of_bf16_midpoints`] on both halves of an f16x2 `packed` from `(lo, hi)`.
-#[inline(always)]
-pub const fn f16x2_clear_of_bf16_midpoints(lo: f32, hi: f32, packed: u32) -> u32 {
-    let l = f16_clear_of_bf16_midpoints(lo, packed as u16);
-    let h = f16_clear_of_bf16_midpoints(hi, (packed >> 16) as u16);
-    (h as u32) << 16 | l as u32
-}
-
 /// 2^k as an f32, for `k` in [-126, 127].
 #[inline(always)]
 pub const fn pow2(k: i32) -> f32 {

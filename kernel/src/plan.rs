@@ -512,7 +512,8 @@ pub const fn num_parts_for(sm_count: u32, ctas_per_part: u32) -> usize {
 /// 20 % slower (13.8 → 16.5 µs), where its 16 pieces a request took the wide combine and
 /// the narrow plan's 8 the medium one. `Accurate` took 32-row tiles at one page a
 /// partition again for one session after two random cases on 64-row ones measured 1.020
-/// of the rounding floor, a cause the 64-row kernels now avoid ([`row_tiling`]).
+/// of the rounding floor, a cause now kept to f32 partial results ([`row_tiling`],
+/// [`has_one_piece_rows`]).
 pub const NARROW_TILE_MAX_SHARE: u64 = 1;
 
 /// Whether a plan's decode kernel splits P (P ≈ P_hi + P_lo) for `rows_per_cta`-row tiles
@@ -557,8 +558,8 @@ pub const fn seesaw_pa_first(
 /// Split-P plans took 32-row tiles at one page a partition for a session: two of 3,000
 /// random cases there (`gpu_stress` seed 5702: bf16, s_q 4, causal, 65 tokens) measured
 /// 1.020 of the rounding floor. Their cause, query rows that merge one piece alone and
-/// so round their f16 partial results twice, the 64-row kernels now keep off bf16's
-/// midpoints (`layout::f16_clear_of_bf16_midpoints`), so both precisions share this rule.
+/// so round twice, is kept to f32 partial results at every share
+/// ([`has_one_piece_rows`]), so both precisions share this rule.
 ///
 /// 17–32 rows stay on a 32-row tile at every share in both precisions. Until the
 /// thirty-first session `Fast` plans ran them as one zero-padded 64-row tile over more
@@ -609,6 +610,47 @@ pub const fn most_pieces(pages: u64, share: u64) -> u64 {
     } else {
         (pages - 1).div_ceil(if share == 0 { 1 } else { share }) + 1
     }
+}
+
+/// Whether a causal plan of `s_q` query positions (`s_q > 1`) may leave some query row of
+/// a split request with a single piece to merge: where a request's second piece starts
+/// in the tokens its first position does not see, so that position's rows see the first
+/// piece alone and the merge passes that piece's partial result through unchanged.
+/// `seqlens_in_order` are the lengths at the plan's positions (`PartWork::begin_req`).
+/// Counted for every length with the request's pages (the device lengths may differ
+/// from the plan's within a page): a second piece starting at token `a` is flagged when
+/// `a + s_q` reaches past the first token of the request's last page.
+///
+/// f16 partial results round such a row twice (to f16, then to the bf16 output): its
+/// values then lie on f16's grid, and those that land on a midpoint between two bf16
+/// values round to even, half of them away from the exact value, 3/64 of the output
+/// rounding's variance (RMSE/floor ~1.024), where a merge of several pieces adds the f16
+/// rounding's 1/64 (~1.008). Two causal `gpu_stress` cases (s_q 4, 65 tokens, a piece a
+/// page) read 1.020 so (fifty-seventh session; `docs/ACCURACY.md`).
+pub fn has_one_piece_rows(
+    parts: &[PartWork],
+    seqlens_in_order: &[i32],
+    s_q: usize,
+    page_size: usize,
+) -> bool {
+    if s_q < 2 {
+        return false;
+    }
+    let page = page_size as u64;
+    let mut last_req = -1;
+    parts.iter().any(|p| {
+        if p.is_idle() || p.begin_page <= 0 || p.begin_req == last_req {
+            return false;
+        }
+        // The request's first piece to start past page 0 is its second.
+        last_req = p.begin_req;
+        let len = seqlens_in_order
+            .get(p.begin_req as usize)
+            .copied()
+            .unwrap_or(0);
+        let pages = num_pages(len, page_size);
+        pages > 0 && p.begin_page as u64 * page + s_q as u64 > (pages - 1) * page + 1
+    })
 }
 
 /// Slices of a row's V dims for the combine (its grid's z) of a plan whose most-split

@@ -56,8 +56,8 @@ use crate::config::*;
 use crate::decode::{enter, row_lse, DecodeArgs, OutputTarget, B16_BYTES, F32_BYTES};
 use crate::element::{Element, F16};
 use crate::layout::{
-    a_fragment_pair, acc_coord, desc_add, f16_partial_scale_exp, f16x2_clear_of_bf16_midpoints,
-    p_rows_store_coord, pow2, smem_desc, swizzled_offset, Major, SWIZZLE_ROW_BYTES,
+    a_fragment_pair, acc_coord, desc_add, f16_partial_scale_exp, p_rows_store_coord, pow2,
+    smem_desc, swizzled_offset, Major, SWIZZLE_ROW_BYTES,
 };
 use crate::plan::{clamped_piece, contradicts_plan, length_fits, piece_begin, PartWork};
 use crate::ptx::wgmma::{self, MmaShape, N256, N64};
@@ -917,15 +917,10 @@ unsafe fn consume<
         let m = c.rows_f32(|row| c.m_at(row));
         let split_idx = c.split_index(part, pos);
         let (splits, slot) = (split_end - split_begin, (split_begin + split_idx) as u32);
-        // Rows whose merge will see this piece alone (causal rows of a first piece that
-        // end before the next): their f16 partial values pass the combine unchanged.
-        let piece_end = ((pc.first + pc.n) * PAGE_SIZE) as i32;
-        let sole = pc.lim.map(|lim| split_idx == 0 && lim < piece_end);
         if F16_PARTIALS && splits > 1 && a.flags & FLAG_BULK_PARTIALS != 0 {
-            store_partials_in_bulk(c, &s.o, m, l, sole, slot, rows_total);
+            store_partials_in_bulk(c, &s.o, m, l, slot, rows_total);
         } else {
-            let (o, r) = (&s.o, r as u32);
-            store_output::<T, F16_PARTIALS>(c, o, m, l, sole, r, splits, slot, rows_total);
+            store_output::<T, F16_PARTIALS>(c, &s.o, m, l, r as u32, splits, slot, rows_total);
         }
     }
     // The CTA's shared memory must outlive the reads of its last bulk stores.
@@ -1300,7 +1295,6 @@ unsafe fn store_partials_in_bulk(
     o: &OutHalf,
     m: [f32; 2],
     l: [f32; 2],
-    sole: [bool; 2],
     slot: u32,
     rows_total: u32,
 ) {
@@ -1327,7 +1321,7 @@ unsafe fn store_partials_in_bulk(
     for b in 0..SEESAW_V_BLOCKS {
         // Dims 64b..64b+63 of the half: accumulator elements 32b.., laid out as an S tile's.
         let block: Scores = core::array::from_fn(|i| o[(32 * b) as usize + i]);
-        let p: PFragment = core::array::from_fn(|kk| pack_partial_step(&block, kk, inv, sole));
+        let p: PFragment = core::array::from_fn(|kk| pack_step::<F16>(&block, kk, inv));
         store_fragment(&p, blocks + b * BLOCK_BYTES, c.t);
     }
     fence::proxy_async_shared();
@@ -1347,34 +1341,6 @@ unsafe fn store_partials_in_bulk(
         );
     }
     tma::commit_group();
-}
-
-/// k16 step `kk` of an O block normalised by the rows' `inv` as f16 partial results, laid
-/// out as `pack_step` lays P: rounded to nearest, and kept off bf16 midpoints in the rows
-/// that merge this piece alone (`sole`), which the combine's bf16 rounding would otherwise
-/// round a second time, to even (RMSE/floor ~1.024 for such rows, fifty-seventh session).
-#[inline(always)]
-fn pack_partial_step(block: &Scores, kk: usize, inv: [f32; 2], sole: [bool; 2]) -> [u32; 4] {
-    core::array::from_fn(|m| {
-        let i = a_fragment_pair(kk as u32, m as u32) as usize;
-        pack_partial(
-            block[i] * inv[m % 2],
-            block[i + 1] * inv[m % 2],
-            sole[m % 2],
-        )
-    })
-}
-
-/// Two values of an f16 partial result, kept off bf16 midpoints if `sole` (see
-/// `pack_partial_step`).
-#[inline(always)]
-fn pack_partial(lo: f32, hi: f32, sole: bool) -> u32 {
-    let packed = F16::pack2(lo, hi);
-    if sole {
-        f16x2_clear_of_bf16_midpoints(lo, hi, packed)
-    } else {
-        packed
-    }
 }
 
 /// The factor that normalises and scales row `h` (of this thread's two) of an f16 partial
@@ -1397,11 +1363,9 @@ fn f16_partial_factors(o: &OutHalf, h: usize, l: f32) -> (f32, i32) {
 }
 
 /// Writes this warpgroup's 256 dims of the normalised O rows and, from warpgroup 0, the
-/// rows' lse: straight to `out`/`lse` when request `r` is not split (`splits`), else to
-/// its partial slot `slot` (of `rows_total` rows; as f16 with a scale per row and
-/// warpgroup if `F16_PARTIALS`, the `sole` rows kept off bf16 midpoints as in
-/// `pack_partial_step`). The elements go out as guarded stores, without a branch (see
-/// `ptx::global`).
+/// rows' lse: straight to `out`/`lse` when the request is not split, else to its partial
+/// slot `slot` (as f16 with a scale per row and warpgroup if `F16_PARTIALS`). The
+/// elements go out as guarded stores, without a branch (see `ptx::global`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn store_output<T: Element, const F16_PARTIALS: bool>(
@@ -1409,7 +1373,6 @@ unsafe fn store_output<T: Element, const F16_PARTIALS: bool>(
     o: &OutHalf,
     m: [f32; 2],
     l: [f32; 2],
-    sole: [bool; 2],
     r: u32,
     splits: i32,
     slot: u32,
@@ -1450,7 +1413,7 @@ unsafe fn store_output<T: Element, const F16_PARTIALS: bool>(
         }
         let pack = |x: f32, y: f32| {
             if f16_partial {
-                pack_partial(x, y, sole[h])
+                F16::pack2(x, y)
             } else {
                 T::pack2(x, y)
             }
