@@ -948,7 +948,11 @@ mod tests {
                 *slot = (*slot).min(share);
             }
         }
-        assert_eq!(shortest, [1, 1], "shortest shares (single rounding, split P)");
+        assert_eq!(
+            shortest,
+            [1, 1],
+            "shortest shares (single rounding, split P)"
+        );
         for schedule in [(true, true), (false, true), (false, false)] {
             assert!(
                 seen.contains(&schedule),
