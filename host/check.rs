@@ -480,8 +480,9 @@ pub const GRID_HEADS: [usize; 8] = [1, 3, 16, 32, 63, 64, 126, 128];
 /// (`tests/gpu_decode.rs`, `scripts/sanitize.sh`): short and empty requests, one long
 /// request whose combine merges each row in dim slices, shares long enough for the
 /// 64-row seesaw kernels in each of their schedules (split P; `Fast` in the P_a-first
-/// order; `Fast` in FlashMLA's, planned for 8 SMs), and the shortest share the seesaw
-/// kernels take (two pages a partition, `plan::NARROW_TILE_MAX_SHARE`).
+/// order; `Fast` in FlashMLA's, planned for 8 SMs), and one page a partition, the
+/// shortest share the seesaw kernels take, with and without a split P (`Accurate` and
+/// `Fast`, `plan::NARROW_TILE_MAX_SHARE`).
 pub fn smoke() -> Vec<Case> {
     let case = |dtype, s_q, h_q, lengths: Vec<i32>, causal| Case {
         seed: 7,

@@ -113,7 +113,8 @@ fn emulated_ratio(
 #[test]
 fn accurate_plans_keep_causal_rows_within_the_bound() {
     // (s_q, h_q, lengths, SMs, least ratio with f16 partial results forced). Rows of one
-    // piece: the two stress cases' shapes (one page a partition: 32-row tiles, f32) and
+    // piece: the two stress cases' shapes (one page a partition: 64-row tiles, f32 by
+    // `Schedule::one_piece_rows`) and
     // causal requests split just before a last page of one token at two pages a partition
     // (some of them; f32). Every row merging: requests split 2 + 2 pages, and 200 tokens
     // over 33 partitions (f16).
