@@ -497,16 +497,13 @@ impl DecodePlan {
             ));
         }
         check_count(config, seqlens)?;
-        let total_pages = seqlens
+        let (total_pages, longest_pages) = seqlens
             .iter()
             .map(|&len| plan::num_pages(len, PAGE_SIZE as usize))
-            .sum();
+            .fold((0, 0), |(total, longest), pages| {
+                (total + pages, longest.max(pages))
+            });
         let split_asked = !config.rounds_p_once();
-        let longest_pages = seqlens
-            .iter()
-            .map(|&len| plan::num_pages(len, PAGE_SIZE as usize))
-            .max()
-            .unwrap_or(0);
         let (rows_per_cta, row_chunks) = plan::row_tiling(
             config.rows_per_kv(),
             total_pages,
@@ -648,7 +645,7 @@ impl DecodePlan {
             .sum::<u64>()
             * rows_per_req;
         let one_piece_rows = config.causal && {
-            let in_order: Vec<i32> = order.iter().map(|&r| seqlens[r as usize]).collect();
+            let in_order = order::lengths_by_position(&order, seqlens);
             plan::has_one_piece_rows(&parts, &in_order, config.s_q, PAGE_SIZE as usize)
         };
         let l2_footprint = kv_bytes

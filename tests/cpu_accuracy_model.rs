@@ -34,7 +34,7 @@ fn emulated_ratio(
     let scale = (D_QK as f64).powf(-0.5) * gain;
     let reference = reference_for(&shape, &x, scale, causal).unwrap();
     // Each request's pieces, as page ranges, in the plan's order mapped back to the batch.
-    let in_order: Vec<i32> = sched.order.iter().map(|&r| lengths[r as usize]).collect();
+    let in_order = sched.lengths_by_position(lengths);
     let mut req_pieces = vec![Vec::new(); lengths.len()];
     for part in &sched.parts {
         for p in pieces(part, &in_order, PAGE_SIZE) {
