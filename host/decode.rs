@@ -412,6 +412,58 @@ fn ordered_by_model(
         .then_some(o)
 }
 
+/// A causal 64-row plan over short shares (`current`: partitions, pieces by request and
+/// order; `ordered` where the order is `order::plan_ordered`'s) filled again so that no
+/// request's later piece starts in tokens its first query positions do not see
+/// (`plan::plan_keeping_tails`, `order::plan_ordered_keeping_tails`), where the new plan
+/// has no such piece, models no slower at `plan::PieceCosts::ROWS_64` and needs no wider a
+/// combine. Its split-P kernels may then keep f16 partial results.
+fn keeping_tails(
+    config: &DecodeConfig,
+    seqlens: &[i32],
+    num_parts: usize,
+    current: (&[PartWork], &[i32], &[i32]),
+    ordered: bool,
+) -> Option<(Vec<PartWork>, Vec<i32>, Vec<i32>)> {
+    let page = PAGE_SIZE as usize;
+    let costs = plan::PieceCosts::ROWS_64;
+    let (parts, split_offsets, order) = current;
+    let modelled = |parts: &[PartWork], split_offsets: &[i32], order: &[i32]| {
+        let by_pos = order::lengths_by_position(order, seqlens);
+        let offsets_by_pos = order::split_offsets_by_position(order, split_offsets);
+        plan::modelled_makespan(parts, &offsets_by_pos, &by_pos, page, costs)
+    };
+    let kept = if ordered {
+        let fixed = plan::ordered_fixed_pages(MAX_ROWS_PER_CTA);
+        let by_pos = order::lengths_by_position(order, seqlens);
+        let budget = plan::charged_makespan(parts, &by_pos, page, fixed) + u64::from(fixed);
+        let o =
+            order::plan_ordered_keeping_tails(seqlens, page, num_parts, fixed, config.s_q, budget)?;
+        (o.parts, o.split_offsets, o.order)
+    } else {
+        let mut new_parts = vec![PartWork::IDLE; num_parts];
+        let mut new_offsets = vec![0i32; config.batch + 1];
+        plan::plan_keeping_tails(
+            seqlens,
+            config.max_pages,
+            page,
+            num_parts,
+            plan::fixed_overhead_pages(MAX_ROWS_PER_CTA),
+            config.s_q,
+            &mut new_parts,
+            &mut new_offsets,
+        )
+        .ok()?;
+        (new_parts, new_offsets, order.to_vec())
+    };
+    let by_pos = order::lengths_by_position(&kept.2, seqlens);
+    let widest = plan::combine_class_max_pieces(plan::max_pieces(split_offsets));
+    let keeps = !plan::has_one_piece_rows(&kept.0, &by_pos, config.s_q, page)
+        && modelled(&kept.0, &kept.1, &kept.2) <= modelled(parts, split_offsets, order)
+        && plan::max_pieces(&kept.1) <= widest;
+    keeps.then_some(kept)
+}
+
 /// Scheduler metadata of one decode step plus its split-KV workspace: build once from the
 /// cache lengths, reuse for every layer while the lengths are unchanged.
 pub struct DecodePlan {
@@ -621,7 +673,7 @@ impl DecodePlan {
         if !long_64_rows && uneven {
             ordered = ordered_by_model(seqlens, num_parts, rows_per_cta, &chosen);
         }
-        let (parts, split_offsets, order, is_ordered) = match ordered {
+        let (mut parts, mut split_offsets, mut order, is_ordered) = match ordered {
             Some(o) => (o.parts, o.split_offsets, o.order, true),
             None => (
                 chosen.0,
@@ -630,6 +682,24 @@ impl DecodePlan {
                 false,
             ),
         };
+        let mut one_piece_rows = config.causal && {
+            let in_order = order::lengths_by_position(&order, seqlens);
+            plan::has_one_piece_rows(&parts, &in_order, config.s_q, PAGE_SIZE as usize)
+        };
+        // Where that would keep a split-P plan off f16 partial results
+        // (`Schedule::partials_f16`), the fill that keeps later pieces where every row
+        // sees them, if it models no slower.
+        if one_piece_rows
+            && split_p
+            && rows_per_cta == MAX_ROWS_PER_CTA
+            && share <= plan::SHORT_SHARE_PAGES
+        {
+            let current = (parts.as_slice(), split_offsets.as_slice(), order.as_slice());
+            if let Some(kept) = keeping_tails(config, seqlens, num_parts, current, is_ordered) {
+                (parts, split_offsets, order) = kept;
+                one_piece_rows = false;
+            }
+        }
         let rows_per_req = (config.s_q * config.h_q) as u64;
         let slot_rows = split_offsets[config.batch] as u64 * rows_per_req;
         let max_splits = plan::max_pieces(&split_offsets);
@@ -644,10 +714,6 @@ impl DecodePlan {
             .filter(|&pieces| pieces > 1)
             .sum::<u64>()
             * rows_per_req;
-        let one_piece_rows = config.causal && {
-            let in_order = order::lengths_by_position(&order, seqlens);
-            plan::has_one_piece_rows(&parts, &in_order, config.s_q, PAGE_SIZE as usize)
-        };
         let l2_footprint = kv_bytes
             .saturating_add(partial_rows * u64::from(D_V * 4 + 4))
             .saturating_add(rows * u64::from((D_QK + D_V) * 2));
@@ -2024,6 +2090,43 @@ mod tests {
         let (t, r) = (plan::PieceCosts::TRANSPOSED, plan::PieceCosts::ROWS_64);
         assert!(!plan::keeps_ordered_plan(ordered(t), batch(t)));
         assert!(plan::keeps_ordered_plan(ordered(r), batch(r)));
+    }
+
+    #[test]
+    fn causal_split_p_plans_over_short_shares_keep_later_pieces_where_every_row_sees_them() {
+        // b 64, s_q 2, h_q 64, 2K varlen (the bench's draw, causal): the ordered fill
+        // starts a piece in a request's last page, which position 0 does not see, so the
+        // split-P plan would keep f32 partial results; the fill keeping tails moves one
+        // page and keeps f16.
+        let p = crate::bench::Point::new(64, 2, 64, 2048).varlen();
+        let lens = p.lengths();
+        let config = p.config(&lens, Precision::Accurate);
+        let s = DecodePlan::schedule(&config, &lens, 132).unwrap();
+        assert!(config.causal && s.ordered && s.split_p);
+        assert_eq!(s.rows_per_cta, MAX_ROWS_PER_CTA);
+        assert!(!s.one_piece_rows && s.partials_f16(Dtype::Bf16, false));
+        let fast = DecodePlan::schedule(&config.precision(Precision::Fast), &lens, 132).unwrap();
+        let in_order = |s: &Schedule| order::lengths_by_position(&s.order, &lens);
+        let page = PAGE_SIZE as usize;
+        assert!(fast.one_piece_rows);
+        assert!(plan::has_one_piece_rows(
+            &fast.parts,
+            &in_order(&fast),
+            2,
+            page
+        ));
+        assert_ne!(fast.parts, s.parts);
+        let modelled = |s: &Schedule| {
+            let offsets = order::split_offsets_by_position(&s.order, &s.split_offsets);
+            let costs = plan::PieceCosts::ROWS_64;
+            plan::modelled_makespan(&s.parts, &offsets, &in_order(s), page, costs)
+        };
+        assert!(modelled(&s) <= modelled(&fast));
+        assert!(plan::max_pieces(&s.split_offsets) <= plan::max_pieces(&fast.split_offsets));
+        // Not causal: the plain fill stands.
+        let full = config.causal(false);
+        let plain = DecodePlan::schedule(&full, &lens, 132).unwrap();
+        assert_eq!((&plain.parts, &plain.order), (&fast.parts, &fast.order));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! (`plan::keeps_ordered_plan`): on an H200, b 16, h_q 32, 4K varlen 41.4 → 28.8 µs and
 //! b 64, s_q 2, h_q 32, 1K varlen 46.2 → 36.8.
 
-use etap_kernel::plan::{num_pages, PartWork};
+use etap_kernel::plan::{last_piece_start, num_pages, PartWork};
 use std::collections::BTreeSet;
 
 /// A plan whose partitions take requests in `order`.
@@ -72,6 +72,22 @@ pub fn plan_ordered(
     fixed: u32,
     max_payload: u64,
 ) -> Option<OrderedPlan> {
+    plan_ordered_keeping_tails(seqlens, page_size, num_parts, fixed, 1, max_payload)
+}
+
+/// [`plan_ordered`] for causal requests of `s_q` query positions: a piece that would leave
+/// the request's next one to start past `plan::last_piece_start` ends at that page
+/// instead where it keeps a page, so that no query row merges one piece alone
+/// (`plan::has_one_piece_rows`) unless a request is too short to split so; the moved
+/// pages may take a larger budget.
+pub fn plan_ordered_keeping_tails(
+    seqlens: &[i32],
+    page_size: usize,
+    num_parts: usize,
+    fixed: u32,
+    s_q: usize,
+    max_payload: u64,
+) -> Option<OrderedPlan> {
     let fits_i32 = |n: usize| n <= i32::MAX as usize;
     if num_parts == 0 || fixed == 0 || page_size == 0 {
         return None;
@@ -89,11 +105,32 @@ pub fn plan_ordered(
         return None;
     }
     let lowest = total.div_ceil(num_parts as u64);
-    (lowest..=max_payload).find_map(|payload| fill(&pages, num_parts, fixed, payload))
+    let last: Vec<u64> = pages
+        .iter()
+        .map(|&p| last_piece_start(p, s_q, page_size))
+        .collect();
+    (lowest..=max_payload).find_map(|payload| fill(&pages, &last, num_parts, fixed, payload))
 }
 
-/// One fill at `payload`; `None` where pages are left over after the last partition.
-fn fill(pages: &[u64], num_parts: usize, fixed: u32, payload: u64) -> Option<OrderedPlan> {
+/// A split of a request of `pages` pages (`last` its `plan::last_piece_start`) after
+/// `begin + take` pages, shortened to end at `last` where it would pass it and keep a page.
+fn keep_tail(begin: u64, take: u64, pages: u64, last: u64) -> u64 {
+    if begin + take < pages && begin + take > last && last > begin {
+        last - begin
+    } else {
+        take
+    }
+}
+
+/// One fill at `payload` (`last`: each request's `plan::last_piece_start`); `None` where
+/// pages are left over after the last partition.
+fn fill(
+    pages: &[u64],
+    last: &[u64],
+    num_parts: usize,
+    fixed: u32,
+    payload: u64,
+) -> Option<OrderedPlan> {
     let fixed = u64::from(fixed);
     if payload <= fixed {
         return None;
@@ -117,7 +154,7 @@ fn fill(pages: &[u64], num_parts: usize, fixed: u32, payload: u64) -> Option<Ord
         let mut w = PartWork::IDLE;
         if let Some((pos, done)) = carry.take() {
             let r = order[pos] as usize;
-            let take = (pages[r] - done).min(room - fixed);
+            let take = keep_tail(done, (pages[r] - done).min(room - fixed), pages[r], last[r]);
             (w.begin_req, w.begin_page, w.first_split) = (pos as i32, done as i32, pieces[r]);
             (w.end_req, w.end_page) = (pos as i32, (done + take) as i32);
             pieces[r] += 1;
@@ -135,7 +172,7 @@ fn fill(pages: &[u64], num_parts: usize, fixed: u32, payload: u64) -> Option<Ord
                 break;
             };
             left.remove(&(p, r));
-            let take = p.min(room - fixed);
+            let take = keep_tail(0, p.min(room - fixed), p, last[r]);
             order.push(r as i32);
             pieces[r] = 1;
             (w.end_req, w.end_page) = (order.len() as i32 - 1, take as i32);
@@ -170,7 +207,7 @@ fn fill(pages: &[u64], num_parts: usize, fixed: u32, payload: u64) -> Option<Ord
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etap_kernel::plan::{charged_makespan, pieces, PAGE_SIZE};
+    use etap_kernel::plan::{charged_makespan, has_one_piece_rows, pieces, PAGE_SIZE};
 
     /// Lengths of pages `p` (full pages of 64 tokens, the last one partly).
     fn lens(p: &[u64]) -> Vec<i32> {
@@ -256,6 +293,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fills_keeping_tails_start_later_pieces_where_every_causal_row_sees_them() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut moved = 0;
+        for _ in 0..300 {
+            let batch = 1 + rand(100) as usize;
+            let parts = 1 + rand(140) as usize;
+            let seqlens: Vec<i32> = (0..batch).map(|_| rand(4_000) as i32).collect();
+            let plain = plan_ordered(&seqlens, PAGE_SIZE, parts, 6, 1 << 20);
+            let same = plan_ordered_keeping_tails(&seqlens, PAGE_SIZE, parts, 6, 1, 1 << 20);
+            assert_eq!(plain, same);
+            for s_q in [2, 4] {
+                let Some(plan) =
+                    plan_ordered_keeping_tails(&seqlens, PAGE_SIZE, parts, 6, s_q, 1 << 20)
+                else {
+                    assert!(seqlens.iter().all(|&l| l == 0), "{seqlens:?} over {parts}");
+                    continue;
+                };
+                check(&plan, &seqlens, 6);
+                // A piece starts past its request's last start only where the one before
+                // began there or later (it could end no earlier).
+                let by_pos = lengths_by_position(&plan.order, &seqlens);
+                let mut begun = vec![0u64; seqlens.len()];
+                for piece in plan
+                    .parts
+                    .iter()
+                    .flat_map(|p| pieces(p, &by_pos, PAGE_SIZE))
+                {
+                    let pos = piece.req as usize;
+                    let last = last_piece_start(num_pages(by_pos[pos], PAGE_SIZE), s_q, PAGE_SIZE);
+                    let begin = piece.page_begin as u64;
+                    assert!(begin <= last || begun[pos] >= last, "{piece:?}, s_q {s_q}");
+                    begun[pos] = begin;
+                }
+                let tails = |p: &OrderedPlan| {
+                    let by_pos = lengths_by_position(&p.order, &seqlens);
+                    has_one_piece_rows(&p.parts, &by_pos, s_q, PAGE_SIZE)
+                };
+                if plain.as_ref().is_some_and(tails) && !tails(&plan) {
+                    moved += 1;
+                }
+            }
+        }
+        assert!(moved > 10, "only {moved} fills kept their tails");
     }
 
     #[test]

@@ -13,14 +13,14 @@ use etap_kernel::config::{
 use etap_kernel::plan::{
     charged_makespan, clamped_piece, combine_class_max_pieces, combine_dim_slices,
     contradicts_plan, fixed_overhead_pages, for_each_piece, has_one_piece_rows, keeps_alt_plan,
-    keeps_narrow_fill, keeps_ordered_plan, length_fits, max_pieces, max_split_slots,
-    modelled_makespan, most_pieces, narrow_fill_part_counts, num_pages, num_parts_for, num_splits,
-    ordered_fixed_pages, partial_slot, piece_of, pieces, plan, plan_with_overhead, row_tiling,
-    seesaw_pa_first, split_p_for, PartWork, PieceCosts, PlanError, PlanStats,
-    ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS, FIXED_OVERHEAD_PAGES,
-    FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_FILL_SLACK_PAGES, NARROW_TILE_MAX_SHARE,
-    ORDERED_FIXED_PAGES, ORDERED_FIXED_PAGES_64_ROWS, PAGE_SIZE, SHORT_SHARE_PAGES,
-    SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
+    keeps_narrow_fill, keeps_ordered_plan, last_piece_start, length_fits, max_pieces,
+    max_split_slots, modelled_makespan, most_pieces, narrow_fill_part_counts, num_pages,
+    num_parts_for, num_splits, ordered_fixed_pages, partial_slot, piece_of, pieces, plan,
+    plan_keeping_tails, plan_with_overhead, row_tiling, seesaw_pa_first, split_p_for, PartWork,
+    PieceCosts, PlanError, PlanStats, ALT_PLAN_SLACK_HALF_PAGES, FILL_OVERHEADS_64_ROWS,
+    FIXED_OVERHEAD_PAGES, FIXED_OVERHEAD_PAGES_64_ROWS, LONG_SHARE_PAGES, NARROW_FILL_SLACK_PAGES,
+    NARROW_TILE_MAX_SHARE, ORDERED_FIXED_PAGES, ORDERED_FIXED_PAGES_64_ROWS, PAGE_SIZE,
+    SHORT_SHARE_PAGES, SPLIT_PIECE_HALF_PAGES, WHOLE_PIECE_HALF_PAGES,
 };
 use proptest::prelude::*;
 
@@ -67,16 +67,23 @@ fn plan_and_check_with(
     )
     .unwrap_or_else(|e| panic!("plan failed: {e} (seqlens {seqlens:?}, parts {num_parts})"));
     check(
-        seqlens, page_size, num_parts, fixed, &parts, &offsets, &stats,
+        seqlens, page_size, num_parts, fixed, 1, &parts, &offsets, &stats,
     );
     (stats, parts, offsets)
 }
 
+/// Checks a plan of `plan_keeping_tails` for `s_q` causal positions (`s_q = 1`:
+/// `plan_with_overhead`'s). Where `s_q > 1` a partition may end before its budget, and a
+/// piece may leave its request's next piece to start past `last_piece_start` only as its
+/// partition's first piece, starting there or later (nothing earlier to end the partition
+/// at).
+#[allow(clippy::too_many_arguments)]
 fn check(
     seqlens: &[i32],
     page_size: usize,
     num_parts: usize,
     fixed: u32,
+    s_q: usize,
     parts: &[PartWork],
     offsets: &[i32],
     stats: &PlanStats,
@@ -140,8 +147,15 @@ fn check(
         assert_eq!(list[0].req, p.begin_req);
         assert_eq!(list.last().unwrap().req, p.end_req);
         let mut cost = 0u64;
-        for x in &list {
+        for (k, x) in list.iter().enumerate() {
             assert!(x.page_begin < x.page_end, "empty piece {x:?}");
+            let last = last_piece_start(np[x.req as usize], s_q, page_size);
+            if (x.page_end as u64) < np[x.req as usize] && x.page_end as u64 > last {
+                assert!(
+                    k == 0 && x.page_begin as u64 >= last,
+                    "piece {x:?} of partition {pi} leaves a tail of {s_q} positions"
+                );
+            }
             assert!(x.page_begin >= 0 && x.page_end as u64 <= np[x.req as usize]);
             assert_eq!(
                 piece_of(p, x.req, seqlens, page_size),
@@ -197,7 +211,7 @@ fn check(
             cost <= payload,
             "partition {pi} costs {cost} > bound {payload} (seqlens {seqlens:?}, parts {num_parts})"
         );
-        if pi + 1 < active {
+        if pi + 1 < active && s_q <= 1 {
             assert!(
                 cost + o >= payload,
                 "partition {pi} costs {cost}, less than ceil(T/N) = {}",
@@ -451,6 +465,59 @@ fn one_piece_rows_are_flagged_where_a_second_piece_starts_in_the_causal_tail() {
     let three = parts_for(&[129], 3);
     assert!(!has_one_piece_rows(&three, &[129], 4, PAGE_SIZE));
     assert!(!has_one_piece_rows(&[PartWork::IDLE], &[65], 4, PAGE_SIZE));
+}
+
+#[test]
+fn fills_keeping_tails_end_pieces_where_every_causal_row_sees_the_next() {
+    // The first of s_q positions sees all but the last s_q - 1 tokens, for any length
+    // with the request's pages.
+    assert_eq!(last_piece_start(3, 1, PAGE_SIZE), 2);
+    assert_eq!(last_piece_start(3, 2, PAGE_SIZE), 1);
+    assert_eq!(last_piece_start(3, 65, PAGE_SIZE), 1);
+    assert_eq!(last_piece_start(3, 66, PAGE_SIZE), 0);
+    assert_eq!(last_piece_start(1, 2, PAGE_SIZE), 0);
+    assert_eq!(last_piece_start(0, 2, PAGE_SIZE), 0);
+    assert_eq!(last_piece_start(5, 2, 0), 3);
+    let fill = |seqlens: &[i32], num_parts: usize, s_q: usize| {
+        let mut parts = vec![PartWork::IDLE; num_parts];
+        let mut offsets = vec![0i32; seqlens.len() + 1];
+        plan_keeping_tails(
+            seqlens,
+            3,
+            PAGE_SIZE,
+            num_parts,
+            0,
+            s_q,
+            &mut parts,
+            &mut offsets,
+        )
+        .map(|_| parts)
+    };
+    // 129 tokens over 2 partitions: the plain fill leaves the last page alone, unseen by
+    // position 0 of 2; keeping the tail splits 1 + 2.
+    let plain = fill(&[129], 2, 1).unwrap();
+    assert_eq!((plain[1].begin_page, plain[1].end_page), (2, 3));
+    assert!(has_one_piece_rows(&plain, &[129], 2, PAGE_SIZE));
+    let kept = fill(&[129], 2, 2).unwrap();
+    assert_eq!(
+        (kept[0].end_page, kept[1].begin_page, kept[1].end_page),
+        (1, 1, 3)
+    );
+    assert!(!has_one_piece_rows(&kept, &[129], 2, PAGE_SIZE));
+    // 70 positions see no page past the first of 129 tokens: the partition holding an
+    // earlier request ends before it, which leaves work after the last partition ...
+    let internal = PlanError::Internal {
+        reason: "work left after the last partition",
+    };
+    assert_eq!(fill(&[64, 129], 2, 70), Err(internal));
+    // ... or, with a partition more, its own partition splits it where it must.
+    let three = fill(&[64, 129], 3, 70).unwrap();
+    assert_eq!((three[0].end_req, three[0].end_page), (0, 1));
+    assert_eq!(
+        (three[1].begin_req, three[1].begin_page, three[1].end_page),
+        (1, 0, 2)
+    );
+    assert!(has_one_piece_rows(&three, &[64, 129], 70, PAGE_SIZE));
 }
 
 #[test]
@@ -744,6 +811,35 @@ proptest! {
         plan_and_check_with(&seqlens, page_size, num_parts, fixed);
     }
 
+    /// The fill that keeps causal tails: `s_q = 1` is `plan_with_overhead`'s fill; with more
+    /// positions every plan it makes covers every page once within its budget, and splits
+    /// a request in its tail only where its partition has nothing before to end at.
+    #[test]
+    fn random_plans_keeping_tails(
+        seqlens in prop::collection::vec(length(), 1..=300),
+        num_parts in 1..=200usize,
+        page_size in prop_oneof![4 => Just(64usize), 1 => 1..=130usize],
+        fixed in prop_oneof![Just(0u32), Just(FIXED_OVERHEAD_PAGES_64_ROWS), 0..=16u32],
+        s_q in prop_oneof![Just(1usize), 2..=5usize, 60..=200usize],
+    ) {
+        let max_pages = seqlens.iter().map(|&l| num_pages(l, page_size) as usize).max().unwrap_or(0);
+        let mut parts = vec![PartWork::IDLE; num_parts];
+        let mut offsets = vec![0i32; seqlens.len() + 1];
+        let kept = plan_keeping_tails(
+            &seqlens, max_pages, page_size, num_parts, fixed, s_q, &mut parts, &mut offsets,
+        );
+        if s_q == 1 {
+            let (stats, plain, plain_offsets) =
+                plan_and_check_with(&seqlens, page_size, num_parts, fixed);
+            prop_assert_eq!(kept, Ok(stats));
+            prop_assert_eq!((&parts, &offsets), (&plain, &plain_offsets));
+        } else if let Ok(stats) = kept {
+            check(&seqlens, page_size, num_parts, fixed, s_q, &parts, &offsets, &stats);
+        } else {
+            prop_assert_eq!(kept, Err(PlanError::Internal { reason: "work left after the last partition" }));
+        }
+    }
+
     /// A device length other than the plan's: `contradicts_plan` flags a request at one of
     /// its pieces exactly where the kernels, which take each piece's pages from
     /// `clamped_piece`, would read other pages than the length's or leave a planned piece
@@ -835,7 +931,7 @@ proptest! {
             &seqlens, max_pages, page_size, num_parts, fixed, &mut parts, &mut offs,
         ) {
             let offsets = &offs[..seqlens.len() + 1];
-            check(&seqlens, page_size, num_parts, fixed, &parts, offsets, &stats);
+            check(&seqlens, page_size, num_parts, fixed, 1, &parts, offsets, &stats);
         }
     }
 }

@@ -612,14 +612,28 @@ pub const fn most_pieces(pages: u64, share: u64) -> u64 {
     }
 }
 
+/// The last page at which a later piece of a request of `pages` pages may start so that
+/// each of `s_q` causal query positions sees a key of it, for every length with those
+/// pages (the device lengths may differ from the plan's within a page): the first position
+/// sees all but the last `s_q - 1` tokens, so a piece starting at token `a` is seen by all
+/// where `a + s_q` does not reach past the first token of the last page. `pages - 1` (any
+/// page) for `s_q <= 1`; 0 (no later piece) where the first position may see no token
+/// past the first page; `page_size = 0` counts as 1.
+#[inline]
+pub const fn last_piece_start(pages: u64, s_q: usize, page_size: usize) -> u64 {
+    let page = if page_size == 0 { 1 } else { page_size as u64 };
+    let first_of_last = pages.saturating_sub(1).saturating_mul(page);
+    let s_q = if s_q == 0 { 1 } else { s_q as u64 };
+    (first_of_last + 1).saturating_sub(s_q) / page
+}
+
 /// Whether a causal plan of `s_q` query positions (`s_q > 1`) may leave some query row of
 /// a split request with a single piece to merge: where a request's second piece starts
-/// in the tokens its first position does not see, so that position's rows see the first
-/// piece alone and the merge passes that piece's partial result through unchanged.
-/// `seqlens_in_order` are the lengths at the plan's positions (`PartWork::begin_req`).
-/// Counted for every length with the request's pages (the device lengths may differ
-/// from the plan's within a page): a second piece starting at token `a` is flagged when
-/// `a + s_q` reaches past the first token of the request's last page.
+/// past [`last_piece_start`], in the tokens its first position does not see, so that
+/// position's rows see the first piece alone and the merge passes that piece's partial
+/// result through unchanged. `seqlens_in_order` are the lengths at the plan's positions
+/// (`PartWork::begin_req`). [`plan_keeping_tails`] makes plans without such pieces where
+/// its budget allows.
 ///
 /// f16 partial results round such a row twice (to f16, then to the bf16 output): its
 /// values then lie on f16's grid, and those that land on a midpoint between two bf16
@@ -636,7 +650,6 @@ pub fn has_one_piece_rows(
     if s_q < 2 {
         return false;
     }
-    let page = page_size as u64;
     let mut last_req = -1;
     parts.iter().any(|p| {
         if p.is_idle() || p.begin_page <= 0 || p.begin_req == last_req {
@@ -649,7 +662,7 @@ pub fn has_one_piece_rows(
             .copied()
             .unwrap_or(0);
         let pages = num_pages(len, page_size);
-        pages > 0 && p.begin_page as u64 * page + s_q as u64 > (pages - 1) * page + 1
+        pages > 0 && p.begin_page as u64 > last_piece_start(pages, s_q, page_size)
     })
 }
 
@@ -746,6 +759,37 @@ pub fn plan_with_overhead(
     page_size: usize,
     num_parts: usize,
     fixed_overhead: u32,
+    parts_out: &mut [PartWork],
+    split_offsets_out: &mut [i32],
+) -> Result<PlanStats, PlanError> {
+    plan_keeping_tails(
+        seqlens,
+        max_pages_per_seq,
+        page_size,
+        num_parts,
+        fixed_overhead,
+        1,
+        parts_out,
+        split_offsets_out,
+    )
+}
+
+/// [`plan_with_overhead`] for causal requests of `s_q` query positions: where a
+/// partition's piece would leave the next one to start past the request's
+/// [`last_piece_start`] (so that rows of its first positions merge one piece alone,
+/// [`has_one_piece_rows`]), the piece ends at that page instead, or, where it would then
+/// be empty and the partition holds an earlier request, the partition ends there. The
+/// pages moved go to the later partitions, so the fill may leave work after the last one
+/// ([`PlanError::Internal`]); such a split is kept where neither applies. `s_q <= 1` is
+/// [`plan_with_overhead`]'s fill.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_keeping_tails(
+    seqlens: &[i32],
+    max_pages_per_seq: usize,
+    page_size: usize,
+    num_parts: usize,
+    fixed_overhead: u32,
+    s_q: usize,
     parts_out: &mut [PartWork],
     split_offsets_out: &mut [i32],
 ) -> Result<PlanStats, PlanError> {
@@ -859,8 +903,16 @@ pub fn plan_with_overhead(
                     split = 0;
                     set(split_offsets_out, r, cum);
                 } else {
-                    if remain > overhead {
-                        page += remain - overhead; // < np, since remain < rest + overhead
+                    // < np, since remain < rest + overhead.
+                    let mut end = page + remain.saturating_sub(overhead);
+                    let last = last_piece_start(np, s_q, page_size);
+                    if end > last && last > page {
+                        end = last;
+                    } else if end > last && took_any {
+                        end = page;
+                    }
+                    if end > page {
+                        page = end;
                         split += 1;
                         remain = 0;
                         w.end_req = r as i32;
