@@ -776,6 +776,24 @@ pub fn grid() -> Vec<Case> {
             ..Case::new(dtype, s_q, h_q, uneven.to_vec(), s_q > 1)
         });
     }
+    // Causal split-P plans over short shares whose plain fill would start a request's
+    // later piece in tokens its first positions do not see: the fill that keeps those
+    // tails (`plan::plan_keeping_tails`, `order::plan_ordered_keeping_tails`) puts them on
+    // f16 partial results, in batch order and in the requests' own order.
+    for (i, (s_q, h_q, sm_count, lengths)) in [
+        (2, 128, 16, vec![731, 82, 300, 70]),
+        (3, 64, 8, vec![1049, 212, 1124]),
+        (2, 64, 16, vec![808, 448, 1078]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        cases.push(Case {
+            sm_count: Some(sm_count),
+            seed: 5900 + i as u64,
+            ..Case::new(Dtype::Bf16, s_q, h_q, lengths, true)
+        });
+    }
     // Long shares, as most points of the benchmark from 16K have them: planned for 8 SMs,
     // these lengths give 65-117 pages a partition (pieces charged the fixed overhead, long
     // runs of tiles, the 32-row tiles' 64-token KV boxes) on every row tile, in both
@@ -929,6 +947,35 @@ mod tests {
             .any(|c| c.precision == Precision::Fast && c.s_q == 2));
         assert!(ordered.iter().any(|c| c.precision == Precision::Accurate));
         assert!(ordered.iter().any(|c| c.out_f32 && c.h_kv == 2));
+    }
+
+    /// The grid's causal cases of seeds 5900-5902 are planned by the fills that keep their
+    /// tails (their plans differ from the same lengths' without a causal mask), in batch
+    /// order and in their own, and keep f16 partial results.
+    #[test]
+    fn the_grid_reaches_plans_that_keep_causal_tails() {
+        let mut orders = Vec::new();
+        for case in grid()
+            .into_iter()
+            .filter(|c| (5900..5903).contains(&c.seed))
+        {
+            let sm_count = case.sm_count.unwrap_or(132);
+            let config = case.config(&case.shape());
+            let s = DecodePlan::schedule(&config, &case.lengths, sm_count).unwrap();
+            let plain =
+                DecodePlan::schedule(&config.causal(false), &case.lengths, sm_count).unwrap();
+            assert!(
+                s.split_p && s.rows_per_cta == SEESAW_ROWS,
+                "{}",
+                case.describe()
+            );
+            assert!((s.parts != plain.parts || s.order != plain.order) && !s.one_piece_rows);
+            assert!(s.partials_f16(case.dtype, case.out_f32));
+            orders.push(s.ordered);
+        }
+        orders.sort_unstable();
+        orders.dedup();
+        assert_eq!(orders, [false, true]);
     }
 
     /// The smoke cases reach each schedule of the 64-row seesaw kernels: the split one, and
