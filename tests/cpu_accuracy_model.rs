@@ -116,8 +116,9 @@ fn accurate_plans_keep_causal_rows_within_the_bound() {
     // piece: the two stress cases' shapes (one page a partition: 64-row tiles, f32 by
     // `Schedule::one_piece_rows`) and
     // causal requests split just before a last page of one token at two pages a partition
-    // (some of them; f32). Every row merging: requests split 2 + 2 pages, and 200 tokens
-    // over 33 partitions (f16).
+    // (some of them; f32). Every row merging: requests split 2 + 2 pages, 200 tokens
+    // over 33 partitions, and two of the grid's causal plans that the fills keeping tails
+    // make (batch order, the requests' own; f16).
     let one_piece_rows = [
         (4, 128, vec![65], 132, 1.015),
         (4, 26, vec![65, 65], 132, 1.015),
@@ -137,7 +138,12 @@ fn accurate_plans_keep_causal_rows_within_the_bound() {
             "s_q {s_q}, h_q {h_q}, f16 forced: {forced}"
         );
     }
-    for (s_q, h_q, lengths, sms) in [(4, 16, vec![256; 66], 132), (3, 32, vec![200; 24], 33)] {
+    for (s_q, h_q, lengths, sms) in [
+        (4, 16, vec![256; 66], 132),
+        (3, 32, vec![200; 24], 33),
+        (2, 128, vec![731, 82, 300, 70], 16),
+        (2, 64, vec![808, 448, 1078], 16),
+    ] {
         let (ratio, f16) = emulated_ratio((s_q, h_q, true, 1.0), &lengths, sms, false);
         assert!(
             f16 && (1.001..1.012).contains(&ratio),

@@ -518,6 +518,17 @@ fn fills_keeping_tails_end_pieces_where_every_causal_row_sees_the_next() {
         (1, 0, 2)
     );
     assert!(has_one_piece_rows(&three, &[64, 129], 70, PAGE_SIZE));
+    // A piece ended early leaves its partition below the budget, and the stats say so:
+    // 92 + 72 pages at 9 a piece over 2 partitions (budget 100), the first cut at page 90.
+    let lens = [5854, 4598];
+    let (mut parts, mut offsets) = (vec![PartWork::IDLE; 2], vec![0i32; 3]);
+    let stats =
+        plan_keeping_tails(&lens, 92, PAGE_SIZE, 2, 9, 2, &mut parts, &mut offsets).unwrap();
+    check(&lens, PAGE_SIZE, 2, 9, 2, &parts, &offsets, &stats);
+    assert_eq!(
+        (parts[0].end_page, stats.payload, stats.max_part_cost),
+        (90, 100, 99)
+    );
 }
 
 #[test]

@@ -624,7 +624,7 @@ pub const fn last_piece_start(pages: u64, s_q: usize, page_size: usize) -> u64 {
     let page = if page_size == 0 { 1 } else { page_size as u64 };
     let first_of_last = pages.saturating_sub(1).saturating_mul(page);
     let s_q = if s_q == 0 { 1 } else { s_q as u64 };
-    (first_of_last + 1).saturating_sub(s_q) / page
+    first_of_last.saturating_add(1).saturating_sub(s_q) / page
 }
 
 /// Whether a causal plan of `s_q` query positions (`s_q > 1`) may leave some query row of
@@ -632,8 +632,9 @@ pub const fn last_piece_start(pages: u64, s_q: usize, page_size: usize) -> u64 {
 /// past [`last_piece_start`], in the tokens its first position does not see, so that
 /// position's rows see the first piece alone and the merge passes that piece's partial
 /// result through unchanged. `seqlens_in_order` are the lengths at the plan's positions
-/// (`PartWork::begin_req`). [`plan_keeping_tails`] makes plans without such pieces where
-/// its budget allows.
+/// (`PartWork::begin_req`). [`plan_keeping_tails`] avoids such pieces where a piece can
+/// end earlier; it keeps them where none can (a request too short for its first position
+/// to see a second piece, or cut at the start of its partition).
 ///
 /// f16 partial results round such a row twice (to f16, then to the bf16 output): its
 /// values then lie on f16's grid, and those that land on a midpoint between two bf16
@@ -912,9 +913,9 @@ pub fn plan_keeping_tails(
                         end = page;
                     }
                     if end > page {
+                        remain -= end - page + overhead;
                         page = end;
                         split += 1;
-                        remain = 0;
                         w.end_req = r as i32;
                         w.end_page = page as i32;
                         took_any = true;
