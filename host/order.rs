@@ -14,7 +14,7 @@
 //! (`plan::keeps_ordered_plan`): on an H200, b 16, h_q 32, 4K varlen 41.4 → 28.8 µs and
 //! b 64, s_q 2, h_q 32, 1K varlen 46.2 → 36.8.
 
-use etap_kernel::plan::{has_one_piece_rows, last_piece_start, num_pages, PartWork};
+use etap_kernel::plan::{last_piece_start, num_pages, PartWork};
 use std::collections::BTreeSet;
 
 /// A plan whose partitions take requests in `order`.
@@ -77,9 +77,12 @@ pub fn plan_ordered(
 
 /// [`plan_ordered`] for causal requests of `s_q` query positions: a piece that would leave
 /// the request's next one to start past `plan::last_piece_start` ends at that page
-/// instead where it keeps a page, and the budget is the smallest at which no query row
-/// merges one piece alone (`plan::has_one_piece_rows`; a request too short to split so
-/// must then fit whole). `s_q <= 1` is [`plan_ordered`].
+/// instead where it keeps a page, so that no query row merges one piece alone
+/// (`plan::has_one_piece_rows`) unless a request is too short to split so; the moved
+/// pages may take a larger budget. The first budget that places every page is kept even
+/// where such a piece remains: searching on for a budget without one found plans that
+/// fill fewer partitions (H200, A-B-B-A: b 32, s_q 2, h_q 128, 256 varlen 1.095 and b 96,
+/// s_q 4, h_q 64, 256 varlen 1.049 slower, fifty-ninth session).
 pub fn plan_ordered_keeping_tails(
     seqlens: &[i32],
     page_size: usize,
@@ -109,12 +112,7 @@ pub fn plan_ordered_keeping_tails(
         .iter()
         .map(|&p| last_piece_start(p, s_q, page_size))
         .collect();
-    let keeps_tails = |plan: &OrderedPlan| {
-        let by_pos = lengths_by_position(&plan.order, seqlens);
-        s_q <= 1 || !has_one_piece_rows(&plan.parts, &by_pos, s_q, page_size)
-    };
-    (lowest..=max_payload)
-        .find_map(|payload| fill(&pages, &last, num_parts, fixed, payload).filter(keeps_tails))
+    (lowest..=max_payload).find_map(|payload| fill(&pages, &last, num_parts, fixed, payload))
 }
 
 /// A split of a request of `pages` pages (`last` its `plan::last_piece_start`) after
@@ -212,7 +210,7 @@ fn fill(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etap_kernel::plan::{charged_makespan, pieces, PAGE_SIZE};
+    use etap_kernel::plan::{charged_makespan, has_one_piece_rows, pieces, PAGE_SIZE};
 
     /// Lengths of pages `p` (full pages of 64 tokens, the last one partly).
     fn lens(p: &[u64]) -> Vec<i32> {
@@ -325,24 +323,31 @@ mod tests {
                     continue;
                 };
                 check(&plan, &seqlens, 6);
+                // A piece starts past its request's last start only where the one before
+                // began there or later (it could end no earlier).
+                let by_pos = lengths_by_position(&plan.order, &seqlens);
+                let mut begun = vec![0u64; seqlens.len()];
+                for piece in plan
+                    .parts
+                    .iter()
+                    .flat_map(|p| pieces(p, &by_pos, PAGE_SIZE))
+                {
+                    let pos = piece.req as usize;
+                    let last = last_piece_start(num_pages(by_pos[pos], PAGE_SIZE), s_q, PAGE_SIZE);
+                    let begin = piece.page_begin as u64;
+                    assert!(begin <= last || begun[pos] >= last, "{piece:?}, s_q {s_q}");
+                    begun[pos] = begin;
+                }
                 let tails = |p: &OrderedPlan| {
                     let by_pos = lengths_by_position(&p.order, &seqlens);
                     has_one_piece_rows(&p.parts, &by_pos, s_q, PAGE_SIZE)
                 };
-                assert!(!tails(&plan), "{seqlens:?} over {parts}, s_q {s_q}");
-                // Pieces ended earlier, not a larger budget, keep most of them.
-                if plain
-                    .as_ref()
-                    .is_some_and(|p| tails(p) && p.payload == plan.payload)
-                {
+                if plain.as_ref().is_some_and(tails) && !tails(&plan) {
                     moved += 1;
                 }
             }
         }
-        assert!(
-            moved > 10,
-            "only {moved} fills kept their tails within the budget"
-        );
+        assert!(moved > 10, "only {moved} fills kept their tails");
     }
 
     #[test]
