@@ -212,6 +212,17 @@ mod tests {
     use super::*;
     use etap_kernel::plan::{charged_makespan, has_one_piece_rows, pieces, PAGE_SIZE};
 
+    /// A xorshift generator from `seed`: each call a value below its argument.
+    fn xorshift(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+
     /// Lengths of pages `p` (full pages of 64 tokens, the last one partly).
     fn lens(p: &[u64]) -> Vec<i32> {
         p.iter()
@@ -277,13 +288,7 @@ mod tests {
 
     #[test]
     fn random_lengths_are_covered_within_the_budget() {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rand = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rand = xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..300 {
             let batch = 1 + rand(200) as usize;
             let parts = 1 + rand(140) as usize;
@@ -300,13 +305,7 @@ mod tests {
 
     #[test]
     fn fills_keeping_tails_start_later_pieces_where_every_causal_row_sees_them() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut rand = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rand = xorshift(0x2545_F491_4F6C_DD1D);
         let mut moved = 0;
         for _ in 0..300 {
             let batch = 1 + rand(100) as usize;
