@@ -415,9 +415,9 @@ fn ordered_by_model(
 /// A causal 64-row plan over short shares (`current`: partitions, pieces by request and
 /// order; `ordered` where the order is `order::plan_ordered`'s) filled again so that no
 /// request's later piece starts in tokens its first query positions do not see
-/// (`plan::plan_keeping_tails`, `order::plan_ordered_keeping_tails`), where the new plan
-/// has no such piece, models no slower at `plan::PieceCosts::ROWS_64` and needs no wider a
-/// combine. Its split-P kernels may then keep f16 partial results (the schedule does not
+/// (`plan::plan_keeping_tails`, `order::plan_ordered_keeping_tails`), where no row of the
+/// new plan merges one piece alone (`plan::has_one_piece_rows`), it models no slower at
+/// `plan::PieceCosts::ROWS_64` and needs no wider a combine. Its split-P kernels may then keep f16 partial results (the schedule does not
 /// know the cache's dtype or the output's, so plans that keep f32 anyway take it too).
 fn keeping_tails(
     config: &DecodeConfig,
@@ -437,6 +437,8 @@ fn keeping_tails(
     let kept = if ordered {
         let fixed = plan::ordered_fixed_pages(MAX_ROWS_PER_CTA);
         let by_pos = order::lengths_by_position(order, seqlens);
+        // A piece's cost above the current plan's busiest partition: room for the moved
+        // pages.
         let budget = plan::charged_makespan(parts, &by_pos, page, fixed) + u64::from(fixed);
         let o =
             order::plan_ordered_keeping_tails(seqlens, page, num_parts, fixed, config.s_q, budget)?;
@@ -540,8 +542,9 @@ impl DecodePlan {
     /// lengths and runs the split-KV planner for a GPU of `sm_count` SMs (for 16/32-row
     /// tiles over long shares twice, at two piece costs, keeping the plan with the smaller
     /// `plan::modelled_makespan`; at uneven lengths also in the requests' own order, as are
-    /// 64-row plans; causal split-P 64-row plans over short shares where a query row would
-    /// merge one piece alone once more by fills that avoid that: `keeping_tails`).
+    /// 64-row plans; and, for causal split-P 64-row plans over short shares where a query
+    /// row would merge one piece alone, again by the fills that avoid that:
+    /// `keeping_tails`).
     pub fn schedule(config: &DecodeConfig, seqlens: &[i32], sm_count: u32) -> Result<Schedule> {
         config.validate()?;
         if sm_count == 0 || sm_count > MAX_SM_COUNT {

@@ -115,8 +115,9 @@ pub fn plan_ordered_keeping_tails(
     (lowest..=max_payload).find_map(|payload| fill(&pages, &last, num_parts, fixed, payload))
 }
 
-/// A split of a request of `pages` pages (`last` its `plan::last_piece_start`) after
-/// `begin + take` pages, shortened to end at `last` where it would pass it and keep a page.
+/// The pages a piece of a request of `pages` pages from page `begin` takes: `take`, or
+/// `last - begin` where a split after `begin + take` would start the next piece past
+/// `last` (its `plan::last_piece_start`) and the shorter piece keeps a page.
 fn keep_tail(begin: u64, take: u64, pages: u64, last: u64) -> u64 {
     if begin + take < pages && begin + take > last && last > begin {
         last - begin

@@ -38,6 +38,9 @@
 //!   ≤ batch + num_parts - 1`.
 //! - Every partition with work holds at least one page; the partitions with work come first
 //!   and idle ones (encoded as [`PartWork::IDLE`]) last.
+//!
+//! [`plan_keeping_tails`] with causal `s_q > 1` keeps Balance and the last two, not
+//! Completion (it may return [`PlanError::Internal`]).
 
 use crate::config::{
     row_tile_for, COMBINE_MAX_DIM_SLICES, COMBINE_NARROW_MAX_SPLITS, COMBINE_WIDE_MIN_SPLITS,
@@ -616,7 +619,7 @@ pub const fn most_pieces(pages: u64, share: u64) -> u64 {
 /// each of `s_q` causal query positions sees a key of it, for every length with those
 /// pages (the device lengths may differ from the plan's within a page): the first position
 /// sees all but the last `s_q - 1` tokens, so a piece starting at token `a` is seen by all
-/// where `a + s_q` does not reach past the first token of the last page. `pages - 1` (any
+/// where `a + s_q - 1` is at most the first token of the last page. `pages - 1` (any
 /// page) for `s_q <= 1`; 0 (no later piece) where the first position may see no token
 /// past the first page; `page_size = 0` counts as 1.
 #[inline]
@@ -632,9 +635,10 @@ pub const fn last_piece_start(pages: u64, s_q: usize, page_size: usize) -> u64 {
 /// past [`last_piece_start`], in the tokens its first position does not see, so that
 /// position's rows see the first piece alone and the merge passes that piece's partial
 /// result through unchanged. `seqlens_in_order` are the lengths at the plan's positions
-/// (`PartWork::begin_req`). [`plan_keeping_tails`] avoids such pieces where a piece can
-/// end earlier; it keeps them where none can (a request too short for its first position
-/// to see a second piece, or cut at the start of its partition).
+/// (`PartWork::begin_req`). [`plan_keeping_tails`] avoids such pieces; it keeps them only
+/// for a request too short for its first position to see a second piece
+/// (`last_piece_start` 0) that it must split: at the start of a partition in batch order,
+/// anywhere in `order::plan_ordered_keeping_tails`.
 ///
 /// f16 partial results round such a row twice (to f16, then to the bf16 output): its
 /// values then lie on f16's grid, and those that land on a midpoint between two bf16
@@ -777,9 +781,10 @@ pub fn plan_with_overhead(
 
 /// [`plan_with_overhead`] for causal requests of `s_q` query positions: where a
 /// partition's piece would leave the next one to start past the request's
-/// [`last_piece_start`] (so that rows of its first positions merge one piece alone,
-/// [`has_one_piece_rows`]), the piece ends at that page instead, or, where it would then
-/// be empty and the partition holds an earlier request, the partition ends there. The
+/// [`last_piece_start`], the piece ends at that page instead, or, where it would then be
+/// empty and the partition holds an earlier request, the partition ends there. Only a
+/// request's second piece decides [`has_one_piece_rows`]; the rule holds for every later
+/// one too, as measured (it needs no piece index; fifty-ninth session). The
 /// pages moved go to the later partitions, so the fill may leave work after the last one
 /// ([`PlanError::Internal`]); such a split is kept where neither applies. `s_q <= 1` is
 /// [`plan_with_overhead`]'s fill.
