@@ -405,9 +405,14 @@ fn ordered_by_model(
     let fixed = plan::ordered_fixed_pages(rows_per_cta);
     let budget = plan::charged_makespan(&chosen.0, seqlens, page, fixed);
     let o = plan_ordered(seqlens, page, num_parts, fixed, budget)?;
-    let by_pos = order::lengths_by_position(&o.order, seqlens);
-    let offsets_by_pos = o.split_offsets_by_position();
-    let ordered = plan::modelled_makespan(&o.parts, &offsets_by_pos, &by_pos, page, costs);
+    let ordered = order::modelled_makespan_in_order(
+        &o.parts,
+        &o.split_offsets,
+        &o.order,
+        seqlens,
+        page,
+        costs,
+    );
     (plan::keeps_ordered_plan(ordered, modelled) && plan::max_pieces(&o.split_offsets) <= widest)
         .then_some(o)
 }
@@ -417,8 +422,9 @@ fn ordered_by_model(
 /// request's later piece starts in tokens its first query positions do not see
 /// (`plan::plan_keeping_tails`, `order::plan_ordered_keeping_tails`), where no row of the
 /// new plan merges one piece alone (`plan::has_one_piece_rows`), it models no slower at
-/// `plan::PieceCosts::ROWS_64` and needs no wider a combine. Its split-P kernels may then keep f16 partial results (the schedule does not
-/// know the cache's dtype or the output's, so plans that keep f32 anyway take it too).
+/// `plan::PieceCosts::ROWS_64` and needs no wider a combine. Its split-P kernels may then
+/// keep f16 partial results (the schedule does not know the cache's dtype or the output's,
+/// so plans that keep f32 anyway take it too).
 fn keeping_tails(
     config: &DecodeConfig,
     seqlens: &[i32],
@@ -430,9 +436,7 @@ fn keeping_tails(
     let costs = plan::PieceCosts::ROWS_64;
     let (parts, split_offsets, order) = current;
     let modelled = |parts: &[PartWork], split_offsets: &[i32], order: &[i32]| {
-        let by_pos = order::lengths_by_position(order, seqlens);
-        let offsets_by_pos = order::split_offsets_by_position(order, split_offsets);
-        plan::modelled_makespan(parts, &offsets_by_pos, &by_pos, page, costs)
+        order::modelled_makespan_in_order(parts, split_offsets, order, seqlens, page, costs)
     };
     let kept = if ordered {
         let fixed = plan::ordered_fixed_pages(MAX_ROWS_PER_CTA);
@@ -2112,14 +2116,19 @@ mod tests {
         assert_eq!(s.rows_per_cta, MAX_ROWS_PER_CTA);
         assert!(!s.one_piece_rows && s.partials_f16(Dtype::Bf16, false));
         let fast = DecodePlan::schedule(&config.precision(Precision::Fast), &lens, 132).unwrap();
-        let in_order = |s: &Schedule| order::lengths_by_position(&s.order, &lens);
         let page = PAGE_SIZE as usize;
         assert!(fast.one_piece_rows);
         assert_ne!(fast.parts, s.parts);
         let modelled = |s: &Schedule| {
-            let offsets = order::split_offsets_by_position(&s.order, &s.split_offsets);
             let costs = plan::PieceCosts::ROWS_64;
-            plan::modelled_makespan(&s.parts, &offsets, &in_order(s), page, costs)
+            order::modelled_makespan_in_order(
+                &s.parts,
+                &s.split_offsets,
+                &s.order,
+                &lens,
+                page,
+                costs,
+            )
         };
         assert!(modelled(&s) <= modelled(&fast));
         let widest = plan::combine_class_max_pieces(plan::max_pieces(&fast.split_offsets));

@@ -14,7 +14,7 @@
 //! (`plan::keeps_ordered_plan`): on an H200, b 16, h_q 32, 4K varlen 41.4 → 28.8 µs and
 //! b 64, s_q 2, h_q 32, 1K varlen 46.2 → 36.8.
 
-use etap_kernel::plan::{last_piece_start, num_pages, PartWork};
+use etap_kernel::plan::{last_piece_start, modelled_makespan, num_pages, PartWork, PieceCosts};
 use std::collections::BTreeSet;
 
 /// A plan whose partitions take requests in `order`.
@@ -50,6 +50,21 @@ pub fn split_offsets_by_position(order: &[i32], split_offsets: &[i32]) -> Vec<i3
         offsets.push(offsets.last().copied().unwrap_or(0) + pieces);
     }
     offsets
+}
+
+/// `plan::modelled_makespan` of a plan whose partitions take requests in `order`, given
+/// its `split_offsets` and `seqlens` by request (the batch order where `order` is it).
+pub fn modelled_makespan_in_order(
+    parts: &[PartWork],
+    split_offsets: &[i32],
+    order: &[i32],
+    seqlens: &[i32],
+    page_size: usize,
+    costs: PieceCosts,
+) -> u64 {
+    let by_pos = lengths_by_position(order, seqlens);
+    let offsets_by_pos = split_offsets_by_position(order, split_offsets);
+    modelled_makespan(parts, &offsets_by_pos, &by_pos, page_size, costs)
 }
 
 impl OrderedPlan {
