@@ -170,6 +170,9 @@ pub enum NamedBarrier {
     /// Seesaw kernel, P rounded once (warpgroup 1 arrives, 0 syncs): warpgroup 1's P is in
     /// shared memory and its last read of warpgroup 0's P is issued.
     PbIssued = 11,
+    /// Seesaw kernel, P_a-first order (warpgroup 1 arrives, 0 syncs): warpgroup 1's
+    /// P_a·V_aR has retired, so stage 0's V_R half is free for warpgroup 0 to reload.
+    VaRFree = 12,
 }
 
 /// Slot of the decode kernel's error words: smallest batch index with a page id outside
@@ -330,7 +333,8 @@ pub const SEESAW_V_BLOCKS: u32 = SEESAW_HALF_DV / COL_BLOCK;
 /// of stage s, read by S only, holds P_hi of the stage's tile once S is done, and
 /// warpgroup 1 − s is its last reader. With P rounded once, P_b has the spare buffer of its
 /// own and stage 1's RoPE block is free once S_b is done: warpgroup 1 reloads both RoPE
-/// blocks.
+/// blocks. (In the P_a-first order warpgroup 0 issues stage 0's half 1 for warpgroup 1, at
+/// `NamedBarrier::VaRFree`.)
 pub const fn seesaw_half_blocks(stage: u32, half: u32, split_p: bool) -> u32 {
     let v = ((1 << SEESAW_V_BLOCKS) - 1) << (half * SEESAW_V_BLOCKS);
     let rope_half = if split_p { 1 - stage } else { 1 };

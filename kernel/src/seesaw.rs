@@ -49,7 +49,12 @@
 //! own mbarrier, so the next pair's KV streams in under this pair's products and S starts
 //! on the first blocks to land. A reload is issued ahead of a wait for the other
 //! warpgroup, or after an arrival it waits for, so that its issue (hundreds of cycles) is
-//! off the other warpgroup's path (H200: h_q 64 2-4 % faster). There is no producer
+//! off the other warpgroup's path (H200: h_q 64 2-4 % faster). In the P_a-first order
+//! stage 0's V_R half is the exception: warpgroup 1 reads it last (P_a·V_aR) but would
+//! reach its reload only after storing P_b and issuing P_b·V_bR, while warpgroup 0 idles
+//! until P_b is out, so warpgroup 0 reloads it once warpgroup 1 reports P_a·V_aR retired
+//! (`NamedBarrier::VaRFree`; H200, sixty-first session: `Accurate` 0.982 over 12 points,
+//! `Fast`'s P_a-first plans ~1 % faster). There is no producer
 //! warpgroup: the CTA is the two consumer warpgroups (`SEESAW_THREADS`), 255 registers a
 //! thread.
 use crate::config::*;
@@ -1013,6 +1018,11 @@ unsafe fn pa_first_pair_wg0<
         wgmma::wait::<0>();
         if A2 {
             c.load_half::<SPLIT_P>(pc, 0, 0, id_a2);
+            // Stage 0's V_R half too, once warpgroup 1 reports P_a·V_aR retired: idle until
+            // P_b is out, warpgroup 0 issues it ~1.3 K cycles sooner than warpgroup 1 could,
+            // and off warpgroup 1's path to P_b.
+            barrier::sync_named(NamedBarrier::VaRFree as u32, 256);
+            c.load_half::<SPLIT_P>(pc, 0, 1, id_a2);
         }
         barrier::sync_named(NamedBarrier::ScaleB as u32, 256);
         let scale_b = c.rows_f32(|row| c.scale_at(1, row));
@@ -1052,7 +1062,6 @@ unsafe fn pa_first_pair_wg1<
     ta: u32,
     s: &mut State,
 ) {
-    let id_a2 = if A2 { c.page_id(pc, ta + 2) } else { 0 };
     let id_b2 = if B2 { c.page_id(pc, ta + 3) } else { 0 };
     // O_R = O_R·scale_a + P_a·V_aR, with P_a from warpgroup 0.
     barrier::sync_named(NamedBarrier::ScaleA as u32, 256);
@@ -1076,20 +1085,20 @@ unsafe fn pa_first_pair_wg1<
         // P_a·V_aR is done: O_R may be rescaled, and with a split P, P_a's buffers take
         // P_b (for warpgroup 0, waiting for it).
         wgmma::wait::<0>();
+        if A2 {
+            // Stage 0's V_R half is free: warpgroup 0 reloads it with tile a+2.
+            barrier::arrive_named(NamedBarrier::VaRFree as u32, 256);
+        }
         c.store_p::<SPLIT_P>(&p, c.pb_buf::<SPLIT_P>());
         barrier::arrive_named(NamedBarrier::ScaleB as u32, 256);
 
-        // O_R = O_R·scale_b + P_b·V_bR; then stage 0's V_R takes tile a+2 (S_{a+2} reads
-        // it only after its other half).
+        // O_R = O_R·scale_b + P_b·V_bR.
         rescale(&mut s.o, step_b.scale, step_b.moved);
         if !A2 {
             c.zero_tail_v(pc, ta + 1);
         }
         issue_pv_own::<T, SPLIT_P>(&mut s.o, &p, c.v_half(1));
         wgmma::commit();
-        if A2 {
-            c.load_half::<SPLIT_P>(pc, 0, 1, id_a2);
-        }
 
         // Stage 1's V_R is done with once that has run: it takes tile b+2; then S_{b+2}.
         if B2 {
