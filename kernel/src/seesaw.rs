@@ -138,7 +138,7 @@ pub unsafe fn decode<
         wg,
         t,
         lane,
-        leader: if PA_FIRST && !SPLIT_P {
+        leader: if PA_FIRST {
             (warp_id == 0) & warp::elect_one()
         } else {
             t == 0
@@ -225,14 +225,14 @@ struct Cta<'a> {
     /// Thread within the warpgroup.
     t: u32,
     lane: u32,
-    /// The thread of the warpgroup that issues its TMA loads: thread 0, or in the P_a-first
-    /// kernel with P rounded once the lane `elect.sync` picks in warp 0. Predicated
-    /// on `t == 0`, ptxas wraps each load in a loop over the lanes' operand values (16 SASS
-    /// instructions a load against 2-7 elected). H200, forty-third session: elected, that
-    /// kernel's points 1-2 % faster (b 32, h_q 128, 2K 40.2 → 39.4 µs; b 16, h_q 64, 8K 48.6
-    /// → 47.8), none slower; in FlashMLA's order b 128, h_q 128, 4K varlen and s_q 2 ~1 %
-    /// faster but b 16, h_q 128, 32K 1-3 % slower on three cards, and in the split kernel
-    /// b 16, h_q 128, 1K 2 % slower, so those keep thread 0.
+    /// The thread of the warpgroup that issues its TMA loads: in the P_a-first order (the
+    /// split kernel and P rounded once) the lane `elect.sync` picks in warp 0, in
+    /// FlashMLA's order thread 0. Predicated on `t == 0`, ptxas wraps each load in a loop
+    /// over the lanes' operand values (16 SASS instructions a load against 2-7 elected).
+    /// H200: with P rounded once, elected 1-2 % faster P_a-first but b 16, h_q 128, 32K
+    /// 1-3 % slower in FlashMLA's order (forty-third session); the split kernel, elected
+    /// once the pair took its present order, 0.978 in medians over 13 points, none slower
+    /// (sixty-second session).
     leader: bool,
     /// This thread's two accumulator rows (within the CTA's 64).
     rows: [u32; 2],
