@@ -6,7 +6,10 @@
 mod common;
 
 use cudarc::driver::{sys, DevicePtr, DevicePtrMut};
-use etap_kernel::config::{BLOCK_BYTES, K_BLOCKS, TILE_BYTES};
+use etap_kernel::config::{
+    handoff_word, SeesawSmem, BLOCK_BYTES, HANDOFF_BARRIERS, HANDOFF_ROUNDS, K_BLOCKS,
+    SEESAW_THREADS, TILE_BYTES,
+};
 use etap_kernel::layout::swizzled_offset;
 use flashmla_etap::probe::{ClockProbe, CLOCK_PROBE_NS};
 use flashmla_etap::reference::SplitMix64;
@@ -242,6 +245,45 @@ fn warp_specialized_pipeline_checksum() {
     println!("pipeline: 1 producer warp, 2 consumer warpgroups, 3 stages, {n_tiles} tiles: checksum {want} exact in 20 runs");
 }
 
+/// The seesaw kernels' barriers without their arithmetic (`selftest_seesaw_handoff`) over
+/// the first `region_bytes` of shared memory. Run alone under compute-sanitizer's
+/// racecheck, at the seesaw kernels' size and at a small one, it tells a fault of the tool
+/// on kernels of this shape from a race of the decode's own.
+fn seesaw_handoff(test_name: &str, region_bytes: u32) {
+    let gpu = require_gpu!(test_name);
+    let k = Kernels::load(&gpu).unwrap();
+    let s = &gpu.stream;
+    let words = region_bytes / 4;
+    let smem = region_bytes + 8 * HANDOFF_BARRIERS;
+    k.set_max_dynamic_smem("selftest_seesaw_handoff", smem)
+        .unwrap();
+    let f = k.function("selftest_seesaw_handoff").unwrap();
+    let mut d_out = s.alloc_zeros::<u64>(HANDOFF_ROUNDS as usize).unwrap();
+    {
+        let (mut o, _g) = d_out.device_ptr_mut(s);
+        let mut bytes = region_bytes;
+        let mut args = kernel_args![bytes, o];
+        let spec = LaunchSpec::linear(1, SEESAW_THREADS, smem);
+        unsafe { launch(f, &spec, s, &mut args).unwrap() };
+    }
+    let got = s.clone_dtoh(&d_out).unwrap();
+    for (r, &sum) in got.iter().enumerate() {
+        let want: u64 = (0..words).map(|w| handoff_word(r as u32, w) as u64).sum();
+        assert_eq!(sum, want, "round {r}: the reader's sum over {words} words");
+    }
+    println!(
+        "seesaw hand-off: {smem} bytes of shared memory, {HANDOFF_ROUNDS} rounds through named barriers and mbarriers, every sum exact"
+    );
+}
+
+fn seesaw_handoff_at_the_seesaw_size() {
+    seesaw_handoff("seesaw_handoff_at_the_seesaw_size", SeesawSmem::new().bars);
+}
+
+fn seesaw_handoff_in_16_kib() {
+    seesaw_handoff("seesaw_handoff_in_16_kib", 16 * 1024);
+}
+
 fn sm_clock_probe_counts_a_plausible_clock() {
     let gpu = require_gpu!("sm_clock_probe_counts_a_plausible_clock");
     let k = Kernels::load(&gpu).unwrap();
@@ -284,5 +326,7 @@ test_main!(
     tma_paged_load_lands_swizzled_as_predicted,
     wgmma_gemms_in_both_etap_shapes,
     warp_specialized_pipeline_checksum,
+    seesaw_handoff_at_the_seesaw_size,
+    seesaw_handoff_in_16_kib,
     sm_clock_probe_counts_a_plausible_clock,
 );

@@ -488,6 +488,19 @@ pub const fn probe_smem_bytes(n: u32, warpgroups: u32) -> u32 {
     BLOCK_BYTES + warpgroups * n * 128
 }
 
+/// Rounds of the seesaw hand-off self-test (`selftest_seesaw_handoff`).
+pub const HANDOFF_ROUNDS: u32 = 8;
+
+/// mbarriers of the seesaw hand-off self-test, after the memory it hands off: as many as
+/// the seesaw kernels have.
+pub const HANDOFF_BARRIERS: u32 = STAGES * K_BLOCKS;
+
+/// The value the hand-off self-test writes at word `w` of shared memory in round `r`
+/// (host and device agree on it to check the readers' sums).
+pub const fn handoff_word(r: u32, w: u32) -> u32 {
+    (w ^ (r << 20)).wrapping_mul(2_654_435_761)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

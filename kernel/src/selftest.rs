@@ -1,7 +1,10 @@
 //! Self-test kernels: each proves one Hopper primitive against an expectation the host
 //! computes with the same layout math (`crate::layout`). They are small, single-purpose
 //! and not used by the decode.
-use crate::config::{BLOCK_BYTES, CONSUMER_WARPS, K_BLOCKS, QK_STEPS, TILE_BYTES, V_BLOCKS};
+use crate::config::{
+    handoff_word, NamedBarrier, BLOCK_BYTES, CONSUMER_WARPS, HANDOFF_BARRIERS, HANDOFF_ROUNDS,
+    K_BLOCKS, QK_STEPS, SEESAW_THREADS, TILE_BYTES, V_BLOCKS,
+};
 use crate::element::{Bf16, Element, F16};
 use crate::layout::{acc_coord, smem_desc, Major};
 use crate::ptx::wgmma::{self, MmaShape, N128, N16, N32, N64};
@@ -201,4 +204,63 @@ pub unsafe extern "ptx-kernel" fn selftest_pipeline(
         }
         atomic::add_u64(out, sum);
     }
+}
+
+/// The seesaw kernels' shape without their arithmetic: two warpgroups (256 threads) hand
+/// the first `region_bytes` of dynamic shared memory (followed by `HANDOFF_BARRIERS`
+/// mbarriers) back and forth `HANDOFF_ROUNDS` times, in even rounds through the named
+/// barriers the pair uses (`ScaleA` / `ScaleB`: one warpgroup arrives, the other syncs) and
+/// in odd rounds through an mbarrier (128 arrivals, a parity wait). The reader of each
+/// round adds up every word into `out[round]`. Run at the seesaw kernels' size
+/// (`config::SeesawSmem`) and at a small one, it tells a fault of compute-sanitizer's
+/// racecheck on kernels of this shape from a race of the decode's own.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out: *mut u64) {
+    let base = smem::base();
+    let words = region_bytes / 4;
+    let bar = |b: u32| base + region_bytes + 8 * b;
+    if ids::thread() == 0 {
+        for b in 0..HANDOFF_BARRIERS {
+            mbarrier::init(bar(b), 128);
+        }
+        fence::mbarrier_init();
+    }
+    barrier::sync_cta();
+    let (wg, t) = (ids::warpgroup(), ids::thread() % 128);
+    for r in 0..HANDOFF_ROUNDS {
+        let writer = r % 2;
+        let named = if writer == 0 {
+            NamedBarrier::ScaleA
+        } else {
+            NamedBarrier::ScaleB
+        } as u32;
+        if wg == writer {
+            let mut w = t;
+            while w < words {
+                smem::st_u32(base + 4 * w, handoff_word(r, w));
+                w += 128;
+            }
+            if r % 4 < 2 {
+                barrier::arrive_named(named, SEESAW_THREADS);
+            } else {
+                mbarrier::arrive(bar(writer));
+            }
+        } else {
+            if r % 4 < 2 {
+                barrier::sync_named(named, SEESAW_THREADS);
+            } else {
+                mbarrier::wait(bar(writer), (r / 4) & 1);
+            }
+            let (mut w, mut sum) = (t, 0u64);
+            while w < words {
+                sum += smem::ld_u32(base + 4 * w) as u64;
+                w += 128;
+            }
+            atomic::add_u64(out.add(r as usize), sum);
+        }
+        // The next round's writer is this round's reader: it writes only after its reads,
+        // and this round's writer reads only after the next round's writes are handed over.
+        barrier::sync_named(NamedBarrier::ConsumerGroup0 as u32 + wg, 128);
+    }
+    barrier::sync_named(NamedBarrier::Consumers as u32, SEESAW_THREADS);
 }
