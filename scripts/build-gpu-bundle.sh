@@ -87,9 +87,11 @@ for ref in ${ETAP_BUNDLE_REFS:-}; do
     if [ ! -d "$work/target/release" ]; then
         # Seeded with this checkout's build: the dependencies need not be compiled again.
         # The workspace's own crates are left out: cargo would take this checkout's build
-        # script (and so its PTX post-processing) or kernel crate as the ref's.
+        # script (and so its PTX post-processing) or kernel crate as the ref's. The copy
+        # keeps the files' times: with fresh ones cargo sees each dependency's build-script
+        # output as newer than the dependency and builds them all again (~5 minutes).
         mkdir -p "$work/target"
-        cp -r "$exe_dir" "$work/target/release"
+        cp -a "$exe_dir" "$work/target/release"
         for crate in flashmla-etap etap-kernel; do
             rm -rf "$work/target/release/build/$crate-"* \
                 "$work/target/release/.fingerprint/$crate-"* \
