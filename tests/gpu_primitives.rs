@@ -1,8 +1,9 @@
 //! GPU tests of the Hopper primitives, each against an expectation computed on the CPU
 //! with the layout math the kernels use (`etap_kernel::layout`): a paged TMA load into
 //! swizzled shared memory, wgmma in the two ETAP shapes, the warp-specialised
-//! producer/consumer pipeline, and the SM clock probe the bench runs. Reported as ignored,
-//! with the reason, where there is no GPU.
+//! producer/consumer pipeline, the seesaw kernels' hand-offs between warpgroups, and the
+//! SM clock probe the bench runs. Reported as ignored, with the reason, where there is
+//! no GPU.
 mod common;
 
 use cudarc::driver::{sys, DevicePtr, DevicePtrMut};

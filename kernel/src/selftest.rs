@@ -208,9 +208,9 @@ pub unsafe extern "ptx-kernel" fn selftest_pipeline(
 
 /// The seesaw kernels' shape without their arithmetic: two warpgroups (256 threads) hand
 /// the first `region_bytes` of dynamic shared memory (followed by `HANDOFF_BARRIERS`
-/// mbarriers) back and forth `HANDOFF_ROUNDS` times, in even rounds through the named
-/// barriers the pair uses (`ScaleA` / `ScaleB`: one warpgroup arrives, the other syncs) and
-/// in odd rounds through an mbarrier (128 arrivals, a parity wait). The reader of each
+/// mbarriers) back and forth `HANDOFF_ROUNDS` times, in two rounds of every four through
+/// the named barriers the pair uses (`ScaleA` / `ScaleB`: one warpgroup arrives, the other
+/// syncs) and in the others through an mbarrier (128 arrivals, a parity wait). The reader of each
 /// round adds up every word into `out[round]`. Run at the seesaw kernels' size
 /// (`config::SeesawSmem`) and at a small one, it tells a fault of compute-sanitizer's
 /// racecheck on kernels of this shape from a race of the decode's own.
