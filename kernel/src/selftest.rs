@@ -210,8 +210,8 @@ pub unsafe extern "ptx-kernel" fn selftest_pipeline(
 /// the first `region_bytes` of dynamic shared memory (followed by `HANDOFF_BARRIERS`
 /// mbarriers) back and forth `HANDOFF_ROUNDS` times, in two rounds of every four through
 /// the named barriers the pair uses (`ScaleA` / `ScaleB`: one warpgroup arrives, the other
-/// syncs) and in the others through an mbarrier (128 arrivals, a parity wait). The reader of each
-/// round adds up every word into `out[round]`. Run at the seesaw kernels' size
+/// syncs) and in the others through an mbarrier (128 arrivals, a parity wait). The reader
+/// of each round adds up every word into `out[round]`. Run at the seesaw kernels' size
 /// (`config::SeesawSmem`) and at a small one, it tells a fault of compute-sanitizer's
 /// racecheck on kernels of this shape from a race of the decode's own.
 #[no_mangle]
@@ -228,7 +228,7 @@ pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out
     barrier::sync_cta();
     let (wg, t) = (ids::warpgroup(), ids::thread() % 128);
     for r in 0..HANDOFF_ROUNDS {
-        let writer = r % 2;
+        let (writer, by_named) = (r % 2, r % 4 < 2);
         let named = if writer == 0 {
             NamedBarrier::ScaleA
         } else {
@@ -240,13 +240,13 @@ pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out
                 smem::st_u32(base + 4 * w, handoff_word(r, w));
                 w += 128;
             }
-            if r % 4 < 2 {
+            if by_named {
                 barrier::arrive_named(named, SEESAW_THREADS);
             } else {
                 mbarrier::arrive(bar(writer));
             }
         } else {
-            if r % 4 < 2 {
+            if by_named {
                 barrier::sync_named(named, SEESAW_THREADS);
             } else {
                 mbarrier::wait(bar(writer), (r / 4) & 1);
@@ -258,8 +258,9 @@ pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out
             }
             atomic::add_u64(out.add(r as usize), sum);
         }
-        // The next round's writer is this round's reader: it writes only after its reads,
-        // and this round's writer reads only after the next round's writes are handed over.
+        // The hand-offs alone order the rounds (the next writer is this reader, and this
+        // writer reads only what the next round hands over); the warpgroup's own barrier
+        // is there because the seesaw kernels' warpgroups have one too.
         barrier::sync_named(NamedBarrier::ConsumerGroup0 as u32 + wg, 128);
     }
     barrier::sync_named(NamedBarrier::Consumers as u32, SEESAW_THREADS);
