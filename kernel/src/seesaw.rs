@@ -138,11 +138,7 @@ pub unsafe fn decode<
         wg,
         t,
         lane,
-        leader: if PA_FIRST {
-            (warp_id == 0) & warp::elect_one()
-        } else {
-            t == 0
-        },
+        leader: (warp_id == 0) & warp::elect_one(),
         rows: [16 * warp_id + lane / 4, 16 * warp_id + lane / 4 + 8],
         row0: chunk * SEESAW_ROWS,
         heads_per_kv: a.h_q / a.h_kv,
@@ -225,13 +221,11 @@ struct Cta<'a> {
     /// Thread within the warpgroup.
     t: u32,
     lane: u32,
-    /// The thread of the warpgroup that issues its TMA loads: in the P_a-first order (the
-    /// split kernel and P rounded once) the lane `elect.sync` picks in warp 0, in
-    /// FlashMLA's order thread 0. Predicated on `t == 0`, ptxas wraps each load in a loop
-    /// over the lanes' operand values (16 SASS instructions a load against 2-7 elected).
-    /// H200: with P rounded once, elected 1-2 % faster P_a-first but b 16, h_q 128, 32K
-    /// 1-3 % slower in FlashMLA's order (forty-third session); the split kernel, elected
-    /// once the pair took its present order, 0.978 in medians over 13 points, none slower
+    /// The thread of the warpgroup that issues its TMA loads: the lane `elect.sync` picks
+    /// in warp 0. Predicated on `t == 0`, ptxas wraps each load in a loop over the lanes'
+    /// operand values (16 SASS instructions a load against 2-7 elected). H200: elected,
+    /// P rounded once P_a-first 1-2 % faster (forty-third session), the split kernel 0.978
+    /// in medians over 13 points and FlashMLA's order 0.976-0.994 over 10, none slower
     /// (sixty-second session).
     leader: bool,
     /// This thread's two accumulator rows (within the CTA's 64).
