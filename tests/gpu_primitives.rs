@@ -8,8 +8,8 @@ mod common;
 
 use cudarc::driver::{sys, DevicePtr, DevicePtrMut};
 use etap_kernel::config::{
-    handoff_word, SeesawSmem, BLOCK_BYTES, HANDOFF_BARRIERS, HANDOFF_ROUNDS, K_BLOCKS,
-    SEESAW_THREADS, TILE_BYTES,
+    handoff_word, SeesawSmem, BLOCK_BYTES, HANDOFF_BARRIERS, HANDOFF_NAMED_ROUNDS, HANDOFF_ROUNDS,
+    K_BLOCKS, SEESAW_THREADS, TILE_BYTES,
 };
 use etap_kernel::layout::swizzled_offset;
 use flashmla_etap::probe::{ClockProbe, CLOCK_PROBE_NS};
@@ -247,10 +247,12 @@ fn warp_specialized_pipeline_checksum() {
 }
 
 /// The seesaw kernels' barriers without their arithmetic (`selftest_seesaw_handoff`) over
-/// the first `region_bytes` of shared memory. Run alone under compute-sanitizer's
-/// racecheck, at the seesaw kernels' size and at a small one, it tells a fault of the tool
-/// on kernels of this shape from a race of the decode's own.
-fn seesaw_handoff(test_name: &str, region_bytes: u32) {
+/// the first `region_bytes` of shared memory, the rounds in `named_rounds` at named
+/// barriers and the others through mbarriers. Run alone under compute-sanitizer's
+/// racecheck, at the seesaw kernels' size and at a small one, with both kinds of barrier
+/// or one, it tells a fault of the tool on kernels of this shape from a race of the
+/// decode's own, and which barrier the fault needs.
+fn seesaw_handoff(test_name: &str, region_bytes: u32, named_rounds: u32) {
     let gpu = require_gpu!(test_name);
     let k = Kernels::load(&gpu).unwrap();
     let s = &gpu.stream;
@@ -262,8 +264,8 @@ fn seesaw_handoff(test_name: &str, region_bytes: u32) {
     let mut d_out = s.alloc_zeros::<u64>(HANDOFF_ROUNDS as usize).unwrap();
     {
         let (mut o, _g) = d_out.device_ptr_mut(s);
-        let mut bytes = region_bytes;
-        let mut args = kernel_args![bytes, o];
+        let (mut bytes, mut named) = (region_bytes, named_rounds);
+        let mut args = kernel_args![bytes, named, o];
         let spec = LaunchSpec::linear(1, SEESAW_THREADS, smem);
         unsafe { launch(f, &spec, s, &mut args).unwrap() };
     }
@@ -272,17 +274,30 @@ fn seesaw_handoff(test_name: &str, region_bytes: u32) {
         let want: u64 = (0..words).map(|w| handoff_word(r as u32, w) as u64).sum();
         assert_eq!(sum, want, "round {r}: the reader's sum over {words} words");
     }
+    let by_named = (named_rounds & ((1 << HANDOFF_ROUNDS) - 1)).count_ones();
     println!(
-        "seesaw hand-off: {smem} bytes of shared memory, {HANDOFF_ROUNDS} rounds through named barriers and mbarriers, every sum exact"
+        "seesaw hand-off: {smem} bytes of shared memory, {by_named} of {HANDOFF_ROUNDS} rounds through named barriers, the others through mbarriers, every sum exact"
     );
 }
 
 fn seesaw_handoff_at_the_seesaw_size() {
-    seesaw_handoff("seesaw_handoff_at_the_seesaw_size", SeesawSmem::new().bars);
+    seesaw_handoff(
+        "seesaw_handoff_at_the_seesaw_size",
+        SeesawSmem::new().bars,
+        HANDOFF_NAMED_ROUNDS,
+    );
 }
 
 fn seesaw_handoff_in_16_kib() {
-    seesaw_handoff("seesaw_handoff_in_16_kib", 16 * 1024);
+    seesaw_handoff("seesaw_handoff_in_16_kib", 16 * 1024, HANDOFF_NAMED_ROUNDS);
+}
+
+fn seesaw_handoff_by_named_barriers_only() {
+    seesaw_handoff("seesaw_handoff_by_named_barriers_only", 16 * 1024, !0);
+}
+
+fn seesaw_handoff_by_mbarriers_only() {
+    seesaw_handoff("seesaw_handoff_by_mbarriers_only", 16 * 1024, 0);
 }
 
 fn sm_clock_probe_counts_a_plausible_clock() {
@@ -329,5 +344,7 @@ test_main!(
     warp_specialized_pipeline_checksum,
     seesaw_handoff_at_the_seesaw_size,
     seesaw_handoff_in_16_kib,
+    seesaw_handoff_by_named_barriers_only,
+    seesaw_handoff_by_mbarriers_only,
     sm_clock_probe_counts_a_plausible_clock,
 );

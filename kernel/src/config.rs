@@ -491,6 +491,11 @@ pub const fn probe_smem_bytes(n: u32, warpgroups: u32) -> u32 {
 /// Rounds of the seesaw hand-off self-test (`selftest_seesaw_handoff`).
 pub const HANDOFF_ROUNDS: u32 = 8;
 
+/// Rounds of the hand-off self-test handed over at the pair's named barriers (bit r set:
+/// round r), the others through an mbarrier: two of every four, as the seesaw kernels use
+/// both. All set or none, the test tells which of the two racecheck's fault needs.
+pub const HANDOFF_NAMED_ROUNDS: u32 = 0b0011_0011;
+
 /// mbarriers of the seesaw hand-off self-test, after the memory it hands off: as many as
 /// the seesaw kernels have.
 pub const HANDOFF_BARRIERS: u32 = STAGES * K_BLOCKS;

@@ -208,14 +208,19 @@ pub unsafe extern "ptx-kernel" fn selftest_pipeline(
 
 /// The seesaw kernels' shape without their arithmetic: two warpgroups (256 threads) hand
 /// the first `region_bytes` of dynamic shared memory (followed by `HANDOFF_BARRIERS`
-/// mbarriers) back and forth `HANDOFF_ROUNDS` times, in two rounds of every four through
-/// the named barriers the pair uses (`ScaleA` / `ScaleB`: one warpgroup arrives, the other
-/// syncs) and in the others through an mbarrier (128 arrivals, a parity wait). The reader
-/// of each round adds up every word into `out[round]`. Run at the seesaw kernels' size
-/// (`config::SeesawSmem`) and at a small one, it tells a fault of compute-sanitizer's
-/// racecheck on kernels of this shape from a race of the decode's own.
+/// mbarriers) back and forth `HANDOFF_ROUNDS` times, round r through the named barriers the
+/// pair uses (`ScaleA` / `ScaleB`: one warpgroup arrives, the other syncs) where bit r of
+/// `named_rounds` is set (`HANDOFF_NAMED_ROUNDS` as the seesaw kernels mix them), else
+/// through an mbarrier (128 arrivals, a parity wait). The reader of each round adds up
+/// every word into `out[round]`. Run at the seesaw kernels' size (`config::SeesawSmem`)
+/// and at a small one, it tells a fault of compute-sanitizer's racecheck on kernels of
+/// this shape from a race of the decode's own.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out: *mut u64) {
+pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(
+    region_bytes: u32,
+    named_rounds: u32,
+    out: *mut u64,
+) {
     let base = smem::base();
     let words = region_bytes / 4;
     let bar = |b: u32| base + region_bytes + 8 * b;
@@ -227,8 +232,10 @@ pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out
     }
     barrier::sync_cta();
     let (wg, t) = (ids::warpgroup(), ids::thread() % 128);
+    // Phases each writer's mbarrier has completed so far (its wait parity).
+    let mut phases = [0u32; 2];
     for r in 0..HANDOFF_ROUNDS {
-        let (writer, by_named) = (r % 2, r % 4 < 2);
+        let (writer, by_named) = (r % 2, named_rounds & (1 << r) != 0);
         let named = if writer == 0 {
             NamedBarrier::ScaleA
         } else {
@@ -249,7 +256,7 @@ pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out
             if by_named {
                 barrier::sync_named(named, SEESAW_THREADS);
             } else {
-                mbarrier::wait(bar(writer), (r / 4) & 1);
+                mbarrier::wait(bar(writer), phases[writer as usize] & 1);
             }
             let (mut w, mut sum) = (t, 0u64);
             while w < words {
@@ -257,6 +264,9 @@ pub unsafe extern "ptx-kernel" fn selftest_seesaw_handoff(region_bytes: u32, out
                 w += 128;
             }
             atomic::add_u64(out.add(r as usize), sum);
+        }
+        if !by_named {
+            phases[writer as usize] += 1;
         }
         // The hand-offs alone order the rounds (the next writer is this reader, and this
         // writer reads only what the next round hands over); the warpgroup's own barrier
