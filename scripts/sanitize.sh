@@ -94,8 +94,9 @@ for tool in $tools; do
             fi
         elif [ "$tool" = racecheck ]; then
             # The hand-off self-tests exist to show racecheck's crash at exit on kernels
-            # of the seesaw's shape (0 hazards, then exit code 11) to be the tool's:
-            # run them alone under racecheck to see it (docs/PERFORMANCE.md).
+            # of the seesaw's shape (0 hazards, then exit code 11) to be the tool's, and
+            # its named barriers to be what it needs: run them alone under racecheck to
+            # see it (docs/PERFORMANCE.md).
             filters=(--skip seesaw_handoff)
         fi
         log="$logs/$tool-$bin.log"

@@ -275,8 +275,9 @@ fn seesaw_handoff(test_name: &str, region_bytes: u32, named_rounds: u32) {
         assert_eq!(sum, want, "round {r}: the reader's sum over {words} words");
     }
     let by_named = (named_rounds & ((1 << HANDOFF_ROUNDS) - 1)).count_ones();
+    let by_mbarrier = HANDOFF_ROUNDS - by_named;
     println!(
-        "seesaw hand-off: {smem} bytes of shared memory, {by_named} of {HANDOFF_ROUNDS} rounds through named barriers, the others through mbarriers, every sum exact"
+        "seesaw hand-off: {smem} bytes of shared memory, {by_named} rounds through named barriers and {by_mbarrier} through mbarriers, every sum exact"
     );
 }
 
