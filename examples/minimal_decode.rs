@@ -20,7 +20,7 @@ fn run(gpu: &Gpu) -> Result<()> {
     // Host data: q [2, 1, 16, 576], a cache of 64-token pages [num_blocks, 64, 1, 576] in
     // random page order, the block table [2, max_pages] and the lengths.
     let shape = MlaShape::for_lengths(1, h_q, 1, 64, &lengths);
-    let host = generate(&shape, &lengths, Dtype::Bf16, 1);
+    let host = generate(&shape, &lengths, Dtype::Bf16, 1)?;
 
     // Upload (q and the cache converted to bf16).
     let s = &gpu.stream;

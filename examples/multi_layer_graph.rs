@@ -30,7 +30,7 @@ fn run(gpu: &Gpu) -> Result<()> {
     let h_q = 16;
     let lengths = vec![1000, 2048, 64, 0, 4000, 130];
     let shape = MlaShape::for_lengths(1, h_q, 1, 64, &lengths);
-    let base = generate(&shape, &lengths, Dtype::Bf16, 0);
+    let base = generate(&shape, &lengths, Dtype::Bf16, 0)?;
 
     // One block table and one set of lengths for the step (the pages of a request hold the
     // same positions in every layer); per layer its own cache and query. Layer l's cache is
@@ -41,7 +41,7 @@ fn run(gpu: &Gpu) -> Result<()> {
     let mut host_q = Vec::new();
     let mut host_kv = Vec::new();
     for l in 0..LAYERS {
-        host_q.push(generate(&shape, &lengths, Dtype::Bf16, 100 + l as u64).q);
+        host_q.push(generate(&shape, &lengths, Dtype::Bf16, 100 + l as u64)?.q);
         host_kv.push(
             base.kv_cache
                 .iter()
@@ -115,7 +115,10 @@ fn run(gpu: &Gpu) -> Result<()> {
             .iter()
             .map(|&x| bf16::from_bits(x).to_f64())
             .collect();
-        let (e, floor) = (rmse(&got, &r.out), rounding_floor_rmse(&r.out, Dtype::Bf16));
+        let (e, floor) = (
+            rmse(&got, &r.out)?,
+            rounding_floor_rmse(&r.out, Dtype::Bf16),
+        );
         println!("layer {l}: RMSE {e:.3e} (bf16 rounding floor {floor:.3e})");
         let factor = if rounds_p_once {
             flashmla_etap::check::RMSE_FACTOR

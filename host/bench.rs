@@ -126,22 +126,34 @@ impl Point {
                 }
             }
         }
-        if p.b == 0 || p.s_q == 0 || p.h_q == 0 || p.s_k == 0 {
+        p.check()?;
+        Ok(p)
+    }
+    /// Checks the point before any buffer is sized from it: b, h_q and s_k above 0, s_k
+    /// an i32 length, and the decode's limits ([`DecodeConfig::validate`]) for a block
+    /// table as wide as s_k needs (varlen lengths, drawn later, are checked by the plan).
+    pub fn check(&self) -> Result<()> {
+        let label = self.label();
+        if self.b == 0 || self.s_q == 0 || self.h_q == 0 || self.s_k == 0 {
             return Err(Error::invalid(
                 "--point",
-                format!("`{s}`: needs b, h_q and s_k (s_q is 1 unless given), each above 0"),
+                format!("`{label}`: needs b, h_q and s_k (s_q is 1 unless given), each above 0"),
             ));
         }
-        if p.s_k > i32::MAX as usize {
+        if self.s_k > i32::MAX as usize {
             return Err(Error::invalid(
                 "--point",
                 format!(
-                    "`{s}`: s_k must fit a sequence length (at most {})",
+                    "`{label}`: s_k must fit a sequence length (at most {})",
                     i32::MAX
                 ),
             ));
         }
-        Ok(p)
+        DecodeConfig::new(self.b, self.h_q, self.s_k.div_ceil(PAGE))
+            .s_q(self.s_q)
+            .causal(self.causal())
+            .validate()
+            .map_err(|e| Error::invalid("--point", format!("`{label}`: {e}")))
     }
     /// A fixed-length point.
     pub const fn new(b: usize, s_q: usize, h_q: usize, s_k: usize) -> Point {
@@ -1033,6 +1045,9 @@ fn short_len(s_k: usize) -> String {
     }
 }
 
+/// Most horizontal gridlines of a plot's GB/s axis.
+const MAX_GRIDLINES: f64 = 20.0;
+
 /// GB/s against context length (log2 axis, 512..64K) for batch `batch`, s_q = 1, fixed
 /// lengths: one solid line per head count (ours), the peers' lines dashed in the same
 /// colour, and the probed copy bandwidth as a grey rule.
@@ -1047,16 +1062,22 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
     let peer_rows: Vec<&AnchorRow> = card
         .map(|c| c.rows.iter().filter(|r| on_plot(&r.point)).collect())
         .unwrap_or_default();
-    let mut y_max = rep.copy_gbps.unwrap_or(0.0);
+    let finite = |g: f64| if g.is_finite() { g } else { 0.0 };
+    let mut y_max = finite(rep.copy_gbps.unwrap_or(0.0));
     for r in &ours {
-        y_max = y_max.max(r.gbps);
+        y_max = y_max.max(finite(r.gbps));
     }
     for r in &peer_rows {
         for t in r.peers.values() {
-            y_max = y_max.max(t.gbps);
+            y_max = y_max.max(finite(t.gbps));
         }
     }
-    let y_step = if y_max > 2000.0 { 500.0 } else { 250.0 };
+    // Gridlines every 250 or 500 GB/s, wider where a report holds larger (or absurd)
+    // figures, so that the axis never has more than MAX_GRIDLINES of them.
+    let mut y_step = if y_max > 2000.0 { 500.0 } else { 250.0 };
+    while y_max * 1.05 / y_step > MAX_GRIDLINES {
+        y_step *= 2.0;
+    }
     let y_top = ((y_max * 1.05) / y_step).ceil().max(1.0) * y_step;
     let xp = |s_k: usize| ml + ((s_k as f64).log2() - x_lo) / (x_hi - x_lo) * pw;
     let yp = |g: f64| mt + ph - g / y_top * ph;
@@ -1261,14 +1282,20 @@ pub fn random_pool(n: usize, seed: u64) -> Vec<bf16> {
         .collect()
 }
 
-/// A random permutation of `0..n` (Fisher–Yates).
-pub fn permutation(n: usize, rng: &mut SplitMix64) -> Vec<i32> {
-    let mut v: Vec<i32> = (0..n as i32).collect();
+/// A random permutation of `0..n` (Fisher–Yates), `n` at most 2^31 (page ids are i32).
+pub fn permutation(n: usize, rng: &mut SplitMix64) -> Result<Vec<i32>> {
+    if n > 1 << 31 {
+        return Err(Error::invalid(
+            "n",
+            format!("{n} pages: page ids must fit i32 (at most 2^31 pages)"),
+        ));
+    }
+    let mut v: Vec<i32> = (0..n).map(|i| i as i32).collect();
     for i in (1..n).rev() {
         let j = rng.below(i as u64 + 1) as usize;
         v.swap(i, j);
     }
-    v
+    Ok(v)
 }
 
 /// Pages of the longest of `lengths` (at least 1): the block table's width.
@@ -1281,17 +1308,31 @@ pub fn block_table_width(lengths: &[i32]) -> usize {
         .max(1)
 }
 
-/// Pages in the cache and the block table `[b, block_table_width]` (pages of a random
-/// permutation of `0..Σ pages`; entries past a request's pages = 0, a valid page).
-pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, Vec<i32>) {
+/// Pages of the cache that holds `lengths`: Σ pages, at least 1.
+pub fn cache_pages(lengths: &[i32]) -> usize {
+    lengths
+        .iter()
+        .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
+        .sum::<usize>()
+        .max(1)
+}
+
+/// Pages in the cache ([`cache_pages`]) and the block table `[b, block_table_width]`
+/// (pages of a random permutation of `0..Σ pages`; entries past a request's pages = 0, a
+/// valid page).
+pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> Result<(usize, Vec<i32>)> {
     let pages: Vec<usize> = lengths
         .iter()
         .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
         .collect();
-    let total: usize = pages.iter().sum();
+    let total = cache_pages(lengths);
     let max_pages = block_table_width(lengths);
-    let perm = permutation(total.max(1), rng);
-    let mut table = vec![0i32; lengths.len() * max_pages];
+    let perm = permutation(total, rng)?;
+    let entries = lengths
+        .len()
+        .checked_mul(max_pages)
+        .ok_or_else(|| Error::invalid("lengths", "batch · block-table width overflows usize"))?;
+    let mut table = vec![0i32; entries];
     let mut next = 0;
     for (b, &np) in pages.iter().enumerate() {
         for p in 0..np {
@@ -1299,7 +1340,7 @@ pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> (usize, Vec<i32>) {
             next += 1;
         }
     }
-    (total.max(1), table)
+    Ok((total, table))
 }
 
 fn drv(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
@@ -1313,6 +1354,12 @@ fn fill_from_pool(
     dst: &mut CudaSlice<bf16>,
     rng: &mut SplitMix64,
 ) -> Result<()> {
+    if pool.is_empty() {
+        return Err(Error::invalid(
+            "pool",
+            "must hold at least one value to copy from",
+        ));
+    }
     let chunk = (pool.len() / 2).max(1);
     let mut at = 0;
     while at < dst.len() {
@@ -1374,15 +1421,19 @@ pub fn measure(
     settle: std::time::Duration,
     monitor: Option<&PowerMonitor>,
 ) -> Result<Measured> {
+    p.check()?;
     let gpu = decoder.gpu();
     let s = &gpu.stream;
     let lengths = p.lengths();
+    // The drawn lengths set the block table's width: validated before sizing buffers.
+    let config = p.config(&lengths, precision);
+    config.validate()?;
     let mut rng = SplitMix64(
         SEED ^ ((p.b * 131 + p.h_q * 7 + p.s_q) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
             ^ (p.s_k as u64).rotate_left(40)
             ^ u64::from(p.varlen),
     );
-    let (num_blocks, table) = block_table(&lengths, &mut rng);
+    let num_blocks = cache_pages(&lengths);
     let cache_elems = num_blocks * PAGE_ELEMS;
     let q_elems = p.b * p.s_q * p.h_q * D_QK;
     let out_elems = p.b * p.s_q * p.h_q * D_V;
@@ -1397,6 +1448,7 @@ pub fn measure(
             )));
         }
     }
+    let (_, table) = block_table(&lengths, &mut rng)?;
     // SAFETY: every element is written by fill_from_pool before any read.
     let mut kv: CudaSlice<bf16> = unsafe { s.alloc(cache_elems) }.map_err(drv("cache alloc"))?;
     fill_from_pool(gpu, pool, &mut kv, &mut rng)?;
@@ -1410,7 +1462,6 @@ pub fn measure(
         .alloc_zeros(p.b * p.h_q * p.s_q)
         .map_err(drv("lse alloc"))?;
     let cache = KvCache::new(gpu, &kv, num_blocks, 1)?;
-    let config = p.config(&lengths, precision);
     let mut plan = DecodePlan::new(gpu, config, &lengths)?;
     // One eager call first: a launch error surfaces here, outside the capture.
     decoder.decode::<bf16, bf16>(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)?;
@@ -1854,6 +1905,11 @@ mod tests {
             "b=16,b=32,h_q=32,s_k=1K",
             "b=16,h_q=32,s_k=3000000000",
             "b=16,h_q=32,s_k=18014398509481984K",
+            // The decode's limits, before any length is drawn or buffer sized: s_q past
+            // 4 (its lengths' clamp would panic), a batch that would allocate for ever.
+            "b=1,h_q=16,s_k=64v,s_q=3000000000",
+            "b=100000000000,h_q=16,s_k=1K",
+            "b=16,h_q=65536,s_k=1K",
         ] {
             match Point::parse(bad) {
                 Err(Error::InvalidArgument { arg, .. }) => assert_eq!(arg, "--point", "{bad}"),
@@ -2203,6 +2259,16 @@ mod tests {
         assert!(!svg.contains("dasharray=\"7,4\""));
         let svg = svg_plot(&rep, Some(&card), 32);
         assert!(svg.contains("no measured points at b=32"));
+        // Absurd figures widen the gridlines' step instead of drawing lines for ever.
+        let huge = Report {
+            copy_gbps: Some(1e18),
+            ..fake_report(sample_results(), card.peers.clone())
+        };
+        let lines = svg_plot(&huge, None, 16)
+            .lines()
+            .filter(|l| l.starts_with("<line"))
+            .count();
+        assert!(lines < 2 * MAX_GRIDLINES as usize + 10, "{lines} lines");
         assert_eq!(xml_escape("a<b&\"c\">"), "a&lt;b&amp;&quot;c&quot;&gt;");
     }
 
@@ -2210,18 +2276,20 @@ mod tests {
     fn block_table_is_a_permutation_of_exactly_the_needed_pages() {
         let mut rng = SplitMix64(7);
         let lengths = [1, 64, 65, 200, 0];
-        let (n, t) = block_table(&lengths, &mut rng);
+        let (n, t) = block_table(&lengths, &mut rng).unwrap();
         assert_eq!(n, 1 + 1 + 2 + 4);
         assert_eq!(block_table_width(&lengths), 4);
         assert_eq!(t.len(), 5 * 4);
         let mut used: Vec<i32> = vec![t[0], t[4], t[8], t[9], t[12], t[13], t[14], t[15]];
         used.sort_unstable();
         assert_eq!(used, (0..8).collect::<Vec<_>>());
-        let perm = permutation(1000, &mut rng);
+        let perm = permutation(1000, &mut rng).unwrap();
         assert_ne!(perm, (0..1000).collect::<Vec<_>>());
         let mut s = perm.clone();
         s.sort_unstable();
         assert_eq!(s, (0..1000).collect::<Vec<_>>());
+        // Page ids are i32: one page more than they can name is an error, not a wrap.
+        assert!(permutation((1 << 31) + 1, &mut rng).is_err());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Correctness checking of the GPU decode against the float64 reference: one [`Case`]
 //! builds deterministic inputs (random page order, NaN in every cache row that must not be
 //! read, `i32::MAX` past each request's pages), runs the decode twice and compares.
-use crate::decode::{DecodeConfig, DecodePlan, Decoder, KvCache, KvElement, OutElement, Precision};
+use crate::decode::{
+    DecodeConfig, DecodePlan, Decoder, KvCache, KvElement, OutElement, Precision, MAX_PAGES,
+};
 use crate::device::Gpu;
 use crate::error::{Error, Result};
 use crate::reference::{
@@ -102,13 +104,17 @@ impl CaseResult {
     }
 
     /// This result pooled with `other`, the same shape on other inputs: RMSE and floor
-    /// over both outputs' values, the larger lse error, the bad values of both, and
+    /// over both outputs' values (weighing the two equally where neither has any, so that
+    /// the result stays finite), the larger lse error, the bad values of both, and
     /// deterministic only if both were.
     pub fn pooled(&self, other: &CaseResult) -> CaseResult {
-        let values = self.values + other.values;
-        let mean = |a: f64, b: f64| {
-            ((a * a * self.values as f64 + b * b * other.values as f64) / values as f64).sqrt()
+        let values = self.values.saturating_add(other.values);
+        let (wa, wb) = if values == 0 {
+            (1.0, 1.0)
+        } else {
+            (self.values as f64, other.values as f64)
         };
+        let mean = |a: f64, b: f64| ((a * a * wa + b * b * wb) / (wa + wb)).sqrt();
         CaseResult {
             rmse: mean(self.rmse, other.rmse),
             floor: mean(self.floor, other.floor),
@@ -146,6 +152,10 @@ impl CaseResult {
     /// Compares a GPU result with the float64 `reference`: `out` widened to f64, `lse` as
     /// the kernel wrote it, `dtype` the input type (its rounding floor is the bound), `out_f32`
     /// whether the output was f32, `deterministic` whether repeated runs agreed bitwise.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `out` or `lse` where its length differs from the
+    /// reference's: comparing part of a result would pass values never checked.
     pub fn measure(
         out: &[f64],
         lse: &[f32],
@@ -154,7 +164,18 @@ impl CaseResult {
         out_f32: bool,
         deterministic: bool,
         p_rounded_once: bool,
-    ) -> CaseResult {
+    ) -> Result<CaseResult> {
+        for (arg, have, want) in [
+            ("out", out.len(), reference.out.len()),
+            ("lse", lse.len(), reference.lse.len()),
+        ] {
+            if have != want {
+                return Err(Error::invalid(
+                    arg,
+                    format!("has {have} entries; the reference has {want}"),
+                ));
+            }
+        }
         let mut bad = out.iter().filter(|x| !x.is_finite()).count();
         let mut lse_rel_err = 0.0f64;
         for (&g, &r) in lse.iter().zip(&reference.lse) {
@@ -167,8 +188,8 @@ impl CaseResult {
                 lse_rel_err = lse_rel_err.max((g - r).abs() / r.abs().max(1.0));
             }
         }
-        CaseResult {
-            rmse: rmse(out, &reference.out),
+        Ok(CaseResult {
+            rmse: rmse(out, &reference.out)?,
             floor: rounding_floor_rmse(&reference.out, dtype),
             out_f32,
             lse_rel_err,
@@ -176,7 +197,7 @@ impl CaseResult {
             deterministic,
             p_rounded_once,
             values: out.len(),
-        }
+        })
     }
 }
 
@@ -316,6 +337,47 @@ impl Case {
         )
     }
 
+    /// Checks the case as the decode and the reference will: lengths not negative, the
+    /// decode configuration ([`DecodeConfig::validate`], with the case's softmax scale),
+    /// and inputs whose sizes and page count the reference and the cache can hold.
+    /// [`Case::run`] and [`late_max_moves`] call it first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`]: for `lengths` where one is negative (its index is named)
+    /// or the requests need more pages than a cache takes; `score_gain` where it is not
+    /// finite and positive; and what [`DecodeConfig::validate`] and [`MlaShape::check`]
+    /// report (`batch`, `s_q`, `h_q`, `h_kv`, `max_pages`, `shape`).
+    pub fn validate(&self) -> Result<()> {
+        if let Some(b) = self.lengths.iter().position(|&l| l < 0) {
+            return Err(Error::invalid(
+                "lengths",
+                format!("lengths[{b}] = {} is negative", self.lengths[b]),
+            ));
+        }
+        if !(self.score_gain.is_finite() && self.score_gain > 0.0) {
+            return Err(Error::invalid(
+                "score_gain",
+                format!("{} must be finite and positive", self.score_gain),
+            ));
+        }
+        let shape = self.shape();
+        self.config(&shape)
+            .softmax_scale(self.softmax_scale() as f32)
+            .validate()?;
+        shape.check()?;
+        if shape.num_blocks > MAX_PAGES {
+            return Err(Error::invalid(
+                "lengths",
+                format!(
+                    "the requests need {} pages with the 2 spare ones; a cache holds at most \
+                     {MAX_PAGES}",
+                    shape.num_blocks
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The shape of the case's inputs: 64-token pages, the block table as wide as its
     /// longest request.
     pub fn shape(&self) -> MlaShape {
@@ -368,8 +430,9 @@ impl Case {
         &self,
         decoder: &Decoder,
     ) -> Result<CaseResult> {
+        self.validate()?;
         let shape = self.shape();
-        let inputs = generate(&shape, &self.lengths, self.dtype, self.seed);
+        let inputs = generate(&shape, &self.lengths, self.dtype, self.seed)?;
         let scale = self.softmax_scale();
         let reference = reference_for(&shape, &inputs, scale, self.causal)?;
 
@@ -415,7 +478,7 @@ impl Case {
                 .iter()
                 .zip(&runs[1].0)
                 .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
-        Ok(CaseResult::measure(
+        CaseResult::measure(
             &out,
             lse,
             &reference,
@@ -423,7 +486,7 @@ impl Case {
             O::F32,
             deterministic,
             plan.rounds_p_once(),
-        ))
+        )
     }
 }
 
@@ -559,33 +622,43 @@ pub fn moving_maxima() -> Vec<Case> {
 /// the first and last query heads, as the float64 scores say: moves the kernels see too
 /// (a piece of the plan starts a max of its own, so they may see more). `moving_maxima`'s
 /// cases must have some; the inputs ANCHORS.md describes have none.
-pub fn late_max_moves(case: &Case, slack: f64) -> usize {
-    if case.h_q == 0 || case.h_kv == 0 {
-        return 0;
-    }
+///
+/// # Errors
+/// What [`Case::validate`] reports for `case` (e.g. `h_q` where it is not a positive
+/// multiple of `h_kv`, `s_q` where it is 0, `lengths` where one is negative).
+pub fn late_max_moves(case: &Case, slack: f64) -> Result<usize> {
+    case.validate()?;
     let shape = case.shape();
-    let inputs = generate(&shape, &case.lengths, case.dtype, case.seed);
+    let inputs = generate(&shape, &case.lengths, case.dtype, case.seed)?;
     let d = crate::reference::D_QK;
     let scale = case.softmax_scale() * std::f64::consts::LOG2_E;
+    let group = case.h_q / case.h_kv;
     let mut moves = 0;
     for (b, &len) in case.lengths.iter().enumerate() {
         let visible = shape.visible(len as usize, 0, case.causal);
         for head in [0, case.h_q - 1] {
-            let kv_head = head / (case.h_q / case.h_kv);
+            let kv_head = head / group;
             let q = &inputs.q[(b * case.s_q * case.h_q + head) * d..][..d];
-            let score = |t: usize| {
-                let k =
-                    &inputs.kv_cache[shape.key_offset(&inputs.block_table, b, t, kv_head)..][..d];
-                q.iter()
-                    .zip(k)
-                    .map(|(x, y)| *x as f64 * *y as f64)
-                    .sum::<f64>()
-                    * scale
-            };
             let mut m = f64::NEG_INFINITY;
             for start in (0..visible).step_by(shape.page_size) {
-                let tile_max = (start..(start + shape.page_size).min(visible))
-                    .map(score)
+                // The tile is one page: one block-table lookup, then consecutive rows.
+                let first = shape
+                    .key_offset(&inputs.block_table, b, start, kv_head)
+                    .ok_or_else(|| {
+                        Error::Other(format!(
+                            "late_max_moves: request {b} has no cache page for token {start}"
+                        ))
+                    })?;
+                let row_stride = case.h_kv * d;
+                let tile_max = (0..(visible - start).min(shape.page_size))
+                    .map(|r| {
+                        let k = &inputs.kv_cache[first + r * row_stride..][..d];
+                        q.iter()
+                            .zip(k)
+                            .map(|(x, y)| *x as f64 * *y as f64)
+                            .sum::<f64>()
+                            * scale
+                    })
                     .fold(f64::NEG_INFINITY, f64::max);
                 if tile_max > m + slack {
                     moves += (start > 0) as usize;
@@ -594,7 +667,7 @@ pub fn late_max_moves(case: &Case, slack: f64) -> usize {
             }
         }
     }
-    moves
+    Ok(moves)
 }
 
 /// The correctness grid: every (dtype, h_q, s_q, causal) combination, each with one
@@ -1074,6 +1147,15 @@ mod tests {
             (1, false, 1e-3)
         );
         assert!(!q.passes());
+    }
+
+    /// Pooling two results of no values keeps their figures finite.
+    #[test]
+    fn pooling_results_of_no_values_stays_finite() {
+        let p = result(0.0, 0.0, 0).pooled(&result(0.0, 0.0, 0));
+        assert_eq!((p.rmse, p.floor, p.values), (0.0, 0.0, 0));
+        let p = result(3.0, 4.0, 0).pooled(&result(3.0, 4.0, 0));
+        assert_eq!((p.rmse, p.floor), (3.0, 4.0));
     }
 
     /// On a 132-SM card the correctness grid runs every combine kernel and every decode

@@ -82,6 +82,7 @@ pub(crate) fn print_piped(text: &str) -> Result<bool> {
 /// The decode's plan for the bench point `p` on `sm_count` SMs with `l2_bytes` of L2, as
 /// a few lines of text.
 pub fn describe(p: &Point, precision: Precision, sm_count: u32, l2_bytes: u64) -> Result<String> {
+    p.check()?;
     let lengths = p.lengths();
     let config = p.config(&lengths, precision);
     let s = DecodePlan::schedule(&config, &lengths, sm_count)?;
@@ -320,6 +321,9 @@ mod tests {
     fn an_empty_batch_is_an_error_naming_the_argument() {
         let p = Point::new(0, 1, 16, 64);
         let e = describe(&p, Precision::Fast, 132, 60 << 20).unwrap_err();
-        assert!(e.to_string().contains("batch"), "{e}");
+        assert!(e.to_string().contains("needs b, h_q and s_k"), "{e}");
+        // Past the decode's limits, before any length is drawn: s_q · h_q above 65535.
+        let e = describe(&Point::new(1, 4, 32768, 64), Precision::Fast, 132, 60 << 20);
+        assert!(e.unwrap_err().to_string().contains("s_q · h_q"));
     }
 }

@@ -14,6 +14,7 @@
 //! (`plan::keeps_ordered_plan`): on an H200, b 16, h_q 32, 4K varlen 41.4 → 28.8 µs and
 //! b 64, s_q 2, h_q 32, 1K varlen 46.2 → 36.8.
 
+use crate::decode::MAX_SM_COUNT;
 use etap_kernel::plan::{last_piece_start, modelled_makespan, num_pages, PartWork, PieceCosts};
 use std::collections::BTreeSet;
 
@@ -46,8 +47,19 @@ pub fn split_offsets_by_position(order: &[i32], split_offsets: &[i32]) -> Vec<i3
     let mut offsets = Vec::with_capacity(order.len() + 1);
     offsets.push(0);
     for &r in order {
-        let pieces = split_offsets[r as usize + 1] - split_offsets[r as usize];
-        offsets.push(offsets.last().copied().unwrap_or(0) + pieces);
+        // A request outside `split_offsets` (none in a plan of this module) has no pieces.
+        let at = |i: usize| split_offsets.get(i).copied();
+        let pieces = usize::try_from(r)
+            .ok()
+            .and_then(|r| Some(at(r.checked_add(1)?)?.saturating_sub(at(r)?)))
+            .unwrap_or(0);
+        offsets.push(
+            offsets
+                .last()
+                .copied()
+                .unwrap_or(0i32)
+                .saturating_add(pieces),
+        );
     }
     offsets
 }
@@ -78,8 +90,9 @@ impl OrderedPlan {
 /// described in the module doc, at the smallest budget from the balanced one
 /// (`ceil(Σ (pages + fixed) / num_parts)`) up to `max_payload` at which every page is
 /// placed. `None` where none is; where `fixed` is 0 (pieces then cost nothing to split),
-/// `num_parts` or `page_size` is 0, no request has pages, or `num_parts` or the batch
-/// passes `i32::MAX` (the kernels' positions and partitions are `i32`).
+/// `num_parts` or `page_size` is 0, no request has pages, `num_parts` passes the decode's
+/// [`MAX_SM_COUNT`] (a partition an SM: its vectors are built once a budget), or the batch
+/// passes `i32::MAX` (the kernels' positions are `i32`).
 pub fn plan_ordered(
     seqlens: &[i32],
     page_size: usize,
@@ -106,11 +119,10 @@ pub fn plan_ordered_keeping_tails(
     s_q: usize,
     max_payload: u64,
 ) -> Option<OrderedPlan> {
-    let fits_i32 = |n: usize| n <= i32::MAX as usize;
     if num_parts == 0 || fixed == 0 || page_size == 0 {
         return None;
     }
-    if !fits_i32(num_parts) || !fits_i32(seqlens.len()) {
+    if num_parts > MAX_SM_COUNT as usize || seqlens.len() > i32::MAX as usize {
         return None;
     }
     let pages: Vec<u64> = seqlens.iter().map(|&l| num_pages(l, page_size)).collect();
@@ -383,6 +395,11 @@ mod tests {
         }
         assert_eq!(by_pos.last(), plan.split_offsets.last());
         assert_ne!(by_pos, plan.split_offsets);
+        // Requests outside `split_offsets` (a hand-built order) count no pieces.
+        assert_eq!(
+            split_offsets_by_position(&[-1, 7, 0], &plan.split_offsets),
+            [0, 0, 0, plan.split_offsets[1]]
+        );
     }
 
     /// `modelled_makespan` over an ordered plan, fed by position, charges each piece by
@@ -445,6 +462,9 @@ mod tests {
         assert_eq!(plan_ordered(&[640], PAGE_SIZE, 0, 8, 100), None);
         assert_eq!(plan_ordered(&[640], PAGE_SIZE, 2, 0, 100), None);
         assert_eq!(plan_ordered(&[640], PAGE_SIZE, usize::MAX, 8, 100), None);
+        // More partitions than any GPU has SMs: no plan, rather than gigabytes of them.
+        let too_many = MAX_SM_COUNT as usize + 1;
+        assert_eq!(plan_ordered(&[640], PAGE_SIZE, too_many, 8, 100), None);
         // A budget below the balanced one finds no plan.
         assert_eq!(plan_ordered(&lens(&[100, 100]), PAGE_SIZE, 2, 8, 100), None);
     }

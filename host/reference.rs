@@ -9,6 +9,7 @@
 //! out = 0 and lse = +inf. out is `[b, s_q, h_q, 512]`, lse is `[b, h_q, s_q]` in natural log:
 //! `lse = ln Σ_t exp(scale · q·k_t)`.
 
+use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Dims of q and of a K row (512 latent + 64 RoPE).
@@ -67,7 +68,9 @@ pub struct MlaShape {
 impl MlaShape {
     /// The shape that fits `lengths` exactly: `max_pages` = the most pages of any request (at
     /// least 1), `num_blocks` = Σ pages + 2 (two spare pages that no request uses, which
-    /// [`generate`] poisons like every other invisible row).
+    /// [`generate`] poisons like every other invisible row). Negative lengths count as 0
+    /// pages, a `page_size` of 0 as 1 (so that this never fails; [`generate`] and
+    /// [`reference_decode`] reject such inputs), and the page sum saturates.
     pub fn for_lengths(
         s_q: usize,
         h_q: usize,
@@ -83,34 +86,109 @@ impl MlaShape {
             h_kv,
             page_size,
             max_pages: lengths.iter().map(|&l| pages(l)).max().unwrap_or(0).max(1),
-            num_blocks: lengths.iter().map(|&l| pages(l)).sum::<usize>() + 2,
+            num_blocks: lengths
+                .iter()
+                .fold(2usize, |sum, &l| sum.saturating_add(pages(l))),
         }
     }
-    /// Elements of q.
+
+    /// Checks that the shape describes buffers that can exist: `page_size` ≥ 1, and the
+    /// element counts of q, the KV cache, the block table, out and lse (and of one cache
+    /// page) fit in memory as f64 — their products, with zero dims counted as 1, at most
+    /// `isize::MAX / 8`, so that no partial product of their dims overflows either. The
+    /// element-count methods are exact on a checked shape.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `shape.page_size`
+    /// where it is 0, and for `shape` (the rule names the buffer and its dims) where a
+    /// buffer is too large.
+    pub fn check(&self) -> Result<()> {
+        if self.page_size == 0 {
+            return Err(Error::invalid("shape.page_size", "must be at least 1"));
+        }
+        let s = self;
+        let buffers: [(&str, &[usize]); 6] = [
+            ("q [batch, s_q, h_q, 576]", &[s.batch, s.s_q, s.h_q, D_QK]),
+            (
+                "the KV cache [num_blocks, page_size, h_kv, 576]",
+                &[s.num_blocks, s.page_size, s.h_kv, D_QK],
+            ),
+            (
+                "a cache page [page_size, h_kv, 576]",
+                &[s.page_size, s.h_kv, D_QK],
+            ),
+            (
+                "the block table [batch, max_pages]",
+                &[s.batch, s.max_pages],
+            ),
+            ("out [batch, s_q, h_q, 512]", &[s.batch, s.s_q, s.h_q, D_V]),
+            ("lse [batch, h_q, s_q]", &[s.batch, s.h_q, s.s_q]),
+        ];
+        const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f64>();
+        for (name, dims) in buffers {
+            let fits = dims
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d.max(1)))
+                .is_some_and(|n| n <= MAX_ELEMENTS);
+            if !fits {
+                return Err(Error::invalid(
+                    "shape",
+                    format!(
+                        "{name} = {dims:?} has more elements than memory can hold \
+                         (at most {MAX_ELEMENTS})"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Elements of q (`usize::MAX` where the count overflows; [`MlaShape::check`]).
     pub fn q_len(&self) -> usize {
-        self.batch * self.s_q * self.h_q * D_QK
+        product(&[self.batch, self.s_q, self.h_q, D_QK])
     }
-    /// Elements of the KV cache.
+    /// Elements of the KV cache (`usize::MAX` where the count overflows).
     pub fn kv_len(&self) -> usize {
-        self.num_blocks * self.page_size * self.h_kv * D_QK
+        product(&[self.num_blocks, self.page_size, self.h_kv, D_QK])
     }
-    /// Entries of the block table.
+    /// Entries of the block table (`usize::MAX` where the count overflows).
     pub fn block_table_len(&self) -> usize {
-        self.batch * self.max_pages
+        product(&[self.batch, self.max_pages])
     }
-    /// Elements of out.
+    /// Elements of out (`usize::MAX` where the count overflows).
     pub fn out_len(&self) -> usize {
-        self.batch * self.s_q * self.h_q * D_V
+        product(&[self.batch, self.s_q, self.h_q, D_V])
     }
-    /// Entries of lse.
+    /// Entries of lse (`usize::MAX` where the count overflows).
     pub fn lse_len(&self) -> usize {
-        self.batch * self.h_q * self.s_q
+        product(&[self.batch, self.h_q, self.s_q])
     }
-    /// Element offset in the KV cache of key `t` of request `b` for KV head `kv_head`, by
-    /// the request's row of `block_table`.
-    pub fn key_offset(&self, block_table: &[i32], b: usize, t: usize, kv_head: usize) -> usize {
-        let page = block_table[b * self.max_pages + t / self.page_size] as usize;
-        ((page * self.page_size + t % self.page_size) * self.h_kv + kv_head) * D_QK
+    /// Element offset in the KV cache of the row of key `t` of request `b` for KV head
+    /// `kv_head`, by the request's row of `block_table`: the row's [`D_QK`] elements from
+    /// there lie in a cache of [`MlaShape::kv_len`] elements. `None` where `b`, the page of
+    /// `t` or `kv_head` is outside the shape (or `page_size` is 0), the block table is too
+    /// short, or the page id is outside `0..num_blocks`.
+    pub fn key_offset(
+        &self,
+        block_table: &[i32],
+        b: usize,
+        t: usize,
+        kv_head: usize,
+    ) -> Option<usize> {
+        let page_index = t.checked_div(self.page_size)?;
+        if b >= self.batch || page_index >= self.max_pages || kv_head >= self.h_kv {
+            return None;
+        }
+        let entry = b.checked_mul(self.max_pages)?.checked_add(page_index)?;
+        let page = *block_table.get(entry)?;
+        let page = usize::try_from(page)
+            .ok()
+            .filter(|&p| p < self.num_blocks)?;
+        page.checked_mul(self.page_size)?
+            .checked_add(t % self.page_size)?
+            .checked_mul(self.h_kv)?
+            .checked_add(kv_head)?
+            .checked_mul(D_QK)
     }
     /// Number of keys query `i` of a request of length `len` sees.
     pub fn visible(&self, len: usize, i: usize, causal: bool) -> usize {
@@ -135,6 +213,12 @@ pub struct Reference {
 
 fn checked_len(dims: &[usize]) -> Option<usize> {
     dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
+/// The product of `dims`, exact where it fits `usize`, `usize::MAX` where it does not (a
+/// zero dim gives 0 whatever the others are).
+fn product(dims: &[usize]) -> usize {
+    dims.iter().fold(1usize, |a, &d| a.saturating_mul(d))
 }
 
 /// One unit of reference work: up to `ROWS_PER_TASK` query rows `(i, h)` of request `b` that
@@ -179,7 +263,7 @@ pub fn reference_decode(
     seqlens: &[i32],
     softmax_scale: f64,
     causal: bool,
-) -> Result<Reference, String> {
+) -> std::result::Result<Reference, String> {
     let s = *shape;
     if s.h_kv == 0 || !s.h_q.is_multiple_of(s.h_kv) {
         return Err(format!(
@@ -190,7 +274,7 @@ pub fn reference_decode(
     if s.page_size == 0 {
         return Err("page_size is 0".into());
     }
-    let want = |name: &str, got: usize, dims: &[usize]| -> Result<(), String> {
+    let want = |name: &str, got: usize, dims: &[usize]| -> std::result::Result<(), String> {
         match checked_len(dims) {
             Some(n) if n == got => Ok(()),
             Some(n) => Err(format!(
@@ -263,7 +347,7 @@ pub fn reference_decode(
         .min(tasks.len())
         .max(1);
     let next = AtomicUsize::new(0);
-    let results: Vec<Vec<(usize, Vec<RowResult>)>> = std::thread::scope(|scope| {
+    let results: Vec<Vec<(usize, Option<Vec<RowResult>>)>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (tasks, next) = (&tasks, &next);
@@ -297,6 +381,10 @@ pub fn reference_decode(
     });
     for (t, rows) in results.into_iter().flatten() {
         let b = tasks[t].b;
+        // `run_task` fails only on a page id outside the cache, which the checks above
+        // reject; were one to pass them, this reports it rather than panicking.
+        let rows = rows
+            .ok_or_else(|| format!("request {b}: a used block-table entry is outside the cache"))?;
         for (&(i, h), r) in tasks[t].rows.iter().zip(rows) {
             let o = ((b * s.s_q + i) * s.h_q + h) * D_V;
             out[o..o + D_V].copy_from_slice(&r.out);
@@ -321,7 +409,7 @@ fn run_task(
     seqlens: &[i32],
     scale: f64,
     causal: bool,
-) -> Vec<RowResult> {
+) -> Option<Vec<RowResult>> {
     let b = task.b;
     let len = seqlens[b] as usize;
     let nrows = task.rows.len();
@@ -343,7 +431,13 @@ fn run_task(
         })
         .collect();
     let n_max = vis.iter().copied().max().unwrap_or(0);
-    let row_of = |t: usize| s.key_offset(block_table, b, t, task.kvh);
+    // One block-table lookup a page, not a key: key t's row is its page's first row plus
+    // t % page_size rows (the same offset `key_offset` gives for t).
+    let page_rows = (0..n_max.div_ceil(s.page_size))
+        .map(|p| s.key_offset(block_table, b, p * s.page_size, task.kvh))
+        .collect::<Option<Vec<usize>>>()?;
+    let row_stride = s.h_kv * D_QK;
+    let row_of = |t: usize| page_rows[t / s.page_size] + t % s.page_size * row_stride;
 
     // Pass 1: scores.
     let mut scores = vec![0.0f64; nrows * n_max];
@@ -383,7 +477,7 @@ fn run_task(
             }
         }
     }
-    (0..nrows)
+    let rows = (0..nrows)
         .map(|j| {
             if vis[j] == 0 {
                 RowResult {
@@ -400,17 +494,29 @@ fn run_task(
                 }
             }
         })
-        .collect()
+        .collect();
+    Some(rows)
 }
 
 /// Root mean square of `a - b`. Equal elements count as 0 even when infinite (so lse vectors
 /// with matching +inf entries compare); any other non-finite difference makes the result
 /// non-finite. 0 for empty inputs.
 ///
-/// # Panics
-/// If the lengths differ.
-pub fn rmse(a: &[f64], b: &[f64]) -> f64 {
-    assert_eq!(a.len(), b.len(), "rmse: lengths differ");
+/// # Errors
+/// [`Error::InvalidArgument`] for `b` where its length differs from `a`'s: a partial
+/// comparison would hide the missing values.
+pub fn rmse(a: &[f64], b: &[f64]) -> Result<f64> {
+    if a.len() != b.len() {
+        return Err(Error::invalid(
+            "b",
+            format!("has {} elements; a has {}", b.len(), a.len()),
+        ));
+    }
+    Ok(rms_difference(a, b))
+}
+
+/// [`rmse`] over the pairs of `a` and `b` (the callers pass equal lengths).
+fn rms_difference(a: &[f64], b: &[f64]) -> f64 {
     if a.is_empty() {
         return 0.0;
     }
@@ -466,7 +572,7 @@ pub fn round_to_f16(x: f64) -> f64 {
 /// rounding to `dtype`. A kernel cannot beat it (up to luck).
 pub fn rounding_floor_rmse(out: &[f64], dtype: Dtype) -> f64 {
     let rounded: Vec<f64> = out.iter().map(|&x| dtype.round(x)).collect();
-    rmse(out, &rounded)
+    rms_difference(out, &rounded)
 }
 
 /// Deterministic inputs for one shape (see [`generate`]).
@@ -553,35 +659,51 @@ impl Normal {
 /// cache row that is not a visible token of its request (the tail of a last page, pages used
 /// by no request) = NaN.
 ///
-/// # Panics
-/// If `lengths.len() != shape.batch`, a length is negative or exceeds
-/// `max_pages * page_size`, or the requests need more than `num_blocks` pages.
-pub fn generate(shape: &MlaShape, lengths: &[i32], dtype: Dtype, seed: u64) -> Inputs {
+/// # Errors
+/// [`Error::InvalidArgument`] where the shape fails [`MlaShape::check`], for `lengths` where
+/// it does not have `shape.batch` entries or a length is outside `0..=max_pages ·
+/// page_size` (the batch index is named), and for `shape.num_blocks` where the requests need
+/// more pages than it holds or it exceeds `i32::MAX` (page ids are `i32`).
+pub fn generate(shape: &MlaShape, lengths: &[i32], dtype: Dtype, seed: u64) -> Result<Inputs> {
     let s = *shape;
-    assert_eq!(lengths.len(), s.batch, "generate: lengths.len() != batch");
-    assert!(s.page_size > 0, "generate: page_size is 0");
-    let pages: Vec<usize> = lengths
-        .iter()
-        .enumerate()
-        .map(|(b, &l)| {
-            assert!(
-                l >= 0 && l as usize <= s.max_pages * s.page_size,
-                "generate: lengths[{b}] = {l} outside 0..={}",
-                s.max_pages * s.page_size
-            );
-            (l as usize).div_ceil(s.page_size)
-        })
-        .collect();
+    s.check()?;
+    if lengths.len() != s.batch {
+        return Err(Error::invalid(
+            "lengths",
+            format!("has {} entries; shape.batch is {}", lengths.len(), s.batch),
+        ));
+    }
+    // Saturating: where max_pages · page_size passes usize, every i32 length fits.
+    let capacity = s.max_pages.saturating_mul(s.page_size);
+    let mut pages = Vec::with_capacity(lengths.len());
+    for (b, &l) in lengths.iter().enumerate() {
+        match usize::try_from(l) {
+            Ok(len) if len <= capacity => pages.push(len.div_ceil(s.page_size)),
+            _ => {
+                return Err(Error::invalid(
+                    "lengths",
+                    format!("lengths[{b}] = {l} is not in 0..=max_pages · page_size = {capacity}"),
+                ))
+            }
+        }
+    }
+    // Each request has at most max_pages pages, and `check` bounds batch · max_pages.
     let need: usize = pages.iter().sum();
-    assert!(
-        need <= s.num_blocks,
-        "generate: requests need {need} pages, the cache has {}",
-        s.num_blocks
-    );
-    assert!(
-        s.num_blocks <= i32::MAX as usize,
-        "generate: page ids must fit i32"
-    );
+    if need > s.num_blocks {
+        return Err(Error::invalid(
+            "shape.num_blocks",
+            format!(
+                "the requests need {need} pages; the cache has {}",
+                s.num_blocks
+            ),
+        ));
+    }
+    if s.num_blocks > i32::MAX as usize {
+        return Err(Error::invalid(
+            "shape.num_blocks",
+            format!("{} exceeds i32::MAX (page ids are i32)", s.num_blocks),
+        ));
+    }
 
     // Independent streams (q, the permutation, and one per used page in allocation order), so
     // the pages can be filled in parallel and the result does not depend on the thread count.
@@ -633,11 +755,11 @@ pub fn generate(shape: &MlaShape, lengths: &[i32], dtype: Dtype, seed: u64) -> I
             }
         });
     }
-    Inputs {
+    Ok(Inputs {
         dtype,
         q,
         kv_cache,
         block_table,
         seqlens: lengths.to_vec(),
-    }
+    })
 }

@@ -30,7 +30,7 @@ fn emulated_ratio(
     let sched = DecodePlan::schedule(&config, lengths, sm_count).unwrap();
     let planned_f16 = sched.partials_f16(Dtype::Bf16, false);
     let f16 = planned_f16 || force_f16;
-    let x = generate(&shape, lengths, Dtype::Bf16, 5702);
+    let x = generate(&shape, lengths, Dtype::Bf16, 5702).unwrap();
     let scale = (D_QK as f64).powf(-0.5) * gain;
     let reference = reference_for(&shape, &x, scale, causal).unwrap();
     // Each request's pieces, as page ranges, in the plan's order mapped back to the batch.
@@ -106,7 +106,8 @@ fn emulated_ratio(
             }
         }
     }
-    let ratio = rmse(&out, &reference.out) / rounding_floor_rmse(&reference.out, Dtype::Bf16);
+    let ratio =
+        rmse(&out, &reference.out).unwrap() / rounding_floor_rmse(&reference.out, Dtype::Bf16);
     (ratio, planned_f16)
 }
 

@@ -151,7 +151,7 @@ fn hand_inputs(s_q: usize, rows: &[[f32; 2]], q0: f32, len: i32) -> (MlaShape, I
 #[test]
 fn one_token_gives_its_v_row_exactly() {
     let s = MlaShape::for_lengths(1, 2, 1, 64, &[1]);
-    let x = generate(&s, &[1], Dtype::Bf16, 7);
+    let x = generate(&s, &[1], Dtype::Bf16, 7).unwrap();
     let r = run(&s, &x, scale(), false);
     let page = x.block_table[0] as usize;
     let k = &x.kv_cache[page * 64 * D_QK..][..D_QK];
@@ -212,7 +212,7 @@ fn zero_length_gives_zero_and_inf() {
     for causal in [false, true] {
         let lens = [0, 70, 0];
         let s = MlaShape::for_lengths(2, 4, 1, 64, &lens);
-        let x = generate(&s, &lens, Dtype::Bf16, 1);
+        let x = generate(&s, &lens, Dtype::Bf16, 1).unwrap();
         let r = run(&s, &x, scale(), causal);
         for b in [0usize, 2] {
             let o = &r.out[b * 2 * 4 * D_V..][..2 * 4 * D_V];
@@ -237,7 +237,7 @@ fn matches_naive_varied_shapes() {
     for &(s_q, h_q, h_kv, ps, lens) in cases {
         let s = MlaShape::for_lengths(s_q, h_q, h_kv, ps, lens);
         for dtype in [Dtype::Bf16, Dtype::F16] {
-            let x = generate(&s, lens, dtype, 42 + s_q as u64);
+            let x = generate(&s, lens, dtype, 42 + s_q as u64).unwrap();
             for causal in [false, true] {
                 compare_with_naive(&s, &x, scale(), causal);
                 compare_with_naive(&s, &x, 0.37, causal);
@@ -251,7 +251,7 @@ fn kv_head_grouping() {
     // h_q = 4, h_kv = 2: heads 0,1 use kv head 0; heads 2,3 use kv head 1.
     let lens = [90];
     let s = MlaShape::for_lengths(1, 4, 2, 64, &lens);
-    let x = generate(&s, &lens, Dtype::Bf16, 3);
+    let x = generate(&s, &lens, Dtype::Bf16, 3).unwrap();
     let base = run(&s, &x, scale(), false);
     let mut y = x.clone();
     // Change kv head 1 of token 5.
@@ -273,7 +273,7 @@ fn nan_poison_is_never_read() {
     let lens = [1, 64, 65, 0, 129, 1000];
     for (s_q, h_kv) in [(1, 1), (2, 1), (3, 2)] {
         let s = MlaShape::for_lengths(s_q, 8, h_kv, 64, &lens);
-        let x = generate(&s, &lens, Dtype::F16, 11);
+        let x = generate(&s, &lens, Dtype::F16, 11).unwrap();
         // The generator poisons exactly the invisible rows and unused block-table entries.
         let mut visible_rows = vec![false; s.num_blocks * s.page_size];
         for (b, &l) in lens.iter().enumerate() {
@@ -308,7 +308,7 @@ fn nan_poison_is_never_read() {
 fn bad_inputs_are_errors() {
     let lens = [100, 10];
     let s = MlaShape::for_lengths(1, 4, 1, 64, &lens);
-    let x = generate(&s, &lens, Dtype::Bf16, 5);
+    let x = generate(&s, &lens, Dtype::Bf16, 5).unwrap();
     let call = |bt: &[i32], sl: &[i32], q: &[f32]| {
         reference_decode(&s, q, &x.kv_cache, bt, sl, 1.0, false)
     };
@@ -352,9 +352,9 @@ fn bad_inputs_are_errors() {
 fn generator_is_deterministic_and_distributed() {
     let lens = [300, 5, 64];
     let s = MlaShape::for_lengths(2, 16, 1, 64, &lens);
-    let a = generate(&s, &lens, Dtype::Bf16, 9);
-    let b = generate(&s, &lens, Dtype::Bf16, 9);
-    let c = generate(&s, &lens, Dtype::Bf16, 10);
+    let a = generate(&s, &lens, Dtype::Bf16, 9).unwrap();
+    let b = generate(&s, &lens, Dtype::Bf16, 9).unwrap();
+    let c = generate(&s, &lens, Dtype::Bf16, 10).unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a.q), bits(&b.q));
     assert_eq!(bits(&a.kv_cache), bits(&b.kv_cache));
@@ -365,7 +365,7 @@ fn generator_is_deterministic_and_distributed() {
         (Dtype::Bf16, round_to_bf16 as fn(f64) -> f64),
         (Dtype::F16, round_to_f16),
     ] {
-        let x = generate(&s, &lens, dtype, 1);
+        let x = generate(&s, &lens, dtype, 1).unwrap();
         let vals: Vec<f64> =
             x.q.iter()
                 .chain(&x.kv_cache)
@@ -461,6 +461,7 @@ fn rounding_is_single_and_ties_to_even() {
 
 #[test]
 fn rmse_and_rounding_floor() {
+    let rmse = |a: &[f64], b: &[f64]| rmse(a, b).unwrap();
     assert_eq!(rmse(&[], &[]), 0.0);
     assert_eq!(rmse(&[1.0, 2.0], &[1.0, 4.0]), 2f64.sqrt());
     assert_eq!(rmse(&[f64::INFINITY, 1.0], &[f64::INFINITY, 1.0]), 0.0);
@@ -474,7 +475,7 @@ fn rmse_and_rounding_floor() {
     // A real output: the floor is positive and far below the values' scale.
     let lens = [500, 77];
     let s = MlaShape::for_lengths(1, 16, 1, 64, &lens);
-    let inp = generate(&s, &lens, Dtype::Bf16, 2);
+    let inp = generate(&s, &lens, Dtype::Bf16, 2).unwrap();
     let r = run(&s, &inp, scale(), false);
     let fb = rounding_floor_rmse(&r.out, Dtype::Bf16);
     let fh = rounding_floor_rmse(&r.out, Dtype::F16);
@@ -488,8 +489,243 @@ fn larger_case_runs_in_parallel_and_is_consistent() {
     // Enough tasks to use several threads; compare a sample with the naive formulation.
     let lens = [4096, 1000, 0, 3000];
     let s = MlaShape::for_lengths(2, 32, 1, 64, &lens);
-    let x = generate(&s, &lens, Dtype::Bf16, 77);
+    let x = generate(&s, &lens, Dtype::Bf16, 77).unwrap();
     compare_with_naive(&s, &x, scale(), true);
+}
+
+/// The `arg` of the `InvalidArgument` that `result` must be.
+fn invalid_arg<T: std::fmt::Debug>(result: flashmla_etap::Result<T>) -> &'static str {
+    match result {
+        Err(flashmla_etap::Error::InvalidArgument { arg, .. }) => arg,
+        other => panic!("expected Error::InvalidArgument, got {other:?}"),
+    }
+}
+
+/// Bad shapes and lengths are errors naming the argument, checked before anything is
+/// allocated (the overflowing shapes would not fit in memory).
+#[test]
+fn generate_rejects_bad_inputs() {
+    let lens = [100, 10];
+    let s = MlaShape::for_lengths(1, 4, 1, 64, &lens);
+    assert!(generate(&s, &lens, Dtype::Bf16, 5).is_ok());
+    let gen = |s: &MlaShape, lens: &[i32]| generate(s, lens, Dtype::Bf16, 5);
+    assert_eq!(invalid_arg(gen(&s, &[100, -1])), "lengths");
+    assert_eq!(invalid_arg(gen(&s, &[100])), "lengths");
+    assert_eq!(invalid_arg(gen(&s, &[100, 10, 1])), "lengths");
+    // Past max_pages · page_size = 128.
+    assert_eq!(invalid_arg(gen(&s, &[129, 10])), "lengths");
+    let zero_pages = MlaShape { page_size: 0, ..s };
+    assert_eq!(invalid_arg(gen(&zero_pages, &lens)), "shape.page_size");
+    // 3 pages needed, 2 in the cache.
+    let small = MlaShape { num_blocks: 2, ..s };
+    assert_eq!(invalid_arg(gen(&small, &lens)), "shape.num_blocks");
+    // Page ids past i32 (the cache itself would fit the address space).
+    let many = MlaShape {
+        num_blocks: i32::MAX as usize + 1,
+        page_size: 1,
+        max_pages: 128,
+        ..s
+    };
+    assert_eq!(invalid_arg(gen(&many, &lens)), "shape.num_blocks");
+    // Element counts that overflow usize, or memory.
+    for huge in [
+        MlaShape {
+            max_pages: usize::MAX,
+            ..s
+        },
+        MlaShape {
+            max_pages: usize::MAX / 4,
+            ..s
+        },
+        MlaShape {
+            num_blocks: usize::MAX / 64,
+            ..s
+        },
+        MlaShape {
+            h_q: usize::MAX / 2,
+            ..s
+        },
+        MlaShape { s_q: 1 << 55, ..s },
+        // A cache page too large even with no pages.
+        MlaShape {
+            num_blocks: 0,
+            page_size: usize::MAX / 2,
+            h_kv: 1 << 20,
+            ..s
+        },
+    ] {
+        assert_eq!(invalid_arg(huge.check()), "shape", "{huge:?}");
+        assert_eq!(invalid_arg(gen(&huge, &lens)), "shape", "{huge:?}");
+    }
+    assert!(s.check().is_ok());
+    assert_eq!(
+        MlaShape {
+            max_pages: usize::MAX,
+            ..s
+        }
+        .block_table_len(),
+        usize::MAX
+    );
+    assert_eq!(
+        MlaShape {
+            batch: 0,
+            max_pages: usize::MAX,
+            ..s
+        }
+        .block_table_len(),
+        0
+    );
+}
+
+/// `key_offset` is `None` outside the shape and the block table, and for page ids that
+/// are not pages of the cache; otherwise the row's offset.
+#[test]
+fn key_offset_is_none_outside_the_table() {
+    let s = MlaShape {
+        batch: 2,
+        s_q: 1,
+        h_q: 2,
+        h_kv: 2,
+        page_size: 4,
+        max_pages: 2,
+        num_blocks: 3,
+    };
+    let bt = [2, -1, 0, 3];
+    assert_eq!(
+        s.key_offset(&bt, 0, 1, 1),
+        Some(((2 * 4 + 1) * 2 + 1) * D_QK)
+    );
+    assert_eq!(s.key_offset(&bt, 1, 3, 0), Some(3 * 2 * D_QK));
+    assert_eq!(s.key_offset(&bt, 0, 4, 0), None, "negative page id");
+    assert_eq!(s.key_offset(&bt, 1, 4, 0), None, "page id past num_blocks");
+    assert_eq!(s.key_offset(&bt, 2, 0, 0), None, "request past the batch");
+    assert_eq!(
+        s.key_offset(&bt, 0, 8, 0),
+        None,
+        "token past max_pages · page_size"
+    );
+    assert_eq!(s.key_offset(&bt, 0, 0, 2), None, "KV head past h_kv");
+    assert_eq!(s.key_offset(&bt[..3], 1, 4, 0), None, "short block table");
+    let no_pages = MlaShape { page_size: 0, ..s };
+    assert_eq!(no_pages.key_offset(&bt, 0, 0, 0), None, "page_size 0");
+}
+
+#[test]
+fn rmse_rejects_different_lengths() {
+    assert_eq!(invalid_arg(rmse(&[1.0, 2.0], &[1.0])), "b");
+    assert_eq!(invalid_arg(rmse(&[], &[1.0])), "b");
+}
+
+/// `CaseResult::measure` compares whole results: a short or long `out` or `lse` is an
+/// error, not a comparison of the part that is there.
+#[test]
+fn measure_rejects_partial_results() {
+    use flashmla_etap::check::CaseResult;
+    let lens = [70, 3];
+    let s = MlaShape::for_lengths(2, 4, 1, 64, &lens);
+    let x = generate(&s, &lens, Dtype::Bf16, 8).unwrap();
+    let r = run(&s, &x, scale(), true);
+    let lse: Vec<f32> = r.lse.iter().map(|&l| l as f32).collect();
+    let measure = |out: &[f64], lse: &[f32]| {
+        CaseResult::measure(out, lse, &r, Dtype::Bf16, false, true, false)
+    };
+    let m = measure(&r.out, &lse).unwrap();
+    assert_eq!((m.rmse, m.bad_values, m.values), (0.0, 0, r.out.len()));
+    assert!(m.passes());
+    assert_eq!(invalid_arg(measure(&r.out, &lse[1..])), "lse");
+    assert_eq!(
+        invalid_arg(measure(&r.out, &[lse.clone(), vec![0.0]].concat())),
+        "lse"
+    );
+    assert_eq!(invalid_arg(measure(&r.out[..r.out.len() - 1], &lse)), "out");
+    assert_eq!(invalid_arg(measure(&[], &lse)), "out");
+}
+
+/// `late_max_moves` and `Case::validate` reject the cases the decode would, naming the
+/// argument, instead of dividing by zero or indexing out of bounds.
+#[test]
+fn late_max_moves_rejects_bad_cases() {
+    use flashmla_etap::check::{late_max_moves, Case};
+    let ok = Case::new(Dtype::Bf16, 1, 4, vec![200, 0, 65], false);
+    assert!(ok.validate().is_ok());
+    assert!(late_max_moves(&ok, 0.0).unwrap() > 0);
+    let bad = |case: Case| {
+        let arg = invalid_arg(case.validate());
+        assert_eq!(invalid_arg(late_max_moves(&case, 0.0)), arg);
+        arg
+    };
+    assert_eq!(
+        bad(Case {
+            h_kv: 8,
+            ..ok.clone()
+        }),
+        "h_q"
+    );
+    assert_eq!(
+        bad(Case {
+            h_kv: 0,
+            ..ok.clone()
+        }),
+        "h_kv"
+    );
+    assert_eq!(
+        bad(Case {
+            h_q: 0,
+            ..ok.clone()
+        }),
+        "h_q"
+    );
+    assert_eq!(
+        bad(Case {
+            s_q: 0,
+            ..ok.clone()
+        }),
+        "s_q"
+    );
+    assert_eq!(
+        bad(Case {
+            lengths: vec![200, -1],
+            ..ok.clone()
+        }),
+        "lengths"
+    );
+    assert_eq!(
+        bad(Case {
+            lengths: vec![],
+            ..ok.clone()
+        }),
+        "batch"
+    );
+    assert_eq!(
+        bad(Case {
+            score_gain: 0.0,
+            ..ok.clone()
+        }),
+        "score_gain"
+    );
+    assert_eq!(
+        bad(Case {
+            score_gain: f64::NAN,
+            ..ok.clone()
+        }),
+        "score_gain"
+    );
+    assert_eq!(
+        bad(Case {
+            lengths: vec![i32::MAX],
+            ..ok.clone()
+        }),
+        "max_pages"
+    );
+    // Each request fits the block table, all of them not one cache.
+    let long = vec![i32::MAX / 2; 3];
+    assert_eq!(
+        bad(Case {
+            lengths: long,
+            ..ok.clone()
+        }),
+        "lengths"
+    );
 }
 
 /// `check::moving_maxima` (run on the GPU by `tests/gpu_decode.rs`) is there to move rows'
@@ -500,12 +736,12 @@ fn moving_maxima_cases_move_the_max() {
     use flashmla_etap::check::{late_max_moves, moving_maxima, Case};
     let slack = etap_kernel::config::SOFTMAX_SLACK as f64;
     for case in moving_maxima() {
-        let moves = late_max_moves(&case, slack);
+        let moves = late_max_moves(&case, slack).unwrap();
         println!("{}: {moves} late moves", case.describe());
         assert!(moves > 0, "{}: no late move of a max", case.describe());
     }
     let plain = Case::new(Dtype::Bf16, 1, 16, vec![9000, 4100, 700], false);
-    assert_eq!(late_max_moves(&plain, slack), 0);
+    assert_eq!(late_max_moves(&plain, slack).unwrap(), 0);
 }
 
 /// The error f16 partial results add to a bf16 output, as the split kernel stores them

@@ -129,7 +129,7 @@ fn graph_replay_equals_eager() {
     let s = gpu.stream.clone();
     let lengths = vec![5000, 0, 64, 1, 20000, 333];
     let shape = MlaShape::for_lengths(2, 32, 1, 64, &lengths);
-    let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
+    let inputs = generate(&shape, &lengths, Dtype::Bf16, 11).unwrap();
     let dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &inputs).unwrap();
     let (q, bt, sl) = (&dev.q, &dev.block_table, &dev.seqlens);
     let cache = KvCache::new(&gpu, &dev.kv_cache, shape.num_blocks, 1).unwrap();
@@ -179,7 +179,7 @@ fn pair_clusters_change_no_bit() {
     for (s_q, precision) in [(1, Precision::Fast), (2, Precision::Accurate)] {
         let lengths = vec![30000, 8000, 4100, 20000];
         let shape = MlaShape::for_lengths(s_q, 128, 1, 64, &lengths);
-        let inputs = generate(&shape, &lengths, Dtype::Bf16, 5);
+        let inputs = generate(&shape, &lengths, Dtype::Bf16, 5).unwrap();
         let dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &inputs).unwrap();
         let cache = KvCache::new(&gpu, &dev.kv_cache, shape.num_blocks, 1).unwrap();
         let config = DecodeConfig::new(lengths.len(), 128, shape.max_pages)
@@ -226,7 +226,7 @@ fn f16_partial_results_follow_the_cache_scale() {
     {
         let lengths = vec![30000, 8000, 4100, 20000];
         let shape = MlaShape::for_lengths(s_q, 128, 1, 64, &lengths);
-        let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
+        let inputs = generate(&shape, &lengths, Dtype::Bf16, 11).unwrap();
         let config = DecodeConfig::new(lengths.len(), 128, shape.max_pages)
             .s_q(s_q)
             .causal(s_q > 1)
@@ -291,8 +291,8 @@ fn back_to_back_calls_stay_ordered() {
     let direct_lengths = vec![64, 1, 50];
     let split_shape = MlaShape::for_lengths(1, h_q, 1, 64, &split_lengths);
     let direct_shape = MlaShape::for_lengths(1, h_q, 1, 64, &direct_lengths);
-    let split_in = generate(&split_shape, &split_lengths, Dtype::Bf16, 3);
-    let direct_in = generate(&direct_shape, &direct_lengths, Dtype::Bf16, 4);
+    let split_in = generate(&split_shape, &split_lengths, Dtype::Bf16, 3).unwrap();
+    let direct_in = generate(&direct_shape, &direct_lengths, Dtype::Bf16, 4).unwrap();
     let split_dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &split_in).unwrap();
     let direct_dev = flashmla_etap::check::upload_inputs::<bf16>(&s, &direct_in).unwrap();
     let split_cache = KvCache::new(&gpu, &split_dev.kv_cache, split_shape.num_blocks, 1).unwrap();
@@ -394,7 +394,7 @@ fn checked_api_reports_bad_page_ids_and_lengths() {
     let s = gpu.stream.clone();
     let lengths = vec![300, 100, 700, 64];
     let shape = MlaShape::for_lengths(1, 16, 1, 64, &lengths);
-    let inputs = generate(&shape, &lengths, Dtype::Bf16, 5);
+    let inputs = generate(&shape, &lengths, Dtype::Bf16, 5).unwrap();
     let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
     let q = s.clone_htod(&to(&inputs.q)).unwrap();
     let kv = s.clone_htod(&to(&inputs.kv_cache)).unwrap();
@@ -472,7 +472,7 @@ fn buffers_of_another_gpu_are_errors() {
     let decoder = Decoder::new(&gpu).unwrap();
     let lengths = vec![300, 700];
     let shape = MlaShape::for_lengths(1, 16, 1, 64, &lengths);
-    let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
+    let inputs = generate(&shape, &lengths, Dtype::Bf16, 11).unwrap();
     let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
     // Every input on both GPUs.
     let on = |g: &Gpu| {
@@ -591,7 +591,7 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
     ];
     for (h_q, lengths, precision) in setups {
         let shape = MlaShape::for_lengths(1, h_q, 1, 64, &lengths);
-        let inputs = generate(&shape, &lengths, Dtype::Bf16, 11);
+        let inputs = generate(&shape, &lengths, Dtype::Bf16, 11).unwrap();
         let to = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
         let q = s.clone_htod(&to(&inputs.q)).unwrap();
         let kv = s.clone_htod(&to(&inputs.kv_cache)).unwrap();

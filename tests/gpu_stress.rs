@@ -228,7 +228,7 @@ impl<T: DeviceRepr + FromF32> Work<T> {
         seed: u64,
     ) -> Work<T> {
         let shape = MlaShape::for_lengths(s_q, h_q, 1, 64, lengths);
-        let inputs = generate(&shape, lengths, dtype, seed);
+        let inputs = generate(&shape, lengths, dtype, seed).unwrap();
         let reference = reference_for(&shape, &inputs, scale(), causal).unwrap();
         let dev = upload_inputs::<T>(stream, &inputs).unwrap();
         Work {
@@ -280,7 +280,8 @@ fn check_against_reference<T: DeviceRepr>(what: &str, work: &Work<T>, dtype: Dty
         true,
         // `Work::config` leaves the precision at its default, which splits P.
         false,
-    );
+    )
+    .unwrap();
     println!("{what}: {r}");
     assert!(r.passes(), "{what} differs from the reference: {r}");
 }

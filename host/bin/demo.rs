@@ -141,7 +141,7 @@ fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
     let scale = config.softmax_scale as f64;
 
     let t = Instant::now();
-    let inputs = generate(&shape, &lengths, Dtype::Bf16, args.seed);
+    let inputs = generate(&shape, &lengths, Dtype::Bf16, args.seed)?;
     let reference = check::reference_for(&shape, &inputs, scale, false)?;
     println!(
         "inputs and float64 CPU reference: {:.1} s ({} pages of KV, {:.1} MiB)",
@@ -187,7 +187,7 @@ fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
         false,
         true,
         plan.rounds_p_once(),
-    );
+    )?;
     let (err, floor, lse_err, bad) = (
         accuracy.rmse,
         accuracy.floor,
