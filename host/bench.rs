@@ -153,7 +153,12 @@ impl Point {
             .s_q(self.s_q)
             .causal(self.causal())
             .validate()
-            .map_err(|e| Error::invalid("--point", format!("`{label}`: {e}")))
+            .map_err(|e| match e {
+                Error::InvalidArgument { arg, rule } => {
+                    Error::invalid("--point", format!("`{label}`: {arg} {rule}"))
+                }
+                other => other,
+            })
     }
     /// A fixed-length point.
     pub const fn new(b: usize, s_q: usize, h_q: usize, s_k: usize) -> Point {
