@@ -109,8 +109,7 @@ fn run(gpu: &Gpu) -> Result<()> {
             &base.seqlens,
             config.softmax_scale as f64,
             false,
-        )
-        .map_err(Error::Other)?;
+        )?;
         let got: Vec<f64> = eager.0[l]
             .iter()
             .map(|&x| bf16::from_bits(x).to_f64())

@@ -223,7 +223,6 @@ pub fn reference_for(
         scale,
         causal,
     )
-    .map_err(Error::Other)
 }
 
 /// Generated inputs on the device: q and the cache in the element type `T`.

@@ -236,9 +236,9 @@ const ROWS_PER_TASK: usize = 16;
 /// `out = Σ exp(s_t - m) v_t / Σ exp(s_t - m)`, `lse = m + ln Σ exp(s_t - m)`.
 ///
 /// Reads only the cache rows of visible tokens (never pages past a request's length nor
-/// block-table entries past its last used page). Errors on inconsistent buffer sizes,
-/// `h_q % h_kv != 0`, negative or too long lengths, and page ids outside `0..num_blocks`
-/// among the used block-table entries. Runs on all CPU cores; the result does not depend on
+/// block-table entries past its last used page). `InvalidArgument` naming the buffer on
+/// inconsistent sizes, `h_q % h_kv != 0`, negative or too long lengths, and page ids
+/// outside `0..num_blocks` among the used block-table entries. Runs on all CPU cores; the result does not depend on
 /// their number.
 ///
 /// With a single cached token the softmax has one term: out is that token's V and
@@ -263,24 +263,25 @@ pub fn reference_decode(
     seqlens: &[i32],
     softmax_scale: f64,
     causal: bool,
-) -> std::result::Result<Reference, String> {
+) -> Result<Reference> {
     let s = *shape;
     if s.h_kv == 0 || !s.h_q.is_multiple_of(s.h_kv) {
-        return Err(format!(
-            "h_q = {} must be a multiple of h_kv = {}",
-            s.h_q, s.h_kv
+        return Err(Error::invalid(
+            "shape.h_q",
+            format!("h_q = {} must be a multiple of h_kv = {}", s.h_q, s.h_kv),
         ));
     }
     if s.page_size == 0 {
-        return Err("page_size is 0".into());
+        return Err(Error::invalid("shape.page_size", "must be at least 1"));
     }
-    let want = |name: &str, got: usize, dims: &[usize]| -> std::result::Result<(), String> {
+    let want = |name: &'static str, got: usize, dims: &[usize]| -> Result<()> {
         match checked_len(dims) {
             Some(n) if n == got => Ok(()),
-            Some(n) => Err(format!(
-                "{name} has {got} elements, expected {n} ({dims:?})"
+            Some(n) => Err(Error::invalid(
+                name,
+                format!("has {got} elements, expected {n} ({dims:?})"),
             )),
-            None => Err(format!("{name}: shape {dims:?} overflows")),
+            None => Err(Error::invalid(name, format!("shape {dims:?} overflows"))),
         }
     };
     want("q", q.len(), &[s.batch, s.s_q, s.h_q, D_QK])?;
@@ -291,26 +292,34 @@ pub fn reference_decode(
     )?;
     want("block_table", block_table.len(), &[s.batch, s.max_pages])?;
     want("seqlens", seqlens.len(), &[s.batch])?;
-    let out_len = checked_len(&[s.batch, s.s_q, s.h_q, D_V]).ok_or("out size overflows")?;
+    let out_len = checked_len(&[s.batch, s.s_q, s.h_q, D_V])
+        .ok_or_else(|| Error::invalid("shape", "out's size overflows"))?;
     let lse_len = s.batch * s.h_q * s.s_q;
 
     let capacity = s.max_pages.saturating_mul(s.page_size);
     for (b, &len) in seqlens.iter().enumerate() {
         if len < 0 {
-            return Err(format!("seqlens[{b}] = {len} is negative"));
+            return Err(Error::invalid(
+                "seqlens",
+                format!("seqlens[{b}] = {len} is negative"),
+            ));
         }
         if len as usize > capacity {
-            return Err(format!(
-                "seqlens[{b}] = {len} exceeds max_pages * page_size = {capacity}"
+            return Err(Error::invalid(
+                "seqlens",
+                format!("seqlens[{b}] = {len} exceeds max_pages * page_size = {capacity}"),
             ));
         }
         let used = (len as usize).div_ceil(s.page_size);
         for p in 0..used {
             let id = block_table[b * s.max_pages + p];
             if id < 0 || id as usize >= s.num_blocks {
-                return Err(format!(
-                    "block_table[{b}][{p}] = {id} is outside 0..{} (request {b} uses {used} pages)",
-                    s.num_blocks
+                return Err(Error::invalid(
+                    "block_table",
+                    format!(
+                        "block_table[{b}][{p}] = {id} is outside 0..{} (request {b} uses {used} pages)",
+                        s.num_blocks
+                    ),
                 ));
             }
         }
@@ -383,8 +392,12 @@ pub fn reference_decode(
         let b = tasks[t].b;
         // `run_task` fails only on a page id outside the cache, which the checks above
         // reject; were one to pass them, this reports it rather than panicking.
-        let rows = rows
-            .ok_or_else(|| format!("request {b}: a used block-table entry is outside the cache"))?;
+        let rows = rows.ok_or_else(|| {
+            Error::invalid(
+                "block_table",
+                format!("request {b}: a used entry is outside the cache"),
+            )
+        })?;
         for (&(i, h), r) in tasks[t].rows.iter().zip(rows) {
             let o = ((b * s.s_q + i) * s.h_q + h) * D_V;
             out[o..o + D_V].copy_from_slice(&r.out);
