@@ -913,7 +913,9 @@ impl Schedule {
     /// (1024 a row in the kernels' 32-bit offsets, against f32's 512 that
     /// `DecodeConfig::validate` bounds).
     pub fn partials_f16(&self, dtype: Dtype, out_f32: bool) -> bool {
-        let f16_elems = self.slot_rows * u64::from(PARTIAL_ROW_BYTES / 2);
+        let f16_elems = self
+            .slot_rows
+            .saturating_mul(u64::from(PARTIAL_ROW_BYTES / 2));
         let share = plan::share_per_part(self.total_pages, self.num_parts as u64);
         self.rows_per_cta == MAX_ROWS_PER_CTA
             && (!self.split_p || (share <= plan::SHORT_SHARE_PAGES && !self.one_piece_rows))
