@@ -149,9 +149,7 @@ impl Point {
                 ),
             ));
         }
-        DecodeConfig::new(self.b, self.h_q, self.s_k.div_ceil(PAGE))
-            .s_q(self.s_q)
-            .causal(self.causal())
+        self.config(&[self.s_k as i32], Precision::default())
             .validate()
             .map_err(|e| match e {
                 Error::InvalidArgument { arg, rule } => {
@@ -1303,11 +1301,16 @@ pub fn permutation(n: usize, rng: &mut SplitMix64) -> Result<Vec<i32>> {
     Ok(v)
 }
 
+/// Pages of a request of length `l` (none for a negative one).
+fn request_pages(l: i32) -> usize {
+    (l.max(0) as usize).div_ceil(PAGE)
+}
+
 /// Pages of the longest of `lengths` (at least 1): the block table's width.
 pub fn block_table_width(lengths: &[i32]) -> usize {
     lengths
         .iter()
-        .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
+        .map(|&l| request_pages(l))
         .max()
         .unwrap_or(0)
         .max(1)
@@ -1317,7 +1320,7 @@ pub fn block_table_width(lengths: &[i32]) -> usize {
 pub fn cache_pages(lengths: &[i32]) -> usize {
     lengths
         .iter()
-        .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
+        .map(|&l| request_pages(l))
         .sum::<usize>()
         .max(1)
 }
@@ -1326,10 +1329,6 @@ pub fn cache_pages(lengths: &[i32]) -> usize {
 /// (pages of a random permutation of `0..Σ pages`; entries past a request's pages = 0, a
 /// valid page).
 pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> Result<(usize, Vec<i32>)> {
-    let pages: Vec<usize> = lengths
-        .iter()
-        .map(|&l| (l.max(0) as usize).div_ceil(PAGE))
-        .collect();
     let total = cache_pages(lengths);
     let max_pages = block_table_width(lengths);
     let perm = permutation(total, rng)?;
@@ -1339,8 +1338,8 @@ pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> Result<(usize, Vec<
         .ok_or_else(|| Error::invalid("lengths", "batch · block-table width overflows usize"))?;
     let mut table = vec![0i32; entries];
     let mut next = 0;
-    for (b, &np) in pages.iter().enumerate() {
-        for p in 0..np {
+    for (b, &l) in lengths.iter().enumerate() {
+        for p in 0..request_pages(l) {
             table[b * max_pages + p] = perm[next];
             next += 1;
         }

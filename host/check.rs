@@ -632,6 +632,7 @@ pub fn late_max_moves(case: &Case, slack: f64) -> Result<usize> {
     let d = crate::reference::D_QK;
     let scale = case.softmax_scale() * std::f64::consts::LOG2_E;
     let group = case.h_q / case.h_kv;
+    let row_stride = shape.key_row_stride();
     let mut moves = 0;
     for (b, &len) in case.lengths.iter().enumerate() {
         let visible = shape.visible(len as usize, 0, case.causal);
@@ -648,7 +649,6 @@ pub fn late_max_moves(case: &Case, slack: f64) -> Result<usize> {
                             "late_max_moves: request {b} has no cache page for token {start}"
                         ))
                     })?;
-                let row_stride = case.h_kv * d;
                 let tile_max = (0..(visible - start).min(shape.page_size))
                     .map(|r| {
                         let k = &inputs.kv_cache[first + r * row_stride..][..d];

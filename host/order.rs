@@ -15,7 +15,9 @@
 //! b 64, s_q 2, h_q 32, 1K varlen 46.2 → 36.8.
 
 use crate::decode::MAX_SM_COUNT;
-use etap_kernel::plan::{last_piece_start, modelled_makespan, num_pages, PartWork, PieceCosts};
+use etap_kernel::plan::{
+    last_piece_start, modelled_makespan, num_pages, num_splits, PartWork, PieceCosts,
+};
 use std::collections::BTreeSet;
 
 /// A plan whose partitions take requests in `order`.
@@ -48,11 +50,7 @@ pub fn split_offsets_by_position(order: &[i32], split_offsets: &[i32]) -> Vec<i3
     offsets.push(0);
     for &r in order {
         // A request outside `split_offsets` (none in a plan of this module) has no pieces.
-        let at = |i: usize| split_offsets.get(i).copied();
-        let pieces = usize::try_from(r)
-            .ok()
-            .and_then(|r| Some(at(r.checked_add(1)?)?.saturating_sub(at(r)?)))
-            .unwrap_or(0);
+        let pieces = num_splits(split_offsets, r);
         offsets.push(
             offsets
                 .last()

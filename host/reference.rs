@@ -126,10 +126,8 @@ impl MlaShape {
         ];
         const MAX_ELEMENTS: usize = isize::MAX as usize / std::mem::size_of::<f64>();
         for (name, dims) in buffers {
-            let fits = dims
-                .iter()
-                .try_fold(1usize, |n, &d| n.checked_mul(d.max(1)))
-                .is_some_and(|n| n <= MAX_ELEMENTS);
+            let counted: Vec<usize> = dims.iter().map(|&d| d.max(1)).collect();
+            let fits = checked_len(&counted).is_some_and(|n| n <= MAX_ELEMENTS);
             if !fits {
                 return Err(Error::invalid(
                     "shape",
@@ -162,6 +160,11 @@ impl MlaShape {
     /// Entries of lse (`usize::MAX` where the count overflows).
     pub fn lse_len(&self) -> usize {
         product(&[self.batch, self.h_q, self.s_q])
+    }
+    /// Elements from one cache row (a token of a KV head) to the next token's row of
+    /// the same head within a page.
+    pub fn key_row_stride(&self) -> usize {
+        self.h_kv * D_QK
     }
     /// Element offset in the KV cache of the row of key `t` of request `b` for KV head
     /// `kv_head`, by the request's row of `block_table`: the row's [`D_QK`] elements from
@@ -449,7 +452,7 @@ fn run_task(
     let page_rows = (0..n_max.div_ceil(s.page_size))
         .map(|p| s.key_offset(block_table, b, p * s.page_size, task.kvh))
         .collect::<Option<Vec<usize>>>()?;
-    let row_stride = s.h_kv * D_QK;
+    let row_stride = s.key_row_stride();
     let row_of = |t: usize| page_rows[t / s.page_size] + t % s.page_size * row_stride;
 
     // Pass 1: scores.
