@@ -9,6 +9,9 @@
 # Environment:
 #   NCU                the ncu executable (else PATH, then /usr/local/cuda/bin/ncu)
 #   ETAP_PROFILE_ONLY  numbers of the points to run (default: all), e.g. "1 3"
+#   ETAP_PROFILE_POINTS
+#                      other points instead of docs/PROFILE.md's, separated by ';', each
+#                      "PRECISION BENCH_POINT", e.g. "accurate b=16,h_q=64,s_k=65536"
 set -uo pipefail
 
 if [ $# -lt 1 ]; then
@@ -42,6 +45,9 @@ points=(
     "accurate b=32,h_q=128,s_k=8192"
     "fast b=16,h_q=16,s_k=512"
 )
+if [ -n "${ETAP_PROFILE_POINTS:-}" ]; then
+    IFS=';' read -r -a points <<<"$ETAP_PROFILE_POINTS"
+fi
 failed=0
 for i in "${!points[@]}"; do
     n=$((i + 1))
