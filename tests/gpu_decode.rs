@@ -678,25 +678,36 @@ fn checked_api_reports_lengths_the_plan_cannot_cover() {
 }
 
 /// On the accuracy cases of ANCHORS.md, the RMSE / rounding-floor ratio is at most
-/// FlashMLA's on the same kind of case.
+/// FlashMLA's on the same kind of case, in both precisions: `Accurate` at the floor, and
+/// `Fast`, which rounds P once as FlashMLA does, no worse than FlashMLA either. Every case
+/// runs before the verdict, so a failure report lists them all.
 fn accuracy_not_worse_than_flashmla() {
     let gpu = require_gpu!("accuracy_not_worse_than_flashmla");
     let decoder = Decoder::new(&gpu).unwrap();
+    let mut worse = Vec::new();
     for (case, flashmla_ratio) in flashmla_etap::check::anchor_accuracy_cases() {
-        let r = case.run(&decoder).unwrap();
-        println!(
-            "{}: {} (FlashMLA ratio {flashmla_ratio:.3})",
-            case.describe(),
-            r.summary()
-        );
-        assert!(r.passes(), "{}: {}", case.describe(), r.summary());
-        assert!(
-            r.ratio() <= flashmla_ratio,
-            "{}: RMSE/floor {:.3} is worse than FlashMLA's {flashmla_ratio:.3}",
-            case.describe(),
-            r.ratio()
-        );
+        for precision in [Precision::Accurate, Precision::Fast] {
+            let case = Case {
+                precision,
+                ..case.clone()
+            };
+            let r = case.run(&decoder).unwrap();
+            let line = format!(
+                "{}: {} (FlashMLA ratio {flashmla_ratio:.3})",
+                case.describe(),
+                r.summary()
+            );
+            println!("{line}");
+            if !r.passes() || r.ratio() > flashmla_ratio {
+                worse.push(line);
+            }
+        }
     }
+    assert!(
+        worse.is_empty(),
+        "failing their bound or worse than FlashMLA:\n{}",
+        worse.join("\n")
+    );
 }
 
 test_main!(
