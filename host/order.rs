@@ -46,20 +46,12 @@ pub fn lengths_by_position(order: &[i32], seqlens: &[i32]) -> Vec<i32> {
 /// the pieces of `order[0]`, `order[1]`, …, the form `plan::modelled_makespan` takes with
 /// the lengths by position.
 pub fn split_offsets_by_position(order: &[i32], split_offsets: &[i32]) -> Vec<i32> {
-    let mut offsets = Vec::with_capacity(order.len() + 1);
-    offsets.push(0);
-    for &r in order {
-        // A request outside `split_offsets` (none in a plan of this module) has no pieces.
-        let pieces = num_splits(split_offsets, r);
-        offsets.push(
-            offsets
-                .last()
-                .copied()
-                .unwrap_or(0i32)
-                .saturating_add(pieces),
-        );
-    }
-    offsets
+    // A request outside `split_offsets` (none in a plan of this module) has no pieces.
+    let prefix = order.iter().scan(0i32, |total, &r| {
+        *total = total.saturating_add(num_splits(split_offsets, r));
+        Some(*total)
+    });
+    std::iter::once(0).chain(prefix).collect()
 }
 
 /// `plan::modelled_makespan` of a plan whose partitions take requests in `order`, given
