@@ -1437,7 +1437,7 @@ pub fn measure(
             ^ (p.s_k as u64).rotate_left(40)
             ^ u64::from(p.varlen),
     );
-    let num_blocks = cache_pages(&lengths);
+    let (num_blocks, table) = block_table(&lengths, &mut rng)?;
     let cache_elems = num_blocks * PAGE_ELEMS;
     let q_elems = p.b * p.s_q * p.h_q * D_QK;
     let out_elems = p.b * p.s_q * p.h_q * D_V;
@@ -1452,7 +1452,6 @@ pub fn measure(
             )));
         }
     }
-    let (_, table) = block_table(&lengths, &mut rng)?;
     // SAFETY: every element is written by fill_from_pool before any read.
     let mut kv: CudaSlice<bf16> = unsafe { s.alloc(cache_elems) }.map_err(drv("cache alloc"))?;
     fill_from_pool(gpu, pool, &mut kv, &mut rng)?;
