@@ -1051,6 +1051,9 @@ fn short_len(s_k: usize) -> String {
 /// Most horizontal gridlines of a plot's GB/s axis.
 const MAX_GRIDLINES: f64 = 20.0;
 
+/// Largest GB/s a plot draws to scale (1 PB/s); a report's larger figures are absurd.
+const MAX_PLOT_GBPS: f64 = 1e6;
+
 /// GB/s against context length (log2 axis, 512..64K) for batch `batch`, s_q = 1, fixed
 /// lengths: one solid line per head count (ours), the peers' lines dashed in the same
 /// colour, and the probed copy bandwidth as a grey rule.
@@ -1065,7 +1068,15 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
     let peer_rows: Vec<&AnchorRow> = card
         .map(|c| c.rows.iter().filter(|r| on_plot(&r.point)).collect())
         .unwrap_or_default();
-    let finite = |g: f64| if g.is_finite() { g } else { 0.0 };
+    // Figures past MAX_PLOT_GBPS (or not finite) are absurd: capped, so the axis arithmetic
+    // below stays finite.
+    let finite = |g: f64| {
+        if g.is_finite() {
+            g.min(MAX_PLOT_GBPS)
+        } else {
+            0.0
+        }
+    };
     let mut y_max = finite(rep.copy_gbps.unwrap_or(0.0));
     for r in &ours {
         y_max = y_max.max(finite(r.gbps));
@@ -1106,8 +1117,9 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
         xml_escape(&rep.driver_version)
     );
     // Grid and axes.
-    let mut g = 0.0;
-    while g <= y_top + 1e-9 {
+    let gridlines = (y_top / y_step).round() as usize;
+    for i in 0..=gridlines {
+        let g = i as f64 * y_step;
         let y = yp(g);
         let _ = writeln!(
             s,
@@ -1116,7 +1128,6 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
             ml - 6.0,
             y + 4.0
         );
-        g += y_step;
     }
     for s_k in GRID_S_K {
         let x = xp(s_k);
@@ -1332,11 +1343,25 @@ pub fn block_table(lengths: &[i32], rng: &mut SplitMix64) -> Result<(usize, Vec<
     let total = cache_pages(lengths);
     let max_pages = block_table_width(lengths);
     let perm = permutation(total, rng)?;
+    // The limit `DecodeConfig::validate` sets, checked before the table is allocated.
     let entries = lengths
         .len()
         .checked_mul(max_pages)
-        .ok_or_else(|| Error::invalid("lengths", "batch · block-table width overflows usize"))?;
-    let mut table = vec![0i32; entries];
+        .filter(|&e| (e as u64) < 1 << 32)
+        .ok_or_else(|| {
+            Error::invalid(
+                "lengths",
+                "batch · block-table width (the block-table entries) must be below 2^32",
+            )
+        })?;
+    let mut table = Vec::new();
+    table.try_reserve_exact(entries).map_err(|_| {
+        Error::invalid(
+            "lengths",
+            format!("a block table of {entries} entries does not fit in host memory"),
+        )
+    })?;
+    table.resize(entries, 0i32);
     let mut next = 0;
     for (b, &l) in lengths.iter().enumerate() {
         for p in 0..request_pages(l) {
@@ -2272,6 +2297,20 @@ mod tests {
             .filter(|l| l.starts_with("<line"))
             .count();
         assert!(lines < 2 * MAX_GRIDLINES as usize + 10, "{lines} lines");
+        // Figures whose 5 % headroom overflows f64 are capped, not drawn for ever.
+        let mut results = sample_results();
+        for r in &mut results {
+            r.gbps = f64::MAX;
+        }
+        let overflowing = Report {
+            copy_gbps: Some(f64::MAX),
+            ..fake_report(results, card.peers.clone())
+        };
+        let lines = svg_plot(&overflowing, Some(&card), 16)
+            .lines()
+            .filter(|l| l.starts_with("<line"))
+            .count();
+        assert!(lines < 2 * MAX_GRIDLINES as usize + 10, "{lines} lines");
         assert_eq!(xml_escape("a<b&\"c\">"), "a&lt;b&amp;&quot;c&quot;&gt;");
     }
 
@@ -2293,6 +2332,15 @@ mod tests {
         assert_eq!(s, (0..1000).collect::<Vec<_>>());
         // Page ids are i32: one page more than they can name is an error, not a wrap.
         assert!(permutation((1 << 31) + 1, &mut rng).is_err());
+    }
+
+    #[test]
+    fn block_table_past_the_entry_limit_is_an_error_not_an_abort() {
+        // One request at the longest length and 65,534 empty ones: 2^41 entries of padding.
+        let mut lengths = vec![0; 65_535];
+        lengths[0] = i32::MAX;
+        let err = block_table(&lengths, &mut SplitMix64(1)).unwrap_err();
+        assert!(err.to_string().contains("below 2^32"), "{err}");
     }
 
     #[test]

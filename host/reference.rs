@@ -297,7 +297,8 @@ pub fn reference_decode(
     want("seqlens", seqlens.len(), &[s.batch])?;
     let out_len = checked_len(&[s.batch, s.s_q, s.h_q, D_V])
         .ok_or_else(|| Error::invalid("shape", "out's size overflows"))?;
-    let lse_len = s.batch * s.h_q * s.s_q;
+    let lse_len = checked_len(&[s.batch, s.h_q, s.s_q])
+        .ok_or_else(|| Error::invalid("shape", "lse's size overflows"))?;
 
     let capacity = s.max_pages.saturating_mul(s.page_size);
     for (b, &len) in seqlens.iter().enumerate() {

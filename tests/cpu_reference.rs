@@ -503,6 +503,23 @@ fn invalid_arg<T: std::fmt::Debug>(result: flashmla_etap::Result<T>) -> &'static
     }
 }
 
+/// An lse size that overflows is an error even where q's and out's sizes are 0 (s_q = 0).
+#[test]
+fn reference_lse_size_overflow_is_an_error() {
+    let shape = MlaShape {
+        batch: 2,
+        s_q: 0,
+        h_q: usize::MAX,
+        h_kv: 1,
+        page_size: 64,
+        max_pages: 1,
+        num_blocks: 1,
+    };
+    let kv = vec![0.0f32; 64 * 576];
+    let result = reference_decode(&shape, &[], &kv, &[0, 0], &[0, 0], 1.0, false);
+    assert_eq!(invalid_arg(result), "shape");
+}
+
 /// Bad shapes and lengths are errors naming the argument, checked before anything is
 /// allocated (the overflowing shapes would not fit in memory).
 #[test]
