@@ -507,7 +507,21 @@ impl Anchors {
         let a: Anchors = serde_json::from_str(text)
             .map_err(|e| Error::Other(format!("reading the anchors {origin}: {e}")))?;
         for (key, card) in &a.cards {
-            for row in &card.rows {
+            for (i, row) in card.rows.iter().enumerate() {
+                if card.rows[..i].iter().any(|r| r.point == row.point) {
+                    return Err(Error::Other(format!(
+                        "anchors {origin}: card {key}: row {} is listed twice",
+                        row.point.label()
+                    )));
+                }
+                for (name, t) in &row.peers {
+                    if !(t.us.is_finite() && t.us > 0.0 && t.gbps.is_finite() && t.gbps >= 0.0) {
+                        return Err(Error::Other(format!(
+                            "anchors {origin}: card {key}, row {}: peer `{name}`'s us must be finite and above 0, its gbps finite and not negative",
+                            row.point.label()
+                        )));
+                    }
+                }
                 for name in row.peers.keys() {
                     if !card.peers.contains(name) {
                         return Err(Error::Other(format!(
@@ -747,12 +761,44 @@ impl Report {
     pub fn load(arg: &'static str, path: &Path) -> Result<Report> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::invalid(arg, format!("cannot read {}: {e}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| {
+        let report: Report = serde_json::from_str(&text).map_err(|e| {
             Error::invalid(
                 arg,
                 format!("{} is not a bench --json report: {e}", path.display()),
             )
-        })
+        })?;
+        report
+            .check()
+            .map_err(|rule| Error::invalid(arg, format!("{}: {rule}", path.display())))?;
+        Ok(report)
+    }
+
+    /// What `bench` cannot have measured: a point listed twice, or a time, bandwidth or
+    /// clock reading that is not a finite positive number (zero GB/s allowed).
+    fn check(&self) -> std::result::Result<(), String> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        for (i, r) in self.points.iter().enumerate() {
+            let label = r.point.label();
+            if self.points[..i].iter().any(|q| q.point == r.point) {
+                return Err(format!("point {label} is listed twice"));
+            }
+            if !positive(r.us) || !r.replays_us.iter().all(|&v| positive(v)) {
+                return Err(format!(
+                    "point {label}: its µs (`us`, `replays_us`) must be finite and above 0"
+                ));
+            }
+            if !(r.gbps.is_finite() && r.gbps >= 0.0) {
+                return Err(format!(
+                    "point {label}: `gbps` must be finite and not negative"
+                ));
+            }
+            if !r.clock_mhz.iter().all(|&v| positive(v)) {
+                return Err(format!(
+                    "point {label}: `clock_mhz` readings must be finite and above 0"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1072,7 +1118,7 @@ pub fn svg_plot(rep: &Report, card: Option<&CardAnchors>, batch: usize) -> Strin
     // below stays finite.
     let finite = |g: f64| {
         if g.is_finite() {
-            g.min(MAX_PLOT_GBPS)
+            g.clamp(0.0, MAX_PLOT_GBPS)
         } else {
             0.0
         }
@@ -1618,10 +1664,23 @@ pub struct BenchArgs {
 pub fn main(ordinal: usize, args: &BenchArgs) -> Result<()> {
     let filters = parse_filters(&args.only)?;
     let base = if !args.points.is_empty() {
-        args.points
+        let points = args
+            .points
             .iter()
             .map(|s| Point::parse(s))
-            .collect::<Result<Vec<_>>>()?
+            .collect::<Result<Vec<_>>>()?;
+        // A report holds each point once (`Report::load` rejects repeats).
+        if let Some((i, p)) = points
+            .iter()
+            .enumerate()
+            .find(|(i, p)| points[..*i].contains(p))
+        {
+            return Err(Error::invalid(
+                "--point",
+                format!("{} is given twice (--point number {})", p.label(), i + 1),
+            ));
+        }
+        points
     } else if args.quick {
         Sweep::Quick.points()
     } else if args.varlen_sweep {
@@ -2071,6 +2130,26 @@ mod tests {
         let bad = r#"{"cards":{"X":{"peers":["a"],"rows":[{"b":1,"s_q":1,"h_q":16,"s_k":64,"peers":{"b":{"us":1,"gbps":1}}}]}}}"#;
         assert!(Anchors::parse(bad, "test").is_err());
         assert!(Anchors::parse("{", "test").is_err());
+        // Times that are not finite and positive, negative bandwidths, repeated rows.
+        let row = |t: &str| format!(r#"{{"b":1,"s_q":1,"h_q":16,"s_k":64,"peers":{{"a":{t}}}}}"#);
+        let card = |rows: &[String]| {
+            format!(
+                r#"{{"cards":{{"X":{{"peers":["a"],"rows":[{}]}}}}}}"#,
+                rows.join(",")
+            )
+        };
+        assert!(Anchors::parse(&card(&[row(r#"{"us":1,"gbps":0}"#)]), "test").is_ok());
+        for t in [
+            r#"{"us":0,"gbps":1}"#,
+            r#"{"us":-3,"gbps":5}"#,
+            r#"{"us":1,"gbps":-1}"#,
+        ] {
+            let err = Anchors::parse(&card(&[row(t)]), "test").unwrap_err();
+            assert!(err.to_string().contains("finite"), "{t}: {err}");
+        }
+        let twice = card(&[row(r#"{"us":1,"gbps":1}"#), row(r#"{"us":2,"gbps":1}"#)]);
+        let err = Anchors::parse(&twice, "test").unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err}");
         assert!(Anchors::load(Some(Path::new("/nonexistent/anchors.json"))).is_err());
         // A longer key wins over a shorter one it contains.
         let two = r#"{"cards":{"H100":{"peers":[],"rows":[]},"H100 PCIe":{"peers":[],"rows":[]}}}"#;

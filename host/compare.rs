@@ -194,10 +194,20 @@ pub fn compare_by(
         });
     }
     if points.is_empty() {
-        return Err(Error::invalid(
-            "--only",
-            "no point is measured by every report (and matches the filters)",
-        ));
+        let (arg, rule) = if first.points.is_empty() {
+            ("--base", "the first report has no points")
+        } else if filters.is_empty() {
+            (
+                "--new",
+                "no point of the first --base report is measured by every report",
+            )
+        } else {
+            (
+                "--only",
+                "no point is measured by every report and matches the filters",
+            )
+        };
+        return Err(Error::invalid(arg, rule));
     }
     Ok(Comparison {
         geomean_ratio: geomean(points.iter().map(|c| c.ratio)),
@@ -486,6 +496,12 @@ mod tests {
             compare(std::slice::from_ref(&fast), &[], &[]),
             Err(Error::InvalidArgument { arg: "--new", .. })
         ));
+        // A first --base report without points is --base's fault, not --only's.
+        let empty = report("Fast", &[]);
+        assert!(matches!(
+            compare(&[empty], std::slice::from_ref(&fast), &[]),
+            Err(Error::InvalidArgument { arg: "--base", .. })
+        ));
     }
 
     #[test]
@@ -517,6 +533,29 @@ mod tests {
             Report::load("--new", &dir.join("missing.json")),
             Err(Error::InvalidArgument { arg: "--new", .. })
         ));
+        // What no bench measures: a repeated point, a time or clock reading that is not
+        // finite and positive, a negative bandwidth.
+        type Spoil = fn(&mut Report);
+        let bad: [(&str, Spoil); 6] = [
+            ("listed twice", |r| r.points.push(r.points[0].clone())),
+            ("`us`", |r| r.points[0].us = 0.0),
+            ("`us`", |r| r.points[0].replays_us[0] = -5.0),
+            // NaN is not JSON: written as null, which does not parse as a number.
+            ("not a bench --json report", |r| r.points[0].us = f64::NAN),
+            ("`gbps`", |r| r.points[0].gbps = -1.0),
+            ("`clock_mhz`", |r| r.points[0].clock_mhz = vec![0.0]),
+        ];
+        for (what, spoil) in bad {
+            let mut r = report("Fast", &[(A, 10.0), (B, 20.0)]);
+            spoil(&mut r);
+            std::fs::write(&path, serde_json::to_string(&r).unwrap()).unwrap();
+            match Report::load("--new", &path) {
+                Err(Error::InvalidArgument { arg: "--new", rule }) => {
+                    assert!(rule.contains(what), "{what}: {rule}")
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

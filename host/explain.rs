@@ -54,13 +54,14 @@ pub fn main(args: &PlanArgs) -> Result<()> {
             .map(|s| Point::parse(s))
             .collect::<Result<Vec<_>>>()?,
     };
+    let l2_bytes = args.l2_mib.checked_mul(1 << 20).ok_or_else(|| {
+        Error::invalid(
+            "--l2-mib",
+            format!("{} MiB is more bytes than a u64 holds", args.l2_mib),
+        )
+    })?;
     for p in &points {
-        let text = describe(
-            p,
-            args.precision,
-            args.sms,
-            args.l2_mib.saturating_mul(1 << 20),
-        )?;
+        let text = describe(p, args.precision, args.sms, l2_bytes)?;
         if !print_piped(&text)? {
             break;
         }

@@ -37,6 +37,12 @@ pub fn redraw(report: &Report, anchors: &Anchors, batch: usize) -> Result<String
         })?),
         None => None,
     };
+    if !report.points.iter().any(|r| r.point.b == batch) {
+        return Err(Error::invalid(
+            "--plot-batch",
+            format!("the report has no point at b = {batch}"),
+        ));
+    }
     Ok(svg_plot(report, card, batch))
 }
 
@@ -67,6 +73,18 @@ mod tests {
         let anchors = Anchors::load(None).unwrap();
         let svg = redraw(&results(), &anchors, 16).unwrap();
         assert_eq!(svg, RESULTS_SVG);
+    }
+
+    #[test]
+    fn a_batch_without_points_is_an_error() {
+        let anchors = Anchors::load(None).unwrap();
+        assert!(matches!(
+            redraw(&results(), &anchors, 7),
+            Err(Error::InvalidArgument {
+                arg: "--plot-batch",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub fn demo(device: usize, args: &DemoArgs) -> ExitCode {
             "each"
         }
     );
+    if let Err(e) = check_demo_args(args) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let gpu = match open(device, "demo") {
         Ok(g) => g,
         Err(code) => return code,
@@ -116,13 +120,35 @@ pub fn demo(device: usize, args: &DemoArgs) -> ExitCode {
     }
 }
 
-fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
-    if args.calls == 0 || args.replays == 0 {
-        return Err(Error::invalid("calls/replays", "must be at least 1"));
+/// Most decode calls a demo graph captures, and most timed replays of it.
+const MAX_DEMO_CALLS: usize = 10_000;
+const MAX_DEMO_REPLAYS: usize = 100_000;
+
+/// The demo's options checked before the GPU is opened or any input is drawn: the shape
+/// by `DecodeConfig::validate` at the longest length `--seqlen` allows.
+fn check_demo_args(args: &DemoArgs) -> Result<(), Error> {
+    if !(1..=MAX_DEMO_CALLS).contains(&args.calls) {
+        return Err(Error::invalid(
+            "--calls",
+            format!("must be in 1..={MAX_DEMO_CALLS}"),
+        ));
+    }
+    if !(1..=MAX_DEMO_REPLAYS).contains(&args.replays) {
+        return Err(Error::invalid(
+            "--replays",
+            format!("must be in 1..={MAX_DEMO_REPLAYS}"),
+        ));
     }
     if args.seqlen < 0 {
-        return Err(Error::invalid("seqlen", "must be at least 0"));
+        return Err(Error::invalid("--seqlen", "must be at least 0"));
     }
+    let max_pages = (args.seqlen as usize).div_ceil(64).max(1);
+    DecodeConfig::new(args.batch, args.heads, max_pages)
+        .precision(args.precision)
+        .validate()
+}
+
+fn run_demo(gpu: &Gpu, args: &DemoArgs) -> Result<bool, Error> {
     let (batch, h_q, s_q) = (args.batch, args.heads, 1usize);
     let mut rng = SplitMix64(args.seed);
     let lengths: Vec<i32> = (0..batch)
@@ -276,6 +302,21 @@ fn quick_cases() -> Vec<Case> {
 
 /// `flashmla-etap check`.
 pub fn check(device: usize, args: &CheckArgs) -> ExitCode {
+    let mut cases = if args.quick {
+        quick_cases()
+    } else {
+        check::grid()
+    };
+    if let Some(f) = &args.filter {
+        cases.retain(|c| c.describe().contains(f.as_str()));
+        if cases.is_empty() {
+            eprintln!(
+                "error: {}",
+                Error::invalid("--filter", format!("no case of the grid contains {f:?}"))
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let gpu = match open(device, "check") {
         Ok(g) => g,
         Err(code) => return code,
@@ -288,14 +329,6 @@ pub fn check(device: usize, args: &CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut cases = if args.quick {
-        quick_cases()
-    } else {
-        check::grid()
-    };
-    if let Some(f) = &args.filter {
-        cases.retain(|c| c.describe().contains(f.as_str()));
-    }
     println!(
         "{} case(s){}",
         cases.len(),
