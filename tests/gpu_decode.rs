@@ -109,6 +109,129 @@ fn beyond_the_l2() {
     run_all("beyond_the_l2", &cases);
 }
 
+/// Pages past 2 GiB and 4 GiB of the cache, and its last pages: a bf16 cache of 80,000
+/// pages (5.9 GB, 2.9 · 10^9 elements), every page NaN but those the requests own, which
+/// sit at byte offsets around 2^31 and 2^32 (where 32-bit element or byte offsets would
+/// wrap) and at the cache's end. Both kernel families, both precisions, against the float64
+/// reference of the same pages in a compact cache.
+fn pages_beyond_4_gib_of_the_cache() {
+    use flashmla_etap::check::{reference_for, CaseResult};
+    use flashmla_etap::decode::{DecodePlan, KvCache};
+    use flashmla_etap::reference::generate;
+    use half::bf16;
+    const PAGES: usize = 80_000;
+    const PAGE_ELEMS: usize = 64 * 576;
+    const PAGE_BYTES: usize = PAGE_ELEMS * 2;
+    // Runs of page ids straddling the 2^31- and 2^32-byte offsets, then the last pages.
+    let page_runs = [
+        ((1usize << 31) / PAGE_BYTES - 8, 18),
+        ((1usize << 32) / PAGE_BYTES - 8, 18),
+        (PAGES - 20, 20),
+    ];
+    let slots: Vec<usize> = page_runs.iter().flat_map(|&(at, n)| at..at + n).collect();
+    assert!(slots
+        .iter()
+        .any(|&p| p * PAGE_BYTES < 1 << 32 && (p + 1) * PAGE_BYTES > 1 << 32));
+
+    let gpu = require_gpu!("pages_beyond_4_gib_of_the_cache");
+    let decoder = Decoder::new(&gpu).unwrap();
+    let s = &gpu.stream;
+    // SAFETY: every element is written by the NaN fill below before any read.
+    let mut big = unsafe { s.alloc::<bf16>(PAGES * PAGE_ELEMS) }.unwrap();
+    let nan_chunk_pages = 500;
+    let nan = s
+        .clone_htod(&vec![bf16::NAN; nan_chunk_pages * PAGE_ELEMS])
+        .unwrap();
+    let mut failures = Vec::new();
+    for (h_q, precision) in [
+        (16, Precision::Accurate),
+        (16, Precision::Fast),
+        (128, Precision::Accurate),
+        (128, Precision::Fast),
+    ] {
+        let case = Case {
+            precision,
+            ..case(Dtype::Bf16, 1, h_q, vec![1000, 700, 1500], false)
+        };
+        let shape = case.shape();
+        assert!(
+            shape.num_blocks <= slots.len(),
+            "{} pages",
+            shape.num_blocks
+        );
+        let inputs = generate(&shape, &case.lengths, Dtype::Bf16, case.seed).unwrap();
+        let scale = case.softmax_scale();
+        let reference = reference_for(&shape, &inputs, scale, false).unwrap();
+        for first in (0..PAGES).step_by(nan_chunk_pages) {
+            let n = nan_chunk_pages.min(PAGES - first) * PAGE_ELEMS;
+            s.memcpy_dtod(
+                &nan.slice(..n),
+                &mut big.slice_mut(first * PAGE_ELEMS..first * PAGE_ELEMS + n),
+            )
+            .unwrap();
+        }
+        // Compact page i (NaN-poisoned where the generator poisons it) goes to slot i.
+        for (i, &slot) in slots.iter().take(shape.num_blocks).enumerate() {
+            let page: Vec<bf16> = inputs.kv_cache[i * PAGE_ELEMS..(i + 1) * PAGE_ELEMS]
+                .iter()
+                .map(|&x| bf16::from_f32(x))
+                .collect();
+            s.memcpy_htod(
+                &page,
+                &mut big.slice_mut(slot * PAGE_ELEMS..(slot + 1) * PAGE_ELEMS),
+            )
+            .unwrap();
+        }
+        let table: Vec<i32> = inputs
+            .block_table
+            .iter()
+            .map(|&p| match usize::try_from(p) {
+                Ok(i) if i < shape.num_blocks => slots[i] as i32,
+                _ => p,
+            })
+            .collect();
+        let q: Vec<bf16> = inputs.q.iter().map(|&x| bf16::from_f32(x)).collect();
+        let (q, bt, sl) = (
+            s.clone_htod(&q).unwrap(),
+            s.clone_htod(&table).unwrap(),
+            s.clone_htod(&inputs.seqlens).unwrap(),
+        );
+        let cache = KvCache::new(&gpu, &big, PAGES, 1).unwrap();
+        let config = case.config(&shape).softmax_scale(scale as f32);
+        let mut plan = DecodePlan::new(&gpu, config, &case.lengths).unwrap();
+        plan.validate_block_table(&table, PAGES).unwrap();
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let mut out = s.alloc_zeros::<bf16>(shape.out_len()).unwrap();
+            let mut lse = s.alloc_zeros::<f32>(shape.lse_len()).unwrap();
+            decoder
+                .decode(s, &mut plan, &q, &cache, &bt, &sl, &mut out, &mut lse)
+                .unwrap();
+            runs.push((s.clone_dtoh(&out).unwrap(), s.clone_dtoh(&lse).unwrap()));
+        }
+        let out: Vec<f64> = runs[0].0.iter().map(|x| x.to_f64()).collect();
+        let r = CaseResult::measure(
+            &out,
+            &runs[0].1,
+            &reference,
+            Dtype::Bf16,
+            false,
+            bitwise_equal(&runs[0], &runs[1]),
+            plan.rounds_p_once(),
+        )
+        .unwrap();
+        let verdict = if r.passes() { "ok" } else { "FAIL" };
+        println!(
+            "{verdict} {} on pages (first, count) {page_runs:?} of {PAGES}: {r}",
+            case.describe()
+        );
+        if !r.passes() {
+            failures.push(case.describe());
+        }
+    }
+    assert!(failures.is_empty(), "failed: {failures:#?}");
+}
+
 fn decode_grid() {
     run_all("decode_grid", &flashmla_etap::check::grid());
 }
@@ -718,6 +841,7 @@ test_main!(
     decode_grid,
     moving_maxima,
     beyond_the_l2,
+    pages_beyond_4_gib_of_the_cache,
     graph_replay_equals_eager,
     pair_clusters_change_no_bit,
     f16_partial_results_follow_the_cache_scale,
