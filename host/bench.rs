@@ -2038,6 +2038,38 @@ mod tests {
     }
 
     #[test]
+    fn the_built_flashmla_times_cover_the_sweep_in_our_accounting() {
+        // bench/flashmla_built_h200.json: FlashMLA built from source and timed by this
+        // protocol on the bench's own lengths, so even its varlen rows match our bytes.
+        let a = Anchors::parse(
+            include_str!("../bench/flashmla_built_h200.json"),
+            "bench/flashmla_built_h200.json",
+        )
+        .unwrap();
+        let card = &a.cards["H200"];
+        assert_eq!(card.peers, ["flashmla"]);
+        let pts = anchor_points();
+        assert_eq!(card.rows.len(), pts.len());
+        for p in &pts {
+            let t = card.row(p).expect("every sweep point").peers["flashmla"];
+            let g = gbps(bytes_moved(p, &p.lengths()), t.us);
+            assert!(
+                (g - t.gbps).abs() <= 0.001 * t.gbps + 0.1,
+                "{}: {g} vs {}",
+                p.label(),
+                t.gbps
+            );
+            // Within a fifth of ANCHORS.md's FlashMLA time on the same kind of card.
+            let anchor = Anchors::load(None).unwrap().cards["H200"]
+                .row(p)
+                .unwrap()
+                .peers["flashmla"];
+            let r = peer_time_on(p, bytes_moved(p, &p.lengths()), &anchor) / t.us;
+            assert!((0.8..1.25).contains(&r), "{}: {r}", p.label());
+        }
+    }
+
+    #[test]
     fn median_and_result_accounting() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
