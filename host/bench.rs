@@ -2048,11 +2048,13 @@ mod tests {
         .unwrap();
         let card = &a.cards["H200"];
         assert_eq!(card.peers, ["flashmla"]);
+        let anchors = Anchors::load(None).unwrap();
         let pts = anchor_points();
         assert_eq!(card.rows.len(), pts.len());
         for p in &pts {
             let t = card.row(p).expect("every sweep point").peers["flashmla"];
-            let g = gbps(bytes_moved(p, &p.lengths()), t.us);
+            let bytes = bytes_moved(p, &p.lengths());
+            let g = gbps(bytes, t.us);
             assert!(
                 (g - t.gbps).abs() <= 0.001 * t.gbps + 0.1,
                 "{}: {g} vs {}",
@@ -2060,11 +2062,8 @@ mod tests {
                 t.gbps
             );
             // Within a fifth of ANCHORS.md's FlashMLA time on the same kind of card.
-            let anchor = Anchors::load(None).unwrap().cards["H200"]
-                .row(p)
-                .unwrap()
-                .peers["flashmla"];
-            let r = peer_time_on(p, bytes_moved(p, &p.lengths()), &anchor) / t.us;
+            let anchor = anchors.cards["H200"].row(p).unwrap().peers["flashmla"];
+            let r = peer_time_on(p, bytes, &anchor) / t.us;
             assert!((0.8..1.25).contains(&r), "{}: {r}", p.label());
         }
     }
